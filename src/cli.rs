@@ -1,0 +1,130 @@
+//! Command-line definition (clap) and its translation into a validated [`NetConfig`].
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{self, ConfigError, DnsUpstreams, NetConfig};
+
+/// Rootless container networking in user space.
+#[derive(Debug, Parser)]
+#[command(name = "warren", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// More log output (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a command in new user, network, mount and PID namespaces with a userspace network.
+    Run(RunArgs),
+    /// Give an existing network namespace a userspace network (the slirp4netns model).
+    Attach(AttachArgs),
+}
+
+/// Network options shared by `run` and `attach`.
+#[derive(Debug, Args)]
+pub struct NetArgs {
+    /// MTU of the TAP device (1280..=65520).
+    #[arg(long, value_name = "N", default_value_t = config::MTU_DEFAULT)]
+    pub mtu: u32,
+    /// IPv4 network of the container: gateway .2, DNS .3, container .100 (prefix 1..=25).
+    #[arg(long, value_name = "CIDR", default_value = config::CIDR_DEFAULT)]
+    pub cidr: String,
+    /// Let connections to the gateway address reach the host's 127.0.0.1 (off: refused).
+    #[arg(long)]
+    pub allow_host_loopback: bool,
+    /// DNS upstream for the forwarder, repeatable (default: the host's /etc/resolv.conf).
+    #[arg(long = "dns-upstream", value_name = "IP[:PORT]")]
+    pub dns_upstream: Vec<String>,
+    /// Name of the TAP device inside the namespace.
+    #[arg(long, value_name = "NAME", default_value = "tap0")]
+    pub tap_name: String,
+    /// MAC address of the TAP device inside the namespace (default: random).
+    #[arg(long, value_name = "MAC")]
+    pub mac: Option<String>,
+}
+
+/// `warren run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub net: NetArgs,
+    /// The command and its arguments.
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
+    pub command: Vec<String>,
+}
+
+/// `warren attach`.
+#[derive(Debug, Args)]
+pub struct AttachArgs {
+    /// Join the network and user namespaces of this process; exit when it exits.
+    #[arg(
+        long,
+        value_name = "PID",
+        required_unless_present = "netns",
+        conflicts_with = "netns"
+    )]
+    pub pid: Option<i32>,
+    /// Join this network namespace file (e.g. /run/user/1000/netns/x); exit when it is gone.
+    #[arg(long, value_name = "PATH")]
+    pub netns: Option<PathBuf>,
+    /// The user namespace that owns --netns.
+    #[arg(long, value_name = "PATH", requires = "netns")]
+    pub userns: Option<PathBuf>,
+    #[command(flatten)]
+    pub net: NetArgs,
+}
+
+impl NetArgs {
+    /// Validates every option into a [`NetConfig`].
+    ///
+    /// # Errors
+    /// The first invalid value, named in the error.
+    pub fn to_config(&self) -> Result<NetConfig, CliError> {
+        let mtu = config::parse_mtu(self.mtu)?;
+        let net = config::parse_cidr(&self.cidr)?;
+        crate::sys::check_ifname(&self.tap_name)
+            .map_err(|_| CliError::TapName(self.tap_name.clone()))?;
+        let mac = self.mac.as_deref().map(config::parse_mac).transpose()?;
+        let dns = if self.dns_upstream.is_empty() {
+            DnsUpstreams::HostResolvConf
+        } else {
+            DnsUpstreams::Fixed(
+                self.dns_upstream
+                    .iter()
+                    .map(|u| config::parse_upstream(u))
+                    .collect::<Result<_, _>>()?,
+            )
+        };
+        Ok(NetConfig {
+            addrs: config::Addresses::new(net),
+            mtu,
+            tap_name: self.tap_name.clone(),
+            mac,
+            allow_host_loopback: self.allow_host_loopback,
+            dns,
+        })
+    }
+}
+
+/// Invalid command-line values.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// A network value.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A TAP name the kernel would refuse.
+    #[error("invalid TAP name {0:?}: expected 1..=15 bytes without '/', ':' or whitespace")]
+    TapName(String),
+}

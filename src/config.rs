@@ -1,0 +1,254 @@
+//! Validated network configuration: what the CLI produces and the data path consumes.
+//!
+//! Every value a user can type is checked here, with an error that names the bad text and
+//! what was expected, before any namespace or socket exists (nothing half-applied).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::str::FromStr;
+
+use ipnet::Ipv4Net;
+
+/// Smallest MTU accepted for an IPv4 network (the IPv6 minimum, so dual-stack stays possible).
+pub const MTU_MIN: u32 = 1280;
+/// Largest MTU accepted: the TAP limit slirp4netns and pasta use.
+pub const MTU_MAX: u32 = 65520;
+/// Default MTU.
+pub const MTU_DEFAULT: u32 = 65520;
+/// Default container network, as slirp4netns.
+pub const CIDR_DEFAULT: &str = "10.0.2.0/24";
+
+/// A configuration value that cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// `--mtu` outside the accepted range.
+    #[error("invalid MTU {0}: expected {MTU_MIN}..={MTU_MAX}")]
+    Mtu(u32),
+    /// `--cidr` that does not parse.
+    #[error("invalid CIDR {0:?}: expected an IPv4 network like 10.0.2.0/24")]
+    CidrSyntax(String),
+    /// `--cidr` with a prefix outside 1..=25.
+    #[error("invalid CIDR {0:?}: prefix length must be 1..=25")]
+    CidrPrefix(String),
+    /// `--cidr` with host bits set.
+    #[error("invalid CIDR {0:?}: expected a network address like {1}, not a host address")]
+    CidrHostBits(String, Ipv4Net),
+    /// `--mac` that does not parse or is not unicast.
+    #[error("invalid MAC address {0:?}: expected a unicast address like 02:00:00:00:00:01")]
+    Mac(String),
+    /// `--dns-upstream` that does not parse.
+    #[error("invalid DNS upstream {0:?}: expected IP or IP:PORT (IPv6 as [ADDR]:PORT)")]
+    DnsUpstream(String),
+}
+
+/// Parses and validates an MTU.
+///
+/// # Errors
+/// [`ConfigError::Mtu`] outside `MTU_MIN..=MTU_MAX`.
+pub fn parse_mtu(mtu: u32) -> Result<u32, ConfigError> {
+    if (MTU_MIN..=MTU_MAX).contains(&mtu) {
+        Ok(mtu)
+    } else {
+        Err(ConfigError::Mtu(mtu))
+    }
+}
+
+/// Parses an IPv4 network such as `10.0.2.0/24` (prefix 1..=25, no host bits).
+///
+/// # Errors
+/// One of the `Cidr*` variants, naming the text.
+pub fn parse_cidr(text: &str) -> Result<Ipv4Net, ConfigError> {
+    let net = Ipv4Net::from_str(text).map_err(|_| ConfigError::CidrSyntax(text.to_string()))?;
+    if !(1..=25).contains(&net.prefix_len()) {
+        return Err(ConfigError::CidrPrefix(text.to_string()));
+    }
+    if net.addr() != net.network() {
+        return Err(ConfigError::CidrHostBits(text.to_string(), net.trunc()));
+    }
+    Ok(net)
+}
+
+/// Parses a unicast MAC address `xx:xx:xx:xx:xx:xx`.
+///
+/// # Errors
+/// [`ConfigError::Mac`] on bad syntax, a multicast address or all zeros.
+pub fn parse_mac(text: &str) -> Result<[u8; 6], ConfigError> {
+    let bad = || ConfigError::Mac(text.to_string());
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for byte in mac.iter_mut() {
+        let p = parts.next().ok_or_else(bad)?;
+        if p.len() != 2 {
+            return Err(bad());
+        }
+        *byte = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+    }
+    if parts.next().is_some() || mac[0] & 1 == 1 || mac == [0; 6] {
+        return Err(bad());
+    }
+    Ok(mac)
+}
+
+/// Parses a DNS upstream `IP`, `IP:PORT` or `[IPv6]:PORT`; the port defaults to 53.
+///
+/// # Errors
+/// [`ConfigError::DnsUpstream`] naming the text.
+pub fn parse_upstream(text: &str) -> Result<SocketAddr, ConfigError> {
+    if let Ok(ip) = IpAddr::from_str(text) {
+        return Ok(SocketAddr::new(ip, 53));
+    }
+    match SocketAddr::from_str(text) {
+        Ok(sa) if sa.port() != 0 => Ok(sa),
+        _ => Err(ConfigError::DnsUpstream(text.to_string())),
+    }
+}
+
+/// Where the DNS forwarder sends queries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DnsUpstreams {
+    /// The host's `/etc/resolv.conf` nameservers, re-read when the file changes.
+    HostResolvConf,
+    /// Fixed upstreams from `--dns-upstream`.
+    Fixed(Vec<SocketAddr>),
+}
+
+/// The addresses of a user-mode network derived from its CIDR (slirp4netns's layout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Addresses {
+    /// The network, e.g. 10.0.2.0/24.
+    pub net: Ipv4Net,
+    /// The gateway: network + 2.
+    pub gateway: Ipv4Addr,
+    /// The DNS forwarder: network + 3.
+    pub dns: Ipv4Addr,
+    /// The container: network + 100.
+    pub container: Ipv4Addr,
+}
+
+impl Addresses {
+    /// Derives the standard addresses from a validated network (prefix <= 25, so +100 fits).
+    pub fn new(net: Ipv4Net) -> Self {
+        let base = u32::from(net.network());
+        Self {
+            net,
+            gateway: Ipv4Addr::from(base + 2),
+            dns: Ipv4Addr::from(base + 3),
+            container: Ipv4Addr::from(base + 100),
+        }
+    }
+}
+
+/// Everything the namespace setup and the data path need for one container network.
+#[derive(Debug, Clone)]
+pub struct NetConfig {
+    /// Network layout.
+    pub addrs: Addresses,
+    /// Link MTU of the TAP (and of the userspace stack).
+    pub mtu: u32,
+    /// Name of the TAP inside the namespace.
+    pub tap_name: String,
+    /// MAC of the TAP inside the namespace; `None` keeps the kernel's random one.
+    pub mac: Option<[u8; 6]>,
+    /// Whether connections to the gateway reach the host's 127.0.0.1.
+    pub allow_host_loopback: bool,
+    /// DNS upstream policy.
+    pub dns: DnsUpstreams,
+}
+
+impl NetConfig {
+    /// The MAC warren's gateway uses on the segment: 52:55 followed by the gateway IPv4
+    /// address (the convention slirp uses, so captures look familiar).
+    pub fn gateway_mac(&self) -> [u8; 6] {
+        let o = self.addrs.gateway.octets();
+        [0x52, 0x55, o[0], o[1], o[2], o[3]]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr_rules() {
+        assert_eq!(
+            parse_cidr("10.0.2.0/24").unwrap().to_string(),
+            "10.0.2.0/24"
+        );
+        assert_eq!(parse_cidr("10.0.0.0/8").unwrap().prefix_len(), 8);
+        assert!(matches!(
+            parse_cidr("10.0.2.100/24"),
+            Err(ConfigError::CidrHostBits(..))
+        ));
+        assert!(matches!(
+            parse_cidr("10.0.2.0/26"),
+            Err(ConfigError::CidrPrefix(_))
+        ));
+        assert!(matches!(
+            parse_cidr("0.0.0.0/0"),
+            Err(ConfigError::CidrPrefix(_))
+        ));
+        assert!(matches!(
+            parse_cidr("10.0.2.0"),
+            Err(ConfigError::CidrSyntax(_))
+        ));
+        assert!(matches!(
+            parse_cidr("fd00::/64"),
+            Err(ConfigError::CidrSyntax(_))
+        ));
+        let e = parse_cidr("10.0.2.100/24").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "invalid CIDR \"10.0.2.100/24\": expected a network address like 10.0.2.0/24, not a host address"
+        );
+    }
+
+    #[test]
+    fn derived_addresses() {
+        let a = Addresses::new(parse_cidr("192.168.7.0/25").unwrap());
+        assert_eq!(a.gateway, Ipv4Addr::new(192, 168, 7, 2));
+        assert_eq!(a.dns, Ipv4Addr::new(192, 168, 7, 3));
+        assert_eq!(a.container, Ipv4Addr::new(192, 168, 7, 100));
+    }
+
+    #[test]
+    fn mtu_range() {
+        assert_eq!(parse_mtu(1280), Ok(1280));
+        assert_eq!(parse_mtu(65520), Ok(65520));
+        assert_eq!(parse_mtu(1279), Err(ConfigError::Mtu(1279)));
+        assert_eq!(
+            parse_mtu(65521).unwrap_err().to_string(),
+            "invalid MTU 65521: expected 1280..=65520"
+        );
+    }
+
+    #[test]
+    fn mac_rules() {
+        assert_eq!(
+            parse_mac("02:00:00:aa:bb:cc"),
+            Ok([2, 0, 0, 0xaa, 0xbb, 0xcc])
+        );
+        assert!(parse_mac("01:00:5e:00:00:01").is_err(), "multicast refused");
+        assert!(parse_mac("00:00:00:00:00:00").is_err());
+        assert!(parse_mac("02:00:00:aa:bb").is_err());
+        assert!(parse_mac("02:00:00:aa:bb:cc:dd").is_err());
+        assert!(parse_mac("02:00:00:aa:bb:c").is_err());
+    }
+
+    #[test]
+    fn upstreams() {
+        assert_eq!(
+            parse_upstream("127.0.0.53"),
+            Ok("127.0.0.53:53".parse().unwrap())
+        );
+        assert_eq!(
+            parse_upstream("127.0.0.1:5353"),
+            Ok("127.0.0.1:5353".parse().unwrap())
+        );
+        assert_eq!(parse_upstream("::1"), Ok("[::1]:53".parse().unwrap()));
+        assert_eq!(
+            parse_upstream("[::1]:5300"),
+            Ok("[::1]:5300".parse().unwrap())
+        );
+        assert!(parse_upstream("localhost").is_err());
+        assert!(parse_upstream("1.2.3.4:0").is_err());
+    }
+}

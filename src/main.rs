@@ -1,0 +1,220 @@
+//! The `warren` binary: parse, set up tracing, dispatch, choose the exit code.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+use tokio::signal::unix::{SignalKind, signal};
+use tracing_subscriber::EnvFilter;
+
+use warren::cli::{AttachArgs, Cli, Command, RunArgs};
+use warren::ns::{self, Target};
+use warren::runtime::Dataplane;
+
+/// Exit status of `warren run` when warren itself fails (as `docker run`/`podman run`).
+const RUN_FAILED: u8 = 125;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose);
+    let (result, failure_code) = match cli.command {
+        Command::Run(a) => (run(a), RUN_FAILED),
+        Command::Attach(a) => (attach(a), 1),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("warren: error: {e:#}");
+            ExitCode::from(failure_code)
+        }
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("warren={level}")));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("start the tokio runtime")
+}
+
+fn run(a: RunArgs) -> Result<u8> {
+    let cfg = a.net.to_config()?;
+    let child = ns::spawn_run(&cfg, &a.command)?;
+    let pid = child.pid;
+    tracing::info!(pid = pid.as_raw(), tap = %cfg.tap_name, "container started");
+    let tx_fd = child.tap.fd.try_clone().context("dup the TAP fd")?;
+    let rt = runtime()?;
+    let code = rt.block_on(async move {
+        let mut dp = Dataplane::new(cfg, tx_fd, child.tap.mac);
+        let supervise = supervise(pid);
+        tokio::pin!(supervise);
+        let r = tokio::select! {
+            code = &mut supervise => Ok(code),
+            r = dp.run(child.tap.fd, std::future::pending()) => Err(r),
+        };
+        log_stats(&dp);
+        match r {
+            Ok(code) => Ok(code),
+            Err(e) => {
+                let _ = kill(pid, Signal::SIGKILL);
+                let _ = waitpid(pid, None);
+                match e {
+                    Ok(()) => anyhow::bail!("data path stopped unexpectedly"),
+                    Err(e) => Err(anyhow::Error::from(e).context("TAP device failed")),
+                }
+            }
+        }
+    })?;
+    Ok(code)
+}
+
+fn log_stats(dp: &Dataplane) {
+    let s = dp.stats();
+    let (tcp, udp, ping) = dp.flow_counts();
+    tracing::debug!(
+        frames_in = s.frames_in,
+        bytes_in = s.bytes_in,
+        frames_out = s.frames_out,
+        bytes_out = s.bytes_out,
+        drops = s.drops.total(),
+        tcp_flows = s.tcp_flows,
+        udp_flows = s.udp_flows,
+        ping_flows = s.ping_flows,
+        tcp_resets = s.tcp_resets,
+        icmp_errors = s.icmp_errors,
+        open_tcp = tcp,
+        open_udp = udp,
+        open_ping = ping,
+        "data path totals"
+    );
+    for (name, n) in warren::gateway::DROP_NAMES.iter().zip(s.drops.0) {
+        if n > 0 {
+            tracing::debug!(reason = name, frames = n, "dropped frames");
+        }
+    }
+}
+
+/// Waits for the container's init to exit, forwarding SIGTERM and SIGHUP (and SIGINT/SIGQUIT
+/// when not on a terminal, where ^C already reaches the command) to it. Returns its status.
+async fn supervise(pid: Pid) -> u8 {
+    let on_tty = warren::sys::isatty(std::io::stdin().as_fd());
+    let mut chld = signal(SignalKind::child()).ok();
+    let mut term = signal(SignalKind::terminate()).ok();
+    let mut hup = signal(SignalKind::hangup()).ok();
+    let mut int = signal(SignalKind::interrupt()).ok();
+    let mut quit = signal(SignalKind::quit()).ok();
+    async fn next(s: &mut Option<tokio::signal::unix::Signal>) {
+        match s {
+            Some(s) => {
+                s.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+    loop {
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, c)) => return c as u8,
+            Ok(WaitStatus::Signaled(_, s, _)) => return 128u8.wrapping_add(s as u8),
+            Err(_) => return RUN_FAILED,
+            Ok(_) => {}
+        }
+        let forward = tokio::select! {
+            () = next(&mut chld) => None,
+            () = next(&mut term) => Some(Signal::SIGTERM),
+            () = next(&mut hup) => Some(Signal::SIGHUP),
+            () = next(&mut int) => (!on_tty).then_some(Signal::SIGINT),
+            () = next(&mut quit) => (!on_tty).then_some(Signal::SIGQUIT),
+        };
+        if let Some(sig) = forward {
+            tracing::debug!(?sig, "forwarding signal to the container");
+            let _ = kill(pid, sig);
+        }
+    }
+}
+
+fn attach(a: AttachArgs) -> Result<u8> {
+    let cfg = a.net.to_config()?;
+    let target = match (a.pid, a.netns) {
+        (Some(pid), _) => Target::Pid(pid),
+        (None, Some(netns)) => Target::Path {
+            netns,
+            userns: a.userns,
+        },
+        (None, None) => anyhow::bail!("attach needs --pid PID or --netns PATH"),
+    };
+    let pidfd = match &target {
+        Target::Pid(pid) => {
+            Some(warren::sys::pidfd_open(*pid).with_context(|| format!("watch PID {pid}"))?)
+        }
+        Target::Path { .. } => None,
+    };
+    let tap = ns::spawn_attach(&cfg, &target)?;
+    let tx_fd = tap.fd.try_clone().context("dup the TAP fd")?;
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let mut dp = Dataplane::new(cfg, tx_fd, tap.mac);
+        let stop = stop_signal(target, pidfd);
+        let r = dp.run(tap.fd, stop).await;
+        log_stats(&dp);
+        r.context("TAP device failed")
+    })?;
+    Ok(0)
+}
+
+/// Completes on SIGTERM/SIGINT or when the attach target is gone.
+async fn stop_signal(target: Target, pidfd: Option<OwnedFd>) {
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+    let gone = async {
+        match (target, pidfd) {
+            (Target::Pid(pid), Some(fd)) => {
+                if let Ok(afd) = warren::sys::async_fd(fd) {
+                    let _ = afd.readable().await;
+                }
+                tracing::info!(pid, "target process exited");
+            }
+            (Target::Path { netns, .. }, _) => wait_path_gone(netns).await,
+            _ => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = int.recv() => tracing::info!("SIGINT: stopping"),
+        () = gone => {}
+    }
+}
+
+async fn wait_path_gone(path: PathBuf) {
+    use std::os::unix::fs::MetadataExt;
+    let id = |p: &PathBuf| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    let first = id(&path);
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if id(&path) != first {
+            tracing::info!(path = %path.display(), "target network namespace is gone");
+            return;
+        }
+    }
+}

@@ -1,0 +1,515 @@
+//! Namespace plumbing, all of it synchronous and done before the tokio runtime exists
+//! (the kernel refuses `setns`/`clone` into a user namespace from a threaded process).
+//!
+//! `warren run`: the parent clones a child into new user, network, mount and PID namespaces,
+//! writes the child's uid/gid maps from outside (newuidmap/newgidmap with `/etc/subuid`, else a
+//! single-id map), and the child then configures `lo` and the TAP, bind-mounts a private
+//! `resolv.conf`, sends the TAP fd back over `SCM_RIGHTS` and becomes a small init (PID 1 of
+//! the new PID namespace) that runs the command, forwards signals and reaps orphans. When the
+//! command exits, init exits with its status and the kernel kills whatever is left inside.
+//!
+//! `warren attach`: a forked helper enters an existing namespace pair, opens and configures
+//! the TAP there, sends the fd back and exits.
+
+use std::ffi::CString;
+use std::fs;
+use std::io::{self, Write};
+use std::net::Ipv4Addr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use nix::errno::Errno;
+use nix::sched::CloneFlags;
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{Pid, getgid, getuid};
+
+use crate::config::NetConfig;
+use crate::sys;
+
+/// Errors of namespace creation and TAP setup.
+#[derive(Debug, thiserror::Error)]
+pub enum NsError {
+    /// The kernel refused to create a user namespace.
+    #[error(
+        "cannot create a user namespace ({0}): unprivileged user namespaces are disabled or restricted; \
+         check sysctl user.max_user_namespaces and kernel.unprivileged_userns_clone, and on Ubuntu 24.04+ \
+         the AppArmor profile in contrib/ (see README, Troubleshooting)"
+    )]
+    UserNs(#[source] sys::SysError),
+    /// Writing the uid/gid maps failed.
+    #[error("cannot map uid/gid into the user namespace: {0}")]
+    IdMap(String),
+    /// The child reported a setup failure.
+    #[error("{0}")]
+    Child(String),
+    /// The target of `attach` cannot be used.
+    #[error("{0}")]
+    Target(String),
+    /// A syscall in the parent failed.
+    #[error(transparent)]
+    Sys(#[from] sys::SysError),
+    /// Local I/O failed.
+    #[error("{0}: {1}")]
+    Io(String, #[source] io::Error),
+}
+
+/// What the setup child reports with the TAP fd: the container-side MAC.
+pub struct Tap {
+    /// The TAP fd, non-blocking, owned by the warren process in the host namespaces.
+    pub fd: OwnedFd,
+    /// The MAC address of the TAP inside the namespace.
+    pub mac: [u8; 6],
+}
+
+/// A running `warren run` child.
+pub struct RunChild {
+    /// PID (in our namespace) of the child that is PID 1 of the container's PID namespace.
+    pub pid: Pid,
+    /// The configured TAP.
+    pub tap: Tap,
+}
+
+/// Configures `lo` and the TAP inside the current network namespace (the calling process must
+/// already be there, with CAP_NET_ADMIN in the namespace's owner) and returns the TAP.
+fn configure_here(cfg: &NetConfig) -> Result<Tap, String> {
+    let ctl = sys::IfCtl::new().map_err(|e| e.to_string())?;
+    ctl.set_up("lo").map_err(|e| e.to_string())?;
+    let fd = sys::open_tap(&cfg.tap_name).map_err(|e| tun_hint(e.to_string()))?;
+    let name = cfg.tap_name.as_str();
+    if let Some(mac) = cfg.mac {
+        ctl.set_mac(name, mac).map_err(|e| e.to_string())?;
+    }
+    ctl.set_mtu(name, cfg.mtu).map_err(|e| e.to_string())?;
+    let netmask = cfg.addrs.net.netmask();
+    ctl.set_ipv4(name, cfg.addrs.container, netmask)
+        .map_err(|e| e.to_string())?;
+    ctl.set_up(name).map_err(|e| e.to_string())?;
+    ctl.add_default_route(cfg.addrs.gateway)
+        .map_err(|e| e.to_string())?;
+    let mac = ctl.mac(name).map_err(|e| e.to_string())?;
+    Ok(Tap { fd, mac })
+}
+
+fn tun_hint(msg: String) -> String {
+    if msg.contains("open /dev/net/tun") {
+        if msg.contains("No such file") {
+            return format!(
+                "{msg}: the TUN/TAP device is missing; load it with `modprobe tun` (and mknod /dev/net/tun c 10 200)"
+            );
+        }
+        if msg.contains("Permission denied") {
+            return format!(
+                "{msg}: the device is not accessible to this user; most distributions ship it 0666: `chmod 0666 /dev/net/tun`"
+            );
+        }
+    }
+    msg
+}
+
+/// Child side of the report protocol: `O` + MAC + fd on success, `E` + message on failure.
+fn report(sock: &UnixStream, r: Result<Tap, String>) {
+    match r {
+        Ok(tap) => {
+            let mut msg = [b'O'; 7];
+            msg[1..].copy_from_slice(&tap.mac);
+            let _ = sys::send_fd(sock.as_fd(), &msg, tap.fd.as_fd());
+        }
+        Err(e) => {
+            let mut msg = Vec::with_capacity(e.len() + 1);
+            msg.push(b'E');
+            msg.extend_from_slice(e.as_bytes());
+            let _ = (&*sock).write_all(&msg);
+        }
+    }
+}
+
+/// Parent side of the report protocol.
+fn receive(sock: &UnixStream) -> Result<Tap, NsError> {
+    let mut buf = [0u8; 4096];
+    let (n, fd) = sys::recv_fd(sock.as_fd(), &mut buf)?;
+    match (buf.first(), fd) {
+        (Some(b'O'), Some(fd)) if n == 7 => {
+            let mut mac = [0u8; 6];
+            mac.copy_from_slice(&buf[1..7]);
+            Ok(Tap { fd, mac })
+        }
+        (Some(b'E'), _) => Err(NsError::Child(
+            String::from_utf8_lossy(&buf[1..n]).into_owned(),
+        )),
+        _ => Err(NsError::Child(
+            "namespace setup failed before reporting (child died)".into(),
+        )),
+    }
+}
+
+/// The contents of the container's `/etc/resolv.conf`: our DNS forwarder, plus the host's
+/// `search` and `options` lines so short names behave as on the host.
+pub fn resolv_conf_contents(dns: Ipv4Addr, host: &str) -> String {
+    let mut out = format!("nameserver {dns}\n");
+    for line in host.lines() {
+        let t = line.trim_start();
+        if t.starts_with("search ") || t.starts_with("options ") {
+            out.push_str(t);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// A temporary file removed on drop (the container keeps its bind mount of the inode).
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+fn write_resolv(dns: Ipv4Addr) -> Result<TempFile, NsError> {
+    let host = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let dir = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .filter(|d| d.is_dir())
+        .unwrap_or_else(std::env::temp_dir);
+    let path = dir.join(format!("warren-resolv-{}.conf", std::process::id()));
+    let file = TempFile(path);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&file.0)
+        .map_err(|e| NsError::Io(format!("create {}", file.0.display()), e))?;
+    f.write_all(resolv_conf_contents(dns, &host).as_bytes())
+        .map_err(|e| NsError::Io(format!("write {}", file.0.display()), e))?;
+    Ok(file)
+}
+
+/// Reads the subordinate id range of `user`/`id` from an `/etc/subuid`-style file.
+pub fn subid_range(contents: &str, user: &str, id: u32) -> Option<(u32, u32)> {
+    contents.lines().find_map(|line| {
+        let mut f = line.trim().split(':');
+        let (who, start, count) = (f.next()?, f.next()?, f.next()?);
+        if who != user && who.parse::<u32>().ok() != Some(id) {
+            return None;
+        }
+        let (start, count) = (start.parse().ok()?, count.parse().ok()?);
+        (count > 0).then_some((start, count))
+    })
+}
+
+fn find_in_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin:/usr/sbin:/sbin".into());
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// Writes the uid/gid maps of `pid`'s user namespace from outside it.
+fn write_id_maps(pid: Pid) -> Result<(), NsError> {
+    let (uid, gid) = (getuid().as_raw(), getgid().as_raw());
+    let user = nix::unistd::User::from_uid(getuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name);
+    let ranges = user.as_deref().and_then(|name| {
+        let su = subid_range(&fs::read_to_string("/etc/subuid").ok()?, name, uid)?;
+        let sg = subid_range(&fs::read_to_string("/etc/subgid").ok()?, name, gid)?;
+        Some((su, sg))
+    });
+    let tools = find_in_path("newuidmap").zip(find_in_path("newgidmap"));
+    if let (Some(((us, uc), (gs, gc))), Some((newuid, newgid)), false) = (ranges, tools, uid == 0) {
+        for (tool, id, start, count) in [(newuid, uid, us, uc), (newgid, gid, gs, gc)] {
+            let out = Command::new(&tool)
+                .args([
+                    pid.to_string(),
+                    "0".into(),
+                    id.to_string(),
+                    "1".into(),
+                    "1".into(),
+                ])
+                .args([start.to_string(), count.to_string()])
+                .output()
+                .map_err(|e| NsError::IdMap(format!("{}: {e}", tool.display())))?;
+            if !out.status.success() {
+                let err = String::from_utf8_lossy(&out.stderr);
+                return Err(NsError::IdMap(format!(
+                    "{} failed: {}",
+                    tool.display(),
+                    err.trim()
+                )));
+            }
+        }
+        tracing::debug!(
+            uid,
+            gid,
+            "mapped root plus subordinate ids with newuidmap/newgidmap"
+        );
+        return Ok(());
+    }
+    let proc = format!("/proc/{pid}");
+    let w = |file: &str, data: String| {
+        fs::write(format!("{proc}/{file}"), data)
+            .map_err(|e| NsError::IdMap(format!("write {proc}/{file}: {e}")))
+    };
+    w("setgroups", "deny".into())?;
+    w("uid_map", format!("0 {uid} 1\n"))?;
+    w("gid_map", format!("0 {gid} 1\n"))?;
+    tracing::debug!(
+        uid,
+        gid,
+        "mapped root to the caller's uid/gid (single-id map)"
+    );
+    Ok(())
+}
+
+/// Creates the container namespaces, configures the network and starts `argv` inside.
+///
+/// Must be called while the process is single-threaded (before the tokio runtime exists);
+/// otherwise it fails.
+///
+/// # Errors
+/// Any failure of namespace creation, id mapping or TAP setup, with a message for the user;
+/// the child is killed and reaped before returning.
+pub fn spawn_run(cfg: &NetConfig, argv: &[String]) -> Result<RunChild, NsError> {
+    let argv: Vec<CString> = argv
+        .iter()
+        .map(|a| {
+            CString::new(a.as_bytes())
+                .map_err(|_| NsError::Target(format!("argument {a:?} contains a NUL byte")))
+        })
+        .collect::<Result<_, _>>()?;
+    let resolv = write_resolv(cfg.addrs.dns)?;
+    let (parent_sock, child_sock) =
+        UnixStream::pair().map_err(|e| NsError::Io("socketpair".into(), e))?;
+    let (go_r, go_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| NsError::Io("pipe".into(), e.into()))?;
+    let flags = CloneFlags::CLONE_NEWUSER
+        | CloneFlags::CLONE_NEWNET
+        | CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWPID;
+    let pid = sys::clone_namespaces(flags.bits()).map_err(NsError::UserNs)?;
+    if pid == 0 {
+        drop(parent_sock);
+        drop(go_w);
+        child_run(cfg, &argv, &resolv.0, child_sock, go_r);
+    }
+    let pid = Pid::from_raw(pid);
+    drop(child_sock);
+    drop(go_r);
+    let fail = |e: NsError| {
+        let _ = kill(pid, Signal::SIGKILL);
+        let _ = waitpid(pid, None);
+        e
+    };
+    write_id_maps(pid).map_err(fail)?;
+    nix::unistd::write(&go_w, b"g")
+        .map_err(|e| fail(NsError::Io("signal child".into(), e.into())))?;
+    drop(go_w);
+    let tap = receive(&parent_sock).map_err(fail)?;
+    drop(resolv);
+    Ok(RunChild { pid, tap })
+}
+
+/// The cloned child: PID 1 of the new PID namespace. Never returns.
+fn child_run(cfg: &NetConfig, argv: &[CString], resolv: &Path, sock: UnixStream, go: OwnedFd) -> ! {
+    // If warren dies, the container dies with it (PID 1 takes its namespace down).
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    let mut b = [0u8; 1];
+    if !matches!(nix::unistd::read(&go, &mut b), Ok(1)) {
+        sys::exit_now(1);
+    }
+    drop(go);
+    let r = child_setup(cfg, resolv);
+    let ok = r.is_ok();
+    report(&sock, r);
+    drop(sock);
+    if !ok {
+        sys::exit_now(1);
+    }
+    init(argv)
+}
+
+fn child_setup(cfg: &NetConfig, resolv: &Path) -> Result<Tap, String> {
+    use nix::mount::{MsFlags, mount};
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| format!("make mounts private: {e}"))?;
+    let tap = configure_here(cfg)?;
+    let target = Path::new("/etc/resolv.conf");
+    if target.exists() {
+        mount(
+            Some(resolv),
+            target,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| format!("bind-mount resolv.conf over {}: {e}", target.display()))?;
+    }
+    // A /proc of the new PID namespace, so `ps` and /proc/PID inside see the container's
+    // processes. Best effort: a host that hides parts of /proc refuses a fresh mount.
+    let proc_flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let _ = mount(
+        Some("proc"),
+        "/proc",
+        Some("proc"),
+        proc_flags,
+        None::<&str>,
+    );
+    Ok(tap)
+}
+
+/// Minimal init: runs the command as PID 2, forwards signals to it, reaps every child and
+/// exits with the command's status (128 + N when killed by signal N).
+fn init(argv: &[CString]) -> ! {
+    let all = SigSet::all();
+    let _ = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&all), None);
+    let pid = match sys::fork() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("warren: {e}");
+            sys::exit_now(1);
+        }
+    };
+    if pid == 0 {
+        let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+        let err = sys::execvp(argv);
+        let name = argv[0].to_string_lossy();
+        if err.kind() == io::ErrorKind::NotFound {
+            eprintln!("warren: {name}: command not found");
+            sys::exit_now(127);
+        }
+        eprintln!("warren: {name}: {err}");
+        sys::exit_now(126);
+    }
+    let cmd = Pid::from_raw(pid);
+    loop {
+        let Ok(si) = sys::sigwaitinfo(&all) else {
+            continue;
+        };
+        if si.signo == libc::SIGCHLD {
+            loop {
+                match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::Exited(p, code)) if p == cmd => sys::exit_now(code),
+                    Ok(WaitStatus::Signaled(p, sig, _)) if p == cmd => {
+                        sys::exit_now(128 + sig as i32)
+                    }
+                    Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
+                    Ok(_) => continue,
+                    Err(_) => break,
+                }
+            }
+            continue;
+        }
+        // A terminal's ^C / ^\ already reached the command (same process group).
+        let from_tty = si.code == libc::SI_KERNEL;
+        if from_tty && (si.signo == libc::SIGINT || si.signo == libc::SIGQUIT) {
+            continue;
+        }
+        if let Ok(sig) = Signal::try_from(si.signo) {
+            let _ = kill(cmd, sig);
+        }
+    }
+}
+
+/// What `warren attach` joins.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// A process whose network (and user) namespace to join.
+    Pid(i32),
+    /// A network namespace file (`/run/netns/x`, `/proc/PID/ns/net`) and optionally the user
+    /// namespace that owns it.
+    Path {
+        /// The netns file.
+        netns: PathBuf,
+        /// The owning user namespace file, if any.
+        userns: Option<PathBuf>,
+    },
+}
+
+/// Opens the TAP in the target namespaces through a forked helper and configures it.
+///
+/// # Errors
+/// A target that does not exist or cannot be entered, or a TAP setup failure.
+pub fn spawn_attach(cfg: &NetConfig, target: &Target) -> Result<Tap, NsError> {
+    let open = |p: &Path, what: &str| {
+        fs::File::open(p)
+            .map_err(|e| NsError::Target(format!("cannot open {what} {}: {e}", p.display())))
+    };
+    let (netns, userns) = match target {
+        Target::Pid(pid) => {
+            if *pid <= 0 || kill(Pid::from_raw(*pid), None) == Err(Errno::ESRCH) {
+                return Err(NsError::Target(format!("no such process: PID {pid}")));
+            }
+            let base = PathBuf::from(format!("/proc/{pid}/ns"));
+            (
+                open(&base.join("net"), "network namespace")?,
+                Some(open(&base.join("user"), "user namespace")?),
+            )
+        }
+        Target::Path { netns, userns } => {
+            let n = open(netns, "network namespace")?;
+            let u = match userns {
+                Some(p) => Some(open(p, "user namespace")?),
+                None => None,
+            };
+            (n, u)
+        }
+    };
+    let (parent_sock, child_sock) =
+        UnixStream::pair().map_err(|e| NsError::Io("socketpair".into(), e))?;
+    let pid = sys::fork()?;
+    if pid == 0 {
+        drop(parent_sock);
+        let r = (|| {
+            if let Some(u) = &userns {
+                // Joining our own user namespace fails with EINVAL: nothing to enter then.
+                match nix::sched::setns(u, CloneFlags::CLONE_NEWUSER) {
+                    Ok(()) | Err(Errno::EINVAL) => {}
+                    Err(e) => return Err(format!("cannot enter the target's user namespace: {e}")),
+                }
+            }
+            nix::sched::setns(&netns, CloneFlags::CLONE_NEWNET)
+                .map_err(|e| format!("cannot enter the target's network namespace: {e}"))?;
+            configure_here(cfg)
+        })();
+        let code = i32::from(r.is_err());
+        report(&child_sock, r);
+        sys::exit_now(code);
+    }
+    drop(child_sock);
+    let r = receive(&parent_sock);
+    let _ = waitpid(Pid::from_raw(pid), None);
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolv_keeps_search_and_options() {
+        let host =
+            "# generated\nnameserver 192.0.2.1\nsearch example.test corp.test\noptions ndots:2\n";
+        assert_eq!(
+            resolv_conf_contents(Ipv4Addr::new(10, 0, 2, 3), host),
+            "nameserver 10.0.2.3\nsearch example.test corp.test\noptions ndots:2\n"
+        );
+    }
+
+    #[test]
+    fn subid_lookup() {
+        let f = "alice:100000:65536\n1001:200000:65536\nbob:300000:0\n";
+        assert_eq!(subid_range(f, "alice", 1000), Some((100000, 65536)));
+        assert_eq!(subid_range(f, "carol", 1001), Some((200000, 65536)));
+        assert_eq!(subid_range(f, "bob", 1002), None, "empty range ignored");
+        assert_eq!(subid_range(f, "dave", 1003), None);
+    }
+}

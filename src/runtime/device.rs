@@ -1,0 +1,124 @@
+//! The per-flow smoltcp `Device`: one borrowed packet in, frames straight out to the TAP.
+//!
+//! smoltcp runs with `Medium::Ip` behind warren's own gateway port, so the device adds the
+//! Ethernet header on the way out. Transmission writes the frame to the TAP at once from a
+//! single reusable buffer: no per-packet allocation, no queue that could overflow into the
+//! 1 s minimum retransmission timeout of smoltcp.
+
+use std::os::fd::OwnedFd;
+
+use smoltcp::phy::{self, DeviceCapabilities, Medium};
+use smoltcp::time::Instant;
+
+use crate::wire::{ETH_LEN, eth_ipv4};
+
+/// The TAP's write side: a reusable frame buffer and counters.
+pub struct TxSink {
+    fd: OwnedFd,
+    /// Frame buffer, large enough for an Ethernet header plus the MTU (and 64 KiB UDP).
+    pub buf: Vec<u8>,
+    /// Container MAC (destination of every frame).
+    pub dst_mac: [u8; 6],
+    /// Gateway MAC (source of every frame).
+    pub src_mac: [u8; 6],
+    /// Frames written.
+    pub frames: u64,
+    /// Bytes written.
+    pub bytes: u64,
+    /// Frames the TAP refused.
+    pub errors: u64,
+}
+
+impl TxSink {
+    /// Wraps the TAP's write fd.
+    pub fn new(fd: OwnedFd, dst_mac: [u8; 6], src_mac: [u8; 6]) -> Self {
+        Self {
+            fd,
+            buf: vec![0u8; ETH_LEN + 65536],
+            dst_mac,
+            src_mac,
+            frames: 0,
+            bytes: 0,
+            errors: 0,
+        }
+    }
+
+    /// Writes `buf[..len]` as one frame to the TAP.
+    pub fn send(&mut self, len: usize) {
+        match nix::unistd::write(&self.fd, &self.buf[..len]) {
+            Ok(_) => {
+                self.frames += 1;
+                self.bytes += len as u64;
+            }
+            Err(e) => {
+                self.errors += 1;
+                tracing::trace!(error = %e, len, "TAP write failed");
+            }
+        }
+    }
+}
+
+/// A smoltcp device over one optional received packet and the TAP's write side.
+pub struct FlowDevice<'a> {
+    /// The packet to deliver on the next `receive`, if any.
+    pub rx: Option<&'a [u8]>,
+    /// Where transmitted packets go.
+    pub tx: &'a mut TxSink,
+    /// IP MTU.
+    pub mtu: usize,
+}
+
+/// Receive token over a borrowed packet.
+pub struct Rx<'a>(&'a [u8]);
+/// Transmit token over the TAP's frame buffer.
+pub struct Tx<'a>(&'a mut TxSink);
+
+impl phy::Device for FlowDevice<'_> {
+    type RxToken<'b>
+        = Rx<'b>
+    where
+        Self: 'b;
+    type TxToken<'b>
+        = Tx<'b>
+    where
+        Self: 'b;
+
+    fn receive(&mut self, _timestamp: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        let pkt = self.rx.take()?;
+        Some((Rx(pkt), Tx(self.tx)))
+    }
+
+    fn transmit(&mut self, _timestamp: Instant) -> Option<Self::TxToken<'_>> {
+        Some(Tx(self.tx))
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ip;
+        caps.max_transmission_unit = self.mtu;
+        caps
+    }
+}
+
+impl phy::RxToken for Rx<'_> {
+    fn consume<R, F>(self, f: F) -> R
+    where
+        F: FnOnce(&[u8]) -> R,
+    {
+        f(self.0)
+    }
+}
+
+impl phy::TxToken for Tx<'_> {
+    fn consume<R, F>(self, len: usize, f: F) -> R
+    where
+        F: FnOnce(&mut [u8]) -> R,
+    {
+        let sink = self.0;
+        let (dst, src) = (sink.dst_mac, sink.src_mac);
+        eth_ipv4(&mut sink.buf, dst, src);
+        let r = f(&mut sink.buf[ETH_LEN..ETH_LEN + len]);
+        sink.send(ETH_LEN + len);
+        r
+    }
+}

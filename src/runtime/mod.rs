@@ -1,0 +1,639 @@
+//! The async shell: one task owns the TAP, every flow and the timers of a container network.
+//!
+//! Host sockets are not given tasks of their own. Each flow registers a small waker with the
+//! tokio reactor that pushes the flow's key onto a wake queue; the dataplane task drains the
+//! queue and services exactly those flows. So all state has a single owner (no locks on the
+//! data path, no channels, no copies between tasks), and work per event is O(1) in the number
+//! of flows: a frame is one hash lookup, a ready socket one queue entry, a timer one heap pop.
+
+pub mod device;
+pub mod tcp;
+pub mod udp;
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::future::Future;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex};
+use std::task::{Wake, Waker};
+use std::time::Instant;
+
+use rustc_hash::FxHashMap;
+use smoltcp::wire::IpCidr;
+use socket2::{Domain, Socket, Type};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+
+use crate::config::NetConfig;
+use crate::dns::Upstreams;
+use crate::gateway::{self, DropCounters, GatewayAddrs, Packet, TcpSeg};
+use crate::wire::{self, SegmentInfo, Unreachable};
+use device::TxSink;
+use tcp::{TcpFlow, Verdict, stack_time};
+use udp::{PingFlow, PingKey, UdpFlow};
+
+/// Most TCP flows one container may have open; SYNs beyond it are reset and counted.
+pub const MAX_TCP_FLOWS: usize = 65536;
+/// Most UDP flows one container may have open; datagrams beyond it are dropped and counted.
+pub const MAX_UDP_FLOWS: usize = 16384;
+/// Most ping flows one container may have open.
+pub const MAX_PING_FLOWS: usize = 1024;
+/// Frames read from the TAP before other events get a turn.
+const RX_BATCH: usize = 64;
+
+/// A flow as the container addressed it: its own endpoint and the destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowKey {
+    /// Container endpoint.
+    pub src: SocketAddrV4,
+    /// Destination endpoint as the container wrote it.
+    pub dst: SocketAddrV4,
+}
+
+/// What a waker or timer points at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Token {
+    Tcp(FlowKey),
+    Udp(FlowKey),
+    Ping(PingKey),
+}
+
+/// Flows whose host socket became ready, filled by the tokio reactor.
+#[derive(Default)]
+struct WakeQueue {
+    tokens: Mutex<Vec<Token>>,
+    notify: Notify,
+}
+
+struct FlowWaker {
+    token: Token,
+    queue: Arc<WakeQueue>,
+}
+
+impl Wake for FlowWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        if let Ok(mut q) = self.queue.tokens.lock() {
+            q.push(self.token);
+        }
+        self.queue.notify.notify_one();
+    }
+}
+
+/// Counters of one container network.
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    /// Frames read from the TAP.
+    pub frames_in: u64,
+    /// Bytes read from the TAP.
+    pub bytes_in: u64,
+    /// Frames written to the TAP.
+    pub frames_out: u64,
+    /// Bytes written to the TAP.
+    pub bytes_out: u64,
+    /// Frames dropped by the classifier, by reason.
+    pub drops: DropCounters,
+    /// TCP flows opened.
+    pub tcp_flows: u64,
+    /// UDP flows opened.
+    pub udp_flows: u64,
+    /// Ping flows opened.
+    pub ping_flows: u64,
+    /// TCP segments answered with RST (refused, unknown flow, limit).
+    pub tcp_resets: u64,
+    /// ICMP errors sent to the container.
+    pub icmp_errors: u64,
+    /// New flows refused because a limit was reached.
+    pub limit_drops: u64,
+}
+
+/// Where a container's flow goes on the host.
+enum Target {
+    Host(SocketAddr),
+    Refuse,
+    Unreachable(Unreachable),
+}
+
+/// The data path of one container network.
+pub struct Dataplane {
+    cfg: NetConfig,
+    gw: GatewayAddrs,
+    gw_cidr: IpCidr,
+    mtu: usize,
+    tx: TxSink,
+    tcp: FxHashMap<FlowKey, TcpFlow>,
+    udp: FxHashMap<FlowKey, UdpFlow>,
+    ping: FxHashMap<PingKey, PingFlow>,
+    wake: Arc<WakeQueue>,
+    timers: BinaryHeap<Reverse<(Instant, Token)>>,
+    upstreams: Upstreams,
+    epoch: Instant,
+    seed: u64,
+    ping_warned: bool,
+    stats: Stats,
+}
+
+impl Dataplane {
+    /// Builds the data path for a TAP whose write side is `tx_fd` and whose container MAC is
+    /// `container_mac`.
+    pub fn new(cfg: NetConfig, tx_fd: OwnedFd, container_mac: [u8; 6]) -> Self {
+        let gw = GatewayAddrs {
+            gateway: cfg.addrs.gateway,
+            dns: cfg.addrs.dns,
+            net: cfg.addrs.net,
+        };
+        let gw_cidr = IpCidr::new(cfg.addrs.gateway.into(), cfg.addrs.net.prefix_len());
+        let tx = TxSink::new(tx_fd, container_mac, cfg.gateway_mac());
+        let upstreams = Upstreams::new(cfg.dns.clone());
+        let epoch = Instant::now();
+        let seed = u64::from(std::process::id()) << 32
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+        Self {
+            mtu: cfg.mtu as usize,
+            cfg,
+            gw,
+            gw_cidr,
+            tx,
+            tcp: FxHashMap::default(),
+            udp: FxHashMap::default(),
+            ping: FxHashMap::default(),
+            wake: Arc::default(),
+            timers: BinaryHeap::new(),
+            upstreams,
+            epoch,
+            seed,
+            ping_warned: false,
+            stats: Stats::default(),
+        }
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> Stats {
+        let mut s = self.stats.clone();
+        s.frames_out = self.tx.frames;
+        s.bytes_out = self.tx.bytes;
+        s
+    }
+
+    /// Number of open flows (TCP, UDP, ping).
+    pub fn flow_counts(&self) -> (usize, usize, usize) {
+        (self.tcp.len(), self.udp.len(), self.ping.len())
+    }
+
+    fn waker(&self, token: Token) -> Waker {
+        Waker::from(Arc::new(FlowWaker {
+            token,
+            queue: self.wake.clone(),
+        }))
+    }
+
+    /// Runs until `shutdown` completes or the TAP fails.
+    ///
+    /// # Errors
+    /// A TAP read error other than `EAGAIN` (the device went away).
+    pub async fn run(
+        &mut self,
+        tap: OwnedFd,
+        shutdown: impl Future<Output = ()>,
+    ) -> io::Result<()> {
+        let tap = crate::sys::async_fd(tap)?;
+        let mut rx = vec![0u8; wire::ETH_LEN + 65536];
+        let wake = self.wake.clone();
+        tokio::pin!(shutdown);
+        enum Event<'a> {
+            Stop,
+            Tap(tokio::io::unix::AsyncFdReadyGuard<'a, OwnedFd>),
+            Wake,
+            Timer,
+        }
+        loop {
+            let next = self.timers.peek().map(|Reverse((t, _))| *t);
+            let sleep = async move {
+                match next {
+                    Some(t) => tokio::time::sleep_until(t.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let ev = tokio::select! {
+                biased;
+                () = &mut shutdown => Event::Stop,
+                r = tap.readable() => Event::Tap(r?),
+                () = wake.notify.notified() => Event::Wake,
+                () = sleep => Event::Timer,
+            };
+            match ev {
+                Event::Stop => return Ok(()),
+                Event::Tap(mut guard) => {
+                    for _ in 0..RX_BATCH {
+                        match guard.try_io(|fd| {
+                            nix::unistd::read(fd.get_ref(), &mut rx).map_err(io::Error::from)
+                        }) {
+                            Ok(Ok(n)) => self.frame(&rx[..n], Instant::now()),
+                            Ok(Err(e)) => return Err(e),
+                            Err(_would_block) => break,
+                        }
+                    }
+                }
+                Event::Wake | Event::Timer => {}
+            }
+            let now = Instant::now();
+            self.drain_wakes(now);
+            self.run_timers(now);
+        }
+    }
+
+    /// Handles one frame from the container.
+    pub fn frame(&mut self, frame: &[u8], now: Instant) {
+        self.stats.frames_in += 1;
+        self.stats.bytes_in += frame.len() as u64;
+        let (mac, pkt) = match gateway::classify(frame, &self.gw) {
+            Ok(x) => x,
+            Err(why) => {
+                self.stats.drops.count(why);
+                tracing::trace!(?why, len = frame.len(), "frame dropped");
+                return;
+            }
+        };
+        self.tx.dst_mac = mac;
+        match pkt {
+            Packet::ArpRequest { mac, ip, target } => {
+                let len = wire::arp_reply(&mut self.tx.buf, self.tx.src_mac, target, mac, ip);
+                self.tx.send(len);
+            }
+            Packet::Tcp { ip, seg } => self.tcp_segment(ip, &seg, now),
+            Packet::Udp {
+                ip,
+                src,
+                dst,
+                payload,
+            } => self.udp_datagram(ip, src, dst, payload, now),
+            Packet::Echo {
+                ip,
+                src,
+                dst,
+                ident,
+                seq,
+                data,
+            } => self.echo(ip, src, dst, ident, seq, data, now),
+        }
+    }
+
+    fn target(&mut self, dst: SocketAddrV4, now: Instant) -> Target {
+        let ip = *dst.ip();
+        if ip == self.gw.gateway {
+            return if self.cfg.allow_host_loopback {
+                Target::Host(SocketAddr::from((Ipv4Addr::LOCALHOST, dst.port())))
+            } else {
+                Target::Refuse
+            };
+        }
+        if ip == self.gw.dns {
+            return match (dst.port(), self.upstreams.pick(now)) {
+                (53, Some(up)) => Target::Host(up),
+                _ => Target::Refuse,
+            };
+        }
+        if self.gw.net.contains(&ip) {
+            // Nothing but the gateway lives on a single-container segment.
+            return Target::Unreachable(Unreachable::Host);
+        }
+        Target::Host(SocketAddr::V4(dst))
+    }
+
+    fn reset(&mut self, seg: &TcpSeg) {
+        let info = SegmentInfo {
+            src: seg.src,
+            dst: seg.dst,
+            seq: seg.seq,
+            ack: seg.ack,
+            seg_len: seg.seg_len,
+        };
+        let len = wire::tcp4_rst(&mut self.tx.buf, self.tx.dst_mac, self.tx.src_mac, &info);
+        self.tx.send(len);
+        self.stats.tcp_resets += 1;
+    }
+
+    fn icmp_error(&mut self, reporter: Ipv4Addr, code: Unreachable, offending: &[u8]) {
+        let len = wire::icmp4_unreachable(
+            &mut self.tx.buf,
+            self.tx.dst_mac,
+            self.tx.src_mac,
+            reporter,
+            code,
+            offending,
+        );
+        self.tx.send(len);
+        self.stats.icmp_errors += 1;
+    }
+
+    fn stamp(&self, now: Instant) -> smoltcp::time::Instant {
+        stack_time(self.epoch, now)
+    }
+
+    fn tcp_segment(&mut self, ip: &[u8], seg: &TcpSeg, now: Instant) {
+        let key = FlowKey {
+            src: seg.src,
+            dst: seg.dst,
+        };
+        let stamp = self.stamp(now);
+        if let Some(flow) = self.tcp.get_mut(&key) {
+            flow.ingress(ip, &mut self.tx, self.mtu, stamp);
+            let v = flow.service(&mut self.tx, self.mtu, now, stamp);
+            self.after_tcp(key, v, now);
+            return;
+        }
+        if seg.rst {
+            return;
+        }
+        if !seg.syn_only {
+            self.reset(seg);
+            return;
+        }
+        if self.tcp.len() >= MAX_TCP_FLOWS {
+            self.stats.limit_drops += 1;
+            self.reset(seg);
+            return;
+        }
+        let target = match self.target(seg.dst, now) {
+            Target::Host(t) => t,
+            Target::Refuse => return self.reset(seg),
+            Target::Unreachable(code) => return self.icmp_error(*seg.dst.ip(), code, ip),
+        };
+        let host = match connect_nonblocking(target) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::debug!(%target, error = %e, "host connect failed at once");
+                return match e.raw_os_error() {
+                    Some(libc::ENETUNREACH) => self.icmp_error(*seg.dst.ip(), Unreachable::Net, ip),
+                    Some(libc::EHOSTUNREACH) => {
+                        self.icmp_error(*seg.dst.ip(), Unreachable::Host, ip)
+                    }
+                    _ => self.reset(seg),
+                };
+            }
+        };
+        tracing::debug!(src = %seg.src, dst = %seg.dst, %target, "TCP flow");
+        self.seed = self
+            .seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let waker = self.waker(Token::Tcp(key));
+        let mut flow = TcpFlow::new(
+            &key,
+            self.gw_cidr,
+            host,
+            waker,
+            &mut self.tx,
+            self.mtu,
+            self.seed,
+            now,
+            stamp,
+            ip,
+        );
+        flow.ingress(ip, &mut self.tx, self.mtu, stamp);
+        let v = flow.service(&mut self.tx, self.mtu, now, stamp);
+        self.tcp.insert(key, flow);
+        self.stats.tcp_flows += 1;
+        self.after_tcp(key, v, now);
+    }
+
+    fn after_tcp(&mut self, key: FlowKey, v: Verdict, now: Instant) {
+        match v {
+            Verdict::Keep => {
+                let stamp = self.stamp(now);
+                let Some(flow) = self.tcp.get_mut(&key) else {
+                    return;
+                };
+                let at = flow.poll_at(self.epoch, now, stamp);
+                if let Some(at) = at
+                    && flow.scheduled.is_none_or(|s| at < s || s <= now)
+                {
+                    flow.scheduled = Some(at);
+                    self.timers.push(Reverse((at, Token::Tcp(key))));
+                }
+            }
+            Verdict::Remove => {
+                self.tcp.remove(&key);
+            }
+            Verdict::Unreachable(code) => {
+                if let Some(flow) = self.tcp.remove(&key) {
+                    self.icmp_error(*key.dst.ip(), code, &flow.syn_quote);
+                }
+            }
+        }
+    }
+
+    fn udp_datagram(
+        &mut self,
+        ip: &[u8],
+        src: SocketAddrV4,
+        dst: SocketAddrV4,
+        payload: &[u8],
+        now: Instant,
+    ) {
+        let key = FlowKey { src, dst };
+        if !self.udp.contains_key(&key) {
+            if self.udp.len() >= MAX_UDP_FLOWS {
+                self.stats.limit_drops += 1;
+                return;
+            }
+            let target = match self.target(dst, now) {
+                Target::Host(t) => t,
+                Target::Refuse => return self.icmp_error(*dst.ip(), Unreachable::Port, ip),
+                Target::Unreachable(code) => return self.icmp_error(*dst.ip(), code, ip),
+            };
+            let flow = match UdpFlow::new(target, dst, self.waker(Token::Udp(key)), now) {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::debug!(%target, error = %e, "UDP flow failed");
+                    let code = match e.raw_os_error() {
+                        Some(libc::ENETUNREACH) => Unreachable::Net,
+                        Some(libc::EACCES) | Some(libc::EPERM) => Unreachable::Prohibited,
+                        _ => Unreachable::Host,
+                    };
+                    return self.icmp_error(*dst.ip(), code, ip);
+                }
+            };
+            tracing::debug!(%src, %dst, %target, "UDP flow");
+            self.udp.insert(key, flow);
+            self.stats.udp_flows += 1;
+        }
+        let Some(flow) = self.udp.get_mut(&key) else {
+            return;
+        };
+        flow.send(payload, now);
+        let alive = flow.service(&key, &mut self.tx, now);
+        self.after_udp(key, alive, now);
+    }
+
+    fn after_udp(&mut self, key: FlowKey, alive: bool, now: Instant) {
+        if !alive {
+            self.udp.remove(&key);
+            return;
+        }
+        let Some(flow) = self.udp.get_mut(&key) else {
+            return;
+        };
+        if flow.scheduled.is_none_or(|s| s <= now) {
+            let at = flow.expires();
+            flow.scheduled = Some(at);
+            self.timers.push(Reverse((at, Token::Udp(key))));
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn echo(
+        &mut self,
+        ip: &[u8],
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        ident: u16,
+        seq: u16,
+        data: &[u8],
+        now: Instant,
+    ) {
+        if dst == self.gw.gateway || dst == self.gw.dns {
+            let len = wire::icmp4_echo_reply(
+                &mut self.tx.buf,
+                self.tx.dst_mac,
+                self.tx.src_mac,
+                dst,
+                src,
+                ident,
+                seq,
+                data,
+            );
+            self.tx.send(len);
+            return;
+        }
+        if self.gw.net.contains(&dst) {
+            return self.icmp_error(dst, Unreachable::Host, ip);
+        }
+        let key = PingKey { src, dst, ident };
+        if !self.ping.contains_key(&key) {
+            if self.ping.len() >= MAX_PING_FLOWS {
+                self.stats.limit_drops += 1;
+                return;
+            }
+            match PingFlow::new(dst, self.waker(Token::Ping(key)), now) {
+                Ok(f) => {
+                    self.ping.insert(key, f);
+                    self.stats.ping_flows += 1;
+                }
+                Err(e) => {
+                    if !self.ping_warned {
+                        self.ping_warned = true;
+                        let range = std::fs::read_to_string("/proc/sys/net/ipv4/ping_group_range")
+                            .unwrap_or_default();
+                        tracing::warn!(
+                            error = %e,
+                            ping_group_range = range.trim(),
+                            "ICMP echo from the container cannot be forwarded: unprivileged ping sockets are not \
+                             allowed for this user; answering with ICMP 'administratively prohibited'. To allow it: \
+                             sysctl -w net.ipv4.ping_group_range=\"0 2147483647\""
+                        );
+                    }
+                    return self.icmp_error(dst, Unreachable::Prohibited, ip);
+                }
+            }
+        }
+        let Some(flow) = self.ping.get_mut(&key) else {
+            return;
+        };
+        flow.send(seq, data, now);
+        let alive = flow.service(&key, &mut self.tx, now);
+        self.after_ping(key, alive, now);
+    }
+
+    fn after_ping(&mut self, key: PingKey, alive: bool, now: Instant) {
+        if !alive {
+            self.ping.remove(&key);
+            return;
+        }
+        let Some(flow) = self.ping.get_mut(&key) else {
+            return;
+        };
+        if flow.scheduled.is_none_or(|s| s <= now) {
+            let at = flow.expires();
+            flow.scheduled = Some(at);
+            self.timers.push(Reverse((at, Token::Ping(key))));
+        }
+    }
+
+    fn service(&mut self, token: Token, now: Instant) {
+        match token {
+            Token::Tcp(key) => {
+                let stamp = self.stamp(now);
+                if let Some(flow) = self.tcp.get_mut(&key) {
+                    let v = flow.service(&mut self.tx, self.mtu, now, stamp);
+                    self.after_tcp(key, v, now);
+                }
+            }
+            Token::Udp(key) => {
+                if let Some(flow) = self.udp.get_mut(&key) {
+                    let alive = flow.service(&key, &mut self.tx, now);
+                    self.after_udp(key, alive, now);
+                }
+            }
+            Token::Ping(key) => {
+                if let Some(flow) = self.ping.get_mut(&key) {
+                    let alive = flow.service(&key, &mut self.tx, now);
+                    self.after_ping(key, alive, now);
+                }
+            }
+        }
+    }
+
+    fn drain_wakes(&mut self, now: Instant) {
+        let tokens = match self.wake.tokens.lock() {
+            Ok(mut q) => std::mem::take(&mut *q),
+            Err(_) => return,
+        };
+        for t in tokens {
+            self.service(t, now);
+        }
+    }
+
+    fn run_timers(&mut self, now: Instant) {
+        while let Some(Reverse((at, token))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let current = match token {
+                Token::Tcp(k) => self.tcp.get_mut(&k).map(|f| &mut f.scheduled),
+                Token::Udp(k) => self.udp.get_mut(&k).map(|f| &mut f.scheduled),
+                Token::Ping(k) => self.ping.get_mut(&k).map(|f| &mut f.scheduled),
+            };
+            // Stale entries (flow gone, or rescheduled since) are skipped.
+            if let Some(s) = current
+                && *s == Some(at)
+            {
+                *s = None;
+                self.service(token, now);
+            }
+        }
+    }
+}
+
+/// Starts a non-blocking connect to `target` and hands the socket to tokio.
+fn connect_nonblocking(target: SocketAddr) -> io::Result<TcpStream> {
+    let s = Socket::new(
+        Domain::for_address(target),
+        Type::STREAM.nonblocking(),
+        None,
+    )?;
+    s.set_tcp_nodelay(true)?;
+    match s.connect(&target.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    TcpStream::from_std(std::net::TcpStream::from(s))
+}

@@ -1,0 +1,333 @@
+//! One NATed TCP connection: a smoltcp socket facing the container, a kernel socket facing the
+//! destination, and the relay between their buffers.
+//!
+//! Each flow has its own smoltcp `Interface` and one-socket `SocketSet`, found through the
+//! dataplane's hash map, so every packet and every poll is O(1) in the number of flows
+//! (smoltcp scans its socket set linearly). Bytes move without intermediate copies: the host
+//! socket reads straight into the smoltcp transmit ring and writes straight from the receive
+//! ring.
+//!
+//! Connect-then-accept: the SYN creates the socket in `listen` with the SYN-ACK paused; the
+//! container sees the handshake complete only once the host `connect()` succeeded. A refused
+//! connect becomes an RST, an unreachable one an ICMP error, as a real network would answer.
+
+use std::io;
+use std::net::SocketAddr;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::socket::tcp;
+use smoltcp::wire::{HardwareAddress, IpCidr, IpEndpoint};
+use tokio::net::TcpStream;
+
+use super::FlowKey;
+use super::device::{FlowDevice, TxSink};
+use crate::wire::Unreachable;
+
+/// Receive and transmit buffer of each smoltcp socket. Memory is allocated zeroed (calloc),
+/// so an idle connection only costs the pages it has touched.
+pub const TCP_BUFFER: usize = 1 << 20;
+/// How long the container's SYN waits for the host connect before an ICMP host-unreachable.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(75);
+
+/// What the dataplane must do after servicing a flow.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Keep the flow.
+    Keep,
+    /// The flow is finished: remove it.
+    Remove,
+    /// The host connect failed this way: send this ICMP error quoting the SYN, then remove.
+    Unreachable(Unreachable),
+}
+
+/// A NATed TCP flow.
+pub struct TcpFlow {
+    iface: Interface,
+    sockets: SocketSet<'static>,
+    handle: SocketHandle,
+    host: TcpStream,
+    waker: Waker,
+    connected: bool,
+    host_eof: bool,
+    host_shut: bool,
+    created: Instant,
+    /// Copy of the SYN's IPv4 header and first payload bytes, quoted in ICMP errors.
+    pub syn_quote: Vec<u8>,
+    /// The smoltcp deadline last put on the dataplane's timer heap.
+    pub scheduled: Option<Instant>,
+    /// Bytes relayed container -> host.
+    pub bytes_out: u64,
+    /// Bytes relayed host -> container.
+    pub bytes_in: u64,
+}
+
+/// Converts wall time since `epoch` into smoltcp's clock.
+pub fn stack_time(epoch: Instant, now: Instant) -> smoltcp::time::Instant {
+    smoltcp::time::Instant::from_micros(now.saturating_duration_since(epoch).as_micros() as i64)
+}
+
+impl TcpFlow {
+    /// Creates the flow for a container SYN already known to be valid. `host` is a kernel
+    /// socket with its non-blocking connect in progress.
+    pub fn new(
+        key: &FlowKey,
+        gateway: IpCidr,
+        host: TcpStream,
+        waker: Waker,
+        tx: &mut TxSink,
+        mtu: usize,
+        seed: u64,
+        now: Instant,
+        stamp: smoltcp::time::Instant,
+        syn_ip: &[u8],
+    ) -> Self {
+        let mut dev = FlowDevice { rx: None, tx, mtu };
+        let mut config = Config::new(HardwareAddress::Ip);
+        config.random_seed = seed;
+        let mut iface = Interface::new(config, &mut dev, stamp);
+        iface.update_ip_addrs(|a| {
+            let _ = a.push(gateway);
+        });
+        iface.set_any_ip(true);
+        let mut sock = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0u8; TCP_BUFFER]),
+            tcp::SocketBuffer::new(vec![0u8; TCP_BUFFER]),
+        );
+        sock.set_nagle_enabled(false);
+        sock.set_ack_delay(None);
+        sock.pause_synack(true);
+        // Cannot fail: the endpoint has a specified port (the SYN's, never 0 past the classifier).
+        let _ = sock.listen(IpEndpoint::new((*key.dst.ip()).into(), key.dst.port()));
+        let mut sockets = SocketSet::new(Vec::with_capacity(1));
+        let handle = sockets.add(sock);
+        let quote_len = syn_ip.len().min(64);
+        Self {
+            iface,
+            sockets,
+            handle,
+            host,
+            waker,
+            connected: false,
+            host_eof: false,
+            host_shut: false,
+            created: now,
+            syn_quote: syn_ip[..quote_len].to_vec(),
+            scheduled: None,
+            bytes_out: 0,
+            bytes_in: 0,
+        }
+    }
+
+    /// Feeds one IPv4 packet of this flow from the container into its stack.
+    pub fn ingress(
+        &mut self,
+        pkt: &[u8],
+        tx: &mut TxSink,
+        mtu: usize,
+        stamp: smoltcp::time::Instant,
+    ) {
+        let mut dev = FlowDevice {
+            rx: Some(pkt),
+            tx,
+            mtu,
+        };
+        self.iface.poll(stamp, &mut dev, &mut self.sockets);
+    }
+
+    /// The next time the flow needs servicing without new input: smoltcp's timers
+    /// (retransmission and similar) once connected, the connect timeout before. Never earlier
+    /// than 1 ms from `now`: smoltcp answers "now" for a paused SYN-ACK and for a window it
+    /// cannot fill yet, and a timer that is always due would starve the reactor.
+    pub fn poll_at(
+        &mut self,
+        epoch: Instant,
+        now: Instant,
+        stamp: smoltcp::time::Instant,
+    ) -> Option<Instant> {
+        if !self.connected {
+            return Some(self.created + CONNECT_TIMEOUT);
+        }
+        let at = self.iface.poll_at(stamp, &self.sockets)?;
+        let t = epoch + Duration::from_micros(at.total_micros().max(0) as u64);
+        Some(t.max(now + Duration::from_millis(1)))
+    }
+
+    /// Moves bytes both ways as far as buffers and sockets allow, drives the stack, and says
+    /// whether the flow lives on.
+    pub fn service(
+        &mut self,
+        tx: &mut TxSink,
+        mtu: usize,
+        now: Instant,
+        stamp: smoltcp::time::Instant,
+    ) -> Verdict {
+        let waker = self.waker.clone();
+        let mut cx = Context::from_waker(&waker);
+        if !self.connected {
+            match self.host.poll_write_ready(&mut cx) {
+                Poll::Pending => {
+                    if now.duration_since(self.created) >= CONNECT_TIMEOUT {
+                        return Verdict::Unreachable(Unreachable::Host);
+                    }
+                    let mut dev = FlowDevice { rx: None, tx, mtu };
+                    self.iface.poll(stamp, &mut dev, &mut self.sockets);
+                    // The container may have given up (RST) while we were connecting.
+                    return self.verdict();
+                }
+                Poll::Ready(r) => {
+                    let err = match r {
+                        Ok(()) => self.host.take_error().unwrap_or_else(Some),
+                        Err(e) => Some(e),
+                    };
+                    if let Some(e) = err {
+                        tracing::debug!(error = %e, "host connect failed");
+                        match connect_failure(&e) {
+                            Some(code) => return Verdict::Unreachable(code),
+                            None => self.socket().abort(),
+                        }
+                    } else {
+                        self.connected = true;
+                        self.socket().pause_synack(false);
+                    }
+                }
+            }
+        }
+        for _ in 0..64 {
+            let mut progress = false;
+            if self.connected {
+                progress |= self.container_to_host(&mut cx);
+                progress |= self.host_to_container(&mut cx);
+            }
+            let mut dev = FlowDevice { rx: None, tx, mtu };
+            let changed = self.iface.poll(stamp, &mut dev, &mut self.sockets);
+            progress |= changed == smoltcp::iface::PollResult::SocketStateChanged;
+            if !progress {
+                break;
+            }
+        }
+        self.verdict()
+    }
+
+    fn socket(&mut self) -> &mut tcp::Socket<'static> {
+        self.sockets.get_mut::<tcp::Socket>(self.handle)
+    }
+
+    /// Drains the smoltcp receive buffer into the host socket. Returns whether bytes moved.
+    fn container_to_host(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut moved = false;
+        let sock = self.sockets.get_mut::<tcp::Socket>(self.handle);
+        while !self.host_shut && sock.can_recv() {
+            let host = &self.host;
+            match sock.recv(|buf| match host.try_write(buf) {
+                Ok(n) => (n, Ok(n)),
+                Err(e) => (0, Err(e)),
+            }) {
+                Ok(Ok(n)) => {
+                    self.bytes_out += n as u64;
+                    moved = true;
+                }
+                Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if self.host.poll_write_ready(cx).is_pending() {
+                        return moved;
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "host write failed: resetting the container side");
+                    sock.abort();
+                    self.host_shut = true;
+                    self.host_eof = true;
+                    return true;
+                }
+                Err(_) => break,
+            }
+        }
+        // The container closed its sending side and everything it sent was delivered.
+        if !self.host_shut
+            && !sock.may_recv()
+            && sock.recv_queue() == 0
+            && sock.state() != tcp::State::SynReceived
+        {
+            let _ = self.host_shutdown_write();
+            self.host_shut = true;
+            moved = true;
+        }
+        moved
+    }
+
+    fn host_shutdown_write(&self) -> io::Result<()> {
+        socket2::SockRef::from(&self.host).shutdown(std::net::Shutdown::Write)
+    }
+
+    /// Fills the smoltcp transmit buffer from the host socket. Returns whether bytes moved.
+    fn host_to_container(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut moved = false;
+        let sock = self.sockets.get_mut::<tcp::Socket>(self.handle);
+        while !self.host_eof && sock.can_send() {
+            let host = &self.host;
+            match sock.send(|buf| match host.try_read(buf) {
+                Ok(n) => (n, Ok(n)),
+                Err(e) => (0, Err(e)),
+            }) {
+                Ok(Ok(0)) => {
+                    self.host_eof = true;
+                    sock.close();
+                    return true;
+                }
+                Ok(Ok(n)) => {
+                    self.bytes_in += n as u64;
+                    moved = true;
+                }
+                Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if self.host.poll_read_ready(cx).is_pending() {
+                        return moved;
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "host read failed: resetting the container side");
+                    sock.abort();
+                    self.host_eof = true;
+                    self.host_shut = true;
+                    return true;
+                }
+                Err(_) => break,
+            }
+        }
+        // With the transmit buffer full no read interest is registered: room appears only
+        // when the container acknowledges, and its ACK services this flow.
+        moved
+    }
+
+    fn verdict(&mut self) -> Verdict {
+        let sock = self.sockets.get_mut::<tcp::Socket>(self.handle);
+        match sock.state() {
+            tcp::State::Closed => {
+                if !(self.host_eof && self.host_shut) {
+                    // The container reset the connection (or we aborted it): reset the host.
+                    let _ = socket2::SockRef::from(&self.host).set_linger(Some(Duration::ZERO));
+                }
+                Verdict::Remove
+            }
+            tcp::State::TimeWait if self.host_shut && sock.recv_queue() == 0 => Verdict::Remove,
+            _ => Verdict::Keep,
+        }
+    }
+
+    /// Destination as seen by the host kernel.
+    pub fn host_peer(&self) -> Option<SocketAddr> {
+        self.host.peer_addr().ok()
+    }
+}
+
+/// Which ICMP error, if any, a failed host connect maps to (None: answer with RST).
+fn connect_failure(e: &io::Error) -> Option<Unreachable> {
+    match e.raw_os_error() {
+        Some(libc::ENETUNREACH) => Some(Unreachable::Net),
+        Some(libc::EHOSTUNREACH) | Some(libc::ETIMEDOUT) | Some(libc::EHOSTDOWN) => {
+            Some(Unreachable::Host)
+        }
+        Some(libc::EACCES) | Some(libc::EPERM) => Some(Unreachable::Prohibited),
+        _ => None,
+    }
+}

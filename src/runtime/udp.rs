@@ -1,0 +1,250 @@
+//! NATed UDP flows and ICMP echo through unprivileged ping sockets.
+//!
+//! A UDP flow is one container endpoint talking to one destination: a connected host socket
+//! carries it, so replies map back without a lookup and ICMP errors from the host surface as
+//! `ECONNREFUSED`. Flows expire when idle (30 s unanswered, 120 s once answered). Datagrams
+//! are received straight into the TAP frame buffer after the headers warren adds.
+
+use std::io::{self, Read};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::os::fd::AsRawFd;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::unix::AsyncFd;
+use tokio::net::UdpSocket;
+
+use super::FlowKey;
+use super::device::TxSink;
+use crate::wire::{self, UDP_MAX_PAYLOAD, UDP_PAYLOAD_OFFSET, Unreachable};
+
+/// Idle timeout of a flow that never got a reply.
+pub const UDP_UNREPLIED_TIMEOUT: Duration = Duration::from_secs(30);
+/// Idle timeout of a flow that got at least one reply.
+pub const UDP_REPLIED_TIMEOUT: Duration = Duration::from_secs(120);
+/// Idle timeout of a ping flow.
+pub const PING_TIMEOUT: Duration = Duration::from_secs(30);
+/// Datagrams handled per service call before yielding to other work.
+const BATCH: usize = 64;
+
+/// A NATed UDP flow.
+pub struct UdpFlow {
+    sock: UdpSocket,
+    /// Source address the container sees on replies (the address it sent to).
+    pub reply_src: SocketAddrV4,
+    last: Instant,
+    replied: bool,
+    waker: Waker,
+    /// Expiry deadline last put on the timer heap.
+    pub scheduled: Option<Instant>,
+}
+
+impl UdpFlow {
+    /// Opens a host socket connected to `target`.
+    ///
+    /// # Errors
+    /// Socket creation or connect failure (e.g. `ENETUNREACH`).
+    pub fn new(
+        target: SocketAddr,
+        reply_src: SocketAddrV4,
+        waker: Waker,
+        now: Instant,
+    ) -> io::Result<Self> {
+        let bind: SocketAddr = match target {
+            SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+            SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+        };
+        let std_sock = std::net::UdpSocket::bind(bind)?;
+        std_sock.connect(target)?;
+        std_sock.set_nonblocking(true)?;
+        let sock = UdpSocket::from_std(std_sock)?;
+        Ok(Self {
+            sock,
+            reply_src,
+            last: now,
+            replied: false,
+            waker,
+            scheduled: None,
+        })
+    }
+
+    /// Sends one container datagram to the destination. A full socket buffer drops it, as a
+    /// congested link would.
+    pub fn send(&mut self, payload: &[u8], now: Instant) -> bool {
+        self.last = now;
+        self.sock.try_send(payload).is_ok()
+    }
+
+    /// When the flow expires if nothing more happens.
+    pub fn expires(&self) -> Instant {
+        self.last
+            + if self.replied {
+                UDP_REPLIED_TIMEOUT
+            } else {
+                UDP_UNREPLIED_TIMEOUT
+            }
+    }
+
+    /// Delivers pending replies to the container. Returns false when the flow should go.
+    pub fn service(&mut self, key: &FlowKey, tx: &mut TxSink, now: Instant) -> bool {
+        let waker = self.waker.clone();
+        let mut cx = Context::from_waker(&waker);
+        for _ in 0..BATCH {
+            let r = self
+                .sock
+                .try_recv(&mut tx.buf[UDP_PAYLOAD_OFFSET..UDP_PAYLOAD_OFFSET + UDP_MAX_PAYLOAD]);
+            match r {
+                Ok(n) => {
+                    let len = wire::udp4(
+                        &mut tx.buf,
+                        tx.dst_mac,
+                        tx.src_mac,
+                        self.reply_src,
+                        key.src,
+                        n,
+                    );
+                    tx.send(len);
+                    self.replied = true;
+                    self.last = now;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    match self.sock.poll_recv_ready(&mut cx) {
+                        Poll::Pending => return now < self.expires(),
+                        Poll::Ready(_) => continue,
+                    }
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
+                    // The destination answered ICMP port unreachable: tell the container.
+                    port_unreachable(key, self.reply_src, tx);
+                    self.last = now;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "UDP flow receive failed");
+                    return false;
+                }
+            }
+        }
+        // More may be queued: come back after other work.
+        self.waker.wake_by_ref();
+        true
+    }
+}
+
+/// Sends the container an ICMP port unreachable for its datagram `key.src -> key.dst`.
+pub fn port_unreachable(key: &FlowKey, reporter: SocketAddrV4, tx: &mut TxSink) {
+    unreachable_for_udp(key, *reporter.ip(), Unreachable::Port, tx);
+}
+
+/// Sends the container an ICMP error about a datagram of `key`, quoting a reconstruction of
+/// its headers (enough for the container's kernel to find the socket).
+pub fn unreachable_for_udp(key: &FlowKey, reporter: Ipv4Addr, code: Unreachable, tx: &mut TxSink) {
+    let mut quote = [0u8; UDP_PAYLOAD_OFFSET];
+    wire::udp4(&mut quote, tx.src_mac, tx.dst_mac, key.src, key.dst, 0);
+    let len = wire::icmp4_unreachable(
+        &mut tx.buf,
+        tx.dst_mac,
+        tx.src_mac,
+        reporter,
+        code,
+        &quote[wire::ETH_LEN..],
+    );
+    tx.send(len);
+}
+
+/// Key of an ICMP echo flow: container address, destination, container's echo identifier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PingKey {
+    /// Container address.
+    pub src: Ipv4Addr,
+    /// Destination.
+    pub dst: Ipv4Addr,
+    /// Echo identifier chosen by the container.
+    pub ident: u16,
+}
+
+/// An ICMP echo flow over an unprivileged ping socket (`net.ipv4.ping_group_range`).
+pub struct PingFlow {
+    sock: AsyncFd<Socket>,
+    buf: Vec<u8>,
+    last: Instant,
+    waker: Waker,
+    /// Expiry deadline last put on the timer heap.
+    pub scheduled: Option<Instant>,
+}
+
+impl PingFlow {
+    /// Opens a ping socket connected to `dst`.
+    ///
+    /// # Errors
+    /// `EACCES` when the caller's group is outside `ping_group_range`; others as the kernel says.
+    pub fn new(dst: Ipv4Addr, waker: Waker, now: Instant) -> io::Result<Self> {
+        let s = Socket::new(
+            Domain::IPV4,
+            Type::DGRAM.nonblocking(),
+            Some(Protocol::ICMPV4),
+        )?;
+        s.connect(&SocketAddr::from((dst, 0)).into())?;
+        Ok(Self {
+            sock: crate::sys::async_socket(s)?,
+            buf: vec![0u8; 65536],
+            last: now,
+            waker,
+            scheduled: None,
+        })
+    }
+
+    /// Sends an echo request with the container's sequence number and data.
+    pub fn send(&mut self, seq: u16, data: &[u8], now: Instant) -> bool {
+        self.last = now;
+        let mut pkt = Vec::with_capacity(8 + data.len());
+        pkt.extend_from_slice(&[8, 0, 0, 0, 0, 0]);
+        pkt.extend_from_slice(&seq.to_be_bytes());
+        pkt.extend_from_slice(data);
+        self.sock.get_ref().send(&pkt).is_ok()
+    }
+
+    /// When the flow expires if nothing more happens.
+    pub fn expires(&self) -> Instant {
+        self.last + PING_TIMEOUT
+    }
+
+    /// Delivers echo replies to the container with its own identifier restored.
+    pub fn service(&mut self, key: &PingKey, tx: &mut TxSink, now: Instant) -> bool {
+        let waker = self.waker.clone();
+        let mut cx = Context::from_waker(&waker);
+        let buf = &mut self.buf;
+        for _ in 0..BATCH {
+            let mut guard = match self.sock.poll_read_ready(&mut cx) {
+                Poll::Pending => return now < self.expires(),
+                Poll::Ready(Ok(g)) => g,
+                Poll::Ready(Err(_)) => return false,
+            };
+            match guard.try_io(|s| (&*s.get_ref()).read(buf)) {
+                Ok(Ok(n)) if n >= 8 && buf[0] == 0 => {
+                    let seq = u16::from_be_bytes([buf[6], buf[7]]);
+                    let len = wire::icmp4_echo_reply(
+                        &mut tx.buf,
+                        tx.dst_mac,
+                        tx.src_mac,
+                        key.dst,
+                        key.src,
+                        key.ident,
+                        seq,
+                        &buf[8..n],
+                    );
+                    tx.send(len);
+                    self.last = now;
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, fd = self.sock.get_ref().as_raw_fd(), "ping socket receive failed");
+                    return now < self.expires();
+                }
+                Err(_would_block) => continue,
+            }
+        }
+        self.waker.wake_by_ref();
+        true
+    }
+}

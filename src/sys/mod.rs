@@ -1,0 +1,449 @@
+//! Every raw syscall and `unsafe` block of warren lives here.
+//!
+//! The rest of the crate sees owned fds and typed results. Each `unsafe` block says why it
+//! is sound. Nothing here knows about warren's configuration: these are thin, checked
+//! wrappers around Linux interfaces (TUN/TAP, interface ioctls, namespaces, fd passing).
+#![allow(unsafe_code)]
+
+use std::ffi::CStr;
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
+
+/// Longest interface name the kernel accepts, without the terminating NUL.
+pub const IFNAMSIZ_MAX: usize = libc::IFNAMSIZ - 1;
+
+/// Errors of the thin syscall wrappers; each names the operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SysError {
+    /// A syscall failed.
+    #[error("{op}: {source}")]
+    Io {
+        /// What was being done, e.g. `TUNSETIFF tap0`.
+        op: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// An interface name is empty, too long or contains a byte the kernel refuses.
+    #[error(
+        "invalid interface name {0:?}: expected 1..=15 bytes without '/', ':', NUL or whitespace"
+    )]
+    BadIfName(String),
+}
+
+fn last(op: impl Into<String>) -> SysError {
+    SysError::Io {
+        op: op.into(),
+        source: io::Error::last_os_error(),
+    }
+}
+
+fn nix_err(op: impl Into<String>, e: nix::Error) -> SysError {
+    SysError::Io {
+        op: op.into(),
+        source: io::Error::from(e),
+    }
+}
+
+/// Checks an interface name against the kernel's rules (`dev_valid_name`).
+pub fn check_ifname(name: &str) -> Result<(), SysError> {
+    let ok = !name.is_empty()
+        && name.len() <= IFNAMSIZ_MAX
+        && name != "."
+        && name != ".."
+        && !name
+            .bytes()
+            .any(|b| b == b'/' || b == b':' || b == 0 || b.is_ascii_whitespace());
+    if ok {
+        Ok(())
+    } else {
+        Err(SysError::BadIfName(name.to_string()))
+    }
+}
+
+fn ifreq_with_name(name: &str) -> Result<libc::ifreq, SysError> {
+    check_ifname(name)?;
+    // SAFETY: ifreq is a plain C struct of integers, arrays and a union of such; all-zero is
+    // a valid value for every field.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(name.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    Ok(req)
+}
+
+const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+
+/// Opens `/dev/net/tun` and attaches it to TAP device `name` in the calling thread's
+/// network namespace, creating the device if it does not exist (an existing persistent TAP,
+/// as RootlessKit pre-creates, is attached). The fd is non-blocking and close-on-exec.
+///
+/// # Errors
+/// Fails when `/dev/net/tun` cannot be opened or the ioctl is refused (no CAP_NET_ADMIN in
+/// the namespace's owning user namespace, or a non-TAP device of that name exists).
+pub fn open_tap(name: &str) -> Result<OwnedFd, SysError> {
+    let mut req = ifreq_with_name(name)?;
+    // SAFETY: the path is a valid NUL-terminated string; open has no other preconditions.
+    let fd = unsafe {
+        libc::open(
+            c"/dev/net/tun".as_ptr(),
+            libc::O_RDWR | libc::O_CLOEXEC | libc::O_NONBLOCK,
+        )
+    };
+    if fd < 0 {
+        return Err(last("open /dev/net/tun"));
+    }
+    // SAFETY: fd was just returned by open and is owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
+    // SAFETY: TUNSETIFF reads and writes one ifreq, which lives on our stack for the call.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF as _, &mut req) };
+    if rc < 0 {
+        return Err(last(format!("TUNSETIFF {name}")));
+    }
+    Ok(fd)
+}
+
+/// A socket used only as a handle for interface ioctls in the current network namespace.
+pub struct IfCtl {
+    sock: OwnedFd,
+}
+
+impl IfCtl {
+    /// Opens the control socket in the calling thread's network namespace.
+    ///
+    /// # Errors
+    /// Fails if an AF_INET datagram socket cannot be created.
+    pub fn new() -> Result<Self, SysError> {
+        // SAFETY: socket has no memory preconditions.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(last("socket(AF_INET)"));
+        }
+        // SAFETY: fd is fresh and exclusively ours.
+        Ok(Self {
+            sock: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    fn ioctl(
+        &self,
+        op: &str,
+        name: &str,
+        req: libc::c_ulong,
+        ifr: &mut libc::ifreq,
+    ) -> Result<(), SysError> {
+        // SAFETY: every request used with this helper reads/writes exactly one ifreq.
+        let rc = unsafe { libc::ioctl(self.sock.as_raw_fd(), req as _, ifr as *mut libc::ifreq) };
+        if rc < 0 {
+            Err(last(format!("{op} {name}")))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Sets IFF_UP on the interface, keeping its other flags.
+    ///
+    /// # Errors
+    /// Fails if the interface does not exist or the caller lacks CAP_NET_ADMIN.
+    pub fn set_up(&self, name: &str) -> Result<(), SysError> {
+        let mut ifr = ifreq_with_name(name)?;
+        self.ioctl("SIOCGIFFLAGS", name, libc::SIOCGIFFLAGS, &mut ifr)?;
+        // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
+        let flags = unsafe { ifr.ifr_ifru.ifru_flags };
+        ifr.ifr_ifru.ifru_flags = flags | libc::IFF_UP as libc::c_short;
+        self.ioctl("SIOCSIFFLAGS", name, libc::SIOCSIFFLAGS, &mut ifr)
+    }
+
+    /// Sets the interface MTU.
+    ///
+    /// # Errors
+    /// Fails if the kernel refuses the value or the interface.
+    pub fn set_mtu(&self, name: &str, mtu: u32) -> Result<(), SysError> {
+        let mut ifr = ifreq_with_name(name)?;
+        ifr.ifr_ifru.ifru_mtu = mtu as libc::c_int;
+        self.ioctl("SIOCSIFMTU", name, libc::SIOCSIFMTU, &mut ifr)
+    }
+
+    /// Sets the Ethernet address of the interface.
+    ///
+    /// # Errors
+    /// Fails if the kernel refuses the address or the interface.
+    pub fn set_mac(&self, name: &str, mac: [u8; 6]) -> Result<(), SysError> {
+        let mut ifr = ifreq_with_name(name)?;
+        // SAFETY: sockaddr is plain data; all-zero is valid.
+        let mut sa: libc::sockaddr = unsafe { std::mem::zeroed() };
+        sa.sa_family = libc::ARPHRD_ETHER;
+        for (d, s) in sa.sa_data.iter_mut().zip(mac) {
+            *d = s as libc::c_char;
+        }
+        ifr.ifr_ifru.ifru_hwaddr = sa;
+        self.ioctl("SIOCSIFHWADDR", name, libc::SIOCSIFHWADDR, &mut ifr)
+    }
+
+    /// Reads the Ethernet address of the interface.
+    ///
+    /// # Errors
+    /// Fails if the interface does not exist.
+    pub fn mac(&self, name: &str) -> Result<[u8; 6], SysError> {
+        let mut ifr = ifreq_with_name(name)?;
+        self.ioctl("SIOCGIFHWADDR", name, libc::SIOCGIFHWADDR, &mut ifr)?;
+        // SAFETY: SIOCGIFHWADDR filled the hwaddr member of the union.
+        let sa = unsafe { ifr.ifr_ifru.ifru_hwaddr };
+        let mut mac = [0u8; 6];
+        for (d, s) in mac.iter_mut().zip(sa.sa_data) {
+            *d = s as u8;
+        }
+        Ok(mac)
+    }
+
+    fn set_inet(
+        &self,
+        op: &str,
+        req: libc::c_ulong,
+        name: &str,
+        addr: Ipv4Addr,
+    ) -> Result<(), SysError> {
+        let mut ifr = ifreq_with_name(name)?;
+        ifr.ifr_ifru.ifru_addr = sockaddr_in(addr);
+        self.ioctl(op, name, req, &mut ifr)
+    }
+
+    /// Assigns an IPv4 address and netmask to the interface.
+    ///
+    /// # Errors
+    /// Fails if the kernel refuses either ioctl.
+    pub fn set_ipv4(&self, name: &str, addr: Ipv4Addr, netmask: Ipv4Addr) -> Result<(), SysError> {
+        self.set_inet("SIOCSIFADDR", libc::SIOCSIFADDR, name, addr)?;
+        self.set_inet("SIOCSIFNETMASK", libc::SIOCSIFNETMASK, name, netmask)
+    }
+
+    /// Adds the IPv4 default route via `gateway`.
+    ///
+    /// # Errors
+    /// Fails if the gateway is not reachable on a configured interface.
+    pub fn add_default_route(&self, gateway: Ipv4Addr) -> Result<(), SysError> {
+        // SAFETY: rtentry is plain data; all-zero is valid (null dev pointer = any device).
+        let mut rt: libc::rtentry = unsafe { std::mem::zeroed() };
+        rt.rt_dst = sockaddr_in(Ipv4Addr::UNSPECIFIED);
+        rt.rt_genmask = sockaddr_in(Ipv4Addr::UNSPECIFIED);
+        rt.rt_gateway = sockaddr_in(gateway);
+        rt.rt_flags = libc::RTF_UP | libc::RTF_GATEWAY;
+        // SAFETY: SIOCADDRT reads one rtentry that lives on our stack for the call.
+        let rc = unsafe { libc::ioctl(self.sock.as_raw_fd(), libc::SIOCADDRT as _, &mut rt) };
+        if rc < 0 {
+            Err(last(format!("SIOCADDRT default via {gateway}")))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+fn sockaddr_in(addr: Ipv4Addr) -> libc::sockaddr {
+    let sin = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(addr).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: sockaddr_in and sockaddr have the same size (16 bytes) and sockaddr is plain
+    // data, so every bit pattern of sockaddr_in is a valid sockaddr.
+    unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(sin) }
+}
+
+/// Fails unless the calling process has exactly one thread: `fork` and `clone` copy only the
+/// calling thread, and the kernel refuses user-namespace operations in threaded processes.
+fn ensure_single_threaded(op: &str) -> Result<(), SysError> {
+    let threads = std::fs::read_dir("/proc/self/task")
+        .map(|d| d.count())
+        .unwrap_or(0);
+    if threads == 1 {
+        Ok(())
+    } else {
+        Err(SysError::Io {
+            op: op.to_string(),
+            source: io::Error::other(format!(
+                "process has {threads} threads; namespace setup must run before any thread starts"
+            )),
+        })
+    }
+}
+
+/// Forks the calling process into the new namespaces named by `flags` (`CLONE_NEW*`),
+/// like `fork()` but with the child created inside them. Returns the child's pid in the
+/// parent and 0 in the child.
+///
+/// # Errors
+/// Fails when the process is multi-threaded, or when the kernel refuses the namespaces (user
+/// namespaces disabled, limits reached).
+pub fn clone_namespaces(flags: libc::c_int) -> Result<libc::pid_t, SysError> {
+    ensure_single_threaded("clone(namespaces)")?;
+    // SAFETY: with a null stack pointer the raw clone syscall behaves like fork(): the child
+    // continues on a copy of the parent's stack. The process was just checked to be
+    // single-threaded, so no lock held by another thread is copied in a locked state. SIGCHLD
+    // makes the child reapable with waitpid like a forked one.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if rc < 0 {
+        Err(last("clone(namespaces)"))
+    } else {
+        Ok(rc as libc::pid_t)
+    }
+}
+
+/// `fork()` of a single-threaded process.
+///
+/// # Errors
+/// Fails when the process is multi-threaded or the process limit is reached.
+pub fn fork() -> Result<libc::pid_t, SysError> {
+    ensure_single_threaded("fork")?;
+    // SAFETY: the process was just checked to be single-threaded, so the child's copy of the
+    // address space is consistent.
+    let rc = unsafe { libc::fork() };
+    if rc < 0 { Err(last("fork")) } else { Ok(rc) }
+}
+
+/// Opens a pidfd for `pid` (readable once the process has exited).
+///
+/// # Errors
+/// Fails if the process does not exist or pidfds are unsupported.
+pub fn pidfd_open(pid: libc::pid_t) -> Result<OwnedFd, SysError> {
+    // SAFETY: pidfd_open takes plain integers.
+    let rc = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, libc::PIDFD_NONBLOCK) };
+    if rc < 0 {
+        return Err(last(format!("pidfd_open {pid}")));
+    }
+    // SAFETY: rc is a fresh fd returned by the kernel and owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(rc as RawFd) })
+}
+
+/// Sends `fd` over the unix socket `sock` together with a small payload.
+///
+/// # Errors
+/// Fails if the peer is gone.
+pub fn send_fd(sock: BorrowedFd<'_>, payload: &[u8], fd: BorrowedFd<'_>) -> Result<(), SysError> {
+    let fds = [fd.as_raw_fd()];
+    let iov = [io::IoSlice::new(payload)];
+    sendmsg::<()>(
+        sock.as_raw_fd(),
+        &iov,
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .map_err(|e| nix_err("sendmsg(SCM_RIGHTS)", e))?;
+    Ok(())
+}
+
+/// Receives a message and at most one passed fd from `sock`. Returns the bytes read and the
+/// fd, if one came. Any extra fds are closed.
+///
+/// # Errors
+/// Fails if the socket read fails.
+pub fn recv_fd(sock: BorrowedFd<'_>, buf: &mut [u8]) -> Result<(usize, Option<OwnedFd>), SysError> {
+    let mut space = nix::cmsg_space!([RawFd; 4]);
+    let mut iov = [io::IoSliceMut::new(buf)];
+    let msg = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(|e| nix_err("recvmsg(SCM_RIGHTS)", e))?;
+    let n = msg.bytes;
+    let mut got = None;
+    for c in msg.cmsgs().map_err(|e| nix_err("recvmsg cmsgs", e))? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            for raw in fds {
+                // SAFETY: SCM_RIGHTS installed these fds in our table for us alone.
+                let owned = unsafe { OwnedFd::from_raw_fd(raw) };
+                if got.is_none() {
+                    got = Some(owned);
+                }
+            }
+        }
+    }
+    Ok((n, got))
+}
+
+/// A signal as delivered by `sigwaitinfo`: number, sender's `si_code`.
+#[derive(Debug, Clone, Copy)]
+pub struct SigInfo {
+    /// Signal number.
+    pub signo: libc::c_int,
+    /// `si_code`: `SI_KERNEL` for terminal-generated signals, `SI_USER` for `kill()`.
+    pub code: libc::c_int,
+}
+
+/// Waits for one of the (blocked) signals in `set`.
+///
+/// # Errors
+/// Fails on EINTR (a signal not in the set was handled) or a bad set.
+pub fn sigwaitinfo(set: &nix::sys::signal::SigSet) -> Result<SigInfo, SysError> {
+    // SAFETY: siginfo_t is plain data; all-zero is valid.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: set points to a valid sigset_t and info to writable storage for the call.
+    let rc = unsafe { libc::sigwaitinfo(set.as_ref(), &mut info) };
+    if rc < 0 {
+        return Err(last("sigwaitinfo"));
+    }
+    Ok(SigInfo {
+        signo: rc,
+        code: info.si_code,
+    })
+}
+
+/// Replaces the process image with `argv[0]` found on `PATH`; returns only on failure.
+pub fn execvp(argv: &[std::ffi::CString]) -> io::Error {
+    let args: Vec<&CStr> = argv.iter().map(|a| a.as_c_str()).collect();
+    match nix::unistd::execvp(args[0], &args) {
+        Ok(never) => match never {},
+        Err(e) => io::Error::from(e),
+    }
+}
+
+/// `_exit(2)`: leaves without running atexit handlers or flushing stdio, as a forked child
+/// must.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit has no preconditions and never returns.
+    unsafe { libc::_exit(code) }
+}
+
+/// Whether `fd` refers to a terminal.
+pub fn isatty(fd: BorrowedFd<'_>) -> bool {
+    // SAFETY: isatty only inspects the fd number.
+    unsafe { libc::isatty(fd.as_raw_fd()) == 1 }
+}
+
+/// Registers an owned fd with the tokio reactor (must run inside a runtime).
+///
+/// # Errors
+/// Fails if the reactor refuses the fd.
+pub fn async_fd(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    // SAFETY: an OwnedFd keeps its fd open and unchanged until it is dropped, and the AsyncFd
+    // owns it for its whole lifetime.
+    unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(|e| e.into_parts().1)
+}
+
+/// Registers an owned socket with the tokio reactor (must run inside a runtime).
+///
+/// # Errors
+/// Fails if the reactor refuses the fd.
+pub fn async_socket(s: socket2::Socket) -> io::Result<tokio::io::unix::AsyncFd<socket2::Socket>> {
+    // SAFETY: a socket2::Socket owns its fd, keeps it open and unchanged until dropped, and the
+    // AsyncFd owns the socket for its whole lifetime.
+    unsafe { tokio::io::unix::AsyncFd::register(s) }.map_err(|e| e.into_parts().1)
+}
