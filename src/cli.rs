@@ -56,12 +56,7 @@ pub struct RunArgs {
     #[command(flatten)]
     pub net: NetArgs,
     /// The command and its arguments.
-    #[arg(
-        required = true,
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        value_name = "CMD"
-    )]
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
     pub command: Vec<String>,
 }
 
@@ -69,12 +64,7 @@ pub struct RunArgs {
 #[derive(Debug, Args)]
 pub struct AttachArgs {
     /// Join the network and user namespaces of this process; exit when it exits.
-    #[arg(
-        long,
-        value_name = "PID",
-        required_unless_present = "netns",
-        conflicts_with = "netns"
-    )]
+    #[arg(long, value_name = "PID", required_unless_present = "netns", conflicts_with = "netns")]
     pub pid: Option<i32>,
     /// Join this network namespace file (e.g. /run/user/1000/netns/x); exit when it is gone.
     #[arg(long, value_name = "PATH")]
@@ -94,18 +84,12 @@ impl NetArgs {
     pub fn to_config(&self) -> Result<NetConfig, CliError> {
         let mtu = config::parse_mtu(self.mtu)?;
         let net = config::parse_cidr(&self.cidr)?;
-        crate::sys::check_ifname(&self.tap_name)
-            .map_err(|_| CliError::TapName(self.tap_name.clone()))?;
+        crate::sys::check_ifname(&self.tap_name).map_err(|_| CliError::TapName(self.tap_name.clone()))?;
         let mac = self.mac.as_deref().map(config::parse_mac).transpose()?;
         let dns = if self.dns_upstream.is_empty() {
             DnsUpstreams::HostResolvConf
         } else {
-            DnsUpstreams::Fixed(
-                self.dns_upstream
-                    .iter()
-                    .map(|u| config::parse_upstream(u))
-                    .collect::<Result<_, _>>()?,
-            )
+            DnsUpstreams::Fixed(self.dns_upstream.iter().map(|u| config::parse_upstream(u)).collect::<Result<_, _>>()?)
         };
         Ok(NetConfig {
             addrs: config::Addresses::new(net),

@@ -45,11 +45,7 @@ pub enum ConfigError {
 /// # Errors
 /// [`ConfigError::Mtu`] outside `MTU_MIN..=MTU_MAX`.
 pub fn parse_mtu(mtu: u32) -> Result<u32, ConfigError> {
-    if (MTU_MIN..=MTU_MAX).contains(&mtu) {
-        Ok(mtu)
-    } else {
-        Err(ConfigError::Mtu(mtu))
-    }
+    if (MTU_MIN..=MTU_MAX).contains(&mtu) { Ok(mtu) } else { Err(ConfigError::Mtu(mtu)) }
 }
 
 /// Parses an IPv4 network such as `10.0.2.0/24` (prefix 1..=25, no host bits).
@@ -169,31 +165,13 @@ mod tests {
 
     #[test]
     fn cidr_rules() {
-        assert_eq!(
-            parse_cidr("10.0.2.0/24").unwrap().to_string(),
-            "10.0.2.0/24"
-        );
+        assert_eq!(parse_cidr("10.0.2.0/24").unwrap().to_string(), "10.0.2.0/24");
         assert_eq!(parse_cidr("10.0.0.0/8").unwrap().prefix_len(), 8);
-        assert!(matches!(
-            parse_cidr("10.0.2.100/24"),
-            Err(ConfigError::CidrHostBits(..))
-        ));
-        assert!(matches!(
-            parse_cidr("10.0.2.0/26"),
-            Err(ConfigError::CidrPrefix(_))
-        ));
-        assert!(matches!(
-            parse_cidr("0.0.0.0/0"),
-            Err(ConfigError::CidrPrefix(_))
-        ));
-        assert!(matches!(
-            parse_cidr("10.0.2.0"),
-            Err(ConfigError::CidrSyntax(_))
-        ));
-        assert!(matches!(
-            parse_cidr("fd00::/64"),
-            Err(ConfigError::CidrSyntax(_))
-        ));
+        assert!(matches!(parse_cidr("10.0.2.100/24"), Err(ConfigError::CidrHostBits(..))));
+        assert!(matches!(parse_cidr("10.0.2.0/26"), Err(ConfigError::CidrPrefix(_))));
+        assert!(matches!(parse_cidr("0.0.0.0/0"), Err(ConfigError::CidrPrefix(_))));
+        assert!(matches!(parse_cidr("10.0.2.0"), Err(ConfigError::CidrSyntax(_))));
+        assert!(matches!(parse_cidr("fd00::/64"), Err(ConfigError::CidrSyntax(_))));
         let e = parse_cidr("10.0.2.100/24").unwrap_err().to_string();
         assert_eq!(
             e,
@@ -214,18 +192,12 @@ mod tests {
         assert_eq!(parse_mtu(1280), Ok(1280));
         assert_eq!(parse_mtu(65520), Ok(65520));
         assert_eq!(parse_mtu(1279), Err(ConfigError::Mtu(1279)));
-        assert_eq!(
-            parse_mtu(65521).unwrap_err().to_string(),
-            "invalid MTU 65521: expected 1280..=65520"
-        );
+        assert_eq!(parse_mtu(65521).unwrap_err().to_string(), "invalid MTU 65521: expected 1280..=65520");
     }
 
     #[test]
     fn mac_rules() {
-        assert_eq!(
-            parse_mac("02:00:00:aa:bb:cc"),
-            Ok([2, 0, 0, 0xaa, 0xbb, 0xcc])
-        );
+        assert_eq!(parse_mac("02:00:00:aa:bb:cc"), Ok([2, 0, 0, 0xaa, 0xbb, 0xcc]));
         assert!(parse_mac("01:00:5e:00:00:01").is_err(), "multicast refused");
         assert!(parse_mac("00:00:00:00:00:00").is_err());
         assert!(parse_mac("02:00:00:aa:bb").is_err());
@@ -235,19 +207,10 @@ mod tests {
 
     #[test]
     fn upstreams() {
-        assert_eq!(
-            parse_upstream("127.0.0.53"),
-            Ok("127.0.0.53:53".parse().unwrap())
-        );
-        assert_eq!(
-            parse_upstream("127.0.0.1:5353"),
-            Ok("127.0.0.1:5353".parse().unwrap())
-        );
+        assert_eq!(parse_upstream("127.0.0.53"), Ok("127.0.0.53:53".parse().unwrap()));
+        assert_eq!(parse_upstream("127.0.0.1:5353"), Ok("127.0.0.1:5353".parse().unwrap()));
         assert_eq!(parse_upstream("::1"), Ok("[::1]:53".parse().unwrap()));
-        assert_eq!(
-            parse_upstream("[::1]:5300"),
-            Ok("[::1]:5300".parse().unwrap())
-        );
+        assert_eq!(parse_upstream("[::1]:5300"), Ok("[::1]:5300".parse().unwrap()));
         assert!(parse_upstream("localhost").is_err());
         assert!(parse_upstream("1.2.3.4:0").is_err());
     }

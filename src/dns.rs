@@ -19,10 +19,7 @@ pub fn parse_resolv_conf(text: &str) -> Vec<SocketAddr> {
         .filter_map(|l| {
             let mut w = l.split_whitespace();
             (w.next()? == "nameserver").then_some(())?;
-            w.next()?
-                .parse::<IpAddr>()
-                .ok()
-                .map(|ip| SocketAddr::new(ip, 53))
+            w.next()?.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53))
         })
         .collect()
 }
@@ -49,13 +46,7 @@ impl Upstreams {
             DnsUpstreams::Fixed(v) => v.clone(),
             DnsUpstreams::HostResolvConf => Vec::new(),
         };
-        Self {
-            policy,
-            path,
-            servers,
-            stamp: None,
-            checked: None,
-        }
+        Self { policy, path, servers, stamp: None, checked: None }
     }
 
     /// The upstream to use for a new flow at `now`, if there is any.
@@ -67,16 +58,11 @@ impl Upstreams {
     }
 
     fn refresh(&mut self, now: Instant) {
-        if self
-            .checked
-            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
-        {
+        if self.checked.is_some_and(|t| now.duration_since(t) < Duration::from_secs(1)) {
             return;
         }
         self.checked = Some(now);
-        let stamp = std::fs::metadata(&self.path)
-            .ok()
-            .and_then(|m| Some((m.modified().ok()?, m.len())));
+        let stamp = std::fs::metadata(&self.path).ok().and_then(|m| Some((m.modified().ok()?, m.len())));
         if stamp == self.stamp && stamp.is_some() {
             return;
         }
@@ -100,13 +86,7 @@ mod tests {
     #[test]
     fn parses_nameservers() {
         let t = "# x\nnameserver 127.0.0.53\nsearch a\nnameserver ::1\nnameserver fe80::1%eth0\nnameserver\n";
-        assert_eq!(
-            parse_resolv_conf(t),
-            vec![
-                "127.0.0.53:53".parse().unwrap(),
-                "[::1]:53".parse().unwrap()
-            ]
-        );
+        assert_eq!(parse_resolv_conf(t), vec!["127.0.0.53:53".parse().unwrap(), "[::1]:53".parse().unwrap()]);
     }
 
     #[test]
@@ -121,10 +101,7 @@ mod tests {
         std::fs::write(&path, "nameserver 127.0.0.2\nnameserver 127.0.0.3\n").unwrap();
         // Within a second the cached answer stands; after it, the new file is read.
         assert_eq!(u.pick(t0), Some("127.0.0.1:53".parse().unwrap()));
-        assert_eq!(
-            u.pick(t0 + Duration::from_secs(2)),
-            Some("127.0.0.2:53".parse().unwrap())
-        );
+        assert_eq!(u.pick(t0 + Duration::from_secs(2)), Some("127.0.0.2:53".parse().unwrap()));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -6,9 +6,7 @@
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use smoltcp::wire::{
-    Icmpv4Message, Icmpv4Packet, IpAddress, IpProtocol, Ipv4Packet, TcpPacket, UdpPacket,
-};
+use smoltcp::wire::{Icmpv4Message, Icmpv4Packet, IpAddress, IpProtocol, Ipv4Packet, TcpPacket, UdpPacket};
 
 use crate::wire;
 
@@ -168,11 +166,7 @@ fn classify_arp<'a>(payload: &'a [u8], gw: &GatewayAddrs) -> Result<Packet<'a>, 
     if arp.op != 1 || !gw.owns(arp.target_ip) {
         return Err(Drop::ArpNotForUs);
     }
-    Ok(Packet::ArpRequest {
-        mac: arp.sender_mac,
-        ip: arp.sender_ip,
-        target: arp.target_ip,
-    })
+    Ok(Packet::ArpRequest { mac: arp.sender_mac, ip: arp.sender_ip, target: arp.target_ip })
 }
 
 fn classify_ipv4<'a>(payload: &'a [u8], gw: &GatewayAddrs) -> Result<Packet<'a>, Drop> {
@@ -241,14 +235,7 @@ fn classify_ipv4<'a>(payload: &'a [u8], gw: &GatewayAddrs) -> Result<Packet<'a>,
             if i.msg_type() != Icmpv4Message::EchoRequest || i.msg_code() != 0 {
                 return Err(Drop::OtherIcmp);
             }
-            Ok(Packet::Echo {
-                ip: whole,
-                src,
-                dst,
-                ident: i.echo_ident(),
-                seq: i.echo_seq_no(),
-                data: i.data(),
-            })
+            Ok(Packet::Echo { ip: whole, src, dst, ident: i.echo_ident(), seq: i.echo_seq_no(), data: i.data() })
         }
         _ => Err(Drop::OtherProtocol),
     }
@@ -283,10 +270,7 @@ mod tests {
         assert_eq!(mac, C);
         match p {
             Packet::ArpRequest { mac, ip, target } => {
-                assert_eq!(
-                    (mac, ip, target),
-                    (C, Ipv4Addr::new(10, 0, 2, 100), Ipv4Addr::new(10, 0, 2, 2))
-                );
+                assert_eq!((mac, ip, target), (C, Ipv4Addr::new(10, 0, 2, 100), Ipv4Addr::new(10, 0, 2, 2)));
             }
             other => panic!("unexpected {other:?}"),
         }
@@ -303,12 +287,7 @@ mod tests {
         let dst = "10.0.2.3:53".parse().unwrap();
         let n = wire::udp4(&mut buf, G, C, src, dst, 4);
         match classify(&buf[..n], &gw()).unwrap().1 {
-            Packet::Udp {
-                src: s,
-                dst: d,
-                payload,
-                ..
-            } => assert_eq!((s, d, payload), (src, dst, &b"ping"[..])),
+            Packet::Udp { src: s, dst: d, payload, .. } => assert_eq!((s, d, payload), (src, dst, &b"ping"[..])),
             other => panic!("unexpected {other:?}"),
         }
         buf[n - 1] ^= 0xff;
@@ -318,23 +297,9 @@ mod tests {
     #[test]
     fn spoofed_and_broadcast_dropped() {
         let mut buf = vec![0u8; 100];
-        let n = wire::udp4(
-            &mut buf,
-            G,
-            C,
-            "192.0.2.1:1".parse().unwrap(),
-            "10.0.2.2:9".parse().unwrap(),
-            0,
-        );
+        let n = wire::udp4(&mut buf, G, C, "192.0.2.1:1".parse().unwrap(), "10.0.2.2:9".parse().unwrap(), 0);
         assert_eq!(classify(&buf[..n], &gw()).unwrap_err(), Drop::Spoofed);
-        let n = wire::udp4(
-            &mut buf,
-            G,
-            C,
-            "10.0.2.100:1".parse().unwrap(),
-            "10.0.2.255:9".parse().unwrap(),
-            0,
-        );
+        let n = wire::udp4(&mut buf, G, C, "10.0.2.100:1".parse().unwrap(), "10.0.2.255:9".parse().unwrap(), 0);
         assert_eq!(classify(&buf[..n], &gw()).unwrap_err(), Drop::NotRoutable);
     }
 
@@ -342,7 +307,7 @@ mod tests {
     fn never_panics_on_garbage() {
         // Deterministic pseudo-random frames and every truncation of valid ones.
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut buf = vec![0u8; 200];
+        let mut buf = [0u8; 200];
         for _ in 0..20_000 {
             for b in buf.iter_mut() {
                 x ^= x << 13;
@@ -351,7 +316,7 @@ mod tests {
                 *b = x as u8;
             }
             // Make some of them look like IPv4 to get past the first checks.
-            if x % 2 == 0 {
+            if x.is_multiple_of(2) {
                 buf[12] = 0x08;
                 buf[13] = 0x00;
                 buf[14] = 0x45;
@@ -360,14 +325,7 @@ mod tests {
             let _ = classify(&buf[..len], &gw());
         }
         let mut v = vec![0u8; 100];
-        let n = wire::udp4(
-            &mut v,
-            G,
-            C,
-            "10.0.2.100:5000".parse().unwrap(),
-            "10.0.2.3:53".parse().unwrap(),
-            20,
-        );
+        let n = wire::udp4(&mut v, G, C, "10.0.2.100:5000".parse().unwrap(), "10.0.2.3:53".parse().unwrap(), 20);
         for cut in 0..n {
             let _ = classify(&v[..cut], &gw());
         }

@@ -43,20 +43,12 @@ fn init_tracing(verbose: u8) {
         2 => "debug",
         _ => "trace",
     };
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("warren={level}")));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("warren={level}")));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("start the tokio runtime")
+    tokio::runtime::Builder::new_current_thread().enable_all().build().context("start the tokio runtime")
 }
 
 fn run(a: RunArgs) -> Result<u8> {
@@ -158,19 +150,14 @@ fn attach(a: AttachArgs) -> Result<u8> {
     let cfg = a.net.to_config()?;
     let target = match (a.pid, a.netns) {
         (Some(pid), _) => Target::Pid(pid),
-        (None, Some(netns)) => Target::Path {
-            netns,
-            userns: a.userns,
-        },
+        (None, Some(netns)) => Target::Path { netns, userns: a.userns },
         (None, None) => anyhow::bail!("attach needs --pid PID or --netns PATH"),
     };
+    let tap = ns::spawn_attach(&cfg, &target)?;
     let pidfd = match &target {
-        Target::Pid(pid) => {
-            Some(warren::sys::pidfd_open(*pid).with_context(|| format!("watch PID {pid}"))?)
-        }
+        Target::Pid(pid) => Some(warren::sys::pidfd_open(*pid).with_context(|| format!("watch PID {pid}"))?),
         Target::Path { .. } => None,
     };
-    let tap = ns::spawn_attach(&cfg, &target)?;
     let tx_fd = tap.fd.try_clone().context("dup the TAP fd")?;
     let rt = runtime()?;
     rt.block_on(async move {

@@ -9,8 +9,7 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use smoltcp::wire::{
-    Icmpv4Message, Icmpv4Packet, IpAddress, IpProtocol, Ipv4Packet, TcpPacket, TcpSeqNumber,
-    UdpPacket,
+    Icmpv4Message, Icmpv4Packet, IpAddress, IpProtocol, Ipv4Packet, TcpPacket, TcpSeqNumber, UdpPacket,
 };
 
 /// Ethernet header length.
@@ -98,13 +97,7 @@ pub fn eth_ipv4(out: &mut [u8], dst: [u8; 6], src: [u8; 6]) {
 
 /// Writes an IPv4 header (DF set, TTL 64) for `payload_len` bytes of `proto` at
 /// `out[ETH_LEN..]`.
-fn ipv4_header(
-    out: &mut [u8],
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-    proto: IpProtocol,
-    payload_len: usize,
-) {
+fn ipv4_header(out: &mut [u8], src: Ipv4Addr, dst: Ipv4Addr, proto: IpProtocol, payload_len: usize) {
     let mut ip = Ipv4Packet::new_unchecked(&mut out[ETH_LEN..ETH_LEN + IPV4_LEN]);
     ip.set_version(4);
     ip.set_header_len(IPV4_LEN as u8);
@@ -144,13 +137,7 @@ pub fn udp4(
 }
 
 /// Builds an ARP reply telling `target` that `ip` is at `mac`.
-pub fn arp_reply(
-    out: &mut [u8],
-    mac: [u8; 6],
-    ip: Ipv4Addr,
-    target_mac: [u8; 6],
-    target_ip: Ipv4Addr,
-) -> usize {
+pub fn arp_reply(out: &mut [u8], mac: [u8; 6], ip: Ipv4Addr, target_mac: [u8; 6], target_ip: Ipv4Addr) -> usize {
     eth_header(out, target_mac, mac, ETHERTYPE_ARP);
     let a = &mut out[ETH_LEN..ETH_LEN + ARP_LEN];
     a[0..8].copy_from_slice(&[0, 1, 0x08, 0x00, 6, 4, 0, 2]);
@@ -162,6 +149,7 @@ pub fn arp_reply(
 }
 
 /// Builds an ICMP echo reply from `src` to `dst` with the given ident, sequence and data.
+#[allow(clippy::too_many_arguments)]
 pub fn icmp4_echo_reply(
     out: &mut [u8],
     eth_dst: [u8; 6],
@@ -209,9 +197,7 @@ pub fn icmp4_unreachable(
     code: Unreachable,
     offending: &[u8],
 ) -> usize {
-    let ihl = offending
-        .first()
-        .map_or(IPV4_LEN, |b| usize::from(b & 0x0f) * 4);
+    let ihl = offending.first().map_or(IPV4_LEN, |b| usize::from(b & 0x0f) * 4);
     let quote = offending.len().min(ihl + 8);
     let dst = Ipv4Addr::new(offending[12], offending[13], offending[14], offending[15]);
     let icmp_len = 8 + quote;
@@ -265,10 +251,7 @@ pub fn tcp4_rst(out: &mut [u8], eth_dst: [u8; 6], eth_src: [u8; 6], seg: &Segmen
     }
     t.set_window_len(0);
     t.set_urgent_at(0);
-    t.fill_checksum(
-        &IpAddress::Ipv4(*seg.dst.ip()),
-        &IpAddress::Ipv4(*seg.src.ip()),
-    );
+    t.fill_checksum(&IpAddress::Ipv4(*seg.dst.ip()), &IpAddress::Ipv4(*seg.src.ip()));
     total
 }
 
@@ -292,10 +275,7 @@ mod tests {
         assert_eq!(ip.total_len(), 33);
         let udp = UdpPacket::new_checked(ip.payload()).unwrap();
         assert!(udp.verify_checksum(&IpAddress::Ipv4(*src.ip()), &IpAddress::Ipv4(*dst.ip())));
-        assert_eq!(
-            (udp.src_port(), udp.dst_port(), udp.payload()),
-            (53, 40000, &b"hello"[..])
-        );
+        assert_eq!((udp.src_port(), udp.dst_port(), udp.payload()), (53, 40000, &b"hello"[..]));
     }
 
     #[test]
@@ -315,10 +295,7 @@ mod tests {
         assert!(t.rst() && t.ack() && !t.syn());
         assert_eq!(t.ack_number(), TcpSeqNumber(1001));
         assert_eq!((t.src_port(), t.dst_port()), (80, 40000));
-        assert!(t.verify_checksum(
-            &IpAddress::Ipv4(ip.src_addr()),
-            &IpAddress::Ipv4(ip.dst_addr())
-        ));
+        assert!(t.verify_checksum(&IpAddress::Ipv4(ip.src_addr()), &IpAddress::Ipv4(ip.dst_addr())));
     }
 
     #[test]
@@ -330,35 +307,19 @@ mod tests {
         let n = udp4(&mut off, G, C, src, dst, 12);
         let pkt = &off[ETH_LEN..n];
         let mut buf = vec![0u8; 128];
-        let m = icmp4_unreachable(
-            &mut buf,
-            C,
-            G,
-            Ipv4Addr::new(10, 0, 2, 2),
-            Unreachable::Port,
-            pkt,
-        );
+        let m = icmp4_unreachable(&mut buf, C, G, Ipv4Addr::new(10, 0, 2, 2), Unreachable::Port, pkt);
         let ip = Ipv4Packet::new_checked(&buf[ETH_LEN..m]).unwrap();
         assert_eq!(ip.dst_addr(), Ipv4Addr::new(10, 0, 2, 100));
         let icmp = Icmpv4Packet::new_checked(ip.payload()).unwrap();
         assert!(icmp.verify_checksum());
-        assert_eq!(
-            (icmp.msg_type(), icmp.msg_code()),
-            (Icmpv4Message::DstUnreachable, 3)
-        );
+        assert_eq!((icmp.msg_type(), icmp.msg_code()), (Icmpv4Message::DstUnreachable, 3));
         assert_eq!(icmp.data(), &pkt[..28]);
     }
 
     #[test]
     fn arp_reply_fields() {
         let mut buf = vec![0u8; 64];
-        let n = arp_reply(
-            &mut buf,
-            G,
-            Ipv4Addr::new(10, 0, 2, 2),
-            C,
-            Ipv4Addr::new(10, 0, 2, 100),
-        );
+        let n = arp_reply(&mut buf, G, Ipv4Addr::new(10, 0, 2, 2), C, Ipv4Addr::new(10, 0, 2, 100));
         assert_eq!(n, 42);
         let eth = parse_eth(&buf[..n]).unwrap();
         assert_eq!((eth.dst, eth.src, eth.ethertype), (C, G, ETHERTYPE_ARP));

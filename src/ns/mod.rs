@@ -38,7 +38,7 @@ pub enum NsError {
          check sysctl user.max_user_namespaces and kernel.unprivileged_userns_clone, and on Ubuntu 24.04+ \
          the AppArmor profile in contrib/ (see README, Troubleshooting)"
     )]
-    UserNs(#[source] sys::SysError),
+    UserNs(sys::SysError),
     /// Writing the uid/gid maps failed.
     #[error("cannot map uid/gid into the user namespace: {0}")]
     IdMap(String),
@@ -53,7 +53,7 @@ pub enum NsError {
     Sys(#[from] sys::SysError),
     /// Local I/O failed.
     #[error("{0}: {1}")]
-    Io(String, #[source] io::Error),
+    Io(String, io::Error),
 }
 
 /// What the setup child reports with the TAP fd: the container-side MAC.
@@ -84,11 +84,9 @@ fn configure_here(cfg: &NetConfig) -> Result<Tap, String> {
     }
     ctl.set_mtu(name, cfg.mtu).map_err(|e| e.to_string())?;
     let netmask = cfg.addrs.net.netmask();
-    ctl.set_ipv4(name, cfg.addrs.container, netmask)
-        .map_err(|e| e.to_string())?;
+    ctl.set_ipv4(name, cfg.addrs.container, netmask).map_err(|e| e.to_string())?;
     ctl.set_up(name).map_err(|e| e.to_string())?;
-    ctl.add_default_route(cfg.addrs.gateway)
-        .map_err(|e| e.to_string())?;
+    ctl.add_default_route(cfg.addrs.gateway).map_err(|e| e.to_string())?;
     let mac = ctl.mac(name).map_err(|e| e.to_string())?;
     Ok(Tap { fd, mac })
 }
@@ -136,12 +134,8 @@ fn receive(sock: &UnixStream) -> Result<Tap, NsError> {
             mac.copy_from_slice(&buf[1..7]);
             Ok(Tap { fd, mac })
         }
-        (Some(b'E'), _) => Err(NsError::Child(
-            String::from_utf8_lossy(&buf[1..n]).into_owned(),
-        )),
-        _ => Err(NsError::Child(
-            "namespace setup failed before reporting (child died)".into(),
-        )),
+        (Some(b'E'), _) => Err(NsError::Child(String::from_utf8_lossy(&buf[1..n]).into_owned())),
+        _ => Err(NsError::Child("namespace setup failed before reporting (child died)".into())),
     }
 }
 
@@ -170,20 +164,24 @@ impl Drop for TempFile {
 
 fn write_resolv(dns: Ipv4Addr) -> Result<TempFile, NsError> {
     let host = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    let dir = std::env::var_os("XDG_RUNTIME_DIR")
-        .map(PathBuf::from)
-        .filter(|d| d.is_dir())
-        .unwrap_or_else(std::env::temp_dir);
-    let path = dir.join(format!("warren-resolv-{}.conf", std::process::id()));
-    let file = TempFile(path);
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&file.0)
-        .map_err(|e| NsError::Io(format!("create {}", file.0.display()), e))?;
-    f.write_all(resolv_conf_contents(dns, &host).as_bytes())
-        .map_err(|e| NsError::Io(format!("write {}", file.0.display()), e))?;
-    Ok(file)
+    let contents = resolv_conf_contents(dns, &host);
+    let name = format!("warren-resolv-{}.conf", std::process::id());
+    // $XDG_RUNTIME_DIR when it is ours and writable, else the temp dir.
+    let dirs = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from).into_iter().chain([std::env::temp_dir()]);
+    let mut last_err = None;
+    for dir in dirs {
+        let path = dir.join(&name);
+        match fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(mut f) => {
+                let file = TempFile(path);
+                f.write_all(contents.as_bytes()).map_err(|e| NsError::Io(format!("write {}", file.0.display()), e))?;
+                return Ok(file);
+            }
+            Err(e) => last_err = Some((path, e)),
+        }
+    }
+    let (path, e) = last_err.expect("at least the temp dir was tried");
+    Err(NsError::Io(format!("create {}", path.display()), e))
 }
 
 /// Reads the subordinate id range of `user`/`id` from an `/etc/subuid`-style file.
@@ -201,18 +199,13 @@ pub fn subid_range(contents: &str, user: &str, id: u32) -> Option<(u32, u32)> {
 
 fn find_in_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin:/usr/sbin:/sbin".into());
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
+    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
 }
 
 /// Writes the uid/gid maps of `pid`'s user namespace from outside it.
 fn write_id_maps(pid: Pid) -> Result<(), NsError> {
     let (uid, gid) = (getuid().as_raw(), getgid().as_raw());
-    let user = nix::unistd::User::from_uid(getuid())
-        .ok()
-        .flatten()
-        .map(|u| u.name);
+    let user = nix::unistd::User::from_uid(getuid()).ok().flatten().map(|u| u.name);
     let ranges = user.as_deref().and_then(|name| {
         let su = subid_range(&fs::read_to_string("/etc/subuid").ok()?, name, uid)?;
         let sg = subid_range(&fs::read_to_string("/etc/subgid").ok()?, name, gid)?;
@@ -222,45 +215,26 @@ fn write_id_maps(pid: Pid) -> Result<(), NsError> {
     if let (Some(((us, uc), (gs, gc))), Some((newuid, newgid)), false) = (ranges, tools, uid == 0) {
         for (tool, id, start, count) in [(newuid, uid, us, uc), (newgid, gid, gs, gc)] {
             let out = Command::new(&tool)
-                .args([
-                    pid.to_string(),
-                    "0".into(),
-                    id.to_string(),
-                    "1".into(),
-                    "1".into(),
-                ])
+                .args([pid.to_string(), "0".into(), id.to_string(), "1".into(), "1".into()])
                 .args([start.to_string(), count.to_string()])
                 .output()
                 .map_err(|e| NsError::IdMap(format!("{}: {e}", tool.display())))?;
             if !out.status.success() {
                 let err = String::from_utf8_lossy(&out.stderr);
-                return Err(NsError::IdMap(format!(
-                    "{} failed: {}",
-                    tool.display(),
-                    err.trim()
-                )));
+                return Err(NsError::IdMap(format!("{} failed: {}", tool.display(), err.trim())));
             }
         }
-        tracing::debug!(
-            uid,
-            gid,
-            "mapped root plus subordinate ids with newuidmap/newgidmap"
-        );
+        tracing::debug!(uid, gid, "mapped root plus subordinate ids with newuidmap/newgidmap");
         return Ok(());
     }
     let proc = format!("/proc/{pid}");
     let w = |file: &str, data: String| {
-        fs::write(format!("{proc}/{file}"), data)
-            .map_err(|e| NsError::IdMap(format!("write {proc}/{file}: {e}")))
+        fs::write(format!("{proc}/{file}"), data).map_err(|e| NsError::IdMap(format!("write {proc}/{file}: {e}")))
     };
     w("setgroups", "deny".into())?;
     w("uid_map", format!("0 {uid} 1\n"))?;
     w("gid_map", format!("0 {gid} 1\n"))?;
-    tracing::debug!(
-        uid,
-        gid,
-        "mapped root to the caller's uid/gid (single-id map)"
-    );
+    tracing::debug!(uid, gid, "mapped root to the caller's uid/gid (single-id map)");
     Ok(())
 }
 
@@ -275,20 +249,14 @@ fn write_id_maps(pid: Pid) -> Result<(), NsError> {
 pub fn spawn_run(cfg: &NetConfig, argv: &[String]) -> Result<RunChild, NsError> {
     let argv: Vec<CString> = argv
         .iter()
-        .map(|a| {
-            CString::new(a.as_bytes())
-                .map_err(|_| NsError::Target(format!("argument {a:?} contains a NUL byte")))
-        })
+        .map(|a| CString::new(a.as_bytes()).map_err(|_| NsError::Target(format!("argument {a:?} contains a NUL byte"))))
         .collect::<Result<_, _>>()?;
     let resolv = write_resolv(cfg.addrs.dns)?;
-    let (parent_sock, child_sock) =
-        UnixStream::pair().map_err(|e| NsError::Io("socketpair".into(), e))?;
-    let (go_r, go_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| NsError::Io("pipe".into(), e.into()))?;
-    let flags = CloneFlags::CLONE_NEWUSER
-        | CloneFlags::CLONE_NEWNET
-        | CloneFlags::CLONE_NEWNS
-        | CloneFlags::CLONE_NEWPID;
+    let (parent_sock, child_sock) = UnixStream::pair().map_err(|e| NsError::Io("socketpair".into(), e))?;
+    let (go_r, go_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| NsError::Io("pipe".into(), e.into()))?;
+    let flags =
+        CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID;
     let pid = sys::clone_namespaces(flags.bits()).map_err(NsError::UserNs)?;
     if pid == 0 {
         drop(parent_sock);
@@ -304,8 +272,7 @@ pub fn spawn_run(cfg: &NetConfig, argv: &[String]) -> Result<RunChild, NsError> 
         e
     };
     write_id_maps(pid).map_err(fail)?;
-    nix::unistd::write(&go_w, b"g")
-        .map_err(|e| fail(NsError::Io("signal child".into(), e.into())))?;
+    nix::unistd::write(&go_w, b"g").map_err(|e| fail(NsError::Io("signal child".into(), e.into())))?;
     drop(go_w);
     let tap = receive(&parent_sock).map_err(fail)?;
     drop(resolv);
@@ -333,36 +300,18 @@ fn child_run(cfg: &NetConfig, argv: &[CString], resolv: &Path, sock: UnixStream,
 
 fn child_setup(cfg: &NetConfig, resolv: &Path) -> Result<Tap, String> {
     use nix::mount::{MsFlags, mount};
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .map_err(|e| format!("make mounts private: {e}"))?;
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+        .map_err(|e| format!("make mounts private: {e}"))?;
     let tap = configure_here(cfg)?;
     let target = Path::new("/etc/resolv.conf");
     if target.exists() {
-        mount(
-            Some(resolv),
-            target,
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .map_err(|e| format!("bind-mount resolv.conf over {}: {e}", target.display()))?;
+        mount(Some(resolv), target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+            .map_err(|e| format!("bind-mount resolv.conf over {}: {e}", target.display()))?;
     }
     // A /proc of the new PID namespace, so `ps` and /proc/PID inside see the container's
     // processes. Best effort: a host that hides parts of /proc refuses a fresh mount.
     let proc_flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    let _ = mount(
-        Some("proc"),
-        "/proc",
-        Some("proc"),
-        proc_flags,
-        None::<&str>,
-    );
+    let _ = mount(Some("proc"), "/proc", Some("proc"), proc_flags, None::<&str>);
     Ok(tap)
 }
 
@@ -398,9 +347,7 @@ fn init(argv: &[CString]) -> ! {
             loop {
                 match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
                     Ok(WaitStatus::Exited(p, code)) if p == cmd => sys::exit_now(code),
-                    Ok(WaitStatus::Signaled(p, sig, _)) if p == cmd => {
-                        sys::exit_now(128 + sig as i32)
-                    }
+                    Ok(WaitStatus::Signaled(p, sig, _)) if p == cmd => sys::exit_now(128 + sig as i32),
                     Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
                     Ok(_) => continue,
                     Err(_) => break,
@@ -440,8 +387,7 @@ pub enum Target {
 /// A target that does not exist or cannot be entered, or a TAP setup failure.
 pub fn spawn_attach(cfg: &NetConfig, target: &Target) -> Result<Tap, NsError> {
     let open = |p: &Path, what: &str| {
-        fs::File::open(p)
-            .map_err(|e| NsError::Target(format!("cannot open {what} {}: {e}", p.display())))
+        fs::File::open(p).map_err(|e| NsError::Target(format!("cannot open {what} {}: {e}", p.display())))
     };
     let (netns, userns) = match target {
         Target::Pid(pid) => {
@@ -449,10 +395,7 @@ pub fn spawn_attach(cfg: &NetConfig, target: &Target) -> Result<Tap, NsError> {
                 return Err(NsError::Target(format!("no such process: PID {pid}")));
             }
             let base = PathBuf::from(format!("/proc/{pid}/ns"));
-            (
-                open(&base.join("net"), "network namespace")?,
-                Some(open(&base.join("user"), "user namespace")?),
-            )
+            (open(&base.join("net"), "network namespace")?, Some(open(&base.join("user"), "user namespace")?))
         }
         Target::Path { netns, userns } => {
             let n = open(netns, "network namespace")?;
@@ -463,8 +406,7 @@ pub fn spawn_attach(cfg: &NetConfig, target: &Target) -> Result<Tap, NsError> {
             (n, u)
         }
     };
-    let (parent_sock, child_sock) =
-        UnixStream::pair().map_err(|e| NsError::Io("socketpair".into(), e))?;
+    let (parent_sock, child_sock) = UnixStream::pair().map_err(|e| NsError::Io("socketpair".into(), e))?;
     let pid = sys::fork()?;
     if pid == 0 {
         drop(parent_sock);
@@ -496,8 +438,7 @@ mod tests {
 
     #[test]
     fn resolv_keeps_search_and_options() {
-        let host =
-            "# generated\nnameserver 192.0.2.1\nsearch example.test corp.test\noptions ndots:2\n";
+        let host = "# generated\nnameserver 192.0.2.1\nsearch example.test corp.test\noptions ndots:2\n";
         assert_eq!(
             resolv_conf_contents(Ipv4Addr::new(10, 0, 2, 3), host),
             "nameserver 10.0.2.3\nsearch example.test corp.test\noptions ndots:2\n"

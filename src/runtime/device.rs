@@ -32,15 +32,7 @@ pub struct TxSink {
 impl TxSink {
     /// Wraps the TAP's write fd.
     pub fn new(fd: OwnedFd, dst_mac: [u8; 6], src_mac: [u8; 6]) -> Self {
-        Self {
-            fd,
-            buf: vec![0u8; ETH_LEN + 65536],
-            dst_mac,
-            src_mac,
-            frames: 0,
-            bytes: 0,
-            errors: 0,
-        }
+        Self { fd, buf: vec![0u8; ETH_LEN + 65536], dst_mac, src_mac, frames: 0, bytes: 0, errors: 0 }
     }
 
     /// Writes `buf[..len]` as one frame to the TAP.

@@ -141,19 +141,13 @@ impl Dataplane {
     /// Builds the data path for a TAP whose write side is `tx_fd` and whose container MAC is
     /// `container_mac`.
     pub fn new(cfg: NetConfig, tx_fd: OwnedFd, container_mac: [u8; 6]) -> Self {
-        let gw = GatewayAddrs {
-            gateway: cfg.addrs.gateway,
-            dns: cfg.addrs.dns,
-            net: cfg.addrs.net,
-        };
+        let gw = GatewayAddrs { gateway: cfg.addrs.gateway, dns: cfg.addrs.dns, net: cfg.addrs.net };
         let gw_cidr = IpCidr::new(cfg.addrs.gateway.into(), cfg.addrs.net.prefix_len());
         let tx = TxSink::new(tx_fd, container_mac, cfg.gateway_mac());
         let upstreams = Upstreams::new(cfg.dns.clone());
         let epoch = Instant::now();
         let seed = u64::from(std::process::id()) << 32
-            ^ std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64);
+            ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
         Self {
             mtu: cfg.mtu as usize,
             cfg,
@@ -187,21 +181,14 @@ impl Dataplane {
     }
 
     fn waker(&self, token: Token) -> Waker {
-        Waker::from(Arc::new(FlowWaker {
-            token,
-            queue: self.wake.clone(),
-        }))
+        Waker::from(Arc::new(FlowWaker { token, queue: self.wake.clone() }))
     }
 
     /// Runs until `shutdown` completes or the TAP fails.
     ///
     /// # Errors
     /// A TAP read error other than `EAGAIN` (the device went away).
-    pub async fn run(
-        &mut self,
-        tap: OwnedFd,
-        shutdown: impl Future<Output = ()>,
-    ) -> io::Result<()> {
+    pub async fn run(&mut self, tap: OwnedFd, shutdown: impl Future<Output = ()>) -> io::Result<()> {
         let tap = crate::sys::async_fd(tap)?;
         let mut rx = vec![0u8; wire::ETH_LEN + 65536];
         let wake = self.wake.clone();
@@ -231,9 +218,7 @@ impl Dataplane {
                 Event::Stop => return Ok(()),
                 Event::Tap(mut guard) => {
                     for _ in 0..RX_BATCH {
-                        match guard.try_io(|fd| {
-                            nix::unistd::read(fd.get_ref(), &mut rx).map_err(io::Error::from)
-                        }) {
+                        match guard.try_io(|fd| nix::unistd::read(fd.get_ref(), &mut rx).map_err(io::Error::from)) {
                             Ok(Ok(n)) => self.frame(&rx[..n], Instant::now()),
                             Ok(Err(e)) => return Err(e),
                             Err(_would_block) => break,
@@ -267,20 +252,8 @@ impl Dataplane {
                 self.tx.send(len);
             }
             Packet::Tcp { ip, seg } => self.tcp_segment(ip, &seg, now),
-            Packet::Udp {
-                ip,
-                src,
-                dst,
-                payload,
-            } => self.udp_datagram(ip, src, dst, payload, now),
-            Packet::Echo {
-                ip,
-                src,
-                dst,
-                ident,
-                seq,
-                data,
-            } => self.echo(ip, src, dst, ident, seq, data, now),
+            Packet::Udp { ip, src, dst, payload } => self.udp_datagram(ip, src, dst, payload, now),
+            Packet::Echo { ip, src, dst, ident, seq, data } => self.echo(ip, src, dst, ident, seq, data, now),
         }
     }
 
@@ -307,27 +280,15 @@ impl Dataplane {
     }
 
     fn reset(&mut self, seg: &TcpSeg) {
-        let info = SegmentInfo {
-            src: seg.src,
-            dst: seg.dst,
-            seq: seg.seq,
-            ack: seg.ack,
-            seg_len: seg.seg_len,
-        };
+        let info = SegmentInfo { src: seg.src, dst: seg.dst, seq: seg.seq, ack: seg.ack, seg_len: seg.seg_len };
         let len = wire::tcp4_rst(&mut self.tx.buf, self.tx.dst_mac, self.tx.src_mac, &info);
         self.tx.send(len);
         self.stats.tcp_resets += 1;
     }
 
     fn icmp_error(&mut self, reporter: Ipv4Addr, code: Unreachable, offending: &[u8]) {
-        let len = wire::icmp4_unreachable(
-            &mut self.tx.buf,
-            self.tx.dst_mac,
-            self.tx.src_mac,
-            reporter,
-            code,
-            offending,
-        );
+        let len =
+            wire::icmp4_unreachable(&mut self.tx.buf, self.tx.dst_mac, self.tx.src_mac, reporter, code, offending);
         self.tx.send(len);
         self.stats.icmp_errors += 1;
     }
@@ -337,10 +298,7 @@ impl Dataplane {
     }
 
     fn tcp_segment(&mut self, ip: &[u8], seg: &TcpSeg, now: Instant) {
-        let key = FlowKey {
-            src: seg.src,
-            dst: seg.dst,
-        };
+        let key = FlowKey { src: seg.src, dst: seg.dst };
         let stamp = self.stamp(now);
         if let Some(flow) = self.tcp.get_mut(&key) {
             flow.ingress(ip, &mut self.tx, self.mtu, stamp);
@@ -371,31 +329,15 @@ impl Dataplane {
                 tracing::debug!(%target, error = %e, "host connect failed at once");
                 return match e.raw_os_error() {
                     Some(libc::ENETUNREACH) => self.icmp_error(*seg.dst.ip(), Unreachable::Net, ip),
-                    Some(libc::EHOSTUNREACH) => {
-                        self.icmp_error(*seg.dst.ip(), Unreachable::Host, ip)
-                    }
+                    Some(libc::EHOSTUNREACH) => self.icmp_error(*seg.dst.ip(), Unreachable::Host, ip),
                     _ => self.reset(seg),
                 };
             }
         };
         tracing::debug!(src = %seg.src, dst = %seg.dst, %target, "TCP flow");
-        self.seed = self
-            .seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        self.seed = self.seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         let waker = self.waker(Token::Tcp(key));
-        let mut flow = TcpFlow::new(
-            &key,
-            self.gw_cidr,
-            host,
-            waker,
-            &mut self.tx,
-            self.mtu,
-            self.seed,
-            now,
-            stamp,
-            ip,
-        );
+        let mut flow = TcpFlow::new(&key, self.gw_cidr, host, waker, &mut self.tx, self.mtu, self.seed, now, stamp, ip);
         flow.ingress(ip, &mut self.tx, self.mtu, stamp);
         let v = flow.service(&mut self.tx, self.mtu, now, stamp);
         self.tcp.insert(key, flow);
@@ -429,14 +371,7 @@ impl Dataplane {
         }
     }
 
-    fn udp_datagram(
-        &mut self,
-        ip: &[u8],
-        src: SocketAddrV4,
-        dst: SocketAddrV4,
-        payload: &[u8],
-        now: Instant,
-    ) {
+    fn udp_datagram(&mut self, ip: &[u8], src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8], now: Instant) {
         let key = FlowKey { src, dst };
         if !self.udp.contains_key(&key) {
             if self.udp.len() >= MAX_UDP_FLOWS {
@@ -488,27 +423,10 @@ impl Dataplane {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn echo(
-        &mut self,
-        ip: &[u8],
-        src: Ipv4Addr,
-        dst: Ipv4Addr,
-        ident: u16,
-        seq: u16,
-        data: &[u8],
-        now: Instant,
-    ) {
+    fn echo(&mut self, ip: &[u8], src: Ipv4Addr, dst: Ipv4Addr, ident: u16, seq: u16, data: &[u8], now: Instant) {
         if dst == self.gw.gateway || dst == self.gw.dns {
-            let len = wire::icmp4_echo_reply(
-                &mut self.tx.buf,
-                self.tx.dst_mac,
-                self.tx.src_mac,
-                dst,
-                src,
-                ident,
-                seq,
-                data,
-            );
+            let len =
+                wire::icmp4_echo_reply(&mut self.tx.buf, self.tx.dst_mac, self.tx.src_mac, dst, src, ident, seq, data);
             self.tx.send(len);
             return;
         }
@@ -529,8 +447,7 @@ impl Dataplane {
                 Err(e) => {
                     if !self.ping_warned {
                         self.ping_warned = true;
-                        let range = std::fs::read_to_string("/proc/sys/net/ipv4/ping_group_range")
-                            .unwrap_or_default();
+                        let range = std::fs::read_to_string("/proc/sys/net/ipv4/ping_group_range").unwrap_or_default();
                         tracing::warn!(
                             error = %e,
                             ping_group_range = range.trim(),
@@ -624,11 +541,7 @@ impl Dataplane {
 
 /// Starts a non-blocking connect to `target` and hands the socket to tokio.
 fn connect_nonblocking(target: SocketAddr) -> io::Result<TcpStream> {
-    let s = Socket::new(
-        Domain::for_address(target),
-        Type::STREAM.nonblocking(),
-        None,
-    )?;
+    let s = Socket::new(Domain::for_address(target), Type::STREAM.nonblocking(), None)?;
     s.set_tcp_nodelay(true)?;
     match s.connect(&target.into()) {
         Ok(()) => {}

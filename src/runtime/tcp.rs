@@ -71,6 +71,7 @@ pub fn stack_time(epoch: Instant, now: Instant) -> smoltcp::time::Instant {
 impl TcpFlow {
     /// Creates the flow for a container SYN already known to be valid. `host` is a kernel
     /// socket with its non-blocking connect in progress.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         key: &FlowKey,
         gateway: IpCidr,
@@ -121,18 +122,8 @@ impl TcpFlow {
     }
 
     /// Feeds one IPv4 packet of this flow from the container into its stack.
-    pub fn ingress(
-        &mut self,
-        pkt: &[u8],
-        tx: &mut TxSink,
-        mtu: usize,
-        stamp: smoltcp::time::Instant,
-    ) {
-        let mut dev = FlowDevice {
-            rx: Some(pkt),
-            tx,
-            mtu,
-        };
+    pub fn ingress(&mut self, pkt: &[u8], tx: &mut TxSink, mtu: usize, stamp: smoltcp::time::Instant) {
+        let mut dev = FlowDevice { rx: Some(pkt), tx, mtu };
         self.iface.poll(stamp, &mut dev, &mut self.sockets);
     }
 
@@ -140,12 +131,7 @@ impl TcpFlow {
     /// (retransmission and similar) once connected, the connect timeout before. Never earlier
     /// than 1 ms from `now`: smoltcp answers "now" for a paused SYN-ACK and for a window it
     /// cannot fill yet, and a timer that is always due would starve the reactor.
-    pub fn poll_at(
-        &mut self,
-        epoch: Instant,
-        now: Instant,
-        stamp: smoltcp::time::Instant,
-    ) -> Option<Instant> {
+    pub fn poll_at(&mut self, epoch: Instant, now: Instant, stamp: smoltcp::time::Instant) -> Option<Instant> {
         if !self.connected {
             return Some(self.created + CONNECT_TIMEOUT);
         }
@@ -156,13 +142,7 @@ impl TcpFlow {
 
     /// Moves bytes both ways as far as buffers and sockets allow, drives the stack, and says
     /// whether the flow lives on.
-    pub fn service(
-        &mut self,
-        tx: &mut TxSink,
-        mtu: usize,
-        now: Instant,
-        stamp: smoltcp::time::Instant,
-    ) -> Verdict {
+    pub fn service(&mut self, tx: &mut TxSink, mtu: usize, now: Instant, stamp: smoltcp::time::Instant) -> Verdict {
         let waker = self.waker.clone();
         let mut cx = Context::from_waker(&waker);
         if !self.connected {
@@ -244,11 +224,7 @@ impl TcpFlow {
             }
         }
         // The container closed its sending side and everything it sent was delivered.
-        if !self.host_shut
-            && !sock.may_recv()
-            && sock.recv_queue() == 0
-            && sock.state() != tcp::State::SynReceived
-        {
+        if !self.host_shut && !sock.may_recv() && sock.recv_queue() == 0 && sock.state() != tcp::State::SynReceived {
             let _ = self.host_shutdown_write();
             self.host_shut = true;
             moved = true;
@@ -324,9 +300,7 @@ impl TcpFlow {
 fn connect_failure(e: &io::Error) -> Option<Unreachable> {
     match e.raw_os_error() {
         Some(libc::ENETUNREACH) => Some(Unreachable::Net),
-        Some(libc::EHOSTUNREACH) | Some(libc::ETIMEDOUT) | Some(libc::EHOSTDOWN) => {
-            Some(Unreachable::Host)
-        }
+        Some(libc::EHOSTUNREACH) | Some(libc::ETIMEDOUT) | Some(libc::EHOSTDOWN) => Some(Unreachable::Host),
         Some(libc::EACCES) | Some(libc::EPERM) => Some(Unreachable::Prohibited),
         _ => None,
     }

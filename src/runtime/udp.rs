@@ -45,12 +45,7 @@ impl UdpFlow {
     ///
     /// # Errors
     /// Socket creation or connect failure (e.g. `ENETUNREACH`).
-    pub fn new(
-        target: SocketAddr,
-        reply_src: SocketAddrV4,
-        waker: Waker,
-        now: Instant,
-    ) -> io::Result<Self> {
+    pub fn new(target: SocketAddr, reply_src: SocketAddrV4, waker: Waker, now: Instant) -> io::Result<Self> {
         let bind: SocketAddr = match target {
             SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
             SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
@@ -59,31 +54,21 @@ impl UdpFlow {
         std_sock.connect(target)?;
         std_sock.set_nonblocking(true)?;
         let sock = UdpSocket::from_std(std_sock)?;
-        Ok(Self {
-            sock,
-            reply_src,
-            last: now,
-            replied: false,
-            waker,
-            scheduled: None,
-        })
+        Ok(Self { sock, reply_src, last: now, replied: false, waker, scheduled: None })
     }
 
     /// Sends one container datagram to the destination. A full socket buffer drops it, as a
     /// congested link would.
     pub fn send(&mut self, payload: &[u8], now: Instant) -> bool {
         self.last = now;
-        self.sock.try_send(payload).is_ok()
+        // Straight to the kernel: tokio's try_send would refuse until the reactor has seen
+        // the new socket writable, losing a flow's first datagram.
+        socket2::SockRef::from(&self.sock).send(payload).is_ok()
     }
 
     /// When the flow expires if nothing more happens.
     pub fn expires(&self) -> Instant {
-        self.last
-            + if self.replied {
-                UDP_REPLIED_TIMEOUT
-            } else {
-                UDP_UNREPLIED_TIMEOUT
-            }
+        self.last + if self.replied { UDP_REPLIED_TIMEOUT } else { UDP_UNREPLIED_TIMEOUT }
     }
 
     /// Delivers pending replies to the container. Returns false when the flow should go.
@@ -91,29 +76,18 @@ impl UdpFlow {
         let waker = self.waker.clone();
         let mut cx = Context::from_waker(&waker);
         for _ in 0..BATCH {
-            let r = self
-                .sock
-                .try_recv(&mut tx.buf[UDP_PAYLOAD_OFFSET..UDP_PAYLOAD_OFFSET + UDP_MAX_PAYLOAD]);
+            let r = self.sock.try_recv(&mut tx.buf[UDP_PAYLOAD_OFFSET..UDP_PAYLOAD_OFFSET + UDP_MAX_PAYLOAD]);
             match r {
                 Ok(n) => {
-                    let len = wire::udp4(
-                        &mut tx.buf,
-                        tx.dst_mac,
-                        tx.src_mac,
-                        self.reply_src,
-                        key.src,
-                        n,
-                    );
+                    let len = wire::udp4(&mut tx.buf, tx.dst_mac, tx.src_mac, self.reply_src, key.src, n);
                     tx.send(len);
                     self.replied = true;
                     self.last = now;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    match self.sock.poll_recv_ready(&mut cx) {
-                        Poll::Pending => return now < self.expires(),
-                        Poll::Ready(_) => continue,
-                    }
-                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => match self.sock.poll_recv_ready(&mut cx) {
+                    Poll::Pending => return now < self.expires(),
+                    Poll::Ready(_) => continue,
+                },
                 Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
                     // The destination answered ICMP port unreachable: tell the container.
                     port_unreachable(key, self.reply_src, tx);
@@ -141,14 +115,7 @@ pub fn port_unreachable(key: &FlowKey, reporter: SocketAddrV4, tx: &mut TxSink) 
 pub fn unreachable_for_udp(key: &FlowKey, reporter: Ipv4Addr, code: Unreachable, tx: &mut TxSink) {
     let mut quote = [0u8; UDP_PAYLOAD_OFFSET];
     wire::udp4(&mut quote, tx.src_mac, tx.dst_mac, key.src, key.dst, 0);
-    let len = wire::icmp4_unreachable(
-        &mut tx.buf,
-        tx.dst_mac,
-        tx.src_mac,
-        reporter,
-        code,
-        &quote[wire::ETH_LEN..],
-    );
+    let len = wire::icmp4_unreachable(&mut tx.buf, tx.dst_mac, tx.src_mac, reporter, code, &quote[wire::ETH_LEN..]);
     tx.send(len);
 }
 
@@ -179,19 +146,9 @@ impl PingFlow {
     /// # Errors
     /// `EACCES` when the caller's group is outside `ping_group_range`; others as the kernel says.
     pub fn new(dst: Ipv4Addr, waker: Waker, now: Instant) -> io::Result<Self> {
-        let s = Socket::new(
-            Domain::IPV4,
-            Type::DGRAM.nonblocking(),
-            Some(Protocol::ICMPV4),
-        )?;
+        let s = Socket::new(Domain::IPV4, Type::DGRAM.nonblocking(), Some(Protocol::ICMPV4))?;
         s.connect(&SocketAddr::from((dst, 0)).into())?;
-        Ok(Self {
-            sock: crate::sys::async_socket(s)?,
-            buf: vec![0u8; 65536],
-            last: now,
-            waker,
-            scheduled: None,
-        })
+        Ok(Self { sock: crate::sys::async_socket(s)?, buf: vec![0u8; 65536], last: now, waker, scheduled: None })
     }
 
     /// Sends an echo request with the container's sequence number and data.
@@ -220,7 +177,7 @@ impl PingFlow {
                 Poll::Ready(Ok(g)) => g,
                 Poll::Ready(Err(_)) => return false,
             };
-            match guard.try_io(|s| (&*s.get_ref()).read(buf)) {
+            match guard.try_io(|s| s.get_ref().read(buf)) {
                 Ok(Ok(n)) if n >= 8 && buf[0] == 0 => {
                     let seq = u16::from_be_bytes([buf[6], buf[7]]);
                     let len = wire::icmp4_echo_reply(

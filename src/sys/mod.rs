@@ -18,34 +18,26 @@ pub const IFNAMSIZ_MAX: usize = libc::IFNAMSIZ - 1;
 /// Errors of the thin syscall wrappers; each names the operation that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SysError {
-    /// A syscall failed.
-    #[error("{op}: {source}")]
+    /// A syscall failed. (The OS error is part of the message, not a separate source, so
+    /// error chains print it once.)
+    #[error("{op}: {err}")]
     Io {
         /// What was being done, e.g. `TUNSETIFF tap0`.
         op: String,
         /// The OS error.
-        #[source]
-        source: io::Error,
+        err: io::Error,
     },
     /// An interface name is empty, too long or contains a byte the kernel refuses.
-    #[error(
-        "invalid interface name {0:?}: expected 1..=15 bytes without '/', ':', NUL or whitespace"
-    )]
+    #[error("invalid interface name {0:?}: expected 1..=15 bytes without '/', ':', NUL or whitespace")]
     BadIfName(String),
 }
 
 fn last(op: impl Into<String>) -> SysError {
-    SysError::Io {
-        op: op.into(),
-        source: io::Error::last_os_error(),
-    }
+    SysError::Io { op: op.into(), err: io::Error::last_os_error() }
 }
 
 fn nix_err(op: impl Into<String>, e: nix::Error) -> SysError {
-    SysError::Io {
-        op: op.into(),
-        source: io::Error::from(e),
-    }
+    SysError::Io { op: op.into(), err: io::Error::from(e) }
 }
 
 /// Checks an interface name against the kernel's rules (`dev_valid_name`).
@@ -54,14 +46,8 @@ pub fn check_ifname(name: &str) -> Result<(), SysError> {
         && name.len() <= IFNAMSIZ_MAX
         && name != "."
         && name != ".."
-        && !name
-            .bytes()
-            .any(|b| b == b'/' || b == b':' || b == 0 || b.is_ascii_whitespace());
-    if ok {
-        Ok(())
-    } else {
-        Err(SysError::BadIfName(name.to_string()))
-    }
+        && !name.bytes().any(|b| b == b'/' || b == b':' || b == 0 || b.is_ascii_whitespace());
+    if ok { Ok(()) } else { Err(SysError::BadIfName(name.to_string())) }
 }
 
 fn ifreq_with_name(name: &str) -> Result<libc::ifreq, SysError> {
@@ -87,12 +73,7 @@ const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 pub fn open_tap(name: &str) -> Result<OwnedFd, SysError> {
     let mut req = ifreq_with_name(name)?;
     // SAFETY: the path is a valid NUL-terminated string; open has no other preconditions.
-    let fd = unsafe {
-        libc::open(
-            c"/dev/net/tun".as_ptr(),
-            libc::O_RDWR | libc::O_CLOEXEC | libc::O_NONBLOCK,
-        )
-    };
+    let fd = unsafe { libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC | libc::O_NONBLOCK) };
     if fd < 0 {
         return Err(last("open /dev/net/tun"));
     }
@@ -124,25 +105,13 @@ impl IfCtl {
             return Err(last("socket(AF_INET)"));
         }
         // SAFETY: fd is fresh and exclusively ours.
-        Ok(Self {
-            sock: unsafe { OwnedFd::from_raw_fd(fd) },
-        })
+        Ok(Self { sock: unsafe { OwnedFd::from_raw_fd(fd) } })
     }
 
-    fn ioctl(
-        &self,
-        op: &str,
-        name: &str,
-        req: libc::c_ulong,
-        ifr: &mut libc::ifreq,
-    ) -> Result<(), SysError> {
+    fn ioctl(&self, op: &str, name: &str, req: libc::c_ulong, ifr: &mut libc::ifreq) -> Result<(), SysError> {
         // SAFETY: every request used with this helper reads/writes exactly one ifreq.
         let rc = unsafe { libc::ioctl(self.sock.as_raw_fd(), req as _, ifr as *mut libc::ifreq) };
-        if rc < 0 {
-            Err(last(format!("{op} {name}")))
-        } else {
-            Ok(())
-        }
+        if rc < 0 { Err(last(format!("{op} {name}"))) } else { Ok(()) }
     }
 
     /// Sets IFF_UP on the interface, keeping its other flags.
@@ -200,13 +169,7 @@ impl IfCtl {
         Ok(mac)
     }
 
-    fn set_inet(
-        &self,
-        op: &str,
-        req: libc::c_ulong,
-        name: &str,
-        addr: Ipv4Addr,
-    ) -> Result<(), SysError> {
+    fn set_inet(&self, op: &str, req: libc::c_ulong, name: &str, addr: Ipv4Addr) -> Result<(), SysError> {
         let mut ifr = ifreq_with_name(name)?;
         ifr.ifr_ifru.ifru_addr = sockaddr_in(addr);
         self.ioctl(op, name, req, &mut ifr)
@@ -234,11 +197,7 @@ impl IfCtl {
         rt.rt_flags = libc::RTF_UP | libc::RTF_GATEWAY;
         // SAFETY: SIOCADDRT reads one rtentry that lives on our stack for the call.
         let rc = unsafe { libc::ioctl(self.sock.as_raw_fd(), libc::SIOCADDRT as _, &mut rt) };
-        if rc < 0 {
-            Err(last(format!("SIOCADDRT default via {gateway}")))
-        } else {
-            Ok(())
-        }
+        if rc < 0 { Err(last(format!("SIOCADDRT default via {gateway}"))) } else { Ok(()) }
     }
 }
 
@@ -246,9 +205,7 @@ fn sockaddr_in(addr: Ipv4Addr) -> libc::sockaddr {
     let sin = libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
         sin_port: 0,
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(addr).to_be(),
-        },
+        sin_addr: libc::in_addr { s_addr: u32::from(addr).to_be() },
         sin_zero: [0; 8],
     };
     // SAFETY: sockaddr_in and sockaddr have the same size (16 bytes) and sockaddr is plain
@@ -259,15 +216,13 @@ fn sockaddr_in(addr: Ipv4Addr) -> libc::sockaddr {
 /// Fails unless the calling process has exactly one thread: `fork` and `clone` copy only the
 /// calling thread, and the kernel refuses user-namespace operations in threaded processes.
 fn ensure_single_threaded(op: &str) -> Result<(), SysError> {
-    let threads = std::fs::read_dir("/proc/self/task")
-        .map(|d| d.count())
-        .unwrap_or(0);
+    let threads = std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(0);
     if threads == 1 {
         Ok(())
     } else {
         Err(SysError::Io {
             op: op.to_string(),
-            source: io::Error::other(format!(
+            err: io::Error::other(format!(
                 "process has {threads} threads; namespace setup must run before any thread starts"
             )),
         })
@@ -288,20 +243,9 @@ pub fn clone_namespaces(flags: libc::c_int) -> Result<libc::pid_t, SysError> {
     // single-threaded, so no lock held by another thread is copied in a locked state. SIGCHLD
     // makes the child reapable with waitpid like a forked one.
     let rc = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            (flags | libc::SIGCHLD) as libc::c_ulong,
-            0usize,
-            0usize,
-            0usize,
-            0usize,
-        )
+        libc::syscall(libc::SYS_clone, (flags | libc::SIGCHLD) as libc::c_ulong, 0usize, 0usize, 0usize, 0usize)
     };
-    if rc < 0 {
-        Err(last("clone(namespaces)"))
-    } else {
-        Ok(rc as libc::pid_t)
-    }
+    if rc < 0 { Err(last("clone(namespaces)")) } else { Ok(rc as libc::pid_t) }
 }
 
 /// `fork()` of a single-threaded process.
@@ -337,14 +281,8 @@ pub fn pidfd_open(pid: libc::pid_t) -> Result<OwnedFd, SysError> {
 pub fn send_fd(sock: BorrowedFd<'_>, payload: &[u8], fd: BorrowedFd<'_>) -> Result<(), SysError> {
     let fds = [fd.as_raw_fd()];
     let iov = [io::IoSlice::new(payload)];
-    sendmsg::<()>(
-        sock.as_raw_fd(),
-        &iov,
-        &[ControlMessage::ScmRights(&fds)],
-        MsgFlags::empty(),
-        None,
-    )
-    .map_err(|e| nix_err("sendmsg(SCM_RIGHTS)", e))?;
+    sendmsg::<()>(sock.as_raw_fd(), &iov, &[ControlMessage::ScmRights(&fds)], MsgFlags::empty(), None)
+        .map_err(|e| nix_err("sendmsg(SCM_RIGHTS)", e))?;
     Ok(())
 }
 
@@ -356,13 +294,8 @@ pub fn send_fd(sock: BorrowedFd<'_>, payload: &[u8], fd: BorrowedFd<'_>) -> Resu
 pub fn recv_fd(sock: BorrowedFd<'_>, buf: &mut [u8]) -> Result<(usize, Option<OwnedFd>), SysError> {
     let mut space = nix::cmsg_space!([RawFd; 4]);
     let mut iov = [io::IoSliceMut::new(buf)];
-    let msg = recvmsg::<()>(
-        sock.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )
-    .map_err(|e| nix_err("recvmsg(SCM_RIGHTS)", e))?;
+    let msg = recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
+        .map_err(|e| nix_err("recvmsg(SCM_RIGHTS)", e))?;
     let n = msg.bytes;
     let mut got = None;
     for c in msg.cmsgs().map_err(|e| nix_err("recvmsg cmsgs", e))? {
@@ -400,10 +333,7 @@ pub fn sigwaitinfo(set: &nix::sys::signal::SigSet) -> Result<SigInfo, SysError> 
     if rc < 0 {
         return Err(last("sigwaitinfo"));
     }
-    Ok(SigInfo {
-        signo: rc,
-        code: info.si_code,
-    })
+    Ok(SigInfo { signo: rc, code: info.si_code })
 }
 
 /// Replaces the process image with `argv[0]` found on `PATH`; returns only on failure.

@@ -1,0 +1,286 @@
+//! A small network client that the end-to-end tests run *inside* warren's namespaces.
+//!
+//! Every transfer uses a deterministic byte stream (see [`Stream`]) so both ends can verify
+//! content by SHA-256 without shipping data around. Exit status 0 means the check passed;
+//! anything else prints one line saying what went wrong.
+//!
+//! ```text
+//! nettool download HOST PORT BYTES SEED        # server sends stream(SEED); verify hash
+//! nettool upload HOST PORT BYTES SEED          # send stream(SEED); print server's reply line
+//! nettool parallel HOST PORT CONNS BYTES       # CONNS concurrent downloads, seeds 1..=CONNS
+//! nettool udp-echo HOST PORT COUNT             # datagrams of varied sizes, echoed back
+//! nettool refused HOST PORT                    # expect ECONNREFUSED
+//! nettool connect-error HOST PORT              # print the connect error kind
+//! nettool dns SERVER NAME [tcp]                # A query; print the addresses
+//! nettool ping HOST                            # one ICMP echo over a raw socket
+//! nettool peer HOST PORT                       # print the local address the server saw
+//! ```
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+/// xorshift64* byte stream; identical to the one in tests/util.
+struct Stream(u64);
+
+impl Stream {
+    fn new(seed: u64) -> Self {
+        Stream(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            let v = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+    }
+}
+
+fn stream_hash(seed: u64, mut n: u64) -> String {
+    let mut s = Stream::new(seed);
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    while n > 0 {
+        let k = n.min(buf.len() as u64) as usize;
+        s.fill(&mut buf[..k]);
+        h.update(&buf[..k]);
+        n -= k as u64;
+    }
+    hex(&h.finalize())
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn addr(host: &str, port: &str) -> SocketAddr {
+    let ip: IpAddr = host.parse().expect("HOST must be an IP address");
+    SocketAddr::new(ip, port.parse().expect("PORT must be a number"))
+}
+
+fn connect(a: SocketAddr) -> Result<TcpStream, String> {
+    TcpStream::connect_timeout(&a, Duration::from_secs(20)).map_err(|e| format!("connect {a}: {e}"))
+}
+
+fn download(a: SocketAddr, bytes: u64, seed: u64) -> Result<String, String> {
+    let mut s = connect(a)?;
+    s.write_all(format!("{bytes} {seed}\n").as_bytes()).map_err(|e| e.to_string())?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut got = 0u64;
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                h.update(&buf[..n]);
+                got += n as u64;
+            }
+            Err(e) => return Err(format!("read after {got} bytes: {e}")),
+        }
+    }
+    let hash = hex(&h.finalize());
+    let want = stream_hash(seed, bytes);
+    if got != bytes || hash != want {
+        return Err(format!("download mismatch: got {got} bytes sha256 {hash}, want {bytes} bytes {want}"));
+    }
+    Ok(format!("ok {got} {hash}"))
+}
+
+fn upload(a: SocketAddr, bytes: u64, seed: u64) -> Result<String, String> {
+    let mut s = connect(a)?;
+    let mut st = Stream::new(seed);
+    let mut buf = vec![0u8; 1 << 16];
+    let mut left = bytes;
+    while left > 0 {
+        let k = left.min(buf.len() as u64) as usize;
+        st.fill(&mut buf[..k]);
+        s.write_all(&buf[..k]).map_err(|e| format!("write with {left} bytes left: {e}"))?;
+        left -= k as u64;
+    }
+    s.shutdown(std::net::Shutdown::Write).map_err(|e| e.to_string())?;
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).map_err(|e| e.to_string())?;
+    Ok(reply.trim().to_string())
+}
+
+fn udp_echo(a: SocketAddr, count: usize) -> Result<String, String> {
+    let bind: SocketAddr = if a.is_ipv4() { "0.0.0.0:0".parse().unwrap() } else { "[::]:0".parse().unwrap() };
+    let s = UdpSocket::bind(bind).map_err(|e| e.to_string())?;
+    s.connect(a).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).map_err(|e| e.to_string())?;
+    let mut st = Stream::new(7);
+    let mut out = vec![0u8; 65536];
+    let mut back = vec![0u8; 65536];
+    let sizes = [0usize, 1, 100, 1400, 1472, 1473, 8000, 32768, 65000];
+    for i in 0..count {
+        let n = sizes[i % sizes.len()];
+        st.fill(&mut out[..n]);
+        let mut tries = 0;
+        loop {
+            s.send(&out[..n]).map_err(|e| format!("send {n}: {e}"))?;
+            match s.recv(&mut back) {
+                Ok(m) if back[..m] == out[..n] => break,
+                Ok(m) => return Err(format!("datagram {i}: sent {n} bytes, got {m} different bytes")),
+                Err(e) if tries < 3 => {
+                    tries += 1;
+                    eprintln!("datagram {i} ({n} bytes): {e}, retrying");
+                }
+                Err(e) => return Err(format!("datagram {i} ({n} bytes): {e}")),
+            }
+        }
+    }
+    Ok(format!("ok {count}"))
+}
+
+fn dns_query(server: SocketAddr, name: &str, tcp: bool) -> Result<String, String> {
+    let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.trim_end_matches('.').split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    let resp = if tcp {
+        let mut s = connect(server)?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
+        let mut msg = (q.len() as u16).to_be_bytes().to_vec();
+        msg.extend_from_slice(&q);
+        s.write_all(&msg).map_err(|e| e.to_string())?;
+        let mut len = [0u8; 2];
+        s.read_exact(&mut len).map_err(|e| format!("read length: {e}"))?;
+        let mut r = vec![0u8; u16::from_be_bytes(len) as usize];
+        s.read_exact(&mut r).map_err(|e| format!("read answer: {e}"))?;
+        r
+    } else {
+        let s = UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
+        s.send_to(&q, server).map_err(|e| e.to_string())?;
+        let mut r = vec![0u8; 4096];
+        let (n, from) = s.recv_from(&mut r).map_err(|e| format!("no answer: {e}"))?;
+        if from != server {
+            return Err(format!("answer from {from}, expected {server}"));
+        }
+        r.truncate(n);
+        r
+    };
+    if resp.len() < 12 || resp[0..2] != [0x12, 0x34] {
+        return Err("bad answer header".into());
+    }
+    let ancount = u16::from_be_bytes([resp[6], resp[7]]) as usize;
+    // Skip the question: name, type, class.
+    let mut i = 12;
+    while i < resp.len() && resp[i] != 0 {
+        i += 1 + resp[i] as usize;
+    }
+    i += 5;
+    let mut addrs = Vec::new();
+    for _ in 0..ancount {
+        if i + 12 > resp.len() {
+            break;
+        }
+        // Name: a compression pointer (2 bytes) in our stub's answers.
+        i += if resp[i] & 0xc0 == 0xc0 { 2 } else { return Err("unexpected uncompressed name".into()) };
+        let rtype = u16::from_be_bytes([resp[i], resp[i + 1]]);
+        let rdlen = u16::from_be_bytes([resp[i + 8], resp[i + 9]]) as usize;
+        i += 10;
+        if rtype == 1 && rdlen == 4 {
+            addrs.push(Ipv4Addr::new(resp[i], resp[i + 1], resp[i + 2], resp[i + 3]).to_string());
+        }
+        i += rdlen;
+    }
+    Ok(format!("rcode={} {}", resp[3] & 0x0f, addrs.join(",")))
+}
+
+fn ping(host: Ipv4Addr) -> Result<String, String> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4)).map_err(|e| format!("raw socket: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(3))).map_err(|e| e.to_string())?;
+    let ident: u16 = (std::process::id() & 0xffff) as u16;
+    let mut pkt = vec![8u8, 0, 0, 0];
+    pkt.extend_from_slice(&ident.to_be_bytes());
+    pkt.extend_from_slice(&1u16.to_be_bytes());
+    pkt.extend_from_slice(b"warren-ping-payload");
+    let mut sum: u32 = pkt.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    let ck = !(sum as u16);
+    pkt[2..4].copy_from_slice(&ck.to_be_bytes());
+    s.send_to(&pkt, &SocketAddr::from((host, 0)).into()).map_err(|e| format!("send: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut buf = [0u8; 1500];
+    while Instant::now() < deadline {
+        let n = match (&s).read(&mut buf) {
+            Ok(n) => n,
+            Err(e) => return Err(format!("no reply: {e}")),
+        };
+        let b = &buf[..n];
+        let ihl = usize::from(b[0] & 0x0f) * 4;
+        let (ty, code) = (b[ihl], b[ihl + 1]);
+        let src = Ipv4Addr::new(b[12], b[13], b[14], b[15]);
+        match ty {
+            0 if b[ihl + 4..ihl + 6] == ident.to_be_bytes() => {
+                let ok = &b[ihl + 8..] == b"warren-ping-payload";
+                return Ok(format!("reply from {src} payload_ok={ok}"));
+            }
+            3 => return Ok(format!("unreachable code={code} from {src}")),
+            _ => continue,
+        }
+    }
+    Err("no reply".into())
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let r = match a.as_slice() {
+        ["download", h, p, n, seed] => download(addr(h, p), n.parse().unwrap(), seed.parse().unwrap()),
+        ["upload", h, p, n, seed] => upload(addr(h, p), n.parse().unwrap(), seed.parse().unwrap()),
+        ["parallel", h, p, conns, n] => {
+            let (target, n) = (addr(h, p), n.parse::<u64>().unwrap());
+            let handles: Vec<_> = (1..=conns.parse::<u64>().unwrap())
+                .map(|seed| std::thread::spawn(move || download(target, n, seed)))
+                .collect();
+            let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+            let bad: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+            if bad.is_empty() {
+                Ok(format!("ok {}", results.len()))
+            } else {
+                Err(format!("{} failed: {:?}", bad.len(), bad))
+            }
+        }
+        ["udp-echo", h, p, count] => udp_echo(addr(h, p), count.parse().unwrap()),
+        ["refused", h, p] => match TcpStream::connect_timeout(&addr(h, p), Duration::from_secs(10)) {
+            Ok(_) => Err("connected, expected refusal".into()),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Ok("refused".into()),
+            Err(e) => Err(format!("expected ECONNREFUSED, got: {e}")),
+        },
+        ["connect-error", h, p] => match TcpStream::connect_timeout(&addr(h, p), Duration::from_secs(10)) {
+            Ok(_) => Ok("connected".into()),
+            Err(e) => Ok(format!("error raw={:?} {e}", e.raw_os_error())),
+        },
+        ["dns", server, name] => dns_query(addr(server, "53"), name, false),
+        ["dns", server, name, "tcp"] => dns_query(addr(server, "53"), name, true),
+        ["ping", h] => ping(h.parse().expect("IPv4 address")),
+        ["peer", h, p] => connect(addr(h, p)).and_then(|mut s| {
+            let mut line = String::new();
+            s.read_to_string(&mut line).map_err(|e| e.to_string())?;
+            Ok(format!("server saw {}", line.trim()))
+        }),
+        _ => Err(format!("usage: see the module docs; got {args:?}")),
+    };
+    match r {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("FAIL {e}");
+            ExitCode::from(1)
+        }
+    }
+}

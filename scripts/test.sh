@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian machine: set-up, lint, unit tests, then the
+# end-to-end suite in a network namespace that holds only lo, once as root and once as an
+# unprivileged user. Run as root (it installs packages and creates the test user).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/setup.sh
+[ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+
+echo "== lint"
+cargo fmt --all -- --check
+cargo clippy --release --all-targets -- -D warnings
+
+echo "== unit tests"
+cargo test --release --lib --bins
+
+echo "== build end-to-end suite"
+cargo build --release --bins --examples
+e2e=$(cargo test --release --test e2e --no-run --message-format=json 2>/dev/null \
+    | grep -o '"executable":"[^"]*/e2e-[^"]*"' | tail -n 1 | cut -d'"' -f4)
+[ -x "$e2e" ] || { echo "cannot find the e2e test binary" >&2; exit 1; }
+
+# Stage the binaries where the unprivileged user can run them; removed on exit.
+stage=$(mktemp -d /tmp/warren-e2e.XXXXXX)
+trap 'rm -rf "$stage"' EXIT
+cp target/release/warren target/release/examples/nettool "$e2e" "$stage/"
+mv "$stage/$(basename "$e2e")" "$stage/e2e"
+chmod 0755 "$stage" "$stage"/*
+
+# Isolation: a fresh network namespace with lo up and 10.200.0.1 on it as a "remote" host.
+isolated() {
+    local ping_range=$1; shift
+    unshare --net -- bash -c '
+        set -e
+        ip link set lo up
+        ip addr add 10.200.0.1/32 dev lo
+        echo "$0" > /proc/sys/net/ipv4/ping_group_range
+        exec "$@"' "$ping_range" "$@"
+}
+export WARREN_BIN="$stage/warren" NETTOOL_BIN="$stage/nettool"
+threads=${WARREN_TEST_THREADS:-2}
+
+echo "== end-to-end suite as root (ping sockets not allowed: honest ICMP errors)"
+isolated "1 0" env -u XDG_RUNTIME_DIR "$stage/e2e" --test-threads="$threads"
+
+echo "== end-to-end suite as unprivileged user warren-ci (ping sockets allowed)"
+isolated "0 2147483647" setpriv --reuid=warren-ci --regid=warren-ci --init-groups \
+    env -i PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin HOME=/tmp \
+    WARREN_BIN="$WARREN_BIN" NETTOOL_BIN="$NETTOOL_BIN" "$stage/e2e" --test-threads="$threads"

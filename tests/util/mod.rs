@@ -1,0 +1,380 @@
+//! Shared harness of the end-to-end suite: locating binaries, isolation checks, test servers on
+//! loopback, and running warren with a deadline.
+//!
+//! Every server here binds loopback (or 10.200.0.1, an address the suite's own network namespace
+//! carries on `lo`), stops when dropped, and is bounded in what it serves.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+/// The address scripts/test.sh puts on `lo` of the suite's namespace: a "remote" host that is
+/// not loopback, so flows take warren's ordinary NAT path.
+pub const REMOTE_IP: &str = "10.200.0.1";
+
+/// Path of the warren binary under test.
+pub fn warren() -> PathBuf {
+    std::env::var_os("WARREN_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_warren")))
+}
+
+/// Path of the in-container client (examples/nettool.rs).
+pub fn nettool() -> PathBuf {
+    if let Some(p) = std::env::var_os("NETTOOL_BIN") {
+        return PathBuf::from(p);
+    }
+    // target/<profile>/deps/e2e-HASH -> target/<profile>/examples/nettool
+    let exe = std::env::current_exe().expect("current exe");
+    let p = exe.parent().and_then(|d| d.parent()).expect("target dir").join("examples/nettool");
+    assert!(p.exists(), "{} missing: build it with `cargo build --examples` (scripts/test.sh does)", p.display());
+    p
+}
+
+/// Panics unless this process runs in a network namespace that holds nothing but `lo` (the
+/// suite must never be able to reach a real network, even by mistake).
+pub fn require_isolation() {
+    let dev = std::fs::read_to_string("/proc/net/dev").expect("read /proc/net/dev");
+    let ifaces: Vec<&str> = dev.lines().skip(2).filter_map(|l| l.split(':').next()).map(str::trim).collect();
+    assert_eq!(
+        ifaces,
+        ["lo"],
+        "the end-to-end suite must run in a network namespace holding only lo: use scripts/test.sh"
+    );
+}
+
+/// Whether the suite's namespace carries [`REMOTE_IP`].
+pub fn has_remote_ip() -> bool {
+    TcpListener::bind((REMOTE_IP, 0)).is_ok()
+}
+
+/// xorshift64* byte stream shared with nettool: `seed` fully determines the bytes.
+pub struct Stream(u64);
+
+impl Stream {
+    /// A stream for `seed`.
+    pub fn new(seed: u64) -> Self {
+        Stream(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    /// Fills `buf` with the next bytes.
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            let v = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+    }
+}
+
+/// SHA-256 (hex) of the first `n` bytes of stream `seed`.
+pub fn stream_hash(seed: u64, mut n: u64) -> String {
+    let mut s = Stream::new(seed);
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    while n > 0 {
+        let k = n.min(buf.len() as u64) as usize;
+        s.fill(&mut buf[..k]);
+        h.update(&buf[..k]);
+        n -= k as u64;
+    }
+    hex(&h.finalize())
+}
+
+/// Lowercase hex.
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A TCP server thread that stops (and closes its listener) when dropped.
+pub struct TcpServer {
+    /// Bound address.
+    pub addr: SocketAddr,
+    /// Connections accepted so far.
+    pub accepted: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl TcpServer {
+    /// Serves each connection with `handler` on its own thread.
+    pub fn start(bind: &str, handler: fn(TcpStream)) -> Self {
+        Self::serve(TcpListener::bind((bind, 0)).unwrap_or_else(|e| panic!("bind {bind}: {e}")), handler)
+    }
+
+    /// Like [`TcpServer::start`] on an already bound listener.
+    pub fn serve(listener: TcpListener, handler: fn(TcpStream)) -> Self {
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (st, acc) = (stop.clone(), accepted.clone());
+        let thread = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if st.load(Ordering::SeqCst) {
+                    break;
+                }
+                if let Ok(c) = conn {
+                    acc.fetch_add(1, Ordering::SeqCst);
+                    std::thread::spawn(move || handler(c));
+                }
+            }
+        });
+        Self { addr, accepted, stop, thread: Some(thread) }
+    }
+
+    /// Serves requests "BYTES SEED\n" with that many bytes of the stream.
+    pub fn download(bind: &str) -> Self {
+        Self::start(bind, |mut c| {
+            let mut line = String::new();
+            if BufReader::new(&mut c).read_line(&mut line).is_err() {
+                return;
+            }
+            let mut it = line.split_whitespace().map(|x| x.parse::<u64>().unwrap_or(0));
+            let (mut n, seed) = (it.next().unwrap_or(0).min(1 << 32), it.next().unwrap_or(0));
+            let mut s = Stream::new(seed);
+            let mut buf = vec![0u8; 1 << 16];
+            while n > 0 {
+                let k = n.min(buf.len() as u64) as usize;
+                s.fill(&mut buf[..k]);
+                if c.write_all(&buf[..k]).is_err() {
+                    return;
+                }
+                n -= k as u64;
+            }
+        })
+    }
+
+    /// Reads to EOF and answers "BYTES SHA256".
+    pub fn upload_sink(bind: &str) -> Self {
+        Self::start(bind, |mut c| {
+            let mut h = Sha256::new();
+            let mut buf = vec![0u8; 1 << 16];
+            let mut total = 0u64;
+            loop {
+                match c.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        h.update(&buf[..n]);
+                        total += n as u64;
+                    }
+                    Err(_) => return,
+                }
+            }
+            let _ = writeln!(c, "{total} {}", hex(&h.finalize()));
+        })
+    }
+
+    /// Writes the peer address it sees, then closes.
+    pub fn peer_echo(bind: &str) -> Self {
+        Self::start(bind, |mut c| {
+            if let Ok(p) = c.peer_addr() {
+                let _ = writeln!(c, "{p}");
+            }
+        })
+    }
+}
+
+impl Drop for TcpServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A UDP server thread answering each datagram with `reply(request)`; stops when dropped.
+pub struct UdpServer {
+    /// Bound address.
+    pub addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl UdpServer {
+    /// Starts the server.
+    pub fn start(bind: &str, reply: fn(&[u8]) -> Option<Vec<u8>>) -> Self {
+        let sock = UdpSocket::bind((bind, 0)).unwrap_or_else(|e| panic!("bind {bind}: {e}"));
+        let addr = sock.local_addr().unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let st = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            while !st.load(Ordering::SeqCst) {
+                if let Ok((n, from)) = sock.recv_from(&mut buf)
+                    && let Some(r) = reply(&buf[..n])
+                {
+                    let _ = sock.send_to(&r, from);
+                }
+            }
+        });
+        Self { addr, stop, thread: Some(thread) }
+    }
+
+    /// Echoes every datagram.
+    pub fn echo(bind: &str) -> Self {
+        Self::start(bind, |d| Some(d.to_vec()))
+    }
+}
+
+impl Drop for UdpServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The answer of the stub resolver for every A question.
+pub const STUB_ANSWER: [u8; 4] = [192, 0, 2, 55];
+
+/// Builds the stub resolver's answer to a DNS query: one A record of [`STUB_ANSWER`] for an A
+/// question, NXDOMAIN for names starting with "nx", an empty NOERROR otherwise.
+pub fn dns_answer(q: &[u8]) -> Option<Vec<u8>> {
+    if q.len() < 12 {
+        return None;
+    }
+    let mut i = 12;
+    while i < q.len() && q[i] != 0 {
+        i += 1 + q[i] as usize;
+    }
+    let qend = i + 5;
+    if qend > q.len() {
+        return None;
+    }
+    let qtype = u16::from_be_bytes([q[i + 1], q[i + 2]]);
+    let nx = q.get(13..15) == Some(b"nx");
+    let mut r = q[..qend].to_vec();
+    r[2] = 0x81; // QR, RD
+    r[3] = if nx { 0x83 } else { 0x80 }; // RA, rcode
+    let answer = qtype == 1 && !nx;
+    r[6..12].copy_from_slice(&[0, u8::from(answer), 0, 0, 0, 0]);
+    if answer {
+        r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+        r.extend_from_slice(&STUB_ANSWER);
+    }
+    Some(r)
+}
+
+/// A DNS stub resolver on loopback over UDP and TCP (same port).
+pub struct DnsStub {
+    /// UDP side.
+    pub udp: UdpServer,
+    /// TCP side.
+    pub tcp: TcpServer,
+}
+
+impl DnsStub {
+    /// Starts the stub on 127.0.0.1: UDP and TCP on the same port number.
+    pub fn start() -> Self {
+        for _ in 0..50 {
+            let udp = UdpServer::start("127.0.0.1", dns_answer);
+            let port = udp.addr.port();
+            let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) else { continue };
+            let tcp = TcpServer::serve(listener, |mut c| {
+                let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut len = [0u8; 2];
+                if c.read_exact(&mut len).is_err() {
+                    return;
+                }
+                let mut q = vec![0u8; u16::from_be_bytes(len) as usize];
+                if c.read_exact(&mut q).is_err() {
+                    return;
+                }
+                if let Some(r) = dns_answer(&q) {
+                    let mut msg = (r.len() as u16).to_be_bytes().to_vec();
+                    msg.extend_from_slice(&r);
+                    let _ = c.write_all(&msg);
+                }
+            });
+            return Self { udp, tcp };
+        }
+        panic!("no port free for both UDP and TCP on 127.0.0.1");
+    }
+}
+
+/// Output of a finished process.
+#[derive(Debug)]
+pub struct Finished {
+    /// Exit code (128 + signal when killed).
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+/// Kills (by PID) and reaps a child on drop unless it was waited for.
+pub struct Guard(pub Option<Child>);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Runs `cmd` to completion within `limit`; on overrun kills it (by PID) and panics.
+pub fn run_with_deadline(mut cmd: Command, limit: Duration) -> Finished {
+    use std::os::unix::process::ExitStatusExt;
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let mut guard = Guard(Some(child));
+    let child = guard.0.as_mut().unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let t_out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    guard.0 = None;
+    let code = status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+    Finished { code, stdout: t_out.join().unwrap(), stderr: t_err.join().unwrap() }
+}
+
+/// `warren run [net_args] -- argv`, within `limit`.
+pub fn warren_run(net_args: &[&str], argv: &[&str], limit: Duration) -> Finished {
+    let mut cmd = Command::new(warren());
+    cmd.arg("run").args(net_args).arg("--").args(argv);
+    run_with_deadline(cmd, limit)
+}
+
+/// Runs nettool inside a fresh `warren run`, asserting both succeed; returns nettool's line.
+pub fn nettool_in(net_args: &[&str], tool_args: &[&str], limit: Duration) -> String {
+    let tool = nettool();
+    let mut argv = vec![tool.to_str().unwrap()];
+    argv.extend_from_slice(tool_args);
+    let f = warren_run(net_args, &argv, limit);
+    assert_eq!(f.code, 0, "nettool {tool_args:?} failed: stdout={:?} stderr={:?}", f.stdout, f.stderr);
+    f.stdout.trim().to_string()
+}
