@@ -14,6 +14,8 @@
 //! nettool dns SERVER NAME [tcp]                # A query; print the addresses
 //! nettool ping HOST                            # one ICMP echo over a raw socket
 //! nettool peer HOST PORT                       # print the local address the server saw
+//! nettool halfclose HOST PORT BYTES SEED       # read to the server's EOF, then upload
+//! nettool reset HOST PORT                      # connect, send a byte, abort with RST
 //! ```
 
 use std::io::{Read, Write};
@@ -106,6 +108,24 @@ fn upload(a: SocketAddr, bytes: u64, seed: u64) -> Result<String, String> {
     let mut reply = String::new();
     s.read_to_string(&mut reply).map_err(|e| e.to_string())?;
     Ok(reply.trim().to_string())
+}
+
+/// Reads until the server's FIN, then uploads on the still-open half and closes it.
+fn halfclose(a: SocketAddr, bytes: u64, seed: u64) -> Result<String, String> {
+    let mut s = connect(a)?;
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).map_err(|e| format!("read: {e}"))?;
+    let mut st = Stream::new(seed);
+    let mut buf = vec![0u8; 1 << 16];
+    let mut left = bytes;
+    while left > 0 {
+        let k = left.min(buf.len() as u64) as usize;
+        st.fill(&mut buf[..k]);
+        s.write_all(&buf[..k]).map_err(|e| format!("write after the server's FIN: {e}"))?;
+        left -= k as u64;
+    }
+    s.shutdown(std::net::Shutdown::Write).map_err(|e| e.to_string())?;
+    Ok(format!("ok {}", got.len()))
 }
 
 fn udp_echo(a: SocketAddr, count: usize) -> Result<String, String> {
@@ -266,6 +286,14 @@ fn main() -> ExitCode {
         ["dns", server, name] => dns_query(addr(server, "53"), name, false),
         ["dns", server, name, "tcp"] => dns_query(addr(server, "53"), name, true),
         ["ping", h] => ping(h.parse().expect("IPv4 address")),
+        ["halfclose", h, p, n, seed] => halfclose(addr(h, p), n.parse().unwrap(), seed.parse().unwrap()),
+        ["reset", h, p] => connect(addr(h, p)).and_then(|mut s| {
+            s.write_all(b"x").map_err(|e| e.to_string())?;
+            std::thread::sleep(Duration::from_millis(100));
+            socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO)).map_err(|e| e.to_string())?;
+            drop(s);
+            Ok("reset sent".into())
+        }),
         ["peer", h, p] => connect(addr(h, p)).and_then(|mut s| {
             let mut line = String::new();
             s.read_to_string(&mut line).map_err(|e| e.to_string())?;

@@ -13,6 +13,8 @@ have nsenter || need_pkgs+=(util-linux)
 have getent || need_pkgs+=(libc-bin)
 have useradd || need_pkgs+=(passwd)
 have gcc || need_pkgs+=(gcc)
+[ -x /usr/bin/python3 ] || need_pkgs+=(python3-minimal)
+have curl || need_pkgs+=(curl)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
     echo "setup: installing ${need_pkgs[*]}"
     export DEBIAN_FRONTEND=noninteractive

@@ -44,7 +44,13 @@ fn init_tracing(verbose: u8) {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("warren={level}")));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    let ansi = warren::sys::isatty(std::io::stderr().as_fd());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .with_target(false)
+        .init();
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -56,6 +62,7 @@ fn run(a: RunArgs) -> Result<u8> {
     let child = ns::spawn_run(&cfg, &a.command)?;
     let pid = child.pid;
     tracing::info!(pid = pid.as_raw(), tap = %cfg.tap_name, "container started");
+    log_limits();
     let tx_fd = child.tap.fd.try_clone().context("dup the TAP fd")?;
     let rt = runtime()?;
     let code = rt.block_on(async move {
@@ -82,6 +89,17 @@ fn run(a: RunArgs) -> Result<u8> {
     Ok(code)
 }
 
+fn log_limits() {
+    use warren::runtime::{MAX_PING_FLOWS, MAX_TCP_FLOWS, MAX_UDP_FLOWS, tcp::TCP_BUFFER};
+    tracing::info!(
+        max_tcp_flows = MAX_TCP_FLOWS,
+        max_udp_flows = MAX_UDP_FLOWS,
+        max_ping_flows = MAX_PING_FLOWS,
+        tcp_buffers_per_flow_bytes = 2 * TCP_BUFFER,
+        "flow limits (buffers are allocated lazily: idle flows cost only touched pages)"
+    );
+}
+
 fn log_stats(dp: &Dataplane) {
     let s = dp.stats();
     let (tcp, udp, ping) = dp.flow_counts();
@@ -99,6 +117,7 @@ fn log_stats(dp: &Dataplane) {
         open_tcp = tcp,
         open_udp = udp,
         open_ping = ping,
+        tcp_buffer_bound_bytes = tcp * 2 * warren::runtime::tcp::TCP_BUFFER,
         "data path totals"
     );
     for (name, n) in warren::gateway::DROP_NAMES.iter().zip(s.drops.0) {
@@ -154,6 +173,7 @@ fn attach(a: AttachArgs) -> Result<u8> {
         (None, None) => anyhow::bail!("attach needs --pid PID or --netns PATH"),
     };
     let tap = ns::spawn_attach(&cfg, &target)?;
+    log_limits();
     let pidfd = match &target {
         Target::Pid(pid) => Some(warren::sys::pidfd_open(*pid).with_context(|| format!("watch PID {pid}"))?),
         Target::Path { .. } => None,

@@ -36,7 +36,7 @@ pub enum NsError {
     #[error(
         "cannot create a user namespace ({0}): unprivileged user namespaces are disabled or restricted; \
          check sysctl user.max_user_namespaces and kernel.unprivileged_userns_clone, and on Ubuntu 24.04+ \
-         the AppArmor profile in contrib/ (see README, Troubleshooting)"
+         kernel.apparmor_restrict_unprivileged_userns (see README, Troubleshooting)"
     )]
     UserNs(sys::SysError),
     /// Writing the uid/gid maps failed.

@@ -223,8 +223,13 @@ impl TcpFlow {
                 Err(_) => break,
             }
         }
-        // The container closed its sending side and everything it sent was delivered.
-        if !self.host_shut && !sock.may_recv() && sock.recv_queue() == 0 && sock.state() != tcp::State::SynReceived {
+        // The container closed its sending side (FIN, not RST) and everything it sent was
+        // delivered: pass the half-close on.
+        let fin_received = matches!(
+            sock.state(),
+            tcp::State::CloseWait | tcp::State::LastAck | tcp::State::Closing | tcp::State::TimeWait
+        );
+        if !self.host_shut && fin_received && sock.recv_queue() == 0 {
             let _ = self.host_shutdown_write();
             self.host_shut = true;
             moved = true;
