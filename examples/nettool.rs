@@ -16,6 +16,9 @@
 //! nettool peer HOST PORT                       # print the local address the server saw
 //! nettool halfclose HOST PORT BYTES SEED       # read to the server's EOF, then upload
 //! nettool reset HOST PORT                      # connect, send a byte, abort with RST
+//! nettool send HOST PORT BYTES SEED            # write stream(SEED), close, exit at once
+//! nettool serve PORT...                        # TCP server: "peer" | "get N SEED" | "put" per line
+//! nettool udp-serve PORT                       # UDP server: answers "from ADDR " + the datagram
 //! ```
 
 use std::io::{Read, Write};
@@ -254,6 +257,85 @@ fn ping(host: Ipv4Addr) -> Result<String, String> {
     Err("no reply".into())
 }
 
+/// Serves one connection of `serve`: the first line says what to do.
+fn serve_conn(mut c: TcpStream) {
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    while c.read(&mut b).map(|n| n == 1).unwrap_or(false) && b[0] != b'\n' {
+        line.push(b[0]);
+    }
+    let line = String::from_utf8_lossy(&line).into_owned();
+    let words: Vec<&str> = line.split_whitespace().collect();
+    match words.as_slice() {
+        ["peer"] => {
+            let p = c.peer_addr().map(|p| p.to_string()).unwrap_or_default();
+            let _ = writeln!(c, "{p}");
+        }
+        ["get", n, seed] => {
+            let (mut n, seed) = (n.parse::<u64>().unwrap_or(0), seed.parse::<u64>().unwrap_or(0));
+            let mut st = Stream::new(seed);
+            let mut buf = vec![0u8; 1 << 16];
+            while n > 0 {
+                let k = n.min(buf.len() as u64) as usize;
+                st.fill(&mut buf[..k]);
+                if c.write_all(&buf[..k]).is_err() {
+                    return;
+                }
+                n -= k as u64;
+            }
+        }
+        ["put"] => {
+            let mut h = Sha256::new();
+            let mut buf = vec![0u8; 1 << 16];
+            let mut total = 0u64;
+            loop {
+                match c.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        h.update(&buf[..n]);
+                        total += n as u64;
+                    }
+                    Err(_) => return,
+                }
+            }
+            let _ = writeln!(c, "{total} {}", hex(&h.finalize()));
+        }
+        _ => {
+            let _ = writeln!(c, "unknown request {line:?}");
+        }
+    }
+}
+
+fn serve(ports: &[&str]) -> Result<String, String> {
+    let mut handles = Vec::new();
+    for p in ports {
+        let l = std::net::TcpListener::bind(("0.0.0.0", p.parse::<u16>().map_err(|e| e.to_string())?))
+            .map_err(|e| format!("bind {p}: {e}"))?;
+        handles.push(std::thread::spawn(move || {
+            for c in l.incoming().flatten() {
+                std::thread::spawn(move || serve_conn(c));
+            }
+        }));
+    }
+    println!("serving");
+    for h in handles {
+        let _ = h.join();
+    }
+    Ok("done".into())
+}
+
+fn udp_serve(port: &str) -> Result<String, String> {
+    let s = UdpSocket::bind(("0.0.0.0", port.parse::<u16>().map_err(|e| e.to_string())?)).map_err(|e| e.to_string())?;
+    println!("serving");
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let (n, from) = s.recv_from(&mut buf).map_err(|e| e.to_string())?;
+        let mut reply = format!("from {from} ").into_bytes();
+        reply.extend_from_slice(&buf[..n]);
+        let _ = s.send_to(&reply, from);
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -294,6 +376,20 @@ fn main() -> ExitCode {
             drop(s);
             Ok("reset sent".into())
         }),
+        ["send", h, p, n, seed] => connect(addr(h, p)).and_then(|mut s| {
+            let (mut left, mut st) = (n.parse::<u64>().unwrap(), Stream::new(seed.parse().unwrap()));
+            let mut buf = vec![0u8; 1 << 16];
+            while left > 0 {
+                let k = left.min(buf.len() as u64) as usize;
+                st.fill(&mut buf[..k]);
+                s.write_all(&buf[..k]).map_err(|e| e.to_string())?;
+                left -= k as u64;
+            }
+            s.shutdown(std::net::Shutdown::Write).map_err(|e| e.to_string())?;
+            Ok("sent".into())
+        }),
+        ["serve", ports @ ..] if !ports.is_empty() => serve(ports),
+        ["udp-serve", p] => udp_serve(p),
         ["peer", h, p] => connect(addr(h, p)).and_then(|mut s| {
             let mut line = String::new();
             s.read_to_string(&mut line).map_err(|e| e.to_string())?;

@@ -25,6 +25,53 @@ pub enum Command {
     Run(RunArgs),
     /// Give an existing network namespace a userspace network (the slirp4netns model).
     Attach(AttachArgs),
+    /// Publish, list and unpublish ports of a running `warren run`/`attach`.
+    Port(PortArgs),
+}
+
+/// Options of published ports and the API socket, shared by `run` and `attach`.
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// Publish a container port: [HOST_IP:][HOST_PORT[-END]:]CONTAINER_PORT[-END][/tcp|/udp].
+    #[arg(short = 'p', long = "publish", value_name = "SPEC")]
+    pub publish: Vec<String>,
+    /// Path of the API socket (default: $XDG_RUNTIME_DIR/warren/PID.sock).
+    #[arg(long, value_name = "PATH")]
+    pub api_socket: Option<PathBuf>,
+}
+
+/// `warren port`.
+#[derive(Debug, Args)]
+pub struct PortArgs {
+    /// API socket of the instance (default: the only one running).
+    #[arg(long, value_name = "PATH", global = true)]
+    pub api_socket: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: PortCommand,
+}
+
+/// `warren port` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum PortCommand {
+    /// Publish ports (same SPEC as -p); prints the bound addresses.
+    Add {
+        /// Port specs.
+        #[arg(required = true, value_name = "SPEC")]
+        specs: Vec<String>,
+    },
+    /// List published ports.
+    Ls {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Unpublish ports by id.
+    Rm {
+        /// Ids as printed by `add` and `ls`.
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<u64>,
+    },
 }
 
 /// Network options shared by `run` and `attach`.
@@ -55,6 +102,8 @@ pub struct NetArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub net: NetArgs,
+    #[command(flatten)]
+    pub ports: PublishArgs,
     /// The command and its arguments.
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -74,6 +123,8 @@ pub struct AttachArgs {
     pub userns: Option<PathBuf>,
     #[command(flatten)]
     pub net: NetArgs,
+    #[command(flatten)]
+    pub ports: PublishArgs,
 }
 
 impl NetArgs {
@@ -102,12 +153,29 @@ impl NetArgs {
     }
 }
 
+impl PublishArgs {
+    /// Parses every `-p` spec.
+    ///
+    /// # Errors
+    /// The first malformed spec.
+    pub fn forwards(&self) -> Result<Vec<crate::forward::Forward>, CliError> {
+        let mut out = Vec::new();
+        for s in &self.publish {
+            out.extend(crate::forward::parse_spec(s)?);
+        }
+        Ok(out)
+    }
+}
+
 /// Invalid command-line values.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     /// A network value.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// A port spec.
+    #[error(transparent)]
+    Spec(#[from] crate::forward::SpecError),
     /// A TAP name the kernel would refuse.
     #[error("invalid TAP name {0:?}: expected 1..=15 bytes without '/', ':' or whitespace")]
     TapName(String),

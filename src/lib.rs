@@ -23,9 +23,11 @@
 //! - [`runtime`]: the only async code. One task owns the TAP, all flows and timers; per-flow
 //!   smoltcp interfaces make every packet O(1) in the number of flows.
 
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod dns;
+pub mod forward;
 pub mod gateway;
 pub mod ns;
 pub mod runtime;

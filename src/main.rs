@@ -13,12 +13,18 @@ use nix::unistd::Pid;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
-use warren::cli::{AttachArgs, Cli, Command, RunArgs};
+use warren::api::{self, ApiSocket};
+use warren::cli::{AttachArgs, Cli, Command, PortArgs, PortCommand, PublishArgs, RunArgs};
+use warren::forward::Forward;
 use warren::ns::{self, Target};
-use warren::runtime::Dataplane;
+use warren::runtime::ports::{self, Agent, Bound};
+use warren::runtime::{Command as DpCommand, Dataplane};
 
 /// Exit status of `warren run` when warren itself fails (as `docker run`/`podman run`).
 const RUN_FAILED: u8 = 125;
+
+/// How long TCP flows may finish after the container exited (data still in flight).
+const DRAIN_GRACE: Duration = Duration::from_secs(10);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -26,6 +32,7 @@ fn main() -> ExitCode {
     let (result, failure_code) = match cli.command {
         Command::Run(a) => (run(a), RUN_FAILED),
         Command::Attach(a) => (attach(a), 1),
+        Command::Port(a) => (port(a), 1),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -57,8 +64,38 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().build().context("start the tokio runtime")
 }
 
+/// Everything bound before the container starts, so a failure leaves nothing half-applied.
+struct Prepared {
+    requested: Vec<Forward>,
+    bound: Vec<Bound>,
+    api: ApiSocket,
+}
+
+fn prepare(p: PublishArgs) -> Result<Prepared> {
+    let requested = p.forwards()?;
+    let bound = ports::bind_all(&requested)?;
+    let api = ApiSocket::bind(p.api_socket)?;
+    tracing::info!(path = %api.path.display(), "API socket");
+    Ok(Prepared { requested, bound, api })
+}
+
+/// Starts publishing and the API inside the runtime; prints ports whose host port was picked.
+fn start_ports(dp: &mut Dataplane, prep: Prepared, agent: OwnedFd) -> Result<tokio::sync::mpsc::Receiver<DpCommand>> {
+    dp.set_agent(Agent::new(agent).context("register the namespace agent")?);
+    let infos = dp.publish(prep.bound).context("publish ports")?;
+    for (info, req) in infos.iter().zip(&prep.requested) {
+        if req.host.port() == 0 {
+            println!("published {} {} -> {}", info.proto, info.host, info.container);
+        }
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(prep.api.serve(tx, dp.container_ip()));
+    Ok(rx)
+}
+
 fn run(a: RunArgs) -> Result<u8> {
     let cfg = a.net.to_config()?;
+    let prep = prepare(a.ports)?;
     let child = ns::spawn_run(&cfg, &a.command)?;
     let pid = child.pid;
     tracing::info!(pid = pid.as_raw(), tap = %cfg.tap_name, "container started");
@@ -67,12 +104,25 @@ fn run(a: RunArgs) -> Result<u8> {
     let rt = runtime()?;
     let code = rt.block_on(async move {
         let mut dp = Dataplane::new(cfg, tx_fd, child.tap.mac);
+        let commands = match start_ports(&mut dp, prep, child.tap.agent) {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = kill(pid, Signal::SIGKILL);
+                let _ = waitpid(pid, None);
+                return Err(e);
+            }
+        };
+        let tap = warren::sys::async_fd(child.tap.fd).context("register the TAP")?;
         let supervise = supervise(pid);
         tokio::pin!(supervise);
         let r = tokio::select! {
             code = &mut supervise => Ok(code),
-            r = dp.run(child.tap.fd, std::future::pending()) => Err(r),
+            r = dp.run(&tap, Some(commands), std::future::pending()) => Err(r),
         };
+        if r.is_ok() {
+            // Bytes the command wrote just before exiting may still be on their way.
+            let _ = dp.drain(&tap, DRAIN_GRACE).await;
+        }
         log_stats(&dp);
         match r {
             Ok(code) => Ok(code),
@@ -87,6 +137,43 @@ fn run(a: RunArgs) -> Result<u8> {
         }
     })?;
     Ok(code)
+}
+
+fn port(a: PortArgs) -> Result<u8> {
+    let path = match a.api_socket {
+        Some(p) => p,
+        None => api::find_socket()?,
+    };
+    match a.command {
+        PortCommand::Add { specs } => {
+            for s in &specs {
+                warren::forward::parse_spec(s)?;
+            }
+            let v = api::request(&path, &serde_json::json!({"execute": "port_add", "arguments": {"specs": specs}}))?;
+            print_ports(&v, false);
+        }
+        PortCommand::Ls { json } => {
+            let v = api::request(&path, &serde_json::json!({"execute": "port_list"}))?;
+            print_ports(&v, json);
+        }
+        PortCommand::Rm { ids } => {
+            api::request(&path, &serde_json::json!({"execute": "port_remove", "arguments": {"ids": ids}}))?;
+        }
+    }
+    Ok(0)
+}
+
+fn print_ports(v: &serde_json::Value, json: bool) {
+    let ports = v.pointer("/return/ports").and_then(|p| p.as_array()).cloned().unwrap_or_default();
+    if json {
+        println!("{}", serde_json::Value::Array(ports));
+        return;
+    }
+    for p in ports {
+        let s =
+            |k: &str| p.get(k).map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string)).unwrap_or_default();
+        println!("{}\t{}\t{}\t{}", s("id"), s("proto"), s("host"), s("container"));
+    }
 }
 
 fn log_limits() {
@@ -167,6 +254,7 @@ async fn supervise(pid: Pid) -> u8 {
 
 fn attach(a: AttachArgs) -> Result<u8> {
     let cfg = a.net.to_config()?;
+    let prep = prepare(a.ports)?;
     let target = match (a.pid, a.netns) {
         (Some(pid), _) => Target::Pid(pid),
         (None, Some(netns)) => Target::Path { netns, userns: a.userns },
@@ -182,11 +270,17 @@ fn attach(a: AttachArgs) -> Result<u8> {
     let rt = runtime()?;
     rt.block_on(async move {
         let mut dp = Dataplane::new(cfg, tx_fd, tap.mac);
+        let commands = start_ports(&mut dp, prep, tap.agent)?;
         let stop = stop_signal(target, pidfd);
-        let r = dp.run(tap.fd, stop).await;
+        let fd = warren::sys::async_fd(tap.fd).context("register the TAP")?;
+        let r = dp.run(&fd, Some(commands), stop).await;
+        if r.is_ok() {
+            let _ = dp.drain(&fd, DRAIN_GRACE).await;
+        }
         log_stats(&dp);
         r.context("TAP device failed")
     })?;
+    drop(rt);
     Ok(0)
 }
 

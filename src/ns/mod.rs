@@ -56,12 +56,66 @@ pub enum NsError {
     Io(String, io::Error),
 }
 
-/// What the setup child reports with the TAP fd: the container-side MAC.
+/// What the setup child reports: the TAP fd, the container-side MAC and the agent socket.
 pub struct Tap {
     /// The TAP fd, non-blocking, owned by the warren process in the host namespaces.
     pub fd: OwnedFd,
     /// The MAC address of the TAP inside the namespace.
     pub mac: [u8; 6],
+    /// Socket to the agent: a process inside the container's namespaces that opens sockets
+    /// there on request (the kernel fast path of published ports). See [`agent_request`].
+    pub agent: OwnedFd,
+}
+
+/// Agent request: connect a TCP socket to `ip:port` inside the container's network namespace.
+/// The answer is `O` with the socket's fd, or `E` with a big-endian errno.
+pub fn agent_request(ip: Ipv4Addr, port: u16) -> [u8; 7] {
+    let mut r = [b'T', 0, 0, 0, 0, 0, 0];
+    r[1..5].copy_from_slice(&ip.octets());
+    r[5..7].copy_from_slice(&port.to_be_bytes());
+    r
+}
+
+/// Forks the agent. It serves requests on `sock` until warren closes the other end.
+fn spawn_agent() -> Result<OwnedFd, String> {
+    let (ours, theirs) = sys::seqpacket_pair().map_err(|e| e.to_string())?;
+    match sys::fork().map_err(|e| e.to_string())? {
+        0 => {
+            drop(theirs);
+            agent_main(ours)
+        }
+        _ => Ok(theirs),
+    }
+}
+
+fn agent_main(sock: OwnedFd) -> ! {
+    let mut req = [0u8; 64];
+    loop {
+        let n = match nix::unistd::read(&sock, &mut req) {
+            Ok(0) | Err(_) => sys::exit_now(0),
+            Ok(n) => n,
+        };
+        if n != 7 || req[0] != b'T' {
+            let _ = nix::unistd::write(&sock, &[b'E', 0, 0, 0, libc::EINVAL as u8]);
+            continue;
+        }
+        let ip = Ipv4Addr::new(req[1], req[2], req[3], req[4]);
+        let port = u16::from_be_bytes([req[5], req[6]]);
+        let addr = std::net::SocketAddr::from((ip, port));
+        match std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(10)) {
+            Ok(s) => {
+                let _ = s.set_nodelay(true);
+                let _ = s.set_nonblocking(true);
+                let _ = sys::send_fd(sock.as_fd(), b"O", s.as_fd());
+            }
+            Err(e) => {
+                let errno = e.raw_os_error().unwrap_or(libc::EIO);
+                let mut msg = [b'E', 0, 0, 0, 0];
+                msg[1..].copy_from_slice(&errno.to_be_bytes());
+                let _ = nix::unistd::write(&sock, &msg);
+            }
+        }
+    }
 }
 
 /// A running `warren run` child.
@@ -74,7 +128,7 @@ pub struct RunChild {
 
 /// Configures `lo` and the TAP inside the current network namespace (the calling process must
 /// already be there, with CAP_NET_ADMIN in the namespace's owner) and returns the TAP.
-fn configure_here(cfg: &NetConfig) -> Result<Tap, String> {
+fn configure_here(cfg: &NetConfig) -> Result<(OwnedFd, [u8; 6]), String> {
     let ctl = sys::IfCtl::new().map_err(|e| e.to_string())?;
     ctl.set_up("lo").map_err(|e| e.to_string())?;
     let fd = sys::open_tap(&cfg.tap_name).map_err(|e| tun_hint(e.to_string()))?;
@@ -88,7 +142,7 @@ fn configure_here(cfg: &NetConfig) -> Result<Tap, String> {
     ctl.set_up(name).map_err(|e| e.to_string())?;
     ctl.add_default_route(cfg.addrs.gateway).map_err(|e| e.to_string())?;
     let mac = ctl.mac(name).map_err(|e| e.to_string())?;
-    Ok(Tap { fd, mac })
+    Ok((fd, mac))
 }
 
 fn tun_hint(msg: String) -> String {
@@ -107,13 +161,14 @@ fn tun_hint(msg: String) -> String {
     msg
 }
 
-/// Child side of the report protocol: `O` + MAC + fd on success, `E` + message on failure.
+/// Child side of the report protocol: `O` + MAC + [TAP fd, agent fd] on success, `E` +
+/// message on failure.
 fn report(sock: &UnixStream, r: Result<Tap, String>) {
     match r {
         Ok(tap) => {
             let mut msg = [b'O'; 7];
             msg[1..].copy_from_slice(&tap.mac);
-            let _ = sys::send_fd(sock.as_fd(), &msg, tap.fd.as_fd());
+            let _ = sys::send_fds(sock.as_fd(), &msg, &[tap.fd.as_fd(), tap.agent.as_fd()]);
         }
         Err(e) => {
             let mut msg = Vec::with_capacity(e.len() + 1);
@@ -127,14 +182,16 @@ fn report(sock: &UnixStream, r: Result<Tap, String>) {
 /// Parent side of the report protocol.
 fn receive(sock: &UnixStream) -> Result<Tap, NsError> {
     let mut buf = [0u8; 4096];
-    let (n, fd) = sys::recv_fd(sock.as_fd(), &mut buf)?;
-    match (buf.first(), fd) {
-        (Some(b'O'), Some(fd)) if n == 7 => {
+    let (n, mut fds) = sys::recv_fds(sock.as_fd(), &mut buf)?;
+    match buf.first() {
+        Some(b'O') if n == 7 && fds.len() == 2 => {
             let mut mac = [0u8; 6];
             mac.copy_from_slice(&buf[1..7]);
-            Ok(Tap { fd, mac })
+            let agent = fds.pop().expect("two fds");
+            let fd = fds.pop().expect("two fds");
+            Ok(Tap { fd, mac, agent })
         }
-        (Some(b'E'), _) => Err(NsError::Child(String::from_utf8_lossy(&buf[1..n]).into_owned())),
+        Some(b'E') => Err(NsError::Child(String::from_utf8_lossy(&buf[1..n]).into_owned())),
         _ => Err(NsError::Child("namespace setup failed before reporting (child died)".into())),
     }
 }
@@ -302,7 +359,7 @@ fn child_setup(cfg: &NetConfig, resolv: &Path) -> Result<Tap, String> {
     use nix::mount::{MsFlags, mount};
     mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
         .map_err(|e| format!("make mounts private: {e}"))?;
-    let tap = configure_here(cfg)?;
+    let (fd, mac) = configure_here(cfg)?;
     let target = Path::new("/etc/resolv.conf");
     if target.exists() {
         mount(Some(resolv), target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
@@ -312,7 +369,8 @@ fn child_setup(cfg: &NetConfig, resolv: &Path) -> Result<Tap, String> {
     // processes. Best effort: a host that hides parts of /proc refuses a fresh mount.
     let proc_flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let _ = mount(Some("proc"), "/proc", Some("proc"), proc_flags, None::<&str>);
-    Ok(tap)
+    let agent = spawn_agent()?;
+    Ok(Tap { fd, mac, agent })
 }
 
 /// Minimal init: runs the command as PID 2, forwards signals to it, reaps every child and
@@ -420,7 +478,9 @@ pub fn spawn_attach(cfg: &NetConfig, target: &Target) -> Result<Tap, NsError> {
             }
             nix::sched::setns(&netns, CloneFlags::CLONE_NEWNET)
                 .map_err(|e| format!("cannot enter the target's network namespace: {e}"))?;
-            configure_here(cfg)
+            let (fd, mac) = configure_here(cfg)?;
+            let agent = spawn_agent()?;
+            Ok(Tap { fd, mac, agent })
         })();
         let code = i32::from(r.is_err());
         report(&child_sock, r);

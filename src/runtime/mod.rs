@@ -7,6 +7,7 @@
 //! of flows: a frame is one hash lookup, a ready socket one queue entry, a timer one heap pop.
 
 pub mod device;
+pub mod ports;
 pub mod tcp;
 pub mod udp;
 
@@ -17,20 +18,23 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
-use std::task::{Wake, Waker};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Instant;
 
 use rustc_hash::FxHashMap;
 use smoltcp::wire::IpCidr;
 use socket2::{Domain, Socket, Type};
+use tokio::io::unix::AsyncFd;
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::config::NetConfig;
 use crate::dns::Upstreams;
+use crate::forward::Forward;
 use crate::gateway::{self, DropCounters, GatewayAddrs, Packet, TcpSeg};
 use crate::wire::{self, SegmentInfo, Unreachable};
 use device::TxSink;
+use ports::{Agent, Bound, HostSocket, PortInfo};
 use tcp::{TcpFlow, Verdict, stack_time};
 use udp::{PingFlow, PingKey, UdpFlow};
 
@@ -57,7 +61,39 @@ pub struct FlowKey {
 enum Token {
     Tcp(FlowKey),
     Udp(FlowKey),
+    UdpIn(FlowKey),
     Ping(PingKey),
+    Listener(u64),
+}
+
+/// A request to the dataplane from the API socket, with where to send the answer.
+pub enum Command {
+    /// Publish these forwards (all or none).
+    Add(Vec<Forward>, oneshot::Sender<Result<Vec<PortInfo>, String>>),
+    /// List the published ports.
+    List(oneshot::Sender<Vec<PortInfo>>),
+    /// Unpublish these ids (all or none).
+    Remove(Vec<u64>, oneshot::Sender<Result<(), String>>),
+}
+
+enum ListenSock {
+    Tcp(tokio::net::TcpListener),
+    Udp(tokio::net::UdpSocket),
+}
+
+/// A published port's host socket.
+struct Listener {
+    info: PortInfo,
+    sock: ListenSock,
+    waker: Waker,
+}
+
+/// A client of a published UDP port, seen by the container as coming from `key.dst`.
+struct InboundUdp {
+    listener: u64,
+    client: SocketAddr,
+    last: Instant,
+    scheduled: Option<Instant>,
 }
 
 /// Flows whose host socket became ready, filled by the tokio reactor.
@@ -109,6 +145,10 @@ pub struct Stats {
     pub icmp_errors: u64,
     /// New flows refused because a limit was reached.
     pub limit_drops: u64,
+    /// Published-port connections taken through the userspace stack (source kept).
+    pub inbound_tcp: u64,
+    /// Published-port connections from loopback taken through the kernel fast path.
+    pub fast_path_tcp: u64,
 }
 
 /// Where a container's flow goes on the host.
@@ -135,6 +175,12 @@ pub struct Dataplane {
     seed: u64,
     ping_warned: bool,
     stats: Stats,
+    listeners: FxHashMap<u64, Listener>,
+    next_port_id: u64,
+    agent: Option<Arc<Agent>>,
+    udp_in: FxHashMap<FlowKey, InboundUdp>,
+    udp_in_client: FxHashMap<(u64, SocketAddr), FlowKey>,
+    nat_port: u16,
 }
 
 impl Dataplane {
@@ -164,6 +210,216 @@ impl Dataplane {
             seed,
             ping_warned: false,
             stats: Stats::default(),
+            listeners: FxHashMap::default(),
+            next_port_id: 1,
+            agent: None,
+            udp_in: FxHashMap::default(),
+            udp_in_client: FxHashMap::default(),
+            nat_port: NAT_PORT_FIRST,
+        }
+    }
+
+    /// The container's address.
+    pub fn container_ip(&self) -> Ipv4Addr {
+        self.cfg.addrs.container
+    }
+
+    /// Enables the kernel fast path for loopback clients of published ports.
+    pub fn set_agent(&mut self, agent: Arc<Agent>) {
+        self.agent = Some(agent);
+    }
+
+    /// Starts serving already bound forwards; returns them with their ids.
+    ///
+    /// # Errors
+    /// If the reactor refuses a socket (nothing is published then).
+    pub fn publish(&mut self, bound: Vec<Bound>) -> io::Result<Vec<PortInfo>> {
+        let mut ready = Vec::with_capacity(bound.len());
+        for b in bound {
+            let sock = match b.sock {
+                HostSocket::Tcp(t) => ListenSock::Tcp(tokio::net::TcpListener::from_std(t)?),
+                HostSocket::Udp(u) => ListenSock::Udp(tokio::net::UdpSocket::from_std(u)?),
+            };
+            ready.push((b.fwd, sock));
+        }
+        let mut out = Vec::with_capacity(ready.len());
+        for (fwd, sock) in ready {
+            let id = self.next_port_id;
+            self.next_port_id += 1;
+            let info = PortInfo {
+                id,
+                proto: fwd.proto.as_str(),
+                host: fwd.host,
+                container: SocketAddrV4::new(self.cfg.addrs.container, fwd.container_port),
+            };
+            tracing::info!(id, proto = info.proto, host = %info.host, container = %info.container, "published");
+            let waker = self.waker(Token::Listener(id));
+            self.listeners.insert(id, Listener { info: info.clone(), sock, waker });
+            out.push(info);
+            self.service_listener(id, Instant::now());
+        }
+        Ok(out)
+    }
+
+    /// Stops publishing these ids (all or none); open connections carry on.
+    ///
+    /// # Errors
+    /// Names the first unknown id.
+    pub fn unpublish(&mut self, ids: &[u64]) -> Result<(), String> {
+        if let Some(bad) = ids.iter().find(|id| !self.listeners.contains_key(id)) {
+            return Err(format!("no published port with id {bad}"));
+        }
+        for id in ids {
+            if let Some(l) = self.listeners.remove(id) {
+                tracing::info!(id, host = %l.info.host, "unpublished");
+            }
+        }
+        Ok(())
+    }
+
+    /// The published ports, by id.
+    pub fn ports(&self) -> Vec<PortInfo> {
+        let mut v: Vec<PortInfo> = self.listeners.values().map(|l| l.info.clone()).collect();
+        v.sort_by_key(|p| p.id);
+        v
+    }
+
+    fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Add(fwds, reply) => {
+                let r = ports::bind_all(&fwds)
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| self.publish(b).map_err(|e| e.to_string()));
+                let _ = reply.send(r);
+            }
+            Command::List(reply) => {
+                let _ = reply.send(self.ports());
+            }
+            Command::Remove(ids, reply) => {
+                let _ = reply.send(self.unpublish(&ids));
+            }
+        }
+    }
+
+    fn service_listener(&mut self, id: u64, now: Instant) {
+        let Some(l) = self.listeners.remove(&id) else { return };
+        let waker = l.waker.clone();
+        let mut cx = Context::from_waker(&waker);
+        let container = l.info.container;
+        let mut more = true;
+        match &l.sock {
+            ListenSock::Tcp(t) => {
+                for _ in 0..64 {
+                    match t.poll_accept(&mut cx) {
+                        Poll::Ready(Ok((s, peer))) => self.accepted(s, peer, container, now),
+                        Poll::Ready(Err(e)) => tracing::debug!(error = %e, "accept failed"),
+                        Poll::Pending => {
+                            more = false;
+                            break;
+                        }
+                    }
+                }
+            }
+            ListenSock::Udp(u) => {
+                for _ in 0..64 {
+                    let buf =
+                        &mut self.tx.buf[wire::UDP_PAYLOAD_OFFSET..wire::UDP_PAYLOAD_OFFSET + wire::UDP_MAX_PAYLOAD];
+                    match u.try_recv_from(buf) {
+                        Ok((n, peer)) => self.udp_from_client(id, peer, container, n, now),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            if u.poll_recv_ready(&mut cx).is_pending() {
+                                more = false;
+                                break;
+                            }
+                        }
+                        Err(e) => tracing::debug!(error = %e, "published UDP receive failed"),
+                    }
+                }
+            }
+        }
+        if more {
+            waker.wake_by_ref();
+        }
+        self.listeners.insert(id, l);
+    }
+
+    /// A connection accepted on a published TCP port.
+    fn accepted(&mut self, stream: TcpStream, peer: SocketAddr, container: SocketAddrV4, now: Instant) {
+        let _ = stream.set_nodelay(true);
+        if peer.ip().is_loopback()
+            && let Some(agent) = &self.agent
+        {
+            self.stats.fast_path_tcp += 1;
+            tokio::spawn(ports::fast_path(stream, agent.clone(), container));
+            return;
+        }
+        if self.tcp.len() >= MAX_TCP_FLOWS {
+            self.stats.limit_drops += 1;
+            let _ = socket2::SockRef::from(&stream).set_linger(Some(std::time::Duration::ZERO));
+            return;
+        }
+        let tcp = &self.tcp;
+        let visible = visible_source(&self.gw, &mut self.nat_port, peer, container, |k| tcp.contains_key(k));
+        let key = FlowKey { src: container, dst: visible };
+        self.seed = self.seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let stamp = self.stamp(now);
+        let waker = self.waker(Token::Tcp(key));
+        match TcpFlow::inbound(&key, self.gw_cidr, stream, waker, &mut self.tx, self.mtu, self.seed, now, stamp) {
+            Ok(mut flow) => {
+                tracing::debug!(%peer, seen_as = %visible, %container, "published TCP connection");
+                let v = flow.service(&mut self.tx, self.mtu, now, stamp);
+                self.tcp.insert(key, flow);
+                self.stats.inbound_tcp += 1;
+                self.after_tcp(key, v, now);
+            }
+            Err(e) => tracing::debug!(%peer, error = ?e, "published TCP connection refused by the stack"),
+        }
+    }
+
+    /// A datagram (already in the TAP buffer) from a client of a published UDP port.
+    fn udp_from_client(&mut self, listener: u64, peer: SocketAddr, container: SocketAddrV4, n: usize, now: Instant) {
+        let key = match self.udp_in_client.get(&(listener, peer)) {
+            Some(k) => *k,
+            None => {
+                if self.udp_in.len() >= MAX_UDP_FLOWS {
+                    self.stats.limit_drops += 1;
+                    return;
+                }
+                let (udp, udp_in) = (&self.udp, &self.udp_in);
+                let taken = |k: &FlowKey| udp.contains_key(k) || udp_in.contains_key(k);
+                let visible = visible_source(&self.gw, &mut self.nat_port, peer, container, taken);
+                let key = FlowKey { src: container, dst: visible };
+                tracing::debug!(%peer, seen_as = %visible, %container, "published UDP client");
+                self.udp_in.insert(key, InboundUdp { listener, client: peer, last: now, scheduled: None });
+                self.udp_in_client.insert((listener, peer), key);
+                key
+            }
+        };
+        if let Some(e) = self.udp_in.get_mut(&key) {
+            e.last = now;
+        }
+        let len = wire::udp4(&mut self.tx.buf, self.tx.dst_mac, self.tx.src_mac, key.dst, key.src, n);
+        self.tx.send(len);
+        self.schedule_udp_in(key, now);
+    }
+
+    fn schedule_udp_in(&mut self, key: FlowKey, now: Instant) {
+        let Some(e) = self.udp_in.get_mut(&key) else { return };
+        if e.scheduled.is_none_or(|s| s <= now) {
+            let at = e.last + udp::UDP_REPLIED_TIMEOUT;
+            e.scheduled = Some(at);
+            self.timers.push(Reverse((at, Token::UdpIn(key))));
+        }
+    }
+
+    fn expire_udp_in(&mut self, key: FlowKey, now: Instant) {
+        let Some(e) = self.udp_in.get(&key) else { return };
+        if now >= e.last + udp::UDP_REPLIED_TIMEOUT || !self.listeners.contains_key(&e.listener) {
+            let ck = (e.listener, e.client);
+            self.udp_in.remove(&key);
+            self.udp_in_client.remove(&ck);
+        } else {
+            self.schedule_udp_in(key, now);
         }
     }
 
@@ -188,8 +444,36 @@ impl Dataplane {
     ///
     /// # Errors
     /// A TAP read error other than `EAGAIN` (the device went away).
-    pub async fn run(&mut self, tap: OwnedFd, shutdown: impl Future<Output = ()>) -> io::Result<()> {
-        let tap = crate::sys::async_fd(tap)?;
+    pub async fn run(
+        &mut self,
+        tap: &AsyncFd<OwnedFd>,
+        mut commands: Option<mpsc::Receiver<Command>>,
+        shutdown: impl Future<Output = ()>,
+    ) -> io::Result<()> {
+        self.run_until(tap, commands.take(), shutdown, false).await
+    }
+
+    /// After the container's processes are gone their sockets may still hold data the kernel
+    /// is sending (a command that wrote and exited): keep carrying it until every TCP flow has
+    /// finished or `grace` has passed, so no byte that was written is lost.
+    ///
+    /// # Errors
+    /// As [`Dataplane::run`].
+    pub async fn drain(&mut self, tap: &AsyncFd<OwnedFd>, grace: std::time::Duration) -> io::Result<()> {
+        if self.tcp.is_empty() {
+            return Ok(());
+        }
+        tracing::debug!(flows = self.tcp.len(), "draining TCP flows after the container exited");
+        self.run_until(tap, None, tokio::time::sleep(grace), true).await
+    }
+
+    async fn run_until(
+        &mut self,
+        tap: &AsyncFd<OwnedFd>,
+        mut commands: Option<mpsc::Receiver<Command>>,
+        shutdown: impl Future<Output = ()>,
+        until_idle: bool,
+    ) -> io::Result<()> {
         let mut rx = vec![0u8; wire::ETH_LEN + 65536];
         let wake = self.wake.clone();
         tokio::pin!(shutdown);
@@ -198,6 +482,7 @@ impl Dataplane {
             Tap(tokio::io::unix::AsyncFdReadyGuard<'a, OwnedFd>),
             Wake,
             Timer,
+            Command(Option<Command>),
         }
         loop {
             let next = self.timers.peek().map(|Reverse((t, _))| *t);
@@ -213,6 +498,7 @@ impl Dataplane {
                 r = tap.readable() => Event::Tap(r?),
                 () = wake.notify.notified() => Event::Wake,
                 () = sleep => Event::Timer,
+                c = async { match commands.as_mut() { Some(c) => c.recv().await, None => std::future::pending().await } } => Event::Command(c),
             };
             match ev {
                 Event::Stop => return Ok(()),
@@ -225,11 +511,16 @@ impl Dataplane {
                         }
                     }
                 }
+                Event::Command(Some(c)) => self.command(c),
+                Event::Command(None) => commands = None,
                 Event::Wake | Event::Timer => {}
             }
             let now = Instant::now();
             self.drain_wakes(now);
             self.run_timers(now);
+            if until_idle && self.tcp.is_empty() {
+                return Ok(());
+            }
         }
     }
 
@@ -337,7 +628,8 @@ impl Dataplane {
         tracing::debug!(src = %seg.src, dst = %seg.dst, %target, "TCP flow");
         self.seed = self.seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         let waker = self.waker(Token::Tcp(key));
-        let mut flow = TcpFlow::new(&key, self.gw_cidr, host, waker, &mut self.tx, self.mtu, self.seed, now, stamp, ip);
+        let mut flow =
+            TcpFlow::outbound(&key, self.gw_cidr, host, waker, &mut self.tx, self.mtu, self.seed, now, stamp, ip);
         flow.ingress(ip, &mut self.tx, self.mtu, stamp);
         let v = flow.service(&mut self.tx, self.mtu, now, stamp);
         self.tcp.insert(key, flow);
@@ -373,6 +665,14 @@ impl Dataplane {
 
     fn udp_datagram(&mut self, ip: &[u8], src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8], now: Instant) {
         let key = FlowKey { src, dst };
+        if let Some(e) = self.udp_in.get_mut(&key) {
+            // The container answers a client of a published UDP port.
+            e.last = now;
+            if let Some(Listener { sock: ListenSock::Udp(u), .. }) = self.listeners.get(&e.listener) {
+                let _ = socket2::SockRef::from(u).send_to(payload, &e.client.into());
+            }
+            return;
+        }
         if !self.udp.contains_key(&key) {
             if self.udp.len() >= MAX_UDP_FLOWS {
                 self.stats.limit_drops += 1;
@@ -504,6 +804,8 @@ impl Dataplane {
                     self.after_ping(key, alive, now);
                 }
             }
+            Token::UdpIn(key) => self.expire_udp_in(key, now),
+            Token::Listener(id) => self.service_listener(id, now),
         }
     }
 
@@ -527,6 +829,8 @@ impl Dataplane {
                 Token::Tcp(k) => self.tcp.get_mut(&k).map(|f| &mut f.scheduled),
                 Token::Udp(k) => self.udp.get_mut(&k).map(|f| &mut f.scheduled),
                 Token::Ping(k) => self.ping.get_mut(&k).map(|f| &mut f.scheduled),
+                Token::UdpIn(k) => self.udp_in.get_mut(&k).map(|f| &mut f.scheduled),
+                Token::Listener(_) => None,
             };
             // Stale entries (flow gone, or rescheduled since) are skipped.
             if let Some(s) = current
@@ -537,6 +841,45 @@ impl Dataplane {
             }
         }
     }
+}
+
+/// First port of the range used when a client's own port cannot be kept.
+const NAT_PORT_FIRST: u16 = 32768;
+
+/// The source address a published-port client appears with inside the container: its own
+/// (IPv4, routable, not on the container's segment, not already in use for this container
+/// port), else the gateway with the client's port, else the gateway with a free NAT port.
+fn visible_source(
+    gw: &GatewayAddrs,
+    nat_port: &mut u16,
+    peer: SocketAddr,
+    container: SocketAddrV4,
+    taken: impl Fn(&FlowKey) -> bool,
+) -> SocketAddrV4 {
+    let free = |a: SocketAddrV4| !taken(&FlowKey { src: container, dst: a });
+    if let SocketAddr::V4(p) = peer {
+        let ip = *p.ip();
+        let routable = !(ip.is_loopback()
+            || ip.is_unspecified()
+            || ip.is_multicast()
+            || ip.is_broadcast()
+            || gw.net.contains(&ip));
+        if routable && p.port() != 0 && free(p) {
+            return p;
+        }
+    }
+    let via_gw = SocketAddrV4::new(gw.gateway, peer.port());
+    if peer.port() != 0 && free(via_gw) {
+        return via_gw;
+    }
+    for _ in 0..=(u16::MAX - NAT_PORT_FIRST) {
+        *nat_port = if *nat_port == u16::MAX { NAT_PORT_FIRST } else { *nat_port + 1 };
+        let a = SocketAddrV4::new(gw.gateway, *nat_port);
+        if free(a) {
+            return a;
+        }
+    }
+    via_gw
 }
 
 /// Starts a non-blocking connect to `target` and hands the socket to tokio.

@@ -72,7 +72,7 @@ impl TcpFlow {
     /// Creates the flow for a container SYN already known to be valid. `host` is a kernel
     /// socket with its non-blocking connect in progress.
     #[allow(clippy::too_many_arguments)]
-    pub fn new(
+    pub fn outbound(
         key: &FlowKey,
         gateway: IpCidr,
         host: TcpStream,
@@ -83,6 +83,52 @@ impl TcpFlow {
         now: Instant,
         stamp: smoltcp::time::Instant,
         syn_ip: &[u8],
+    ) -> Self {
+        let mut flow = Self::build(gateway, host, waker, tx, mtu, seed, now, stamp);
+        let sock = flow.socket();
+        sock.pause_synack(true);
+        // Cannot fail: the endpoint has a specified port (the SYN's, never 0 past the classifier).
+        let _ = sock.listen(IpEndpoint::new((*key.dst.ip()).into(), key.dst.port()));
+        flow.syn_quote = syn_ip[..syn_ip.len().min(64)].to_vec();
+        flow
+    }
+
+    /// Creates the flow of a published-port connection: the stack connects to the container
+    /// (`key.src`) *from* `key.dst`, the client's own address when it can be kept.
+    ///
+    /// # Errors
+    /// If smoltcp refuses the endpoints (unspecified address or port 0).
+    #[allow(clippy::too_many_arguments)]
+    pub fn inbound(
+        key: &FlowKey,
+        gateway: IpCidr,
+        host: TcpStream,
+        waker: Waker,
+        tx: &mut TxSink,
+        mtu: usize,
+        seed: u64,
+        now: Instant,
+        stamp: smoltcp::time::Instant,
+    ) -> Result<Self, tcp::ConnectError> {
+        let mut flow = Self::build(gateway, host, waker, tx, mtu, seed, now, stamp);
+        flow.connected = true;
+        let remote = IpEndpoint::new((*key.src.ip()).into(), key.src.port());
+        let local = IpEndpoint::new((*key.dst.ip()).into(), key.dst.port());
+        let sock = flow.sockets.get_mut::<tcp::Socket>(flow.handle);
+        sock.connect(flow.iface.context(), remote, local)?;
+        Ok(flow)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        gateway: IpCidr,
+        host: TcpStream,
+        waker: Waker,
+        tx: &mut TxSink,
+        mtu: usize,
+        seed: u64,
+        now: Instant,
+        stamp: smoltcp::time::Instant,
     ) -> Self {
         let mut dev = FlowDevice { rx: None, tx, mtu };
         let mut config = Config::new(HardwareAddress::Ip);
@@ -98,12 +144,8 @@ impl TcpFlow {
         );
         sock.set_nagle_enabled(false);
         sock.set_ack_delay(None);
-        sock.pause_synack(true);
-        // Cannot fail: the endpoint has a specified port (the SYN's, never 0 past the classifier).
-        let _ = sock.listen(IpEndpoint::new((*key.dst.ip()).into(), key.dst.port()));
         let mut sockets = SocketSet::new(Vec::with_capacity(1));
         let handle = sockets.add(sock);
-        let quote_len = syn_ip.len().min(64);
         Self {
             iface,
             sockets,
@@ -114,7 +156,7 @@ impl TcpFlow {
             host_eof: false,
             host_shut: false,
             created: now,
-            syn_quote: syn_ip[..quote_len].to_vec(),
+            syn_quote: Vec::new(),
             scheduled: None,
             bytes_out: 0,
             bytes_in: 0,

@@ -274,38 +274,42 @@ pub fn pidfd_open(pid: libc::pid_t) -> Result<OwnedFd, SysError> {
     Ok(unsafe { OwnedFd::from_raw_fd(rc as RawFd) })
 }
 
-/// Sends `fd` over the unix socket `sock` together with a small payload.
+/// Sends `fds` over the unix socket `sock` together with a small payload.
 ///
 /// # Errors
 /// Fails if the peer is gone.
-pub fn send_fd(sock: BorrowedFd<'_>, payload: &[u8], fd: BorrowedFd<'_>) -> Result<(), SysError> {
-    let fds = [fd.as_raw_fd()];
+pub fn send_fds(sock: BorrowedFd<'_>, payload: &[u8], fds: &[BorrowedFd<'_>]) -> Result<(), SysError> {
+    let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
     let iov = [io::IoSlice::new(payload)];
-    sendmsg::<()>(sock.as_raw_fd(), &iov, &[ControlMessage::ScmRights(&fds)], MsgFlags::empty(), None)
+    sendmsg::<()>(sock.as_raw_fd(), &iov, &[ControlMessage::ScmRights(&raw)], MsgFlags::empty(), None)
         .map_err(|e| nix_err("sendmsg(SCM_RIGHTS)", e))?;
     Ok(())
 }
 
-/// Receives a message and at most one passed fd from `sock`. Returns the bytes read and the
-/// fd, if one came. Any extra fds are closed.
+/// Sends one fd with a payload.
 ///
 /// # Errors
-/// Fails if the socket read fails.
-pub fn recv_fd(sock: BorrowedFd<'_>, buf: &mut [u8]) -> Result<(usize, Option<OwnedFd>), SysError> {
+/// Fails if the peer is gone.
+pub fn send_fd(sock: BorrowedFd<'_>, payload: &[u8], fd: BorrowedFd<'_>) -> Result<(), SysError> {
+    send_fds(sock, payload, &[fd])
+}
+
+/// Receives a message and the fds passed with it (at most 4) from `sock`.
+///
+/// # Errors
+/// Fails if the socket read fails; `WouldBlock` on a non-blocking socket with nothing queued.
+pub fn recv_fds(sock: BorrowedFd<'_>, buf: &mut [u8]) -> Result<(usize, Vec<OwnedFd>), SysError> {
     let mut space = nix::cmsg_space!([RawFd; 4]);
     let mut iov = [io::IoSliceMut::new(buf)];
     let msg = recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
         .map_err(|e| nix_err("recvmsg(SCM_RIGHTS)", e))?;
     let n = msg.bytes;
-    let mut got = None;
+    let mut got = Vec::new();
     for c in msg.cmsgs().map_err(|e| nix_err("recvmsg cmsgs", e))? {
         if let ControlMessageOwned::ScmRights(fds) = c {
             for raw in fds {
                 // SAFETY: SCM_RIGHTS installed these fds in our table for us alone.
-                let owned = unsafe { OwnedFd::from_raw_fd(raw) };
-                if got.is_none() {
-                    got = Some(owned);
-                }
+                got.push(unsafe { OwnedFd::from_raw_fd(raw) });
             }
         }
     }
@@ -376,4 +380,46 @@ pub fn async_socket(s: socket2::Socket) -> io::Result<tokio::io::unix::AsyncFd<s
     // SAFETY: a socket2::Socket owns its fd, keeps it open and unchanged until dropped, and the
     // AsyncFd owns the socket for its whole lifetime.
     unsafe { tokio::io::unix::AsyncFd::register(s) }.map_err(|e| e.into_parts().1)
+}
+
+/// A connected pair of `SOCK_SEQPACKET` unix sockets (message boundaries kept, fds passable).
+///
+/// # Errors
+/// Fails if the fd limit is reached.
+pub fn seqpacket_pair() -> Result<(OwnedFd, OwnedFd), SysError> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+    socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
+        .map_err(|e| nix_err("socketpair(SOCK_SEQPACKET)", e))
+}
+
+/// A non-blocking pipe for splicing, grown to `size` bytes when the system allows.
+///
+/// # Errors
+/// Fails if the fd limit is reached.
+pub fn splice_pipe(size: usize) -> io::Result<(OwnedFd, OwnedFd)> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
+    // Best effort: above fs.pipe-max-size an unprivileged caller keeps the default 64 KiB.
+    let _ = nix::fcntl::fcntl(&w, nix::fcntl::FcntlArg::F_SETPIPE_SZ(size as libc::c_int));
+    Ok((r, w))
+}
+
+/// Moves up to `len` bytes from `from` to `to` inside the kernel, one side being a pipe
+/// (`splice(2)` with `SPLICE_F_MOVE | SPLICE_F_NONBLOCK`). `WouldBlock` when nothing can move.
+///
+/// # Errors
+/// The OS error, e.g. `ECONNRESET` from a socket.
+pub fn splice(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> io::Result<usize> {
+    // SAFETY: both fds are valid for the call (borrowed); null offsets mean "current position",
+    // which is what sockets and pipes require.
+    let rc = unsafe {
+        libc::splice(
+            from.as_raw_fd(),
+            std::ptr::null_mut(),
+            to.as_raw_fd(),
+            std::ptr::null_mut(),
+            len,
+            libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+        )
+    };
+    if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(rc as usize) }
 }

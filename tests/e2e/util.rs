@@ -378,3 +378,121 @@ pub fn nettool_in(net_args: &[&str], tool_args: &[&str], limit: Duration) -> Str
     assert_eq!(f.code, 0, "nettool {tool_args:?} failed: stdout={:?} stderr={:?}", f.stdout, f.stderr);
     f.stdout.trim().to_string()
 }
+
+/// A `warren run` left running (a server inside), killed by PID when dropped.
+pub struct Running {
+    /// The warren process.
+    pub guard: Guard,
+    /// Lines warren and the command printed on stdout so far.
+    pub stdout: Arc<std::sync::Mutex<Vec<String>>>,
+    /// The API socket path.
+    pub api: PathBuf,
+}
+
+static API_SEQ: AtomicUsize = AtomicUsize::new(0);
+
+impl Running {
+    /// Starts `warren run [args] --api-socket X -- argv` and waits for the line `serving`.
+    pub fn start(args: &[&str], argv: &[&str]) -> Self {
+        let n = API_SEQ.fetch_add(1, Ordering::SeqCst);
+        let api = std::env::temp_dir().join(format!("warren-test-{}-{n}.sock", std::process::id()));
+        let mut cmd = Command::new(warren());
+        cmd.arg("run").args(args).arg("--api-socket").arg(&api).arg("--").args(argv);
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        let mut child = cmd.spawn().expect("spawn warren");
+        let out = child.stdout.take().unwrap();
+        let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let l2 = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                l2.lock().unwrap().push(line);
+            }
+        });
+        let r = Self { guard: Guard(Some(child)), stdout: lines, api };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !r.stdout.lock().unwrap().iter().any(|l| l == "serving") {
+            assert!(Instant::now() < deadline, "server inside never started: {:?}", r.stdout.lock().unwrap());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        r
+    }
+
+    /// The host address printed for an auto-picked `proto` port ("published tcp ADDR -> ...").
+    pub fn published(&self, proto: &str, nth: usize) -> SocketAddr {
+        let lines = self.stdout.lock().unwrap();
+        let line = lines
+            .iter()
+            .filter(|l| l.starts_with(&format!("published {proto} ")))
+            .nth(nth)
+            .unwrap_or_else(|| panic!("no published {proto} line #{nth} in {lines:?}"));
+        line.split_whitespace().nth(2).unwrap().parse().unwrap()
+    }
+
+    /// `warren port ARGS --api-socket X`.
+    pub fn port(&self, args: &[&str]) -> Finished {
+        let mut cmd = Command::new(warren());
+        cmd.arg("port").args(args).arg("--api-socket").arg(&self.api);
+        run_with_deadline(cmd, Duration::from_secs(30))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // SIGTERM first: warren forwards it to the container and exits cleanly (removing its
+        // API socket); the Guard kills by PID if that takes too long.
+        if let Some(c) = self.guard.0.as_mut() {
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    self.guard.0 = None;
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        let _ = std::fs::remove_file(&self.api);
+    }
+}
+
+/// Connects to `to` (from `from` when given), sends `line`, half-closes and reads to EOF.
+pub fn tcp_request(to: SocketAddr, from: Option<std::net::IpAddr>, line: &str) -> std::io::Result<Vec<u8>> {
+    let s = socket2::Socket::new(socket2::Domain::for_address(to), socket2::Type::STREAM, None)?;
+    if let Some(ip) = from {
+        s.bind(&SocketAddr::new(ip, 0).into())?;
+    }
+    s.connect_timeout(&to.into(), Duration::from_secs(10))?;
+    let mut s: TcpStream = s.into();
+    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    s.write_all(line.as_bytes())?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out)?;
+    Ok(out)
+}
+
+/// The local address of a client connection the test makes, for source assertions.
+pub fn tcp_peer_seen(to: SocketAddr, from: Option<std::net::IpAddr>) -> (SocketAddr, String) {
+    let s = socket2::Socket::new(socket2::Domain::for_address(to), socket2::Type::STREAM, None).unwrap();
+    if let Some(ip) = from {
+        s.bind(&SocketAddr::new(ip, 0).into()).unwrap();
+    }
+    s.connect_timeout(&to.into(), Duration::from_secs(10)).unwrap();
+    let mut s: TcpStream = s.into();
+    let local = s.local_addr().unwrap();
+    s.write_all(b"peer\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    (local, out.trim().to_string())
+}
+
+/// A free port on `ip` for TCP and UDP at the time of asking.
+pub fn free_port(ip: &str) -> u16 {
+    loop {
+        let t = TcpListener::bind((ip, 0)).unwrap();
+        let p = t.local_addr().unwrap().port();
+        if UdpSocket::bind((ip, p)).is_ok() {
+            return p;
+        }
+    }
+}

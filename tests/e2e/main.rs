@@ -4,6 +4,7 @@
 //! (plus 10.200.0.1 on it as a non-loopback "remote" host) and runs it as root and as an
 //! unprivileged user. Every server binds inside that namespace; nothing can leave it.
 
+mod ports;
 mod util;
 
 use std::process::Command;
@@ -84,6 +85,34 @@ fn upload_256_mib_to_host_loopback() {
     let n = 256 * MIB;
     let line = nettool_in(&["--allow-host-loopback"], &args(&format!("upload {} {n} 43", gw(srv.addr.port()))), LONG);
     assert_eq!(line, format!("{n} {}", stream_hash(43, n)), "server-side count and hash");
+}
+
+#[test]
+fn bytes_written_just_before_exit_are_delivered() {
+    require_isolation();
+    // The command writes 64 MiB, closes and exits at once: much of it is still in the
+    // container kernel's socket buffer when the container ends. warren keeps carrying it.
+    let srv = TcpServer::start("127.0.0.1", |mut c| {
+        use std::io::Read;
+        let mut h = sha2::Sha256::default();
+        let mut buf = vec![0u8; 1 << 16];
+        let mut total = 0u64;
+        loop {
+            match c.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    sha2::Digest::update(&mut h, &buf[..n]);
+                    total += n as u64;
+                }
+                Err(e) => return report("sent", format!("error {e}")),
+            }
+        }
+        report("sent", format!("{total} {}", hex(&sha2::Digest::finalize(h))));
+    });
+    let n = 64 * MIB;
+    let line = nettool_in(&["--allow-host-loopback"], &args(&format!("send {} {n} 31", gw(srv.addr.port()))), LONG);
+    assert_eq!(line, "sent");
+    assert_eq!(wait_report("sent"), format!("sent {n} {}", stream_hash(31, n)));
 }
 
 #[test]

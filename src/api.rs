@@ -1,0 +1,347 @@
+//! The runtime API on a unix socket: warren's own port commands and the slirp4netns protocol.
+//!
+//! One request per connection (the slirp4netns convention): the client sends one JSON object,
+//! may shut down its write side, and reads one compact JSON answer. The socket is mode 0600
+//! and only peers with the same uid (or root) are served. Requests become [`Command`]s for the
+//! dataplane, which answers without pausing the data path for longer than a bind.
+//!
+//! ```text
+//! {"execute":"port_add","arguments":{"specs":["8080:80","127.0.0.1::53/udp"]}}
+//!     -> {"return":{"ports":[{"id":1,"proto":"tcp","host":"0.0.0.0:8080","container":"10.0.2.100:80"},...]}}
+//! {"execute":"port_list"}                         -> {"return":{"ports":[...]}}
+//! {"execute":"port_remove","arguments":{"ids":[1]}} -> {"return":{}}
+//! {"execute":"add_hostfwd","arguments":{"proto":"tcp","host_addr":"","host_port":8080,"guest_addr":"","guest_port":80}}
+//!     -> {"return":{"id":1}}
+//! {"execute":"list_hostfwd"}                      -> {"entries":[{"id":1,"proto":"tcp","host_addr":"0.0.0.0",...}]}
+//! {"execute":"remove_hostfwd","arguments":{"id":1}} -> {"return":{}}
+//! errors: {"error":{"desc":"..."}}
+//! ```
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::forward::{self, Forward, Proto};
+use crate::runtime::Command;
+use crate::runtime::ports::PortInfo;
+
+/// Largest request accepted (as slirp4netns).
+pub const MAX_REQUEST: usize = 4096;
+
+/// Errors of the API socket set-up and of the `warren port` client.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The socket could not be created.
+    #[error("cannot create the API socket {0}: {1}")]
+    Bind(PathBuf, io::Error),
+    /// No socket given and none (or several) found.
+    #[error("{0}")]
+    Find(String),
+    /// Talking to the socket failed.
+    #[error("API socket {0}: {1}")]
+    Io(PathBuf, io::Error),
+    /// The server answered with an error.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Directory of warren's API sockets: `$XDG_RUNTIME_DIR/warren`, else `/tmp/warren-UID`
+/// (used only if it is ours: another user could have created it first, and inside a user
+/// namespace "uid 0" may name someone else's directory; then `/tmp/warren-UID-PID`).
+pub fn default_dir() -> PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from)
+        && d.is_dir()
+        && nix::unistd::access(&d, nix::unistd::AccessFlags::W_OK).is_ok()
+    {
+        return d.join("warren");
+    }
+    let uid = nix::unistd::getuid().as_raw();
+    let shared = std::env::temp_dir().join(format!("warren-{uid}"));
+    match std::fs::symlink_metadata(&shared) {
+        Ok(m) if !(m.is_dir() && m.uid() == uid && m.mode() & 0o077 == 0) => {
+            std::env::temp_dir().join(format!("warren-{uid}-{}", std::process::id()))
+        }
+        _ => shared,
+    }
+}
+
+/// A bound API socket, removed from the file system on drop.
+pub struct ApiSocket {
+    /// Its path.
+    pub path: PathBuf,
+    listener: Option<std::os::unix::net::UnixListener>,
+    /// The directory, if this socket created it (removed again when empty).
+    made_dir: Option<PathBuf>,
+}
+
+impl ApiSocket {
+    /// Binds `path` (or `default_dir()/PID.sock`) with mode 0600, replacing a stale socket.
+    ///
+    /// # Errors
+    /// If the directory or socket cannot be created.
+    pub fn bind(path: Option<PathBuf>) -> Result<Self, ApiError> {
+        let path = path.unwrap_or_else(|| default_dir().join(format!("{}.sock", std::process::id())));
+        let err = |e| ApiError::Bind(path.clone(), e);
+        let mut made_dir = None;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(err)?;
+            made_dir = Some(dir.to_path_buf());
+        }
+        if path.exists() && std::os::unix::net::UnixStream::connect(&path).is_err() {
+            let _ = std::fs::remove_file(&path);
+        }
+        let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+        let l = std::os::unix::net::UnixListener::bind(&path);
+        nix::sys::stat::umask(old);
+        let l = l.map_err(err)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+        l.set_nonblocking(true).map_err(err)?;
+        Ok(Self { path, listener: Some(l), made_dir })
+    }
+
+    /// Serves requests until the command channel closes (must run inside the runtime).
+    pub async fn serve(mut self, commands: mpsc::Sender<Command>, container: Ipv4Addr) {
+        let Some(std_l) = self.listener.take() else { return };
+        let listener = match UnixListener::from_std(std_l) {
+            Ok(l) => l,
+            Err(e) => return tracing::warn!(error = %e, "API socket unusable"),
+        };
+        let me = nix::unistd::getuid().as_raw();
+        loop {
+            let Ok((conn, _)) = listener.accept().await else { continue };
+            let uid = conn.peer_cred().map(|c| c.uid()).unwrap_or(u32::MAX);
+            if uid != me && uid != 0 {
+                tracing::warn!(uid, "API request from another user refused");
+                continue;
+            }
+            let commands = commands.clone();
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(10), handle(conn, commands, container)).await;
+            });
+        }
+    }
+}
+
+impl Drop for ApiSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        if let Some(d) = &self.made_dir {
+            // Only succeeds when no other instance's socket is left in it.
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+/// Reads one request: until EOF, a complete JSON value, or `MAX_REQUEST` bytes.
+async fn read_request(conn: &mut UnixStream) -> Result<Vec<u8>, &'static str> {
+    let mut buf = Vec::with_capacity(512);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let n = conn.read(&mut chunk).await.map_err(|_| "bad request: cannot parse JSON")?;
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.len() >= MAX_REQUEST {
+            return Err("bad request: too large message");
+        }
+        if n == 0 || serde_json::from_slice::<Value>(&buf).is_ok() {
+            return Ok(buf);
+        }
+    }
+}
+
+async fn handle(mut conn: UnixStream, commands: mpsc::Sender<Command>, container: Ipv4Addr) {
+    let reply = match read_request(&mut conn).await {
+        Ok(req) => answer(&req, &commands, container).await,
+        Err(desc) => error(desc),
+    };
+    let _ = conn.write_all(reply.as_bytes()).await;
+    let _ = conn.shutdown().await;
+}
+
+fn error(desc: impl Into<String>) -> String {
+    json!({"error": {"desc": desc.into()}}).to_string()
+}
+
+async fn ask<T>(commands: &mpsc::Sender<Command>, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
+    let (tx, rx) = oneshot::channel();
+    commands.send(make(tx)).await.ok()?;
+    rx.await.ok()
+}
+
+/// Answers one request with compact JSON (exposed for tests and fuzzing of the parser).
+pub async fn answer(req: &[u8], commands: &mpsc::Sender<Command>, container: Ipv4Addr) -> String {
+    let v: Value = match serde_json::from_slice(req) {
+        Ok(v) => v,
+        Err(_) => return error("bad request: cannot parse JSON"),
+    };
+    let Some(obj) = v.as_object() else { return error("bad request: json_object() failed") };
+    let Some(exec) = obj.get("execute").and_then(Value::as_str) else { return error("bad request: no execute found") };
+    let args = obj.get("arguments").cloned().unwrap_or(Value::Null);
+    let gone = || error("warren is shutting down");
+    match exec {
+        "port_add" => {
+            let specs: Vec<String> = match args.get("specs").and_then(|s| serde_json::from_value(s.clone()).ok()) {
+                Some(s) => s,
+                None => return error("bad request: port_add: arguments.specs must be a list of port specs"),
+            };
+            let mut fwds = Vec::new();
+            for s in &specs {
+                match forward::parse_spec(s) {
+                    Ok(f) => fwds.extend(f),
+                    Err(e) => return error(e.to_string()),
+                }
+            }
+            match ask(commands, |r| Command::Add(fwds, r)).await {
+                Some(Ok(ports)) => json!({"return": {"ports": ports}}).to_string(),
+                Some(Err(e)) => error(e),
+                None => gone(),
+            }
+        }
+        "port_list" => match ask(commands, Command::List).await {
+            Some(ports) => json!({"return": {"ports": ports}}).to_string(),
+            None => gone(),
+        },
+        "port_remove" => {
+            let ids: Vec<u64> = match args.get("ids").and_then(|s| serde_json::from_value(s.clone()).ok()) {
+                Some(s) => s,
+                None => return error("bad request: port_remove: arguments.ids must be a list of ids"),
+            };
+            match ask(commands, |r| Command::Remove(ids, r)).await {
+                Some(Ok(())) => r#"{"return":{}}"#.to_string(),
+                Some(Err(e)) => error(e),
+                None => gone(),
+            }
+        }
+        "add_hostfwd" => {
+            let fwd = match slirp_forward(&args, container) {
+                Ok(f) => f,
+                Err(field) => return error(format!("bad request: add_hostfwd: bad arguments.{field}")),
+            };
+            match ask(commands, |r| Command::Add(vec![fwd], r)).await {
+                Some(Ok(ports)) => format!(r#"{{"return":{{"id":{}}}}}"#, ports.first().map_or(0, |p| p.id)),
+                Some(Err(e)) => {
+                    tracing::info!(error = %e, "add_hostfwd failed");
+                    error("add_hostfwd: slirp_add_hostfwd failed")
+                }
+                None => gone(),
+            }
+        }
+        "list_hostfwd" => match ask(commands, Command::List).await {
+            Some(ports) => {
+                let entries: Vec<String> = ports.iter().map(slirp_entry).collect();
+                format!(r#"{{"entries":[{}]}}"#, entries.join(","))
+            }
+            None => gone(),
+        },
+        "remove_hostfwd" => {
+            let Some(id) = args.get("id").and_then(Value::as_u64) else {
+                return error("bad request: remove_hostfwd: bad arguments.id");
+            };
+            match ask(commands, |r| Command::Remove(vec![id], r)).await {
+                Some(Ok(())) => r#"{"return":{}}"#.to_string(),
+                Some(Err(_)) => error("bad request: remove_hostfwd: bad arguments.id"),
+                None => gone(),
+            }
+        }
+        _ => error("bad request: unknown execute"),
+    }
+}
+
+/// Reads slirp4netns `add_hostfwd` arguments; the error names the bad field.
+fn slirp_forward(args: &Value, container: Ipv4Addr) -> Result<Forward, &'static str> {
+    let proto = match args.get("proto").and_then(Value::as_str) {
+        Some("tcp") => Proto::Tcp,
+        Some("udp") => Proto::Udp,
+        _ => return Err("proto"),
+    };
+    let host_ip: IpAddr = match args.get("host_addr") {
+        None => Ipv4Addr::UNSPECIFIED.into(),
+        Some(Value::String(s)) if s.is_empty() => Ipv4Addr::UNSPECIFIED.into(),
+        Some(Value::String(s)) => s.parse::<Ipv4Addr>().map_err(|_| "host_addr")?.into(),
+        Some(_) => return Err("host_addr"),
+    };
+    let port = |k: &'static str| match args.get(k).and_then(Value::as_f64) {
+        Some(p) if (1.0..=65535.0).contains(&p) && p.fract() == 0.0 => Ok(p as u16),
+        _ => Err(k),
+    };
+    let host_port = port("host_port")?;
+    match args.get("guest_addr") {
+        None => {}
+        Some(Value::String(s)) if s.is_empty() => {}
+        Some(Value::String(s)) if s.parse::<Ipv4Addr>().ok() == Some(container) => {}
+        Some(_) => return Err("guest_addr"),
+    }
+    let guest_port = port("guest_port")?;
+    Ok(Forward { proto, host: SocketAddr::new(host_ip, host_port), container_port: guest_port })
+}
+
+/// One `list_hostfwd` entry in slirp4netns's exact key order (serde_json would sort keys).
+fn slirp_entry(p: &PortInfo) -> String {
+    format!(
+        r#"{{"id":{},"proto":"{}","host_addr":"{}","host_port":{},"guest_addr":"{}","guest_port":{}}}"#,
+        p.id,
+        p.proto,
+        p.host.ip(),
+        p.host.port(),
+        p.container.ip(),
+        p.container.port()
+    )
+}
+
+/// Finds the API socket of the only running warren in `default_dir()`.
+///
+/// # Errors
+/// When none or several answer.
+pub fn find_socket() -> Result<PathBuf, ApiError> {
+    let dir = default_dir();
+    let live: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "sock"))
+                .filter(|p| std::os::unix::net::UnixStream::connect(p).is_ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    match live.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err(ApiError::Find(format!(
+            "no running warren found in {}: start one with `warren run`, or pass --api-socket PATH",
+            dir.display()
+        ))),
+        many => Err(ApiError::Find(format!(
+            "{} running warrens found in {} ({}): choose one with --api-socket PATH",
+            many.len(),
+            dir.display(),
+            many.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        ))),
+    }
+}
+
+/// Sends one request to `path` and returns the decoded answer (client side, blocking).
+///
+/// # Errors
+/// I/O failures, or the server's error description.
+pub fn request(path: &Path, req: &Value) -> Result<Value, ApiError> {
+    use std::io::{Read, Write};
+    let io = |e| ApiError::Io(path.to_path_buf(), e);
+    let mut s = std::os::unix::net::UnixStream::connect(path).map_err(io)?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).map_err(io)?;
+    s.write_all(req.to_string().as_bytes()).map_err(io)?;
+    s.shutdown(std::net::Shutdown::Write).map_err(io)?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).map_err(io)?;
+    let v: Value = serde_json::from_str(&out)
+        .map_err(|_| ApiError::Io(path.to_path_buf(), io::Error::other(format!("bad answer {out:?}"))))?;
+    if let Some(desc) = v.pointer("/error/desc").and_then(Value::as_str) {
+        return Err(ApiError::Refused(desc.to_string()));
+    }
+    Ok(v)
+}

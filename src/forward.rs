@@ -1,0 +1,174 @@
+//! Published ports: the `-p` spec grammar and the forward table (sans-IO).
+//!
+//! Spec: `[HOST_IP:][HOST_PORT[-END]:]CONTAINER_PORT[-END][/tcp|/udp]`. `HOST_IP` is IPv4 or a
+//! bracketed IPv6 address (default 0.0.0.0); an omitted or empty `HOST_PORT` means "any free
+//! port" (reported after binding); ranges must have the same length on both sides.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+/// Transport protocol of a forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Proto {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+impl Proto {
+    /// `tcp` or `udp`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+}
+
+/// A malformed `-p` spec.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error("invalid port spec {spec:?}: {why}; expected [HOST_IP:][HOST_PORT[-END]:]CONTAINER_PORT[-END][/tcp|/udp]")]
+pub struct SpecError {
+    /// The text given.
+    pub spec: String,
+    /// What is wrong with it.
+    pub why: String,
+}
+
+/// One forward to set up: a host socket address (port 0 = pick one) to a container port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forward {
+    /// Protocol.
+    pub proto: Proto,
+    /// Host address to bind.
+    pub host: SocketAddr,
+    /// Container port.
+    pub container_port: u16,
+}
+
+fn parse_port(text: &str, what: &str, allow_zero: bool) -> Result<u16, String> {
+    match text.parse::<u16>() {
+        Ok(0) if !allow_zero => Err(format!("{what} 0 is not a port")),
+        Ok(p) => Ok(p),
+        Err(_) => Err(format!("{what} {text:?} is not a number 1..=65535")),
+    }
+}
+
+fn parse_range(text: &str, what: &str) -> Result<(u16, u16), String> {
+    match text.split_once('-') {
+        None => parse_port(text, what, false).map(|p| (p, p)),
+        Some((a, b)) => {
+            let (a, b) = (parse_port(a, what, false)?, parse_port(b, what, false)?);
+            if a > b {
+                return Err(format!("{what} range {text} is backwards"));
+            }
+            Ok((a, b))
+        }
+    }
+}
+
+/// Parses one `-p` spec into the forwards it denotes (one per port of a range).
+///
+/// # Errors
+/// [`SpecError`] naming the spec and the problem.
+pub fn parse_spec(spec: &str) -> Result<Vec<Forward>, SpecError> {
+    let err = |why: String| SpecError { spec: spec.to_string(), why };
+    let (body, proto) = match spec.rsplit_once('/') {
+        Some((b, "tcp")) => (b, Proto::Tcp),
+        Some((b, "udp")) => (b, Proto::Udp),
+        Some((_, other)) => return Err(err(format!("protocol {other:?} is neither tcp nor udp"))),
+        None => (spec, Proto::Tcp),
+    };
+    // Split off a bracketed IPv6 host address first; it contains colons.
+    let (host_ip, rest) = if let Some(r) = body.strip_prefix('[') {
+        let (ip, rest) = r.split_once(']').ok_or_else(|| err("unclosed '[' in the host address".into()))?;
+        let ip: IpAddr = ip.parse().map_err(|_| err(format!("{ip:?} is not an IPv6 address")))?;
+        let rest = rest.strip_prefix(':').ok_or_else(|| err("expected ':' after the host address".into()))?;
+        (Some(ip), rest)
+    } else {
+        (None, body)
+    };
+    let parts: Vec<&str> = rest.split(':').collect();
+    let (host_ip, host_ports, cont) = match (host_ip, parts.as_slice()) {
+        (Some(ip), [hp, c]) => (Some(ip), Some(*hp), *c),
+        (Some(ip), [c]) => (Some(ip), None, *c),
+        (None, [c]) => (None, None, *c),
+        (None, [hp, c]) => (None, Some(*hp), *c),
+        (None, [ip, hp, c]) => {
+            let ip: Ipv4Addr = ip.parse().map_err(|_| err(format!("{ip:?} is not an IPv4 address")))?;
+            (Some(IpAddr::V4(ip)), Some(*hp), *c)
+        }
+        _ => return Err(err("too many ':'".into())),
+    };
+    if cont.is_empty() {
+        return Err(err("the container port is missing".into()));
+    }
+    let (c0, c1) = parse_range(cont, "container port").map_err(err)?;
+    let host_ports = match host_ports {
+        None | Some("") => None,
+        Some(h) => Some(parse_range(h, "host port").map_err(err)?),
+    };
+    if let Some((h0, h1)) = host_ports
+        && h1 - h0 != c1 - c0
+    {
+        return Err(err(format!("host range {h0}-{h1} and container range {c0}-{c1} differ in length")));
+    }
+    let ip = host_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    Ok((c0..=c1)
+        .enumerate()
+        .map(|(i, cp)| Forward {
+            proto,
+            host: SocketAddr::new(ip, host_ports.map_or(0, |(h0, _)| h0 + i as u16)),
+            container_port: cp,
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(s: &str) -> Forward {
+        let v = parse_spec(s).unwrap();
+        assert_eq!(v.len(), 1, "{s}");
+        v[0]
+    }
+
+    #[test]
+    fn forms() {
+        assert_eq!(
+            one("8080:80"),
+            Forward { proto: Proto::Tcp, host: "0.0.0.0:8080".parse().unwrap(), container_port: 80 }
+        );
+        assert_eq!(
+            one("127.0.0.1:5353:53/udp"),
+            Forward { proto: Proto::Udp, host: "127.0.0.1:5353".parse().unwrap(), container_port: 53 }
+        );
+        assert_eq!(one("[::1]:8443:443").host, "[::1]:8443".parse().unwrap());
+        assert_eq!(one("80").host, "0.0.0.0:0".parse().unwrap(), "free host port");
+        assert_eq!(one("127.0.0.1::80").host, "127.0.0.1:0".parse().unwrap());
+        assert_eq!(one("[::]:80").host, "[::]:0".parse().unwrap());
+        let r = parse_spec("9000-9002:9100-9102").unwrap();
+        assert_eq!(r.len(), 3);
+        assert_eq!((r[2].host.port(), r[2].container_port), (9002, 9102));
+        assert_eq!(parse_spec("7000-7001").unwrap().iter().map(|f| f.host.port()).collect::<Vec<_>>(), [0, 0]);
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        let e = |s: &str| parse_spec(s).unwrap_err().why;
+        assert_eq!(e("8080:80/sctp"), "protocol \"sctp\" is neither tcp nor udp");
+        assert_eq!(e("8080:http"), "container port \"http\" is not a number 1..=65535");
+        assert_eq!(e("70000:80"), "host port \"70000\" is not a number 1..=65535");
+        assert_eq!(e("1.2.3:80:80"), "\"1.2.3\" is not an IPv4 address");
+        assert_eq!(e("9000-9001:80"), "host range 9000-9001 and container range 80-80 differ in length");
+        assert_eq!(e("[::1:80"), "unclosed '[' in the host address");
+        assert_eq!(e("1:2:3:4"), "too many ':'");
+        assert_eq!(e("8080:"), "the container port is missing");
+        assert_eq!(e("0"), "container port 0 is not a port");
+        assert_eq!(e("90-80"), "container port range 90-80 is backwards");
+        let full = parse_spec("x").unwrap_err().to_string();
+        assert!(full.starts_with("invalid port spec \"x\": container port \"x\" is not a number"), "{full}");
+        assert!(full.ends_with("expected [HOST_IP:][HOST_PORT[-END]:]CONTAINER_PORT[-END][/tcp|/udp]"));
+    }
+}

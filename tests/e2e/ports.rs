@@ -1,0 +1,275 @@
+//! Published ports: fast path for loopback clients, real source addresses for others, the API.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::util::*;
+
+const MIB: u64 = 1 << 20;
+const SHORT: Duration = Duration::from_secs(30);
+
+fn remote() -> Option<IpAddr> {
+    Some(REMOTE_IP.parse().unwrap())
+}
+
+fn serve() -> Vec<&'static str> {
+    let tool: &'static str = Box::leak(nettool().to_str().unwrap().to_string().into_boxed_str());
+    vec![tool, "serve", "80", "81", "82"]
+}
+
+#[test]
+fn tcp_forward_keeps_remote_sources_and_serves_loopback_fast() {
+    require_isolation();
+    assert!(has_remote_ip());
+    let port = free_port("0.0.0.0");
+    let spec = format!("{port}:80");
+    let r = Running::start(&["-p", &spec, "-p", "127.0.0.1::80"], &serve());
+    // A client on a non-loopback address: the container sees exactly that address and port.
+    let (local, seen) = tcp_peer_seen(SocketAddr::new(remote().unwrap(), port), remote());
+    assert_eq!(seen, local.to_string(), "the container's getpeername() is the real client");
+    // A loopback client takes the kernel fast path: the container sees its own address.
+    let (_, seen) = tcp_peer_seen(SocketAddr::from(([127, 0, 0, 1], port)), None);
+    assert!(seen.starts_with("10.0.2.100:"), "fast path source is the container address: {seen}");
+    // The auto-picked port is reported on stdout and works.
+    let auto = r.published("tcp", 0);
+    assert_eq!(auto.ip(), IpAddr::from([127, 0, 0, 1]));
+    assert_ne!(auto.port(), 0);
+    let (_, seen) = tcp_peer_seen(auto, None);
+    assert!(seen.starts_with("10.0.2.100:"), "{seen}");
+}
+
+#[test]
+fn udp_forward_keeps_sources_per_client() {
+    require_isolation();
+    let port = free_port("0.0.0.0");
+    let spec = format!("{port}:53/udp");
+    let tool = nettool();
+    let _r = Running::start(&["-p", &spec], &[tool.to_str().unwrap(), "udp-serve", "53"]);
+    let ask = |bind: &str, payload: &[u8]| {
+        let s = UdpSocket::bind((bind, 0)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let to: SocketAddr = (bind.parse::<IpAddr>().unwrap(), port).into();
+        let mut buf = vec![0u8; 70000];
+        for _ in 0..3 {
+            s.send_to(payload, to).unwrap();
+            if let Ok(n) = s.recv(&mut buf) {
+                return (s.local_addr().unwrap(), String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+        panic!("no UDP answer via {to}");
+    };
+    let (local, got) = ask(REMOTE_IP, b"hello");
+    assert_eq!(got, format!("from {local} hello"), "remote UDP client keeps its address and port");
+    let (local2, got2) = ask(REMOTE_IP, b"again");
+    assert_ne!(local, local2);
+    assert_eq!(got2, format!("from {local2} again"), "each client is its own flow");
+    let (local, got) = ask("127.0.0.1", b"loop");
+    assert_eq!(got, format!("from 10.0.2.2:{} loop", local.port()), "loopback UDP clients appear as the gateway");
+    let big = vec![b'x'; 60000];
+    let (local, got) = ask(REMOTE_IP, &big);
+    assert_eq!(got, format!("from {local} {}", "x".repeat(60000)), "a 60000-byte datagram both ways");
+}
+
+#[test]
+fn ipv6_loopback_listener_and_a_range() {
+    require_isolation();
+    let p6 = free_port("::1");
+    let base = loop {
+        let b = free_port("127.0.0.1");
+        if (1..=2).all(|i| std::net::TcpListener::bind(("127.0.0.1", b + i)).is_ok()) {
+            break b;
+        }
+    };
+    let v6 = format!("[::1]:{p6}:80");
+    let range = format!("127.0.0.1:{}-{}:80-82", base, base + 2);
+    let _r = Running::start(&["-p", &v6, "-p", &range], &serve());
+    let (_, seen) = tcp_peer_seen(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, p6)), None);
+    assert!(seen.starts_with("10.0.2.100:"), "IPv6 loopback listener reaches the container: {seen}");
+    for i in 0..3u16 {
+        let out = tcp_request(SocketAddr::from(([127, 0, 0, 1], base + i)), None, &format!("get 1000 {i}\n")).unwrap();
+        assert_eq!(out.len(), 1000, "range port {}", base + i);
+    }
+}
+
+fn get_and_check(to: SocketAddr, from: Option<IpAddr>, n: u64, seed: u64) {
+    let out = tcp_request(to, from, &format!("get {n} {seed}\n")).unwrap();
+    assert_eq!(out.len() as u64, n);
+    assert_eq!(hex(&<sha2::Sha256 as sha2::Digest>::digest(&out)), stream_hash(seed, n));
+}
+
+fn put_and_check(to: SocketAddr, from: Option<IpAddr>, n: u64, seed: u64) {
+    let s = socket2::Socket::new(socket2::Domain::for_address(to), socket2::Type::STREAM, None).unwrap();
+    if let Some(ip) = from {
+        s.bind(&SocketAddr::new(ip, 0).into()).unwrap();
+    }
+    s.connect_timeout(&to.into(), SHORT).unwrap();
+    let mut s: std::net::TcpStream = s.into();
+    s.write_all(b"put\n").unwrap();
+    let mut st = Stream::new(seed);
+    let mut buf = vec![0u8; 1 << 16];
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(buf.len() as u64) as usize;
+        st.fill(&mut buf[..k]);
+        s.write_all(&buf[..k]).unwrap();
+        left -= k as u64;
+    }
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    assert_eq!(reply.trim(), format!("{n} {}", stream_hash(seed, n)), "server-side count and hash");
+}
+
+#[test]
+fn one_gib_each_way_through_both_paths() {
+    require_isolation();
+    let port = free_port("0.0.0.0");
+    let spec = format!("{port}:80");
+    let _r = Running::start(&["-p", &spec], &serve());
+    let gib = 1024 * MIB;
+    let lo = SocketAddr::from(([127, 0, 0, 1], port));
+    let rem = SocketAddr::new(remote().unwrap(), port);
+    get_and_check(lo, None, gib, 11);
+    put_and_check(lo, None, gib, 12);
+    get_and_check(rem, remote(), gib, 13);
+    put_and_check(rem, remote(), gib, 14);
+}
+
+#[test]
+fn two_hundred_concurrent_forwarded_connections() {
+    require_isolation();
+    let port = free_port("0.0.0.0");
+    let spec = format!("{port}:80");
+    let _r = Running::start(&["-p", &spec], &serve());
+    let handles: Vec<_> = (0..200u64)
+        .map(|i| {
+            // Half from loopback (fast path), half from the remote address (userspace stack).
+            let (to, from) = if i % 2 == 0 {
+                (SocketAddr::from(([127, 0, 0, 1], port)), None)
+            } else {
+                (SocketAddr::new(remote().unwrap(), port), remote())
+            };
+            std::thread::spawn(move || get_and_check(to, from, 512 * 1024, 100 + i))
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("a forwarded connection failed");
+    }
+}
+
+#[test]
+fn api_add_list_remove_while_traffic_flows() {
+    require_isolation();
+    let port = free_port("0.0.0.0");
+    let spec = format!("{port}:80");
+    let r = Arc::new(Running::start(&["-p", &spec], &serve()));
+    let rem = SocketAddr::new(remote().unwrap(), port);
+    let bulk = std::thread::spawn(move || get_and_check(rem, remote(), 512 * MIB, 21));
+    let extra = free_port("0.0.0.0");
+    let f = r.port(&["add", &format!("{extra}:81"), "127.0.0.1::82"]);
+    assert_eq!(f.code, 0, "{}", f.stderr);
+    let lines: Vec<&str> = f.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", f.stdout);
+    assert!(lines[0].starts_with(&format!("2\ttcp\t0.0.0.0:{extra}\t10.0.2.100:81")), "{}", f.stdout);
+    get_and_check(SocketAddr::new(remote().unwrap(), extra), remote(), MIB, 22);
+    let ls = r.port(&["ls"]);
+    assert_eq!(ls.stdout.lines().count(), 3, "{}", ls.stdout);
+    let json = r.port(&["ls", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 3);
+    // A failing add (second spec in use) changes nothing.
+    let f = r.port(&["add", "127.0.0.1::83", &format!("{extra}:84")]);
+    assert_eq!(f.code, 1);
+    assert!(f.stderr.contains(&format!("port {extra} is already in use")), "{}", f.stderr);
+    assert_eq!(r.port(&["ls"]).stdout, ls.stdout, "a failed add leaves the forwards untouched");
+    let f = r.port(&["rm", "2"]);
+    assert_eq!(f.code, 0, "{}", f.stderr);
+    let refused = tcp_request(SocketAddr::new(remote().unwrap(), extra), remote(), "peer\n");
+    assert_eq!(refused.unwrap_err().kind(), std::io::ErrorKind::ConnectionRefused);
+    let f = r.port(&["rm", "99"]);
+    assert_eq!(f.code, 1);
+    assert!(f.stderr.contains("no published port with id 99"), "{}", f.stderr);
+    bulk.join().expect("the transfer running during API calls failed");
+}
+
+#[test]
+fn slirp4netns_api_on_the_same_socket() {
+    require_isolation();
+    let r = Running::start(&[], &serve());
+    let ask = |req: &str| {
+        let mut s = std::os::unix::net::UnixStream::connect(&r.api).unwrap();
+        s.write_all(req.as_bytes()).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    let port = free_port("127.0.0.1");
+    let add = format!(
+        r#"{{"execute":"add_hostfwd","arguments":{{"proto":"tcp","host_addr":"127.0.0.1","host_port":{port},"guest_addr":"","guest_port":80}}}}"#
+    );
+    assert_eq!(ask(&add), r#"{"return":{"id":1}}"#);
+    assert_eq!(
+        ask(r#"{"execute":"list_hostfwd"}"#),
+        format!(
+            r#"{{"entries":[{{"id":1,"proto":"tcp","host_addr":"127.0.0.1","host_port":{port},"guest_addr":"10.0.2.100","guest_port":80}}]}}"#
+        )
+    );
+    get_and_check(SocketAddr::from(([127, 0, 0, 1], port)), None, MIB, 5);
+    assert_eq!(
+        ask(r#"{"execute":"add_hostfwd","arguments":{"host_port":1,"guest_port":1}}"#),
+        r#"{"error":{"desc":"bad request: add_hostfwd: bad arguments.proto"}}"#
+    );
+    assert_eq!(ask("{nope"), r#"{"error":{"desc":"bad request: cannot parse JSON"}}"#);
+    assert_eq!(ask(r#"{"execute":"remove_hostfwd","arguments":{"id":1}}"#), r#"{"return":{}}"#);
+    assert_eq!(ask(r#"{"execute":"list_hostfwd"}"#), r#"{"entries":[]}"#);
+    let meta = std::fs::metadata(&r.api).unwrap();
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777, 0o600);
+}
+
+#[test]
+fn publish_errors_start_nothing() {
+    require_isolation();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let cases: Vec<(String, String)> = vec![
+        (format!("127.0.0.1:{port}:80"), format!("port {port} is already in use on the host")),
+        ("8080:http".into(), "invalid port spec \"8080:http\": container port \"http\" is not a number".into()),
+        ("192.0.2.1:8080:80".into(), "address 192.0.2.1 is not on this host".into()),
+        ("9000-9001:80".into(), "differ in length".into()),
+    ];
+    for (spec, msg) in cases {
+        // The in-use spec comes second: the first one must not stay bound (nothing half-applied).
+        let first = free_port("127.0.0.1");
+        let f = warren_run(&["-p", &format!("127.0.0.1:{first}:80"), "-p", &spec], &["echo", "started"], SHORT);
+        assert_eq!(f.code, 125, "{spec}: {}", f.stderr);
+        assert!(f.stderr.contains(&msg), "{spec}: {}", f.stderr);
+        assert_eq!(f.stderr.lines().count(), 1, "{}", f.stderr);
+        assert!(!f.stdout.contains("started"), "the command must not run");
+        std::net::TcpListener::bind(("127.0.0.1", first)).expect("first forward released");
+    }
+    if nix::unistd::getuid().as_raw() != 0 {
+        let start: u16 =
+            std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap().trim().parse().unwrap();
+        if start > 1 {
+            let low = start - 1;
+            let f = warren_run(&["-p", &format!("127.0.0.1:{low}:80")], &["true"], SHORT);
+            assert_eq!(f.code, 125);
+            assert!(f.stderr.contains(&format!("port {low} is privileged")), "{}", f.stderr);
+        }
+    }
+}
+
+#[test]
+fn same_port_again_after_a_restart() {
+    require_isolation();
+    let port = free_port("127.0.0.1");
+    let spec = format!("127.0.0.1:{port}:80");
+    for round in 0..2 {
+        let r = Running::start(&["-p", &spec], &serve());
+        get_and_check(SocketAddr::from(([127, 0, 0, 1], port)), None, 64 * 1024, round);
+        drop(r);
+    }
+}
