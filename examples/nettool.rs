@@ -17,6 +17,8 @@
 //! nettool halfclose HOST PORT BYTES SEED       # read to the server's EOF, then upload
 //! nettool reset HOST PORT                      # connect, send a byte, abort with RST
 //! nettool send HOST PORT BYTES SEED            # write stream(SEED), close, exit at once
+//! nettool ask HOST PORT WORDS...               # send the words as a line; print local addr and reply
+//! nettool udp-ask HOST PORT TEXT               # one datagram; print local addr and reply
 //! nettool serve PORT...                        # TCP server: "peer" | "get N SEED" | "put" per line
 //! nettool udp-serve PORT                       # UDP server: answers "from ADDR " + the datagram
 //! ```
@@ -388,6 +390,27 @@ fn main() -> ExitCode {
             s.shutdown(std::net::Shutdown::Write).map_err(|e| e.to_string())?;
             Ok("sent".into())
         }),
+        ["ask", h, p, words @ ..] => connect(addr(h, p)).and_then(|mut s| {
+            let local = s.local_addr().map_err(|e| e.to_string())?;
+            s.write_all(format!("{}\n", words.join(" ")).as_bytes()).map_err(|e| e.to_string())?;
+            let mut reply = String::new();
+            s.read_to_string(&mut reply).map_err(|e| e.to_string())?;
+            Ok(format!("local={local} reply={}", reply.trim()))
+        }),
+        ["udp-ask", h, p, text] => (|| {
+            let s = UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
+            s.set_read_timeout(Some(Duration::from_secs(2))).map_err(|e| e.to_string())?;
+            s.connect(addr(h, p)).map_err(|e| e.to_string())?;
+            let local = s.local_addr().map_err(|e| e.to_string())?;
+            let mut buf = vec![0u8; 65536];
+            for _ in 0..3 {
+                s.send(text.as_bytes()).map_err(|e| e.to_string())?;
+                if let Ok(n) = s.recv(&mut buf) {
+                    return Ok(format!("local={local} reply={}", String::from_utf8_lossy(&buf[..n])));
+                }
+            }
+            Err("no UDP reply".to_string())
+        })(),
         ["serve", ports @ ..] if !ports.is_empty() => serve(ports),
         ["udp-serve", p] => udp_serve(p),
         ["peer", h, p] => connect(addr(h, p)).and_then(|mut s| {

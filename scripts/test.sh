@@ -28,7 +28,9 @@ cp target/release/warren target/release/examples/nettool "$e2e" "$stage/"
 mv "$stage/$(basename "$e2e")" "$stage/e2e"
 chmod 0755 "$stage" "$stage"/*
 
-# Isolation: a fresh network namespace with lo up and 10.200.0.1 on it as a "remote" host.
+# Isolation: a fresh network namespace with lo up and 10.200.0.1 on it as a "remote" address,
+# plus a second namespace ("the remote host", owned by warren-ci's user namespace so both
+# passes can enter it) joined by a veth pair: 10.201.0.1 here, 10.201.0.2 there.
 isolated() {
     local ping_range=$1; shift
     unshare --net -- bash -c '
@@ -36,7 +38,21 @@ isolated() {
         ip link set lo up
         ip addr add 10.200.0.1/32 dev lo
         echo "$0" > /proc/sys/net/ipv4/ping_group_range
-        exec "$@"' "$ping_range" "$@"
+        setpriv --reuid=warren-ci --regid=warren-ci --init-groups unshare --user --map-root-user --net sleep 3600 &
+        remote=$!
+        trap "kill $remote" EXIT
+        for _ in $(seq 100); do
+            [ "$(readlink /proc/$remote/ns/net)" != "$(readlink /proc/self/ns/net)" ] && break
+            sleep 0.05
+        done
+        ip link add wrn-remote0 type veth peer name wrn-remote1
+        ip link set wrn-remote1 netns "$remote"
+        ip addr add 10.201.0.1/24 dev wrn-remote0
+        ip link set wrn-remote0 up
+        nsenter -t "$remote" -n sh -c "ip link set lo up; ip addr add 10.201.0.2/24 dev wrn-remote1;
+            ip link set wrn-remote1 up; ip route add default via 10.201.0.1"
+        export WARREN_REMOTE_NS_PID=$remote
+        "$@"' "$ping_range" "$@"
 }
 export WARREN_BIN="$stage/warren" NETTOOL_BIN="$stage/nettool"
 threads=${WARREN_TEST_THREADS:-2}
@@ -46,5 +62,4 @@ isolated "1 0" env -u XDG_RUNTIME_DIR "$stage/e2e" --test-threads="$threads"
 
 echo "== end-to-end suite as unprivileged user warren-ci (ping sockets allowed)"
 isolated "0 2147483647" setpriv --reuid=warren-ci --regid=warren-ci --init-groups \
-    env -i PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin HOME=/tmp \
-    WARREN_BIN="$WARREN_BIN" NETTOOL_BIN="$NETTOOL_BIN" "$stage/e2e" --test-threads="$threads"
+    env -u XDG_RUNTIME_DIR HOME=/tmp "$stage/e2e" --test-threads="$threads"

@@ -41,6 +41,35 @@ fn tcp_forward_keeps_remote_sources_and_serves_loopback_fast() {
 }
 
 #[test]
+fn clients_on_another_host_are_seen_with_their_own_address() {
+    require_isolation();
+    // The remote host is a separate network namespace behind a veth: its packets arrive on
+    // warren's listener from 10.201.0.2, and the container must see exactly that.
+    let tcp = free_port("0.0.0.0");
+    let udp = free_port("0.0.0.0");
+    let tool = nettool();
+    let (t, u) = (format!("{tcp}:80"), format!("{udp}:53/udp"));
+    let _a = Running::start(&["-p", &t], &serve());
+    let _b = Running::start(&["-p", &u], &[tool.to_str().unwrap(), "udp-serve", "53"]);
+    let f = remote_nettool(&["ask", VETH_LOCAL, &tcp.to_string(), "peer"]);
+    assert_eq!(f.code, 0, "{} {}", f.stdout, f.stderr);
+    let line = f.stdout.trim();
+    let local = line.split_whitespace().next().unwrap().trim_start_matches("local=");
+    assert!(local.starts_with(&format!("{VETH_REMOTE}:")), "{line}");
+    assert_eq!(
+        line,
+        format!("local={local} reply={local}"),
+        "TCP: the container sees the remote host's address and port"
+    );
+    let f = remote_nettool(&["udp-ask", VETH_LOCAL, &udp.to_string(), "hi"]);
+    assert_eq!(f.code, 0, "{} {}", f.stdout, f.stderr);
+    let line = f.stdout.trim();
+    let local = line.split_whitespace().next().unwrap().trim_start_matches("local=");
+    assert!(local.starts_with(&format!("{VETH_REMOTE}:")), "{line}");
+    assert_eq!(line, format!("local={local} reply=from {local} hi"), "UDP: same");
+}
+
+#[test]
 fn udp_forward_keeps_sources_per_client() {
     require_isolation();
     let port = free_port("0.0.0.0");

@@ -37,16 +37,31 @@ pub fn nettool() -> PathBuf {
     p
 }
 
-/// Panics unless this process runs in a network namespace that holds nothing but `lo` (the
-/// suite must never be able to reach a real network, even by mistake).
+/// Panics unless this process runs in a network namespace that holds nothing but `lo` and the
+/// veth to the suite's own remote-host namespace (the suite must never be able to reach a real
+/// network, even by mistake).
 pub fn require_isolation() {
     let dev = std::fs::read_to_string("/proc/net/dev").expect("read /proc/net/dev");
     let ifaces: Vec<&str> = dev.lines().skip(2).filter_map(|l| l.split(':').next()).map(str::trim).collect();
-    assert_eq!(
-        ifaces,
-        ["lo"],
-        "the end-to-end suite must run in a network namespace holding only lo: use scripts/test.sh"
+    assert!(
+        ifaces.iter().all(|i| *i == "lo" || *i == "wrn-remote0") && ifaces.contains(&"lo"),
+        "the end-to-end suite must run in a network namespace holding only lo: use scripts/test.sh (found {ifaces:?})"
     );
+}
+
+/// Address of this namespace on the veth to the remote host.
+pub const VETH_LOCAL: &str = "10.201.0.1";
+/// Address of the remote host.
+pub const VETH_REMOTE: &str = "10.201.0.2";
+
+/// Runs nettool on the remote host: a separate network namespace joined to the suite's by a
+/// veth pair (set up by scripts/test.sh, which exports its holder's PID).
+pub fn remote_nettool(args: &[&str]) -> Finished {
+    let pid = std::env::var("WARREN_REMOTE_NS_PID")
+        .expect("WARREN_REMOTE_NS_PID: scripts/test.sh creates the remote-host namespace");
+    let mut cmd = Command::new("nsenter");
+    cmd.args(["--preserve-credentials", "-U", "-n", "-t", &pid]).arg(nettool()).args(args);
+    run_with_deadline(cmd, Duration::from_secs(60))
 }
 
 /// Whether the suite's namespace carries [`REMOTE_IP`].
