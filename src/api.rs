@@ -78,8 +78,9 @@ pub struct ApiSocket {
     /// Its path.
     pub path: PathBuf,
     listener: Option<std::os::unix::net::UnixListener>,
-    /// The directory, if this socket created it (removed again when empty).
-    made_dir: Option<PathBuf>,
+    /// The default directory, when the socket lives there (removed again when empty, by
+    /// whichever instance leaves last).
+    shared_dir: Option<PathBuf>,
 }
 
 impl ApiSocket {
@@ -88,23 +89,30 @@ impl ApiSocket {
     /// # Errors
     /// If the directory or socket cannot be created.
     pub fn bind(path: Option<PathBuf>) -> Result<Self, ApiError> {
+        let shared_dir = path.is_none().then(default_dir);
         let path = path.unwrap_or_else(|| default_dir().join(format!("{}.sock", std::process::id())));
         let err = |e| ApiError::Bind(path.clone(), e);
-        let mut made_dir = None;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
-            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(err)?;
-            made_dir = Some(dir.to_path_buf());
-        }
         if path.exists() && std::os::unix::net::UnixStream::connect(&path).is_err() {
             let _ = std::fs::remove_file(&path);
         }
-        let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
-        let l = std::os::unix::net::UnixListener::bind(&path);
-        nix::sys::stat::umask(old);
-        let l = l.map_err(err)?;
+        // Another instance leaving may remove an empty shared directory between our mkdir
+        // and bind: try again then.
+        let mut attempt = 0;
+        let l = loop {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+                std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(err)?;
+            }
+            let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+            let l = std::os::unix::net::UnixListener::bind(&path);
+            nix::sys::stat::umask(old);
+            match l {
+                Err(e) if e.kind() == io::ErrorKind::NotFound && attempt < 3 => attempt += 1,
+                other => break other.map_err(err)?,
+            }
+        };
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
         l.set_nonblocking(true).map_err(err)?;
-        Ok(Self { path, listener: Some(l), made_dir })
+        Ok(Self { path, listener: Some(l), shared_dir })
     }
 
     /// Serves requests until the command channel closes (must run inside the runtime).
@@ -133,7 +141,7 @@ impl ApiSocket {
 impl Drop for ApiSocket {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
-        if let Some(d) = &self.made_dir {
+        if let Some(d) = &self.shared_dir {
             // Only succeeds when no other instance's socket is left in it.
             let _ = std::fs::remove_dir(d);
         }
