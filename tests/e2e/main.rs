@@ -465,3 +465,49 @@ fn environment_errors_are_explained() {
     assert!(f.stderr.contains("modprobe tun"), "{}", f.stderr);
     assert_eq!(f.stderr.lines().count(), 1, "{}", f.stderr);
 }
+
+#[test]
+fn attach_by_netns_path_exits_when_the_namespace_goes() {
+    require_isolation();
+    let mut holder = Command::new("unshare");
+    holder.args(["--user", "--map-root-user", "--net", "sleep", "60"]);
+    let holder = Guard(Some(holder.spawn().expect("unshare")));
+    let pid = holder.0.as_ref().unwrap().id();
+    let own = std::fs::read_link("/proc/self/ns/net").unwrap();
+    let deadline = Instant::now() + SHORT;
+    while std::fs::read_link(format!("/proc/{pid}/ns/net")).ok().as_ref() == Some(&own) {
+        assert!(Instant::now() < deadline, "holder never unshared");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut attach = Command::new(warren());
+    attach.args(["attach", "--netns", &format!("/proc/{pid}/ns/net"), "--userns", &format!("/proc/{pid}/ns/user")]);
+    attach.args(["--allow-host-loopback", "--tap-name", "eth0"]).stdin(std::process::Stdio::null());
+    let mut attach = Guard(Some(attach.spawn().expect("warren attach")));
+    let srv = TcpServer::download("127.0.0.1");
+    let port = srv.addr.port().to_string();
+    let deadline = Instant::now() + SHORT;
+    loop {
+        let mut cmd = Command::new("nsenter");
+        cmd.args(["--preserve-credentials", "-U", "-n", "-t", &pid.to_string()]);
+        cmd.arg(nettool()).args(["download", "10.0.2.2", &port, "1048576", "8"]);
+        let f = run_with_deadline(cmd, SHORT);
+        if f.code == 0 {
+            assert_eq!(f.stdout.trim(), format!("ok 1048576 {}", stream_hash(8, 1 << 20)));
+            break;
+        }
+        assert!(Instant::now() < deadline, "download through attach --netns never worked: {f:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(holder);
+    let child = attach.0.as_mut().unwrap();
+    let deadline = Instant::now() + SHORT;
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "attach --netns did not exit after its namespace went");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    attach.0 = None;
+    assert_eq!(status.code(), Some(0));
+}

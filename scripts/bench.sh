@@ -1,0 +1,197 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark of warren and its peers on this machine, in one run (run as root).
+#
+# Rows: host loopback, kernel veth (the upper bound), slirp4netns (MTU 65520 and 1500), pasta,
+# warren. Columns: T1 container -> host-loopback service and reverse (iperf3), T2 through a
+# published port from a loopback client and reverse, T2 from a non-loopback client whose
+# address the engine keeps (warren, slirp4netns). Medians of REPS runs (min-max), engine CPU
+# seconds per GB and RSS. Everything runs inside a fresh network namespace: nothing leaves
+# this machine. Results go to stdout and docs/BENCHMARKS.md.
+#
+#   bash scripts/bench.sh            # REPS=3 DURATION=3 by default
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPS=${REPS:-3}
+DURATION=${DURATION:-3}
+
+bash scripts/setup.sh
+need=()
+command -v iperf3 >/dev/null || need+=(iperf3)
+command -v slirp4netns >/dev/null || need+=(slirp4netns)
+command -v pasta >/dev/null || need+=(passt)
+if [ "${#need[@]}" -gt 0 ]; then
+    echo "bench: installing ${need[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+[ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+cargo build --release --bins >/dev/null
+WARREN=$PWD/target/release/warren
+OUT=$PWD/docs/BENCHMARKS.md
+
+exec unshare --net -- bash -s "$WARREN" "$OUT" "$REPS" "$DURATION" <<'INNER'
+set -euo pipefail
+WARREN=$1 OUT=$2 REPS=$3 DUR=$4
+RUN=$(mktemp -d /tmp/warren-bench.XXXXXX)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$RUN"; }
+trap cleanup EXIT
+ip link set lo up
+ip addr add 10.200.0.1/32 dev lo
+# pasta wants an outbound interface: a veth whose default route leads to a neighbour that never answers.
+ip link add wb0 type veth peer name wb1
+ip addr add 10.202.0.1/24 dev wb0
+ip link set wb0 up; ip link set wb1 up
+ip route add default via 10.202.0.2
+ip neigh add 10.202.0.2 lladdr 02:00:00:00:00:99 dev wb0 nud permanent
+
+gbps() { python3 -c 'import json,sys
+d=json.load(sys.stdin); print("%.2f" % (d["end"]["sum_received"]["bits_per_second"]/1e9))'; }
+stat_cpu() { awk '{print $14+$15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+median() { python3 -c 'import sys,statistics
+v=[float(x) for x in sys.argv[1:] if x!="-"]
+print("%.2f (%.2f-%.2f)" % (statistics.median(v),min(v),max(v)) if v else "-")' "$@"; }
+
+# One iperf3 measurement: $1 = command prefix for the server side, $2 = for the client side,
+# $3 = client target args. Prints Gbit/s, or "-" on failure.
+iperf_once() {
+    local srv=$1 cli=$2 args=$3 port=$4
+    $srv iperf3 -s -1 -p "$port" >/dev/null 2>&1 &
+    local s=$!
+    for _ in $(seq 100); do $srv ss -ltnH "sport = :$port" 2>/dev/null | grep -q . && break; sleep 0.02; done
+    local r
+    r=$(timeout $((DUR + 15)) $cli iperf3 $args -t "$DUR" -J 2>/dev/null | gbps 2>/dev/null) || r="-"
+    kill "$s" 2>/dev/null || true; wait "$s" 2>/dev/null || true
+    echo "${r:--}"
+}
+
+declare -A RES CPU
+record() { RES[$1,$2]=$3; }
+
+# Starts a namespace holder (root in a new user namespace, as rootless tools create) in $H.
+holder() { unshare --user --map-root-user --net sleep 3600 >/dev/null 2>&1 & H=$!; PIDS+=("$H")
+    for _ in $(seq 100); do [ "$(readlink /proc/$H/ns/net)" != "$(readlink /proc/self/ns/net)" ] && break; sleep 0.02; done; }
+in_ns() { echo "nsenter -t $1 -U -n --preserve-credentials"; }
+
+measure_engine() { # name holder-pid engine-pid has_fwd keeps_src
+    local name=$1 h=$2 epid=$3 fwd=$4 keep=$5 ns; ns=$(in_ns "$h")
+    local t v cpu0 cpu1 gb
+    for test in t1 t1r t2 t2r t2s; do
+        [ "$test" = t2 ] || [ "$test" = t2r ] && [ "$fwd" = 0 ] && continue
+        [ "$test" = t2s ] && [ "$keep" = 0 ] && continue
+        vals=()
+        cpu0=$(stat_cpu "$epid")
+        for _ in $(seq "$REPS"); do
+            case $test in
+                t1) v=$(iperf_once "" "$ns" "-c 10.0.2.2 -p 25201" 25201) ;;
+                t1r) v=$(iperf_once "" "$ns" "-R -c 10.0.2.2 -p 25201" 25201) ;;
+                t2) v=$(iperf_once "$ns" "" "-c 127.0.0.1 -p 25301" 5201) ;;
+                t2r) v=$(iperf_once "$ns" "" "-R -c 127.0.0.1 -p 25301" 5201) ;;
+                t2s) v=$(iperf_once "$ns" "" "-B 10.200.0.1 -c 10.200.0.1 -p 25302" 5201) ;;
+            esac
+            vals+=("$v")
+        done
+        cpu1=$(stat_cpu "$epid")
+        record "$name" "$test" "$(median "${vals[@]}")"
+        gb=$(python3 -c "import sys; v=[float(x) for x in sys.argv[1:] if x!='-']; print(sum(v)*$DUR/8)" "${vals[@]}")
+        CPU[$name,$test]=$(python3 -c "t=($cpu1-$cpu0)/100; g=$gb; print('%.2f' % (t/g) if g>0 else '-')")
+    done
+    CPU[$name,rss]=$(awk '/VmRSS/{r=$2} /VmHWM/{h=$2} END{printf "%.0f/%.0f", r/1024, h/1024}' "/proc/$epid/status" 2>/dev/null || echo -)
+}
+
+echo "== loopback"
+for test in t1 t1r; do vals=(); for _ in $(seq "$REPS"); do
+    a=""; [ $test = t1r ] && a="-R"
+    vals+=("$(iperf_once "" "" "$a -c 127.0.0.1 -p 25201" 25201)"); done
+    record loopback $test "$(median "${vals[@]}")"; done
+
+echo "== kernel veth"
+unshare --net sleep 3600 >/dev/null 2>&1 & V=$!; PIDS+=("$V")
+for _ in $(seq 100); do [ "$(readlink /proc/$V/ns/net)" != "$(readlink /proc/self/ns/net)" ] && break; sleep 0.02; done
+ip link add wv0 type veth peer name wv1
+ip link set wv1 netns "$V"
+ip addr add 10.203.0.1/30 dev wv0; ip link set wv0 up
+nsenter -t "$V" -n sh -c "ip addr add 10.203.0.2/30 dev wv1; ip link set wv1 up; ip link set lo up; ip route add default via 10.203.0.1"
+VNS="nsenter -t $V -n"
+for test in t1 t1r t2 t2r; do vals=(); for _ in $(seq "$REPS"); do
+    case $test in
+        t1) v=$(iperf_once "" "$VNS" "-c 10.203.0.1 -p 25201" 25201) ;;
+        t1r) v=$(iperf_once "" "$VNS" "-R -c 10.203.0.1 -p 25201" 25201) ;;
+        t2) v=$(iperf_once "$VNS" "" "-c 10.203.0.2 -p 5201" 5201) ;;
+        t2r) v=$(iperf_once "$VNS" "" "-R -c 10.203.0.2 -p 5201" 5201) ;;
+    esac; vals+=("$v"); done
+    record veth $test "$(median "${vals[@]}")"; done
+
+slirp_api() { python3 - "$1" "$2" <<'PY'
+import socket, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(sys.argv[2].encode()); s.shutdown(1); print(s.recv(4096).decode())
+PY
+}
+
+for mtu in 65520 1500; do
+    name="slirp4netns-$mtu"; echo "== $name"
+    holder; h=$H
+    slirp4netns --configure --mtu=$mtu --api-socket "$RUN/slirp.sock" "$h" tap0 >/dev/null 2>&1 &
+    e=$!; PIDS+=("$e")
+    for _ in $(seq 100); do [ -S "$RUN/slirp.sock" ] && break; sleep 0.05; done
+    slirp_api "$RUN/slirp.sock" '{"execute":"add_hostfwd","arguments":{"proto":"tcp","host_addr":"127.0.0.1","host_port":25301,"guest_port":5201}}' >/dev/null
+    slirp_api "$RUN/slirp.sock" '{"execute":"add_hostfwd","arguments":{"proto":"tcp","host_addr":"10.200.0.1","host_port":25302,"guest_port":5201}}' >/dev/null
+    measure_engine "$name" "$h" "$e" 1 1
+    kill "$e" "$h"; wait "$e" "$h" 2>/dev/null || true; rm -f "$RUN/slirp.sock"
+done
+
+echo "== pasta"
+holder; h=$H
+pasta -f -q --runas 0 -l "$RUN/pasta.log" --config-net -4 -a 10.0.2.100 -n 24 -g 10.0.2.2 -I tap0 -m 65520 \
+    -t 127.0.0.1/25301:5201 -u none -T none -U none "$h" >/dev/null 2>&1 &
+e=$!; PIDS+=("$e")
+for _ in $(seq 100); do nsenter -t "$h" -n ip route 2>/dev/null | grep -q default && break; sleep 0.05; done
+measure_engine pasta "$h" "$e" 1 0
+kill "$e" "$h"; wait "$e" "$h" 2>/dev/null || true
+
+echo "== warren"
+holder; h=$H
+"$WARREN" attach --pid "$h" --allow-host-loopback -p 127.0.0.1:25301:5201 -p 10.200.0.1:25302:5201 \
+    --api-socket "$RUN/warren.sock" >/dev/null 2>&1 &
+e=$!; PIDS+=("$e")
+for _ in $(seq 100); do [ -S "$RUN/warren.sock" ] && break; sleep 0.05; done
+sleep 0.2
+measure_engine warren "$h" "$e" 1 1
+kill "$e" "$h"; wait "$e" "$h" 2>/dev/null || true
+
+# Table.
+cols=(t1 t1r t2 t2r t2s)
+hdr="| engine | T1 out Gb/s | T1 -R Gb/s | T2 fwd (lo client) | T2 fwd -R | T2 fwd, source kept | CPU s/GB (T1 out) | RSS MiB now/peak |"
+{
+echo "# Benchmarks"
+echo
+echo "Generated by \`scripts/bench.sh\` on $(date -u +%Y-%m-%d), $(nproc) CPUs, kernel $(uname -r),"
+echo "$(slirp4netns --version | head -1), iperf3 $(iperf3 --version | head -1 | awk '{print $2}'), Debian $(cat /etc/debian_version)."
+echo "Medians of $REPS runs of ${DUR}s (min-max), receiver side. MTU 65520 unless named."
+echo
+echo "$hdr"
+echo "|---|---|---|---|---|---|---|---|"
+for row in loopback veth slirp4netns-65520 slirp4netns-1500 pasta warren; do
+    line="| $row"
+    for c in "${cols[@]}"; do line+=" | ${RES[$row,$c]:--}"; done
+    line+=" | ${CPU[$row,t1]:--} | ${CPU[$row,rss]:--} |"
+    echo "$line"
+done
+echo
+echo "Ratios of warren's medians:"
+echo
+for c in "${cols[@]}"; do
+    python3 - "$c" "${RES[warren,$c]:--}" "${RES[slirp4netns-65520,$c]:--}" "${RES[pasta,$c]:--}" "${RES[veth,$c]:--}" <<'PY'
+import sys
+c, w, s, p, v = sys.argv[1:]
+f = lambda x: float(x.split()[0]) if x != "-" else None
+w, s, p, v = map(f, (w, s, p, v))
+if w is None: sys.exit()
+parts = []
+for name, x in (("slirp4netns", s), ("pasta", p), ("veth", v)):
+    if x: parts.append("%.2fx %s" % (w / x, name))
+print("- %s: %s" % (c, ", ".join(parts)))
+PY
+done
+} | tee "$OUT.tmp"
+mv "$OUT.tmp" "$OUT"
+INNER
