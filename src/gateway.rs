@@ -15,8 +15,8 @@ use crate::wire;
 pub enum Drop {
     /// Truncated or inconsistent headers.
     Malformed = 0,
-    /// An IPv4 header, UDP or ICMP checksum that does not verify (TCP checksums of SYNs are
-    /// checked here, the rest by the stack).
+    /// An IPv4 header, TCP, UDP or ICMP checksum that does not verify (L4 checksums are
+    /// checked unless the container's kernel vouched for them through checksum offload).
     BadChecksum,
     /// An EtherType warren does not route (IPv6 until it is supported, LLDP, ...).
     OtherEtherType,
@@ -152,11 +152,13 @@ impl GatewayAddrs {
 ///
 /// # Errors
 /// The [`Drop`] reason when the frame is not acted on.
-pub fn classify<'a>(frame: &'a [u8], gw: &GatewayAddrs) -> Result<([u8; 6], Packet<'a>), Drop> {
+/// `l4_trusted`: the sending kernel vouched for the TCP/UDP/ICMP checksum (checksum offload),
+/// which then holds only a partial sum and is not verified.
+pub fn classify<'a>(frame: &'a [u8], gw: &GatewayAddrs, l4_trusted: bool) -> Result<([u8; 6], Packet<'a>), Drop> {
     let eth = wire::parse_eth(frame).ok_or(Drop::Malformed)?;
     match eth.ethertype {
         wire::ETHERTYPE_ARP => classify_arp(eth.payload, gw).map(|p| (eth.src, p)),
-        wire::ETHERTYPE_IPV4 => classify_ipv4(eth.payload, gw).map(|p| (eth.src, p)),
+        wire::ETHERTYPE_IPV4 => classify_ipv4(eth.payload, gw, l4_trusted).map(|p| (eth.src, p)),
         _ => Err(Drop::OtherEtherType),
     }
 }
@@ -169,7 +171,7 @@ fn classify_arp<'a>(payload: &'a [u8], gw: &GatewayAddrs) -> Result<Packet<'a>, 
     Ok(Packet::ArpRequest { mac: arp.sender_mac, ip: arp.sender_ip, target: arp.target_ip })
 }
 
-fn classify_ipv4<'a>(payload: &'a [u8], gw: &GatewayAddrs) -> Result<Packet<'a>, Drop> {
+fn classify_ipv4<'a>(payload: &'a [u8], gw: &GatewayAddrs, l4_trusted: bool) -> Result<Packet<'a>, Drop> {
     let ip = Ipv4Packet::new_checked(payload).map_err(|_| Drop::Malformed)?;
     if ip.version() != 4 {
         return Err(Drop::Malformed);
@@ -200,7 +202,9 @@ fn classify_ipv4<'a>(payload: &'a [u8], gw: &GatewayAddrs) -> Result<Packet<'a>,
         IpProtocol::Tcp => {
             let t = TcpPacket::new_checked(body).map_err(|_| Drop::Malformed)?;
             let syn_only = t.syn() && !t.ack();
-            if syn_only && !t.verify_checksum(&s, &d) {
+            // The stack does not verify TCP checksums (see runtime::device): every segment the
+            // sending kernel did not vouch for is checked here.
+            if !l4_trusted && !t.verify_checksum(&s, &d) {
                 return Err(Drop::BadChecksum);
             }
             let seg = TcpSeg {
@@ -216,7 +220,7 @@ fn classify_ipv4<'a>(payload: &'a [u8], gw: &GatewayAddrs) -> Result<Packet<'a>,
         }
         IpProtocol::Udp => {
             let u = UdpPacket::new_checked(body).map_err(|_| Drop::Malformed)?;
-            if u.checksum() != 0 && !u.verify_checksum(&s, &d) {
+            if !l4_trusted && u.checksum() != 0 && !u.verify_checksum(&s, &d) {
                 return Err(Drop::BadChecksum);
             }
             let len = usize::from(u.len());
@@ -229,7 +233,7 @@ fn classify_ipv4<'a>(payload: &'a [u8], gw: &GatewayAddrs) -> Result<Packet<'a>,
         }
         IpProtocol::Icmp => {
             let i = Icmpv4Packet::new_checked(body).map_err(|_| Drop::Malformed)?;
-            if !i.verify_checksum() {
+            if !l4_trusted && !i.verify_checksum() {
                 return Err(Drop::BadChecksum);
             }
             if i.msg_type() != Icmpv4Message::EchoRequest || i.msg_code() != 0 {
@@ -266,7 +270,7 @@ mod tests {
 
     #[test]
     fn arp_request_for_gateway() {
-        let (mac, p) = classify(&ARP_REQ, &gw()).unwrap();
+        let (mac, p) = classify(&ARP_REQ, &gw(), false).unwrap();
         assert_eq!(mac, C);
         match p {
             Packet::ArpRequest { mac, ip, target } => {
@@ -276,7 +280,7 @@ mod tests {
         }
         let mut other = ARP_REQ;
         other[41] = 7; // who-has 10.0.2.7: not ours, never answered (no segment poisoning)
-        assert_eq!(classify(&other, &gw()).unwrap_err(), Drop::ArpNotForUs);
+        assert_eq!(classify(&other, &gw(), false).unwrap_err(), Drop::ArpNotForUs);
     }
 
     #[test]
@@ -286,21 +290,21 @@ mod tests {
         let src = "10.0.2.100:5000".parse().unwrap();
         let dst = "10.0.2.3:53".parse().unwrap();
         let n = wire::udp4(&mut buf, G, C, src, dst, 4);
-        match classify(&buf[..n], &gw()).unwrap().1 {
+        match classify(&buf[..n], &gw(), false).unwrap().1 {
             Packet::Udp { src: s, dst: d, payload, .. } => assert_eq!((s, d, payload), (src, dst, &b"ping"[..])),
             other => panic!("unexpected {other:?}"),
         }
         buf[n - 1] ^= 0xff;
-        assert_eq!(classify(&buf[..n], &gw()).unwrap_err(), Drop::BadChecksum);
+        assert_eq!(classify(&buf[..n], &gw(), false).unwrap_err(), Drop::BadChecksum);
     }
 
     #[test]
     fn spoofed_and_broadcast_dropped() {
         let mut buf = vec![0u8; 100];
         let n = wire::udp4(&mut buf, G, C, "192.0.2.1:1".parse().unwrap(), "10.0.2.2:9".parse().unwrap(), 0);
-        assert_eq!(classify(&buf[..n], &gw()).unwrap_err(), Drop::Spoofed);
+        assert_eq!(classify(&buf[..n], &gw(), false).unwrap_err(), Drop::Spoofed);
         let n = wire::udp4(&mut buf, G, C, "10.0.2.100:1".parse().unwrap(), "10.0.2.255:9".parse().unwrap(), 0);
-        assert_eq!(classify(&buf[..n], &gw()).unwrap_err(), Drop::NotRoutable);
+        assert_eq!(classify(&buf[..n], &gw(), false).unwrap_err(), Drop::NotRoutable);
     }
 
     #[test]
@@ -322,15 +326,15 @@ mod tests {
                 buf[14] = 0x45;
             }
             let len = (x % 200) as usize;
-            let _ = classify(&buf[..len], &gw());
+            let _ = classify(&buf[..len], &gw(), x.is_multiple_of(3));
         }
         let mut v = vec![0u8; 100];
         let n = wire::udp4(&mut v, G, C, "10.0.2.100:5000".parse().unwrap(), "10.0.2.3:53".parse().unwrap(), 20);
         for cut in 0..n {
-            let _ = classify(&v[..cut], &gw());
+            let _ = classify(&v[..cut], &gw(), false);
         }
         for cut in 0..ARP_REQ.len() {
-            let _ = classify(&ARP_REQ[..cut], &gw());
+            let _ = classify(&ARP_REQ[..cut], &gw(), true);
         }
     }
 }

@@ -12,6 +12,49 @@ use smoltcp::wire::{
     Icmpv4Message, Icmpv4Packet, IpAddress, IpProtocol, Ipv4Packet, TcpPacket, TcpSeqNumber, UdpPacket,
 };
 
+/// Length of the `virtio_net_hdr` before every frame on the TAP fd.
+pub const VNET_HDR_LEN: usize = 10;
+/// `virtio_net_hdr.flags`: the L4 checksum holds only the pseudo-header sum; the receiver
+/// completes it (or, being the final receiver, trusts the data).
+pub const VNET_F_NEEDS_CSUM: u8 = 1;
+/// `virtio_net_hdr.flags`: the checksum was already verified.
+pub const VNET_F_DATA_VALID: u8 = 2;
+
+/// Reads a frame's `virtio_net_hdr`: whether its L4 checksum can be trusted without checking
+/// (the sending kernel says so), or `None` for a GSO frame (never negotiated; dropped).
+pub fn vnet_trusted(hdr: &[u8]) -> Option<bool> {
+    let (flags, gso_type) = (*hdr.first()?, *hdr.get(1)?);
+    if gso_type != 0 {
+        return None;
+    }
+    Some(flags & (VNET_F_NEEDS_CSUM | VNET_F_DATA_VALID) != 0)
+}
+
+/// The `virtio_net_hdr` of a TCP/IPv4 frame whose checksum field holds only the
+/// pseudo-header sum (see [`tcp4_partial_checksum`]).
+pub fn vnet_needs_csum(l4_start: usize, csum_offset: usize) -> [u8; VNET_HDR_LEN] {
+    let mut h = [0u8; VNET_HDR_LEN];
+    h[0] = VNET_F_NEEDS_CSUM;
+    h[6..8].copy_from_slice(&(l4_start as u16).to_ne_bytes());
+    h[8..10].copy_from_slice(&(csum_offset as u16).to_ne_bytes());
+    h
+}
+
+/// Puts the pseudo-header sum (not inverted) into the checksum field of the TCP segment in
+/// `ip` (a complete IPv4 packet), as checksum offload expects. Returns the L4 offset within
+/// the IP packet, or `None` if the packet is not TCP/IPv4.
+pub fn tcp4_partial_checksum(ip: &mut [u8]) -> Option<usize> {
+    let p = Ipv4Packet::new_checked(&*ip).ok()?;
+    if p.next_header() != IpProtocol::Tcp {
+        return None;
+    }
+    let ihl = usize::from(p.header_len());
+    let l4_len = usize::from(p.total_len()).checked_sub(ihl)?;
+    let sum = smoltcp::wire::checksum::pseudo_header_v4(&p.src_addr(), &p.dst_addr(), IpProtocol::Tcp, l4_len as u32);
+    ip.get_mut(ihl + 16..ihl + 18)?.copy_from_slice(&sum.to_be_bytes());
+    Some(ihl)
+}
+
 /// Ethernet header length.
 pub const ETH_LEN: usize = 14;
 /// IPv4 header length of every packet warren builds (no options).
@@ -314,6 +357,30 @@ mod tests {
         assert!(icmp.verify_checksum());
         assert_eq!((icmp.msg_type(), icmp.msg_code()), (Icmpv4Message::DstUnreachable, 3));
         assert_eq!(icmp.data(), &pkt[..28]);
+    }
+
+    #[test]
+    fn partial_checksum_completes_to_the_full_one() {
+        // A real TCP segment with a correct checksum, then its field replaced by the partial
+        // sum: summing the segment from the L4 start (as the kernel does) restores it.
+        let mut buf = vec![0u8; 128];
+        let seg = SegmentInfo {
+            src: "10.0.2.100:40000".parse().unwrap(),
+            dst: "10.0.2.2:80".parse().unwrap(),
+            seq: 7,
+            ack: Some(9),
+            seg_len: 0,
+        };
+        let n = tcp4_rst(&mut buf, C, G, &seg);
+        let ip = &mut buf[ETH_LEN..n];
+        let full = u16::from_be_bytes([ip[36], ip[37]]);
+        assert_eq!(tcp4_partial_checksum(ip), Some(20));
+        let completed = !smoltcp::wire::checksum::data(&ip[20..]);
+        assert_eq!(completed, full);
+        assert_eq!(vnet_needs_csum(34, 16)[0], VNET_F_NEEDS_CSUM);
+        assert_eq!(vnet_trusted(&[1, 0, 0, 0, 0, 0, 0, 0, 0, 0]), Some(true));
+        assert_eq!(vnet_trusted(&[0; 10]), Some(false));
+        assert_eq!(vnet_trusted(&[0, 1, 0, 0, 0, 0, 0, 0, 0, 0]), None, "GSO frames are refused");
     }
 
     #[test]

@@ -474,7 +474,7 @@ impl Dataplane {
         shutdown: impl Future<Output = ()>,
         until_idle: bool,
     ) -> io::Result<()> {
-        let mut rx = vec![0u8; wire::ETH_LEN + 65536];
+        let mut rx = vec![0u8; wire::VNET_HDR_LEN + wire::ETH_LEN + 65536];
         let wake = self.wake.clone();
         tokio::pin!(shutdown);
         enum Event<'a> {
@@ -505,7 +505,12 @@ impl Dataplane {
                 Event::Tap(mut guard) => {
                     for _ in 0..RX_BATCH {
                         match guard.try_io(|fd| nix::unistd::read(fd.get_ref(), &mut rx).map_err(io::Error::from)) {
-                            Ok(Ok(n)) => self.frame(&rx[..n], Instant::now()),
+                            Ok(Ok(n)) if n >= wire::VNET_HDR_LEN => match wire::vnet_trusted(&rx[..wire::VNET_HDR_LEN])
+                            {
+                                Some(trusted) => self.frame(&rx[wire::VNET_HDR_LEN..n], trusted, Instant::now()),
+                                None => self.stats.drops.count(gateway::Drop::Malformed),
+                            },
+                            Ok(Ok(_)) => self.stats.drops.count(gateway::Drop::Malformed),
                             Ok(Err(e)) => return Err(e),
                             Err(_would_block) => break,
                         }
@@ -524,11 +529,11 @@ impl Dataplane {
         }
     }
 
-    /// Handles one frame from the container.
-    pub fn frame(&mut self, frame: &[u8], now: Instant) {
+    /// Handles one frame from the container; `trusted`: its kernel vouched for the L4 checksum.
+    pub fn frame(&mut self, frame: &[u8], trusted: bool, now: Instant) {
         self.stats.frames_in += 1;
         self.stats.bytes_in += frame.len() as u64;
-        let (mac, pkt) = match gateway::classify(frame, &self.gw) {
+        let (mac, pkt) = match gateway::classify(frame, &self.gw, trusted) {
             Ok(x) => x,
             Err(why) => {
                 self.stats.drops.count(why);
