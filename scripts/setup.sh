@@ -15,6 +15,8 @@ have useradd || need_pkgs+=(passwd)
 have gcc || need_pkgs+=(gcc)
 [ -x /usr/bin/python3 ] || need_pkgs+=(python3-minimal)
 have curl || need_pkgs+=(curl)
+# The real slirp4netns: the compatibility suite runs every scenario against it too.
+have slirp4netns || need_pkgs+=(slirp4netns)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
     echo "setup: installing ${need_pkgs[*]}"
     export DEBIAN_FRONTEND=noninteractive

@@ -24,7 +24,7 @@ e2e=$(cargo test --release --test e2e --no-run --message-format=json 2>/dev/null
 # Stage the binaries where the unprivileged user can run them; removed on exit.
 stage=$(mktemp -d /tmp/warren-e2e.XXXXXX)
 trap 'rm -rf "$stage"' EXIT
-cp target/release/warren target/release/examples/nettool "$e2e" "$stage/"
+cp target/release/warren target/release/warren-slirp4netns target/release/examples/nettool "$e2e" "$stage/"
 mv "$stage/$(basename "$e2e")" "$stage/e2e"
 chmod 0755 "$stage" "$stage"/*
 
@@ -54,7 +54,7 @@ isolated() {
         export WARREN_REMOTE_NS_PID=$remote
         "$@"' "$ping_range" "$@"
 }
-export WARREN_BIN="$stage/warren" NETTOOL_BIN="$stage/nettool"
+export WARREN_BIN="$stage/warren" NETTOOL_BIN="$stage/nettool" WARREN_SLIRP_BIN="$stage/warren-slirp4netns"
 threads=${WARREN_TEST_THREADS:-2}
 
 echo "== end-to-end suite as root (ping sockets not allowed: honest ICMP errors)"

@@ -149,6 +149,7 @@ impl NetArgs {
             mac,
             allow_host_loopback: self.allow_host_loopback,
             dns,
+            outbound_v4: None,
         })
     }
 }

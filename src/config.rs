@@ -105,6 +105,9 @@ pub enum DnsUpstreams {
     HostResolvConf,
     /// Fixed upstreams from `--dns-upstream`.
     Fixed(Vec<SocketAddr>),
+    /// No forwarder: the DNS address is just another unused address (slirp4netns
+    /// `--disable-dns`).
+    Disabled,
 }
 
 /// The addresses of a user-mode network derived from its CIDR (slirp4netns's layout).
@@ -148,6 +151,8 @@ pub struct NetConfig {
     pub allow_host_loopback: bool,
     /// DNS upstream policy.
     pub dns: DnsUpstreams,
+    /// Source address for outbound IPv4 host sockets (slirp4netns `--outbound-addr`).
+    pub outbound_v4: Option<Ipv4Addr>,
 }
 
 impl NetConfig {

@@ -44,7 +44,7 @@ impl Upstreams {
     pub fn with_path(policy: DnsUpstreams, path: PathBuf) -> Self {
         let servers = match &policy {
             DnsUpstreams::Fixed(v) => v.clone(),
-            DnsUpstreams::HostResolvConf => Vec::new(),
+            DnsUpstreams::HostResolvConf | DnsUpstreams::Disabled => Vec::new(),
         };
         Self { policy, path, servers, stamp: None, checked: None }
     }

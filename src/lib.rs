@@ -31,5 +31,6 @@ pub mod forward;
 pub mod gateway;
 pub mod ns;
 pub mod runtime;
+pub mod slirp;
 pub mod sys;
 pub mod wire;

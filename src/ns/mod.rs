@@ -129,10 +129,20 @@ pub struct RunChild {
 /// Configures `lo` and the TAP inside the current network namespace (the calling process must
 /// already be there, with CAP_NET_ADMIN in the namespace's owner) and returns the TAP.
 fn configure_here(cfg: &NetConfig) -> Result<(OwnedFd, [u8; 6]), String> {
+    configure_tap(cfg, true)
+}
+
+/// Opens the TAP in the current network namespace and, when `configure`, brings up `lo` and
+/// the TAP with MTU, MAC, address and default route (slirp4netns `--configure`).
+fn configure_tap(cfg: &NetConfig, configure: bool) -> Result<(OwnedFd, [u8; 6]), String> {
     let ctl = sys::IfCtl::new().map_err(|e| e.to_string())?;
-    ctl.set_up("lo").map_err(|e| e.to_string())?;
     let fd = sys::open_tap(&cfg.tap_name).map_err(|e| tun_hint(e.to_string()))?;
     let name = cfg.tap_name.as_str();
+    if !configure {
+        let mac = ctl.mac(name).map_err(|e| e.to_string())?;
+        return Ok((fd, mac));
+    }
+    ctl.set_up("lo").map_err(|e| e.to_string())?;
     if let Some(mac) = cfg.mac {
         ctl.set_mac(name, mac).map_err(|e| e.to_string())?;
     }
@@ -444,6 +454,14 @@ pub enum Target {
 /// # Errors
 /// A target that does not exist or cannot be entered, or a TAP setup failure.
 pub fn spawn_attach(cfg: &NetConfig, target: &Target) -> Result<Tap, NsError> {
+    spawn_attach_with(cfg, target, true)
+}
+
+/// Like [`spawn_attach`]; `configure` false only opens the TAP (slirp4netns without `-c`).
+///
+/// # Errors
+/// As [`spawn_attach`].
+pub fn spawn_attach_with(cfg: &NetConfig, target: &Target, configure: bool) -> Result<Tap, NsError> {
     let open = |p: &Path, what: &str| {
         fs::File::open(p).map_err(|e| NsError::Target(format!("cannot open {what} {}: {e}", p.display())))
     };
@@ -478,7 +496,7 @@ pub fn spawn_attach(cfg: &NetConfig, target: &Target) -> Result<Tap, NsError> {
             }
             nix::sched::setns(&netns, CloneFlags::CLONE_NEWNET)
                 .map_err(|e| format!("cannot enter the target's network namespace: {e}"))?;
-            let (fd, mac) = configure_here(cfg)?;
+            let (fd, mac) = configure_tap(cfg, configure)?;
             let agent = spawn_agent()?;
             Ok(Tap { fd, mac, agent })
         })();

@@ -562,7 +562,7 @@ impl Dataplane {
                 Target::Refuse
             };
         }
-        if ip == self.gw.dns {
+        if ip == self.gw.dns && self.cfg.dns != crate::config::DnsUpstreams::Disabled {
             return match (dst.port(), self.upstreams.pick(now)) {
                 (53, Some(up)) => Target::Host(up),
                 _ => Target::Refuse,
@@ -619,7 +619,7 @@ impl Dataplane {
             Target::Refuse => return self.reset(seg),
             Target::Unreachable(code) => return self.icmp_error(*seg.dst.ip(), code, ip),
         };
-        let host = match connect_nonblocking(target) {
+        let host = match connect_nonblocking(target, self.cfg.outbound_v4) {
             Ok(h) => h,
             Err(e) => {
                 tracing::debug!(%target, error = %e, "host connect failed at once");
@@ -688,7 +688,7 @@ impl Dataplane {
                 Target::Refuse => return self.icmp_error(*dst.ip(), Unreachable::Port, ip),
                 Target::Unreachable(code) => return self.icmp_error(*dst.ip(), code, ip),
             };
-            let flow = match UdpFlow::new(target, dst, self.waker(Token::Udp(key)), now) {
+            let flow = match UdpFlow::new(target, self.cfg.outbound_v4, dst, self.waker(Token::Udp(key)), now) {
                 Ok(f) => f,
                 Err(e) => {
                     tracing::debug!(%target, error = %e, "UDP flow failed");
@@ -729,7 +729,8 @@ impl Dataplane {
 
     #[allow(clippy::too_many_arguments)]
     fn echo(&mut self, ip: &[u8], src: Ipv4Addr, dst: Ipv4Addr, ident: u16, seq: u16, data: &[u8], now: Instant) {
-        if dst == self.gw.gateway || dst == self.gw.dns {
+        let dns_on = self.cfg.dns != crate::config::DnsUpstreams::Disabled;
+        if dst == self.gw.gateway || (dns_on && dst == self.gw.dns) {
             let len =
                 wire::icmp4_echo_reply(&mut self.tx.buf, self.tx.dst_mac, self.tx.src_mac, dst, src, ident, seq, data);
             self.tx.send(len);
@@ -888,9 +889,14 @@ fn visible_source(
 }
 
 /// Starts a non-blocking connect to `target` and hands the socket to tokio.
-fn connect_nonblocking(target: SocketAddr) -> io::Result<TcpStream> {
+fn connect_nonblocking(target: SocketAddr, outbound_v4: Option<Ipv4Addr>) -> io::Result<TcpStream> {
     let s = Socket::new(Domain::for_address(target), Type::STREAM.nonblocking(), None)?;
     s.set_tcp_nodelay(true)?;
+    if let (Some(src), SocketAddr::V4(t)) = (outbound_v4, target)
+        && !t.ip().is_loopback()
+    {
+        s.bind(&SocketAddr::from((src, 0)).into())?;
+    }
     match s.connect(&target.into()) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}

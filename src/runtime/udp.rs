@@ -45,8 +45,15 @@ impl UdpFlow {
     ///
     /// # Errors
     /// Socket creation or connect failure (e.g. `ENETUNREACH`).
-    pub fn new(target: SocketAddr, reply_src: SocketAddrV4, waker: Waker, now: Instant) -> io::Result<Self> {
+    pub fn new(
+        target: SocketAddr,
+        outbound_v4: Option<Ipv4Addr>,
+        reply_src: SocketAddrV4,
+        waker: Waker,
+        now: Instant,
+    ) -> io::Result<Self> {
         let bind: SocketAddr = match target {
+            SocketAddr::V4(t) if !t.ip().is_loopback() => (outbound_v4.unwrap_or(Ipv4Addr::UNSPECIFIED), 0).into(),
             SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
             SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
         };

@@ -434,3 +434,18 @@ pub fn splice(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> io::Resul
     };
     if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(rc as usize) }
 }
+
+/// Takes ownership of an fd number the parent process handed over (`--ready-fd 3`), after
+/// checking that it is open.
+///
+/// # Errors
+/// `EBADF` if no such fd is open.
+pub fn adopt_inherited_fd(raw: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: fcntl(F_GETFD) only queries the fd table entry.
+    if unsafe { libc::fcntl(raw, libc::F_GETFD) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the fd is open (checked above), and by the command-line contract it was passed
+    // to this process for its exclusive use (like stdin), so owning and closing it is sound.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}

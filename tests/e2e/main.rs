@@ -5,6 +5,7 @@
 //! unprivileged user. Every server binds inside that namespace; nothing can leave it.
 
 mod ports;
+mod slirp;
 mod util;
 
 use std::process::Command;

@@ -1,0 +1,235 @@
+//! `warren-slirp4netns`: slirp4netns's command line and API on warren's data path.
+
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use tokio::io::Interest;
+use tokio::signal::unix::{SignalKind, signal};
+use tracing_subscriber::EnvFilter;
+
+use warren::api::ApiSocket;
+use warren::config::{Addresses, DnsUpstreams, NetConfig};
+use warren::ns::{self, Target};
+use warren::runtime::Dataplane;
+use warren::runtime::ports::Agent;
+use warren::slirp::{self, NetnsType, Parsed, SlirpArgs};
+
+/// The slirp4netns release whose behaviour this binary reproduces.
+const COMPAT_VERSION: &str = "1.2.0";
+
+fn main() -> ExitCode {
+    let mut args = std::env::args();
+    let argv0 = args.next().unwrap_or_else(|| "slirp4netns".into());
+    let prog = std::path::Path::new(&argv0).file_name().map_or(argv0.clone(), |n| n.to_string_lossy().into_owned());
+    let rest: Vec<String> = args.collect();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warren=warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false).init();
+    // getopt names the program by argv[0] as given; so do the parse errors.
+    match slirp::parse(&argv0, &rest) {
+        Err(e) => {
+            if let Some(m) = e.message {
+                eprintln!("{m}");
+            }
+            if e.usage {
+                print!("{}", slirp::help(&prog));
+            }
+            ExitCode::from(1)
+        }
+        Ok(Parsed::Help) => {
+            print!("{}", slirp::help(&prog));
+            ExitCode::SUCCESS
+        }
+        Ok(Parsed::Version) => {
+            println!("slirp4netns version {COMPAT_VERSION}");
+            println!("commit: warren-{}", env!("CARGO_PKG_VERSION"));
+            println!("warren: {} (a userspace network stack on smoltcp; no libslirp)", env!("CARGO_PKG_VERSION"));
+            println!("SLIRP_CONFIG_VERSION_MAX: 4");
+            ExitCode::SUCCESS
+        }
+        Ok(Parsed::Run(a)) => match run(*a) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(msg) => {
+                eprintln!("{msg}");
+                ExitCode::from(1)
+            }
+        },
+    }
+}
+
+fn outbound_v4(spec: &str) -> Result<Ipv4Addr, String> {
+    if let Ok(ip) = spec.parse() {
+        return Ok(ip);
+    }
+    let addrs = nix::ifaddrs::getifaddrs().map_err(|e| format!("getifaddrs: {e}"))?;
+    for ifa in addrs {
+        if ifa.interface_name == spec
+            && let Some(sin) = ifa.address.as_ref().and_then(|a| a.as_sockaddr_in())
+        {
+            return Ok(sin.ip());
+        }
+    }
+    Err(format!("outbound-addr: no IPv4 address or interface named {spec:?}"))
+}
+
+fn run(a: SlirpArgs) -> Result<(), String> {
+    for w in &a.warnings {
+        println!("{w}");
+    }
+    let net = slirp::parse_cidr(&a.cidr)?;
+    if a.netns_type == NetnsType::TapFd {
+        return Err("warren-slirp4netns: --netns-type=tapfd is not supported yet".into());
+    }
+    if a.sandbox || a.seccomp {
+        eprintln!(
+            "warren-slirp4netns: --enable-sandbox/--enable-seccomp are not implemented yet; running without them"
+        );
+    }
+    let tap_name = a.tap_name.clone().unwrap_or_else(|| "tap0".into());
+    warren::sys::check_ifname(&tap_name).map_err(|e| e.to_string())?;
+    let cfg = NetConfig {
+        addrs: Addresses::new(net),
+        mtu: a.mtu,
+        tap_name: tap_name.clone(),
+        mac: a.macaddress,
+        allow_host_loopback: !a.disable_host_loopback,
+        dns: if a.disable_dns { DnsUpstreams::Disabled } else { DnsUpstreams::HostResolvConf },
+        outbound_v4: a.outbound_addr.as_deref().map(outbound_v4).transpose()?,
+    };
+    let target = match a.netns_type {
+        NetnsType::Pid => {
+            let pid: i32 = a.target.parse().map_err(|_| "PID must be a positive integer".to_string())?;
+            match &a.userns_path {
+                Some(u) => Target::Path { netns: format!("/proc/{pid}/ns/net").into(), userns: Some(u.clone()) },
+                None => Target::Pid(pid),
+            }
+        }
+        _ => Target::Path { netns: a.target.clone().into(), userns: a.userns_path.clone() },
+    };
+    let pidfd = match target {
+        Target::Pid(pid) => Some(warren::sys::pidfd_open(pid).map_err(|e| e.to_string())?),
+        _ => a
+            .target
+            .parse::<i32>()
+            .ok()
+            .filter(|_| a.netns_type == NetnsType::Pid)
+            .and_then(|p| warren::sys::pidfd_open(p).ok()),
+    };
+    let tap = ns::spawn_attach_with(&cfg, &target, a.configure).map_err(|e| e.to_string())?;
+    eprintln!("sent tapfd={} for {tap_name}", tap.fd.as_raw_fd());
+    eprintln!("received tapfd={}", tap.fd.as_raw_fd());
+    print_banner(&a, &cfg);
+    let api = match &a.api_socket {
+        Some(p) => {
+            let _ = std::fs::remove_file(p);
+            Some(ApiSocket::bind(Some(p.clone())).map_err(|e| e.to_string())?)
+        }
+        None => None,
+    };
+    let ready = a.ready_fd.map(|fd| warren::sys::adopt_inherited_fd(fd).map_err(|e| format!("ready-fd {fd}: {e}")));
+    let ready = ready.transpose()?;
+    let exit_fd = a.exit_fd.map(|fd| warren::sys::adopt_inherited_fd(fd).map_err(|e| format!("exit-fd {fd}: {e}")));
+    let exit_fd = exit_fd.transpose()?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let container = cfg.addrs.container;
+    let tx_fd = tap.fd.try_clone().map_err(|e| e.to_string())?;
+    let r = rt.block_on(async move {
+        let mut dp = Dataplane::new(cfg, tx_fd, tap.mac);
+        dp.set_agent(Agent::new(tap.agent).map_err(|e| e.to_string())?);
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        if let Some(api) = api {
+            tokio::spawn(api.serve(tx, container));
+        } else {
+            drop(tx);
+        }
+        let fd = warren::sys::async_fd(tap.fd).map_err(|e| e.to_string())?;
+        if let Some(r) = ready {
+            // TAP, API socket and data path are up.
+            let _ = nix::unistd::write(&r, b"1");
+            drop(r);
+        }
+        let stop = stop(exit_fd, pidfd);
+        let r = dp.run(&fd, Some(rx), stop).await;
+        let _ = dp.drain(&fd, Duration::from_secs(10)).await;
+        r.map_err(|e| format!("do_slirp: {e}"))
+    });
+    eprintln!("do_slirp is exiting");
+    drop(rt);
+    r
+}
+
+fn print_banner(a: &SlirpArgs, cfg: &NetConfig) {
+    let base = u32::from(cfg.addrs.net.network());
+    let ip = |off: u32| Ipv4Addr::from(base + off);
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "Starting slirp");
+    let _ = writeln!(out, "* MTU:             {}", cfg.mtu);
+    let _ = writeln!(out, "* Network:         {}", cfg.addrs.net.network());
+    let _ = writeln!(out, "* Netmask:         {}", cfg.addrs.net.netmask());
+    let _ = writeln!(out, "* Gateway:         {}", cfg.addrs.gateway);
+    let _ = writeln!(out, "* DNS:             {}", cfg.addrs.dns);
+    let _ = writeln!(out, "* DHCP begin:      {}", ip(15));
+    let _ = writeln!(out, "* DHCP end:        {}", ip(30));
+    let _ = writeln!(out, "* Recommended IP:  {}", cfg.addrs.container);
+    if let Some(p) = &a.api_socket {
+        let _ = writeln!(out, "* API Socket:      {}", p.display());
+    }
+    if let Some(o) = cfg.outbound_v4 {
+        let _ = writeln!(out, "* Outbound IPv4:    {o}");
+    }
+    if let Some(m) = cfg.mac {
+        let _ =
+            writeln!(out, "* MAC address:     {}", m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"));
+    }
+    if cfg.allow_host_loopback {
+        let _ = writeln!(
+            out,
+            "WARNING: 127.0.0.1:* on the host is accessible as {} (set --disable-host-loopback to prohibit connecting to 127.0.0.1:*)",
+            cfg.addrs.gateway
+        );
+    }
+    let _ = out.flush();
+}
+
+/// Completes on SIGTERM/SIGINT, a hang-up of the exit fd, or the target process exiting.
+async fn stop(exit_fd: Option<OwnedFd>, pidfd: Option<OwnedFd>) {
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    let exit = async {
+        let Some(fd) = exit_fd else { return std::future::pending().await };
+        let _ = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK));
+        let Ok(afd) = warren::sys::async_fd(fd) else { return std::future::pending().await };
+        loop {
+            let Ok(mut g) = afd.ready(Interest::READABLE).await else { return };
+            if g.ready().is_read_closed() || g.ready().is_error() {
+                eprintln!("exitfd event");
+                return;
+            }
+            // Data written into the exit fd does not stop us: discard it.
+            let mut buf = [0u8; 256];
+            match nix::unistd::read(afd.get_ref().as_fd(), &mut buf) {
+                Ok(0) => {
+                    eprintln!("exitfd event");
+                    return;
+                }
+                Ok(_) => {}
+                Err(_) => g.clear_ready(),
+            }
+        }
+    };
+    let gone = async {
+        let Some(fd) = pidfd else { return std::future::pending().await };
+        if let Ok(afd) = warren::sys::async_fd(fd) {
+            let _ = afd.readable().await;
+        }
+        tracing::info!("the target process exited");
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+        () = exit => {}
+        () = gone => {}
+    }
+}

@@ -1,0 +1,278 @@
+//! warren-slirp4netns against the real slirp4netns: the same scenarios, the same observations.
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::util::*;
+
+const SHORT: Duration = Duration::from_secs(30);
+
+/// The engines to compare: warren's drop-in, and the real slirp4netns when installed.
+fn engines() -> Vec<PathBuf> {
+    let ours = std::env::var_os("WARREN_SLIRP_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_warren-slirp4netns")));
+    let mut v = vec![ours];
+    match ["/usr/bin/slirp4netns", "/usr/local/bin/slirp4netns"].iter().find(|p| Path::new(p).exists()) {
+        Some(real) => v.push(PathBuf::from(real)),
+        None => eprintln!("real slirp4netns not installed: checking warren-slirp4netns alone"),
+    }
+    v
+}
+
+fn name(p: &Path) -> String {
+    p.file_name().unwrap().to_string_lossy().into_owned()
+}
+
+#[test]
+fn bad_arguments_are_answered_identically() {
+    require_isolation();
+    let cases: &[&str] = &[
+        "",
+        "abc tap0",
+        "-m 0 1 tap0",
+        "--mtu=65522 1 tap0",
+        "--cidr=10.0.2.100/24 1 tap0",
+        "--cidr=10.0.2.0/26 1 tap0",
+        "--cidr=foo 1 tap0",
+        "-e x 1 tap0",
+        "-r -1 1 tap0",
+        "--netns-type=path /nonexistent/ns tap0",
+        "--userns-path=/nonexistent/userns 1 tap0",
+        "--macaddress=02:00:00:00:00:01 1 tap0",
+        "--target-type=foo 1 tap0",
+        "--bogus 1 tap0",
+        "1",
+    ];
+    for case in cases {
+        let mut seen = Vec::new();
+        for e in engines() {
+            let mut cmd = Command::new(&e);
+            cmd.args(case.split_whitespace());
+            let f = run_with_deadline(cmd, SHORT);
+            let stderr = f.stderr.replace(e.to_str().unwrap(), "PROG").replace(&name(&e), "PROG");
+            seen.push((name(&e), f.code, stderr, f.stdout.starts_with("Usage: ")));
+        }
+        for s in &seen[1..] {
+            assert_eq!((s.1, &s.2, s.3), (seen[0].1, &seen[0].2, seen[0].3), "{case:?}: {} vs {}", seen[0].0, s.0);
+        }
+        assert_eq!(seen[0].1, 1, "{case:?} fails");
+    }
+}
+
+#[test]
+fn help_and_version_as_callers_probe_them() {
+    require_isolation();
+    for e in engines() {
+        let mut cmd = Command::new(&e);
+        cmd.arg("--help");
+        let f = run_with_deadline(cmd, SHORT);
+        assert_eq!(f.code, 0);
+        for flag in [
+            "--configure",
+            "--exit-fd",
+            "--ready-fd",
+            "--mtu",
+            "--enable-ipv6",
+            "--api-socket",
+            "--cidr",
+            "--disable-host-loopback",
+            "--netns-type",
+            "--userns-path",
+            "--enable-sandbox",
+            "--enable-seccomp",
+            "--outbound-addr",
+            "--outbound-addr6",
+            "--disable-dns",
+            "--macaddress",
+            "--target-type",
+            "--help",
+            "--version",
+        ] {
+            assert!(f.stdout.contains(flag), "{}: --help lacks {flag}", name(&e));
+        }
+        let mut cmd = Command::new(&e);
+        cmd.arg("--version");
+        let f = run_with_deadline(cmd, SHORT);
+        assert_eq!(f.code, 0);
+        assert!(f.stdout.starts_with("slirp4netns version 1."), "{}: {}", name(&e), f.stdout);
+    }
+}
+
+/// Opens a FIFO read-write (never blocks, keeps both ends alive).
+fn fifo(path: &Path) -> OwnedFd {
+    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    std::fs::OpenOptions::new().read(true).write(true).open(path).unwrap().into()
+}
+
+fn api(sock: &Path, req: &str) -> String {
+    let mut s = std::os::unix::net::UnixStream::connect(sock).unwrap();
+    s.write_all(req.as_bytes()).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// What a scenario observed with one engine.
+#[derive(Debug, PartialEq)]
+struct Observed {
+    ready: String,
+    addr: String,
+    link: String,
+    route: String,
+    api: Vec<String>,
+    forward_ok: bool,
+    outbound_ok: bool,
+    exit_code: i32,
+    socket_removed: bool,
+}
+
+fn scenario(engine: &Path, host_port: u16, outbound: &TcpServer) -> Observed {
+    let mut holder = Command::new("unshare");
+    holder.args(["--user", "--map-root-user", "--net", "sleep", "120"]);
+    let holder = Guard(Some(holder.spawn().unwrap()));
+    let pid = holder.0.as_ref().unwrap().id();
+    let own = std::fs::read_link("/proc/self/ns/net").unwrap();
+    while std::fs::read_link(format!("/proc/{pid}/ns/net")).ok().as_ref() == Some(&own) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let dir = std::env::temp_dir().join(format!("warren-slirp-{}-{}", std::process::id(), name(engine)));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ready_p, exit_p, sock) = (dir.join("ready"), dir.join("exit"), dir.join("api.sock"));
+    let ready = fifo(&ready_p);
+    let exit = fifo(&exit_p);
+    let script = format!(
+        "exec {} -c --mtu=65520 --macaddress=02:00:00:00:00:42 -a {} -r 3 -e 4 {pid} tap0 3>{} 4<{} >/dev/null 2>&1",
+        engine.display(),
+        sock.display(),
+        ready_p.display(),
+        exit_p.display()
+    );
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", &script]);
+    let mut eng = Guard(Some(cmd.spawn().unwrap()));
+    let mut ready_file = std::fs::File::from(ready);
+    let mut b = [0u8; 1];
+    ready_file.read_exact(&mut b).unwrap();
+    let inside = |c: &str| {
+        let mut cmd = Command::new("nsenter");
+        cmd.args(["--preserve-credentials", "-U", "-n", "-t", &pid.to_string(), "sh", "-c", c]);
+        run_with_deadline(cmd, SHORT).stdout
+    };
+    let addr = inside("ip -o -4 addr show dev tap0 | awk '{print $4, $6}'");
+    let link = inside("ip -o link show dev tap0 | grep -o 'mtu [0-9]*\\|link/ether [0-9a-f:]*' | tr '\\n' ' '");
+    let route = inside("ip route show default");
+    // A server inside for the forward.
+    let mut srv = Command::new("nsenter");
+    srv.args(["--preserve-credentials", "-U", "-n", "-t", &pid.to_string()]).arg(nettool()).args(["serve", "80"]);
+    srv.stdout(std::process::Stdio::null());
+    let _srv = Guard(Some(srv.spawn().unwrap()));
+    let add = format!(
+        r#"{{"execute":"add_hostfwd","arguments":{{"proto":"tcp","host_addr":"127.0.0.1","host_port":{host_port},"guest_addr":"10.0.2.100","guest_port":80}}}}"#
+    );
+    let mut replies = vec![api(&sock, &add), api(&sock, r#"{"execute":"list_hostfwd"}"#)];
+    let to = SocketAddr::from(([127, 0, 0, 1], host_port));
+    let deadline = Instant::now() + SHORT;
+    let forward_ok = loop {
+        // Until the server inside listens, an engine may accept and then close at once.
+        if let Ok(out) = tcp_request(to, None, "get 1048576 9\n")
+            && hex(&<sha2::Sha256 as sha2::Digest>::digest(&out)) == stream_hash(9, 1 << 20)
+        {
+            break true;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = inside(&format!("{} download 10.0.2.2 {} 1048576 4", nettool().display(), outbound.addr.port()));
+    let outbound_ok = out.trim() == format!("ok 1048576 {}", stream_hash(4, 1 << 20));
+    replies.push(api(&sock, "{nope"));
+    replies.push(api(&sock, r#"{"execute":"frobnicate"}"#));
+    replies.push(api(&sock, r#"{"execute":"add_hostfwd","arguments":{"proto":"sctp","host_port":1,"guest_port":1}}"#));
+    replies.push(api(&sock, r#"{"execute":"remove_hostfwd","arguments":{"id":1}}"#));
+    replies.push(api(&sock, r#"{"execute":"list_hostfwd"}"#));
+    // Hang up the exit fd: the engine exits 0.
+    drop(exit);
+    let child = eng.0.as_mut().unwrap();
+    let deadline = Instant::now() + SHORT;
+    let code = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st.code().unwrap_or(-1);
+        }
+        assert!(Instant::now() < deadline, "{} ignored the exit fd", name(engine));
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    eng.0 = None;
+    let socket_removed = !sock.exists();
+    let _ = std::fs::remove_dir_all(&dir);
+    drop(holder);
+    Observed {
+        ready: String::from_utf8_lossy(&b).into_owned(),
+        addr,
+        link,
+        route,
+        api: replies,
+        forward_ok,
+        outbound_ok,
+        exit_code: code,
+        socket_removed,
+    }
+}
+
+#[test]
+fn configure_ready_exit_api_forward_and_outbound_match() {
+    require_isolation();
+    let outbound = TcpServer::download("127.0.0.1");
+    let mut seen = Vec::new();
+    for e in engines() {
+        let port = free_port("127.0.0.1");
+        seen.push((name(&e), scenario(&e, port, &outbound)));
+    }
+    let ours = &seen[0].1;
+    assert_eq!(ours.ready, "1");
+    assert_eq!(ours.addr.trim(), "10.0.2.100/24 10.0.2.255");
+    assert!(ours.link.contains("mtu 65520") && ours.link.contains("link/ether 02:00:00:00:00:42"), "{}", ours.link);
+    assert_eq!(ours.route.trim(), "default via 10.0.2.2 dev tap0");
+    assert!(ours.forward_ok && ours.outbound_ok);
+    assert_eq!(ours.exit_code, 0);
+    assert!(ours.socket_removed);
+    for (n, o) in &seen[1..] {
+        // Port numbers differ between the runs: compare the API replies with them masked.
+        let mask = |v: &[String]| -> Vec<String> {
+            v.iter()
+                .map(|s| {
+                    let mut out = String::new();
+                    let mut rest = s.as_str();
+                    while let Some(i) = rest.find("\"host_port\":") {
+                        out.push_str(&rest[..i + 12]);
+                        rest = rest[i + 12..].trim_start_matches(|c: char| c.is_ascii_digit());
+                        out.push('N');
+                    }
+                    out + rest
+                })
+                .collect()
+        };
+        assert_eq!(mask(&o.api), mask(&ours.api), "API replies: {n} vs warren-slirp4netns");
+        assert_eq!(
+            (&o.ready, &o.addr, &o.link, &o.route, o.forward_ok, o.outbound_ok, o.exit_code, o.socket_removed),
+            (
+                &ours.ready,
+                &ours.addr,
+                &ours.link,
+                &ours.route,
+                ours.forward_ok,
+                ours.outbound_ok,
+                ours.exit_code,
+                ours.socket_removed
+            ),
+            "{n} vs warren-slirp4netns"
+        );
+    }
+}
