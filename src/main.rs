@@ -103,7 +103,7 @@ fn run(a: RunArgs) -> Result<u8> {
     let tx_fd = child.tap.fd.try_clone().context("dup the TAP fd")?;
     let rt = runtime()?;
     let code = rt.block_on(async move {
-        let mut dp = Dataplane::new(cfg, tx_fd, child.tap.mac);
+        let mut dp = Dataplane::new(cfg, tx_fd, child.tap.mac, true);
         let commands = match start_ports(&mut dp, prep, child.tap.agent) {
             Ok(c) => c,
             Err(e) => {
@@ -269,7 +269,7 @@ fn attach(a: AttachArgs) -> Result<u8> {
     let tx_fd = tap.fd.try_clone().context("dup the TAP fd")?;
     let rt = runtime()?;
     rt.block_on(async move {
-        let mut dp = Dataplane::new(cfg, tx_fd, tap.mac);
+        let mut dp = Dataplane::new(cfg, tx_fd, tap.mac, true);
         let commands = start_ports(&mut dp, prep, tap.agent)?;
         let stop = stop_signal(target, pidfd);
         let fd = warren::sys::async_fd(tap.fd).context("register the TAP")?;

@@ -79,9 +79,6 @@ fn run(a: SlirpArgs) -> Result<(), String> {
         println!("{w}");
     }
     let net = slirp::parse_cidr(&a.cidr)?;
-    if a.netns_type == NetnsType::TapFd {
-        return Err("warren-slirp4netns: --netns-type=tapfd is not supported yet".into());
-    }
     if a.sandbox || a.seccomp {
         eprintln!(
             "warren-slirp4netns: --enable-sandbox/--enable-seccomp are not implemented yet; running without them"
@@ -98,28 +95,38 @@ fn run(a: SlirpArgs) -> Result<(), String> {
         dns: if a.disable_dns { DnsUpstreams::Disabled } else { DnsUpstreams::HostResolvConf },
         outbound_v4: a.outbound_addr.as_deref().map(outbound_v4).transpose()?,
     };
-    let target = match a.netns_type {
-        NetnsType::Pid => {
-            let pid: i32 = a.target.parse().map_err(|_| "PID must be a positive integer".to_string())?;
-            match &a.userns_path {
-                Some(u) => Target::Path { netns: format!("/proc/{pid}/ns/net").into(), userns: Some(u.clone()) },
-                None => Target::Pid(pid),
-            }
+    // The TAP: handed over as an fd (tapfd mode, no fork), or opened inside by a helper.
+    let (fd, mac, agent, vnet, pidfd) = if a.netns_type == NetnsType::TapFd {
+        let raw: i32 = a.target.parse().map_err(|_| "FD must be a non-negative integer".to_string())?;
+        let fd = warren::sys::adopt_inherited_fd(raw).map_err(|e| format!("tapfd {raw}: {e}"))?;
+        let flags = warren::sys::tap_flags(fd.as_fd()).map_err(|e| format!("tapfd {raw}: not a TAP device: {e}"))?;
+        if flags & libc::IFF_TAP == 0 {
+            return Err(format!("tapfd {raw}: not a TAP device (a TUN device?)"));
         }
-        _ => Target::Path { netns: a.target.clone().into(), userns: a.userns_path.clone() },
+        nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK))
+            .map_err(|e| format!("tapfd {raw}: {e}"))?;
+        // The container's MAC is learned from its first frame.
+        (fd, [0xff; 6], None, flags & libc::IFF_VNET_HDR != 0, None)
+    } else {
+        let target = match a.netns_type {
+            NetnsType::Pid => {
+                let pid: i32 = a.target.parse().map_err(|_| "PID must be a positive integer".to_string())?;
+                match &a.userns_path {
+                    Some(u) => Target::Path { netns: format!("/proc/{pid}/ns/net").into(), userns: Some(u.clone()) },
+                    None => Target::Pid(pid),
+                }
+            }
+            _ => Target::Path { netns: a.target.clone().into(), userns: a.userns_path.clone() },
+        };
+        let pidfd = match a.netns_type {
+            NetnsType::Pid => Some(warren::sys::pidfd_open(a.target.parse().unwrap_or(0)).map_err(|e| e.to_string())?),
+            _ => None,
+        };
+        let tap = ns::spawn_attach_with(&cfg, &target, a.configure).map_err(|e| e.to_string())?;
+        eprintln!("sent tapfd={} for {tap_name}", tap.fd.as_raw_fd());
+        eprintln!("received tapfd={}", tap.fd.as_raw_fd());
+        (tap.fd, tap.mac, Some(tap.agent), true, pidfd)
     };
-    let pidfd = match target {
-        Target::Pid(pid) => Some(warren::sys::pidfd_open(pid).map_err(|e| e.to_string())?),
-        _ => a
-            .target
-            .parse::<i32>()
-            .ok()
-            .filter(|_| a.netns_type == NetnsType::Pid)
-            .and_then(|p| warren::sys::pidfd_open(p).ok()),
-    };
-    let tap = ns::spawn_attach_with(&cfg, &target, a.configure).map_err(|e| e.to_string())?;
-    eprintln!("sent tapfd={} for {tap_name}", tap.fd.as_raw_fd());
-    eprintln!("received tapfd={}", tap.fd.as_raw_fd());
     print_banner(&a, &cfg);
     let api = match &a.api_socket {
         Some(p) => {
@@ -134,17 +141,19 @@ fn run(a: SlirpArgs) -> Result<(), String> {
     let exit_fd = exit_fd.transpose()?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
     let container = cfg.addrs.container;
-    let tx_fd = tap.fd.try_clone().map_err(|e| e.to_string())?;
+    let tx_fd = fd.try_clone().map_err(|e| e.to_string())?;
     let r = rt.block_on(async move {
-        let mut dp = Dataplane::new(cfg, tx_fd, tap.mac);
-        dp.set_agent(Agent::new(tap.agent).map_err(|e| e.to_string())?);
+        let mut dp = Dataplane::new(cfg, tx_fd, mac, vnet);
+        if let Some(agent) = agent {
+            dp.set_agent(Agent::new(agent).map_err(|e| e.to_string())?);
+        }
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         if let Some(api) = api {
             tokio::spawn(api.serve(tx, container));
         } else {
             drop(tx);
         }
-        let fd = warren::sys::async_fd(tap.fd).map_err(|e| e.to_string())?;
+        let fd = warren::sys::async_fd(fd).map_err(|e| e.to_string())?;
         if let Some(r) = ready {
             // TAP, API socket and data path are up.
             let _ = nix::unistd::write(&r, b"1");

@@ -29,12 +29,14 @@ pub struct TxSink {
     pub bytes: u64,
     /// Frames the TAP refused.
     pub errors: u64,
+    /// Whether frames carry a `virtio_net_hdr` (TAPs warren opens do; an adopted fd may not).
+    pub vnet: bool,
 }
 
 impl TxSink {
     /// Wraps the TAP's write fd.
-    pub fn new(fd: OwnedFd, dst_mac: [u8; 6], src_mac: [u8; 6]) -> Self {
-        Self { fd, buf: vec![0u8; ETH_LEN + 65536], dst_mac, src_mac, frames: 0, bytes: 0, errors: 0 }
+    pub fn new(fd: OwnedFd, dst_mac: [u8; 6], src_mac: [u8; 6], vnet: bool) -> Self {
+        Self { fd, buf: vec![0u8; ETH_LEN + 65536], dst_mac, src_mac, frames: 0, bytes: 0, errors: 0, vnet }
     }
 
     /// Writes `buf[..len]` as one frame to the TAP; its checksums are complete.
@@ -44,15 +46,23 @@ impl TxSink {
 
     /// Writes `buf[..len]` (a TCP/IPv4 frame whose checksum smoltcp left out) with the
     /// pseudo-header sum and a NEEDS_CSUM header: the container's kernel trusts or completes it.
+    /// Without a vnet header the checksum is completed here.
     pub fn send_tcp_offloaded(&mut self, len: usize) {
         match tcp4_partial_checksum(&mut self.buf[ETH_LEN..len]) {
-            Some(ihl) => self.send_with(&vnet_needs_csum(ETH_LEN + ihl, 16), len),
+            Some(ihl) if self.vnet => self.send_with(&vnet_needs_csum(ETH_LEN + ihl, 16), len),
+            Some(ihl) => {
+                let l4 = &mut self.buf[ETH_LEN + ihl..len];
+                let sum = !smoltcp::wire::checksum::data(l4);
+                l4[16..18].copy_from_slice(&sum.to_be_bytes());
+                self.send(len);
+            }
             None => self.send(len),
         }
     }
 
     fn send_with(&mut self, hdr: &[u8; VNET_HDR_LEN], len: usize) {
-        let iov = [IoSlice::new(hdr), IoSlice::new(&self.buf[..len])];
+        let hdr_len = if self.vnet { VNET_HDR_LEN } else { 0 };
+        let iov = [IoSlice::new(&hdr[..hdr_len]), IoSlice::new(&self.buf[..len])];
         match nix::sys::uio::writev(&self.fd, &iov) {
             Ok(_) => {
                 self.frames += 1;

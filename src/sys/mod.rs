@@ -63,6 +63,7 @@ fn ifreq_with_name(name: &str) -> Result<libc::ifreq, SysError> {
 
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
+const TUNGETIFF: libc::c_ulong = 0x8004_54d2;
 const TUN_F_CSUM: libc::c_uint = 0x01;
 
 /// Opens `/dev/net/tun` and attaches it to TAP device `name` in the calling thread's
@@ -97,6 +98,22 @@ pub fn open_tap(name: &str) -> Result<OwnedFd, SysError> {
         return Err(last(format!("TUNSETOFFLOAD {name}")));
     }
     Ok(fd)
+}
+
+/// The TUN/TAP flags of an attached fd (`TUNGETIFF`): e.g. `IFF_TAP`, `IFF_VNET_HDR`.
+///
+/// # Errors
+/// `EBADFD`/`EINVAL` when the fd is not an attached TUN/TAP fd.
+pub fn tap_flags(fd: BorrowedFd<'_>) -> Result<libc::c_int, SysError> {
+    // SAFETY: ifreq is plain data; all-zero is valid.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    // SAFETY: TUNGETIFF writes one ifreq, which lives on our stack for the call.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), TUNGETIFF as _, &mut req) };
+    if rc < 0 {
+        return Err(last("TUNGETIFF"));
+    }
+    // SAFETY: TUNGETIFF filled the flags member of the union.
+    Ok(libc::c_int::from(unsafe { req.ifr_ifru.ifru_flags }))
 }
 
 /// A socket used only as a handle for interface ioctls in the current network namespace.
