@@ -276,3 +276,76 @@ fn configure_ready_exit_api_forward_and_outbound_match() {
         );
     }
 }
+
+/// Opens tap0 inside `pid`'s namespaces from a forked child, configures it there, and execs
+/// the engine in the suite's namespace with the fd: the `--netns-type=tapfd` calling model.
+const TAPFD_LAUNCHER: &str = r#"
+import os, socket, sys, fcntl, struct, ctypes, subprocess
+pid, engine = sys.argv[1], sys.argv[2]
+parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+k = os.fork()
+if k == 0:
+    libc = ctypes.CDLL(None, use_errno=True)
+    for ns in ("user", "net"):
+        if libc.setns(os.open("/proc/%s/ns/%s" % (pid, ns), os.O_RDONLY), 0) != 0:
+            os._exit(2)
+    t = os.open("/dev/net/tun", os.O_RDWR)
+    fcntl.ioctl(t, 0x400454ca, struct.pack("16sH", b"tap0", 0x0002 | 0x1000))
+    subprocess.run(["sh", "-c", "ip link set lo up; ip link set tap0 up; ip addr add 10.0.2.100/24 dev tap0;"
+                    " ip route add default via 10.0.2.2"], check=True)
+    socket.send_fds(child, [b"x"], [t])
+    os._exit(0)
+_, fds, _, _ = socket.recv_fds(parent, 16, 1)
+os.waitpid(k, 0)
+os.set_inheritable(fds[0], True)
+os.execv(engine, [engine, "--netns-type=tapfd", str(fds[0])])
+"#;
+
+#[test]
+fn tapfd_mode_serves_an_adopted_tap() {
+    require_isolation();
+    let srv = TcpServer::download("127.0.0.1");
+    // tapfd mode arrived in slirp4netns 1.3: an installed 1.2 has no such mode to compare with.
+    let with_tapfd = engines().into_iter().filter(|e| {
+        let mut cmd = Command::new(e);
+        cmd.arg("--help");
+        let has = run_with_deadline(cmd, SHORT).stdout.contains("tapfd");
+        if !has {
+            eprintln!("{} has no tapfd mode: not compared", e.display());
+        }
+        has
+    });
+    for e in with_tapfd.collect::<Vec<_>>() {
+        let mut holder = Command::new("unshare");
+        holder.args(["--user", "--map-root-user", "--net", "sleep", "60"]);
+        let holder = Guard(Some(holder.spawn().unwrap()));
+        let pid = holder.0.as_ref().unwrap().id();
+        let own = std::fs::read_link("/proc/self/ns/net").unwrap();
+        while std::fs::read_link(format!("/proc/{pid}/ns/net")).ok().as_ref() == Some(&own) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let mut launch = Command::new("python3");
+        launch.args(["-c", TAPFD_LAUNCHER, &pid.to_string()]).arg(&e);
+        launch.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+        let mut eng = Guard(Some(launch.spawn().unwrap()));
+        let deadline = Instant::now() + SHORT;
+        loop {
+            let mut cmd = Command::new("nsenter");
+            cmd.args(["--preserve-credentials", "-U", "-n", "-t", &pid.to_string()]).arg(nettool());
+            cmd.args(["download", "10.0.2.2", &srv.addr.port().to_string(), "4194304", "6"]);
+            let f = run_with_deadline(cmd, SHORT);
+            if f.code == 0 {
+                assert_eq!(f.stdout.trim(), format!("ok 4194304 {}", stream_hash(6, 4 << 20)), "{}", name(&e));
+                break;
+            }
+            assert!(Instant::now() < deadline, "{}: tapfd mode never carried traffic: {f:?}", name(&e));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let child = eng.0.as_mut().unwrap();
+        let _ =
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+        let _ = child.wait();
+        eng.0 = None;
+        drop(holder);
+    }
+}
