@@ -19,6 +19,7 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -81,6 +82,9 @@ pub struct ApiSocket {
     /// The default directory, when the socket lives there (removed again when empty, by
     /// whichever instance leaves last).
     shared_dir: Option<PathBuf>,
+    /// The socket's directory, held open so the socket can be removed even after the process
+    /// has moved into a sandbox where the path no longer resolves.
+    dir: Option<OwnedFd>,
 }
 
 impl ApiSocket {
@@ -112,7 +116,10 @@ impl ApiSocket {
         };
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
         l.set_nonblocking(true).map_err(err)?;
-        Ok(Self { path, listener: Some(l), shared_dir })
+        let parent = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let flags = nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC;
+        let dir = nix::fcntl::open(parent, flags, nix::sys::stat::Mode::empty()).ok();
+        Ok(Self { path, listener: Some(l), shared_dir, dir })
     }
 
     /// Serves requests until the command channel closes (must run inside the runtime).
@@ -140,7 +147,14 @@ impl ApiSocket {
 
 impl Drop for ApiSocket {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        match (&self.dir, self.path.file_name()) {
+            (Some(dir), Some(name)) => {
+                let _ = nix::unistd::unlinkat(dir, name, nix::unistd::UnlinkatFlags::NoRemoveDir);
+            }
+            _ => {
+                let _ = std::fs::remove_file(&self.path);
+            }
+        }
         if let Some(d) = &self.shared_dir {
             // Only succeeds when no other instance's socket is left in it.
             let _ = std::fs::remove_dir(d);

@@ -358,7 +358,8 @@ User-mode networking for unprivileged network namespaces, by warren
 --disable-host-loopback  refuse connections to the gateway that would reach the host's 127.0.0.1
 --netns-type=TYPE        how PID|PATH names the target: pid, path or tapfd (default=pid)
 --userns-path=PATH       user namespace owning the network namespace (with --netns-type=path)
---enable-sandbox         accepted for compatibility (warren's own hardening is pending)
+--enable-sandbox         confine warren: private mount namespace with only /etc and /run, no_new_privs,
+                         every capability dropped but CAP_NET_BIND_SERVICE
 --enable-seccomp         accepted for compatibility (warren's own hardening is pending)
 --outbound-addr=IPv4     source address (or interface name) for outbound IPv4 connections
 --outbound-addr6=IPv6    source address (or interface name) for outbound IPv6 connections

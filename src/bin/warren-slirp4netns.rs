@@ -135,6 +135,16 @@ fn run(a: SlirpArgs) -> Result<(), String> {
         }
         None => None,
     };
+    if a.sandbox {
+        // Before any thread exists: entering a user namespace needs a single-threaded process.
+        let userns = match (a.netns_type, &a.userns_path) {
+            (_, Some(p)) => Some(p.clone()),
+            (NetnsType::Pid, None) => Some(format!("/proc/{}/ns/user", a.target).into()),
+            _ => None,
+        };
+        let userns = userns.map(std::fs::File::open).transpose().map_err(|e| format!("sandbox: {e}"))?;
+        ns::sandbox(userns.as_ref())?;
+    }
     let ready = a.ready_fd.map(|fd| warren::sys::adopt_inherited_fd(fd).map_err(|e| format!("ready-fd {fd}: {e}")));
     let ready = ready.transpose()?;
     let exit_fd = a.exit_fd.map(|fd| warren::sys::adopt_inherited_fd(fd).map_err(|e| format!("exit-fd {fd}: {e}")));

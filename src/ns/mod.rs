@@ -510,6 +510,60 @@ pub fn spawn_attach_with(cfg: &NetConfig, target: &Target, configure: bool) -> R
     r
 }
 
+/// Capability number of CAP_NET_BIND_SERVICE, the one a sandboxed process keeps.
+const CAP_NET_BIND_SERVICE: u32 = 10;
+
+/// Confines the calling (single-threaded) process the way slirp4netns `--enable-sandbox` does:
+/// enters `userns` (the target's, where it has CAP_SYS_ADMIN), moves to a private mount
+/// namespace whose root is an empty tmpfs holding read-only `/etc` and `/run` (for resolv.conf),
+/// sets no_new_privs and drops every capability but CAP_NET_BIND_SERVICE. Sockets and fds
+/// already open keep working; nothing else on the host's file system is reachable.
+///
+/// # Errors
+/// The step that failed.
+pub fn sandbox(userns: Option<&fs::File>) -> Result<(), String> {
+    use nix::mount::{MntFlags, MsFlags, mount, umount2};
+    if let Some(u) = userns {
+        match nix::sched::setns(u, CloneFlags::CLONE_NEWUSER) {
+            Ok(()) | Err(Errno::EINVAL) => {}
+            Err(e) => return Err(format!("sandbox: cannot enter the target's user namespace: {e}")),
+        }
+    }
+    nix::sched::unshare(CloneFlags::CLONE_NEWNS)
+        .map_err(|e| format!("sandbox: cannot create a mount namespace: {e}"))?;
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+        .map_err(|e| format!("sandbox: make mounts private: {e}"))?;
+    let root = Path::new("/tmp");
+    let hardened = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mount(Some("tmpfs"), root, Some("tmpfs"), hardened, Some("size=64k,mode=0755"))
+        .map_err(|e| format!("sandbox: mount tmpfs: {e}"))?;
+    for d in ["etc", "run", "old"] {
+        fs::create_dir(root.join(d)).map_err(|e| format!("sandbox: mkdir {d}: {e}"))?;
+    }
+    for d in ["etc", "run"] {
+        let (src, dst) = (Path::new("/").join(d), root.join(d));
+        mount(Some(&src), &dst, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+            .map_err(|e| format!("sandbox: bind {}: {e}", src.display()))?;
+        // Read-only when the kernel lets a user namespace change it (locked flags may refuse).
+        let ro = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | hardened;
+        let _ = mount(None::<&str>, &dst, None::<&str>, ro, None::<&str>);
+    }
+    nix::unistd::pivot_root(root, &root.join("old")).map_err(|e| format!("sandbox: pivot_root: {e}"))?;
+    nix::unistd::chdir("/").map_err(|e| format!("sandbox: chdir: {e}"))?;
+    umount2("/old", MntFlags::MNT_DETACH).map_err(|e| format!("sandbox: detach the old root: {e}"))?;
+    let _ = fs::remove_dir("/old");
+    let _ = mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | hardened,
+        None::<&str>,
+    );
+    nix::sys::prctl::set_no_new_privs().map_err(|e| format!("sandbox: no_new_privs: {e}"))?;
+    sys::keep_only_capability(CAP_NET_BIND_SERVICE).map_err(|e| format!("sandbox: {e}"))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

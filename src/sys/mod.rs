@@ -466,3 +466,42 @@ pub fn adopt_inherited_fd(raw: RawFd) -> io::Result<OwnedFd> {
     // to this process for its exclusive use (like stdin), so owning and closing it is sound.
     Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
+
+/// Keeps only capability `keep` (e.g. `CAP_NET_BIND_SERVICE`): drops every other one from the
+/// bounding set, clears the ambient set, and sets effective, permitted and inheritable to `keep`.
+///
+/// # Errors
+/// If `capset` fails (dropping from the bounding set needs CAP_SETPCAP and is best effort).
+pub fn keep_only_capability(keep: u32) -> Result<(), SysError> {
+    const PR_CAPBSET_DROP: libc::c_int = 24;
+    const PR_CAP_AMBIENT: libc::c_int = 47;
+    const PR_CAP_AMBIENT_CLEAR_ALL: libc::c_ulong = 4;
+    const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+    for cap in 0..64u32 {
+        if cap != keep {
+            // SAFETY: prctl with integer arguments only; EINVAL past the last capability.
+            unsafe { libc::prctl(PR_CAPBSET_DROP, libc::c_ulong::from(cap), 0, 0, 0) };
+        }
+    }
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) };
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: libc::c_int,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let bit = if keep < 32 { 1u32 << keep } else { 0 };
+    let mut hdr = Header { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
+    let data =
+        [Data { effective: bit, permitted: bit, inheritable: 0 }, Data { effective: 0, permitted: 0, inheritable: 0 }];
+    // SAFETY: capset reads one header and two data structs (version 3), both valid for the call.
+    let rc = unsafe { libc::syscall(libc::SYS_capset, &mut hdr as *mut Header, data.as_ptr()) };
+    if rc < 0 { Err(last("capset")) } else { Ok(()) }
+}

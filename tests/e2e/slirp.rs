@@ -349,3 +349,66 @@ fn tapfd_mode_serves_an_adopted_tap() {
         drop(holder);
     }
 }
+
+#[test]
+fn sandbox_confines_like_slirp4netns() {
+    require_isolation();
+    let srv = TcpServer::download("127.0.0.1");
+    let mut seen = Vec::new();
+    for e in engines() {
+        let mut holder = Command::new("unshare");
+        holder.args(["--user", "--map-root-user", "--net", "sleep", "60"]);
+        let holder = Guard(Some(holder.spawn().unwrap()));
+        let pid = holder.0.as_ref().unwrap().id();
+        let own = std::fs::read_link("/proc/self/ns/net").unwrap();
+        while std::fs::read_link(format!("/proc/{pid}/ns/net")).ok().as_ref() == Some(&own) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let dir = std::env::temp_dir().join(format!("warren-sandbox-{}-{}", std::process::id(), name(&e)));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let ready_p = dir.join("ready");
+        let ready = fifo(&ready_p);
+        let script =
+            format!("exec {} --enable-sandbox -c -r 3 {pid} tap0 3>{} >/dev/null 2>&1", e.display(), ready_p.display());
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", &script]);
+        let mut eng = Guard(Some(cmd.spawn().unwrap()));
+        let mut b = [0u8; 1];
+        std::fs::File::from(ready).read_exact(&mut b).unwrap();
+        let epid = eng.0.as_ref().unwrap().id();
+        let status = std::fs::read_to_string(format!("/proc/{epid}/status")).unwrap();
+        let field = |k: &str| status.lines().find(|l| l.starts_with(k)).unwrap_or("").to_string();
+        let mut root: Vec<String> = std::fs::read_dir(format!("/proc/{epid}/root"))
+            .map(|rd| rd.flatten().map(|d| d.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        root.sort();
+        let mut cmd = Command::new("nsenter");
+        cmd.args(["--preserve-credentials", "-U", "-n", "-t", &pid.to_string()]).arg(nettool());
+        cmd.args(["download", "10.0.2.2", &srv.addr.port().to_string(), "1048576", "2"]);
+        let f = run_with_deadline(cmd, SHORT);
+        let traffic = f.stdout.trim() == format!("ok 1048576 {}", stream_hash(2, 1 << 20));
+        let child = eng.0.as_mut().unwrap();
+        let _ =
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+        let _ = child.wait();
+        eng.0 = None;
+        let _ = std::fs::remove_dir_all(&dir);
+        seen.push((name(&e), field("CapEff:"), field("CapBnd:"), field("NoNewPrivs:"), root, traffic));
+    }
+    let ours = &seen[0];
+    assert_eq!(ours.1, "CapEff:\t0000000000000400", "only CAP_NET_BIND_SERVICE");
+    assert_eq!(ours.2, "CapBnd:\t0000000000000400");
+    assert_eq!(ours.3, "NoNewPrivs:\t1");
+    assert_eq!(ours.4, ["etc", "run"], "nothing but /etc and /run is reachable");
+    assert!(ours.5, "traffic flows through the sandboxed engine");
+    for other in &seen[1..] {
+        assert_eq!(
+            (&other.1, &other.2, &other.3, other.5),
+            (&ours.1, &ours.2, &ours.3, ours.5),
+            "{} vs {}",
+            other.0,
+            ours.0
+        );
+    }
+}
