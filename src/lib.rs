@@ -29,6 +29,7 @@ pub mod config;
 pub mod dns;
 pub mod forward;
 pub mod gateway;
+pub mod harden;
 pub mod ns;
 pub mod runtime;
 pub mod slirp;

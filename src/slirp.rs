@@ -360,7 +360,7 @@ User-mode networking for unprivileged network namespaces, by warren
 --userns-path=PATH       user namespace owning the network namespace (with --netns-type=path)
 --enable-sandbox         confine warren: private mount namespace with only /etc and /run, no_new_privs,
                          every capability dropped but CAP_NET_BIND_SERVICE
---enable-seccomp         accepted for compatibility (warren's own hardening is pending)
+--enable-seccomp         allow only the system calls the data path needs (others fail with EPERM)
 --outbound-addr=IPv4     source address (or interface name) for outbound IPv4 connections
 --outbound-addr6=IPv6    source address (or interface name) for outbound IPv6 connections
 --disable-dns            no DNS forwarder at network+3

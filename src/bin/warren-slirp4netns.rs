@@ -150,6 +150,10 @@ fn run(a: SlirpArgs) -> Result<(), String> {
     let exit_fd = a.exit_fd.map(|fd| warren::sys::adopt_inherited_fd(fd).map_err(|e| format!("exit-fd {fd}: {e}")));
     let exit_fd = exit_fd.transpose()?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    if a.seccomp {
+        // Everything that needed more (namespaces, the TAP, listeners, the runtime) exists now.
+        warren::harden::apply_seccomp_allowlist().map_err(|e| e.to_string())?;
+    }
     let container = cfg.addrs.container;
     let tx_fd = fd.try_clone().map_err(|e| e.to_string())?;
     let r = rt.block_on(async move {

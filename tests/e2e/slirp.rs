@@ -412,3 +412,75 @@ fn sandbox_confines_like_slirp4netns() {
         );
     }
 }
+
+#[test]
+fn seccomp_allowlist_keeps_every_path_working() {
+    require_isolation();
+    // warren's own engine only: the allowlist is warren's (slirp4netns ships a blocklist).
+    let e = engines().remove(0);
+    let srv = TcpServer::download("127.0.0.1");
+    let mut holder = Command::new("unshare");
+    holder.args(["--user", "--map-root-user", "--net", "sleep", "60"]);
+    let holder = Guard(Some(holder.spawn().unwrap()));
+    let pid = holder.0.as_ref().unwrap().id();
+    let own = std::fs::read_link("/proc/self/ns/net").unwrap();
+    while std::fs::read_link(format!("/proc/{pid}/ns/net")).ok().as_ref() == Some(&own) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let dir = std::env::temp_dir().join(format!("warren-seccomp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ready_p, sock) = (dir.join("ready"), dir.join("api.sock"));
+    let ready = fifo(&ready_p);
+    let script = format!(
+        "exec {} --enable-sandbox --enable-seccomp -c --mtu=65520 -a {} -r 3 {pid} tap0 3>{} >/dev/null 2>&1",
+        e.display(),
+        sock.display(),
+        ready_p.display()
+    );
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", &script]);
+    let mut eng = Guard(Some(cmd.spawn().unwrap()));
+    let mut b = [0u8; 1];
+    std::fs::File::from(ready).read_exact(&mut b).unwrap();
+    let epid = eng.0.as_ref().unwrap().id();
+    let status = std::fs::read_to_string(format!("/proc/{epid}/status")).unwrap();
+    assert!(status.lines().any(|l| l == "Seccomp:\t2"), "a seccomp filter is active");
+    // Outbound TCP through the stack.
+    let inside = |args: &[&str]| {
+        let mut cmd = Command::new("nsenter");
+        cmd.args(["--preserve-credentials", "-U", "-n", "-t", &pid.to_string()]).arg(nettool()).args(args);
+        run_with_deadline(cmd, SHORT)
+    };
+    let f = inside(&["download", "10.0.2.2", &srv.addr.port().to_string(), "8388608", "3"]);
+    assert_eq!(f.stdout.trim(), format!("ok 8388608 {}", stream_hash(3, 8 << 20)));
+    // A forward added over the API, served by the splice fast path.
+    let mut server = Command::new("nsenter");
+    server.args(["--preserve-credentials", "-U", "-n", "-t", &pid.to_string()]).arg(nettool()).args(["serve", "80"]);
+    server.stdout(std::process::Stdio::null());
+    let _server = Guard(Some(server.spawn().unwrap()));
+    let port = free_port("127.0.0.1");
+    let add = format!(
+        r#"{{"execute":"add_hostfwd","arguments":{{"proto":"tcp","host_addr":"127.0.0.1","host_port":{port},"guest_port":80}}}}"#
+    );
+    assert_eq!(api(&sock, &add), r#"{"return":{"id":1}}"#);
+    let deadline = Instant::now() + SHORT;
+    loop {
+        if let Ok(out) = tcp_request(SocketAddr::from(([127, 0, 0, 1], port)), None, "get 4194304 5\n")
+            && hex(&<sha2::Sha256 as sha2::Digest>::digest(&out)) == stream_hash(5, 4 << 20)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the forward never worked under seccomp");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // UDP (a DNS query to a closed port answers ICMP) and a clean exit that removes the socket.
+    let _ = inside(&["udp-ask", "10.0.2.2", "9", "x"]);
+    let child = eng.0.as_mut().unwrap();
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+    let st = child.wait().unwrap();
+    eng.0 = None;
+    assert_eq!(st.code(), Some(0), "clean exit under seccomp");
+    assert!(!sock.exists(), "API socket removed");
+    let _ = std::fs::remove_dir_all(&dir);
+}
