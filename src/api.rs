@@ -12,7 +12,7 @@
 //! {"execute":"port_remove","arguments":{"ids":[1]}} -> {"return":{}}
 //! {"execute":"add_hostfwd","arguments":{"proto":"tcp","host_addr":"","host_port":8080,"guest_addr":"","guest_port":80}}
 //!     -> {"return":{"id":1}}
-//! {"execute":"list_hostfwd"}                      -> {"entries":[{"id":1,"proto":"tcp","host_addr":"0.0.0.0",...}]}
+//! {"execute":"list_hostfwd"}                      -> {"entries":[E...],"return":{"entries":[E...]}}
 //! {"execute":"remove_hostfwd","arguments":{"id":1}} -> {"return":{}}
 //! errors: {"error":{"desc":"..."}}
 //! ```
@@ -250,15 +250,17 @@ pub async fn answer(req: &[u8], commands: &mpsc::Sender<Command>, container: Ipv
                 Some(Ok(ports)) => format!(r#"{{"return":{{"id":{}}}}}"#, ports.first().map_or(0, |p| p.id)),
                 Some(Err(e)) => {
                     tracing::info!(error = %e, "add_hostfwd failed");
-                    error("add_hostfwd: slirp_add_hostfwd failed")
+                    error("bad request: add_hostfwd: slirp_add_hostfwd failed")
                 }
                 None => gone(),
             }
         }
         "list_hostfwd" => match ask(commands, Command::List).await {
             Some(ports) => {
-                let entries: Vec<String> = ports.iter().map(slirp_entry).collect();
-                format!(r#"{{"entries":[{}]}}"#, entries.join(","))
+                // slirp4netns answers {"entries":[...]}; its documentation shows
+                // {"return":{"entries":[...]}}. Both keys satisfy clients of either.
+                let entries = ports.iter().map(slirp_entry).collect::<Vec<String>>().join(",");
+                format!(r#"{{"entries":[{entries}],"return":{{"entries":[{entries}]}}}}"#)
             }
             None => gone(),
         },
