@@ -95,6 +95,9 @@ pub struct NetArgs {
     /// MAC address of the TAP device inside the namespace (default: random).
     #[arg(long, value_name = "MAC")]
     pub mac: Option<String>,
+    /// Do not load warren's seccomp allowlist once set-up is done (on by default).
+    #[arg(long)]
+    pub no_seccomp: bool,
 }
 
 /// `warren run`.

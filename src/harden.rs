@@ -110,6 +110,7 @@ fn allowed() -> Vec<libc::c_long> {
         libc::SYS_pipe,
         libc::SYS_dup2,
         libc::SYS_arch_prctl,
+        libc::SYS_rmdir,
     ]);
     v
 }

@@ -64,6 +64,19 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().build().context("start the tokio runtime")
 }
 
+/// Once namespaces, TAP, listeners and the runtime exist, warren needs only a small set of
+/// system calls: load the allowlist (unless `--no-seccomp`). A kernel without seccomp gets a
+/// warning, not a failure.
+fn harden(no_seccomp: bool) {
+    if no_seccomp {
+        return;
+    }
+    match warren::harden::apply_seccomp_allowlist() {
+        Ok(()) => tracing::debug!("seccomp allowlist loaded"),
+        Err(e) => tracing::warn!(error = %e, "running without the seccomp allowlist"),
+    }
+}
+
 /// Everything bound before the container starts, so a failure leaves nothing half-applied.
 struct Prepared {
     requested: Vec<Forward>,
@@ -95,6 +108,7 @@ fn start_ports(dp: &mut Dataplane, prep: Prepared, agent: OwnedFd) -> Result<tok
 
 fn run(a: RunArgs) -> Result<u8> {
     let cfg = a.net.to_config()?;
+    let no_seccomp = a.net.no_seccomp;
     let prep = prepare(a.ports)?;
     let child = ns::spawn_run(&cfg, &a.command)?;
     let pid = child.pid;
@@ -102,6 +116,7 @@ fn run(a: RunArgs) -> Result<u8> {
     log_limits();
     let tx_fd = child.tap.fd.try_clone().context("dup the TAP fd")?;
     let rt = runtime()?;
+    harden(no_seccomp);
     let code = rt.block_on(async move {
         let mut dp = Dataplane::new(cfg, tx_fd, child.tap.mac, true);
         let commands = match start_ports(&mut dp, prep, child.tap.agent) {
@@ -268,6 +283,7 @@ fn attach(a: AttachArgs) -> Result<u8> {
     };
     let tx_fd = tap.fd.try_clone().context("dup the TAP fd")?;
     let rt = runtime()?;
+    harden(a.net.no_seccomp);
     rt.block_on(async move {
         let mut dp = Dataplane::new(cfg, tx_fd, tap.mac, true);
         let commands = start_ports(&mut dp, prep, tap.agent)?;

@@ -32,6 +32,10 @@ fn tcp_forward_keeps_remote_sources_and_serves_loopback_fast() {
     // A loopback client takes the kernel fast path: the container sees its own address.
     let (_, seen) = tcp_peer_seen(SocketAddr::from(([127, 0, 0, 1], port)), None);
     assert!(seen.starts_with("10.0.2.100:"), "fast path source is the container address: {seen}");
+    // warren hardened itself after set-up: a seccomp filter is loaded.
+    let pid = r.guard.0.as_ref().unwrap().id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(status.lines().any(|l| l == "Seccomp:\t2"), "warren runs under its seccomp allowlist");
     // The auto-picked port is reported on stdout and works.
     let auto = r.published("tcp", 0);
     assert_eq!(auto.ip(), IpAddr::from([127, 0, 0, 1]));
