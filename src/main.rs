@@ -215,6 +215,8 @@ fn log_stats(dp: &Dataplane) {
         udp_flows = s.udp_flows,
         ping_flows = s.ping_flows,
         tcp_resets = s.tcp_resets,
+        tcp_bytes_out = s.tcp_bytes_out,
+        tcp_bytes_in = s.tcp_bytes_in,
         icmp_errors = s.icmp_errors,
         open_tcp = tcp,
         open_udp = udp,

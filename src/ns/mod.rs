@@ -128,10 +128,6 @@ pub struct RunChild {
 
 /// Configures `lo` and the TAP inside the current network namespace (the calling process must
 /// already be there, with CAP_NET_ADMIN in the namespace's owner) and returns the TAP.
-fn configure_here(cfg: &NetConfig) -> Result<(OwnedFd, [u8; 6]), String> {
-    configure_tap(cfg, true)
-}
-
 /// Opens the TAP in the current network namespace and, when `configure`, brings up `lo` and
 /// the TAP with MTU, MAC, address and default route (slirp4netns `--configure`).
 fn configure_tap(cfg: &NetConfig, configure: bool) -> Result<(OwnedFd, [u8; 6]), String> {
@@ -369,7 +365,7 @@ fn child_setup(cfg: &NetConfig, resolv: &Path) -> Result<Tap, String> {
     use nix::mount::{MsFlags, mount};
     mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
         .map_err(|e| format!("make mounts private: {e}"))?;
-    let (fd, mac) = configure_here(cfg)?;
+    let (fd, mac) = configure_tap(cfg, true)?;
     let target = Path::new("/etc/resolv.conf");
     if target.exists() {
         mount(Some(resolv), target, None::<&str>, MsFlags::MS_BIND, None::<&str>)

@@ -149,6 +149,10 @@ pub struct Stats {
     pub inbound_tcp: u64,
     /// Published-port connections from loopback taken through the kernel fast path.
     pub fast_path_tcp: u64,
+    /// TCP payload bytes relayed container -> host by finished flows.
+    pub tcp_bytes_out: u64,
+    /// TCP payload bytes relayed host -> container by finished flows.
+    pub tcp_bytes_in: u64,
 }
 
 /// Where a container's flow goes on the host.
@@ -659,7 +663,10 @@ impl Dataplane {
                 }
             }
             Verdict::Remove => {
-                self.tcp.remove(&key);
+                if let Some(flow) = self.tcp.remove(&key) {
+                    self.stats.tcp_bytes_out += flow.bytes_out;
+                    self.stats.tcp_bytes_in += flow.bytes_in;
+                }
             }
             Verdict::Unreachable(code) => {
                 if let Some(flow) = self.tcp.remove(&key) {

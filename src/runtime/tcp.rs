@@ -12,7 +12,6 @@
 //! connect becomes an RST, an unreachable one an ICMP error, as a real network would answer.
 
 use std::io;
-use std::net::SocketAddr;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -335,11 +334,6 @@ impl TcpFlow {
             tcp::State::TimeWait if self.host_shut && sock.recv_queue() == 0 => Verdict::Remove,
             _ => Verdict::Keep,
         }
-    }
-
-    /// Destination as seen by the host kernel.
-    pub fn host_peer(&self) -> Option<SocketAddr> {
-        self.host.peer_addr().ok()
     }
 }
 
