@@ -27,6 +27,12 @@ pub enum Command {
     Attach(AttachArgs),
     /// Publish, list and unpublish ports of a running `warren run`/`attach`.
     Port(PortArgs),
+    /// Check what rootless networking needs on this host; prints each fix.
+    Doctor {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Options of published ports and the API socket, shared by `run` and `attach`.

@@ -27,6 +27,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod dns;
+pub mod doctor;
 pub mod forward;
 pub mod gateway;
 pub mod harden;

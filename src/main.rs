@@ -33,6 +33,7 @@ fn main() -> ExitCode {
         Command::Run(a) => (run(a), RUN_FAILED),
         Command::Attach(a) => (attach(a), 1),
         Command::Port(a) => (port(a), 1),
+        Command::Doctor { json } => (doctor(json), 1),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -152,6 +153,17 @@ fn run(a: RunArgs) -> Result<u8> {
         }
     })?;
     Ok(code)
+}
+
+fn doctor(json: bool) -> Result<u8> {
+    use warren::doctor::{self, Status};
+    let checks = doctor::run();
+    if json {
+        println!("{}", serde_json::to_string(&checks)?);
+    } else {
+        print!("{}", doctor::render(&checks));
+    }
+    Ok(u8::from(checks.iter().any(|c| c.status == Status::Fail)))
 }
 
 fn port(a: PortArgs) -> Result<u8> {

@@ -512,3 +512,36 @@ fn attach_by_netns_path_exits_when_the_namespace_goes() {
     attach.0 = None;
     assert_eq!(status.code(), Some(0));
 }
+
+#[test]
+fn doctor_reports_each_check_with_its_fix() {
+    require_isolation();
+    let mut cmd = Command::new(warren());
+    cmd.args(["doctor", "--json"]);
+    let f = run_with_deadline(cmd, SHORT);
+    assert_eq!(f.code, 0, "this machine is set up for warren: {}", f.stdout);
+    let v: serde_json::Value = serde_json::from_str(&f.stdout).unwrap();
+    let checks = v.as_array().unwrap();
+    let status = |name: &str| {
+        checks.iter().find(|c| c["name"] == name).unwrap_or_else(|| panic!("no check {name}"))["status"].clone()
+    };
+    assert_eq!(status("user namespaces"), "pass");
+    assert_eq!(status("/dev/net/tun"), "pass");
+    for name in ["/etc/subuid and /etc/subgid", "newuidmap/newgidmap", "net.ipv4.ping_group_range"] {
+        assert!(["pass", "warn"].contains(&status(name).as_str().unwrap()), "{name}");
+    }
+    assert_eq!(checks.len(), 7);
+    // Broken environments fail with the exact fix and a non-zero exit.
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--user", "--map-root-user", "--mount", "sh", "-c"]);
+    cmd.arg(format!(
+        "echo 0 > /proc/sys/user/max_user_namespaces && mount -t tmpfs none /dev/net && exec {} doctor",
+        warren().display()
+    ));
+    let f = run_with_deadline(cmd, SHORT);
+    assert_eq!(f.code, 1, "{}", f.stdout);
+    assert!(f.stdout.contains("FAIL user namespaces: cannot create one"), "{}", f.stdout);
+    assert!(f.stdout.contains("fix: sysctl -w user.max_user_namespaces=15000"), "{}", f.stdout);
+    assert!(f.stdout.contains("FAIL /dev/net/tun: missing"), "{}", f.stdout);
+    assert!(f.stdout.contains("fix: modprobe tun"), "{}", f.stdout);
+}
