@@ -47,6 +47,7 @@ fn allowed() -> Vec<libc::c_long> {
         libc::SYS_rt_sigreturn,
         libc::SYS_sigaltstack,
         libc::SYS_socket,
+        libc::SYS_socketpair,
         libc::SYS_connect,
         libc::SYS_accept4,
         libc::SYS_bind,
