@@ -185,6 +185,8 @@ pub struct Dataplane {
     udp_in: FxHashMap<FlowKey, InboundUdp>,
     udp_in_client: FxHashMap<(u64, SocketAddr), FlowKey>,
     nat_port: u16,
+    /// The wake queue's spare buffer (see `drain_wakes`).
+    wake_buf: Vec<Token>,
 }
 
 impl Dataplane {
@@ -220,6 +222,7 @@ impl Dataplane {
             udp_in: FxHashMap::default(),
             udp_in_client: FxHashMap::default(),
             nat_port: NAT_PORT_FIRST,
+            wake_buf: Vec::new(),
         }
     }
 
@@ -824,13 +827,17 @@ impl Dataplane {
     }
 
     fn drain_wakes(&mut self, now: Instant) {
-        let tokens = match self.wake.tokens.lock() {
-            Ok(mut q) => std::mem::take(&mut *q),
+        // Swap the queue with a kept buffer: both keep their capacity, so waking flows
+        // allocates nothing in the steady state.
+        let mut tokens = std::mem::take(&mut self.wake_buf);
+        match self.wake.tokens.lock() {
+            Ok(mut q) => std::mem::swap(&mut *q, &mut tokens),
             Err(_) => return,
-        };
-        for t in tokens {
+        }
+        for t in tokens.drain(..) {
             self.service(t, now);
         }
+        self.wake_buf = tokens;
     }
 
     fn run_timers(&mut self, now: Instant) {
