@@ -10,6 +10,8 @@
 //!     -> {"return":{"ports":[{"id":1,"proto":"tcp","host":"0.0.0.0:8080","container":"10.0.2.100:80"},...]}}
 //! {"execute":"port_list"}                         -> {"return":{"ports":[...]}}
 //! {"execute":"port_remove","arguments":{"ids":[1]}} -> {"return":{}}
+//! {"execute":"stats"}                             -> {"return":{"stats":{...},"flows":N}}
+//! {"execute":"flows"}                             -> {"return":{"flows":[{"proto":"tcp",...}]}}
 //! {"execute":"add_hostfwd","arguments":{"proto":"tcp","host_addr":"","host_port":8080,"guest_addr":"","guest_port":80}}
 //!     -> {"return":{"id":1}}
 //! {"execute":"list_hostfwd"}                      -> {"entries":[E...],"return":{"entries":[E...]}}
@@ -241,6 +243,14 @@ pub async fn answer(req: &[u8], commands: &mpsc::Sender<Command>, container: Ipv
                 None => gone(),
             }
         }
+        "stats" => match ask(commands, Command::Stats).await {
+            Some((stats, flows)) => json!({"return": {"stats": stats, "flows": flows.len()}}).to_string(),
+            None => gone(),
+        },
+        "flows" => match ask(commands, Command::Stats).await {
+            Some((_, flows)) => json!({"return": {"flows": flows}}).to_string(),
+            None => gone(),
+        },
         "add_hostfwd" => {
             let fwd = match slirp_forward(&args, container) {
                 Ok(f) => f,

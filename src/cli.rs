@@ -27,6 +27,10 @@ pub enum Command {
     Attach(AttachArgs),
     /// Publish, list and unpublish ports of a running `warren run`/`attach`.
     Port(PortArgs),
+    /// Counters of a running instance: frames, bytes, flows, drops by reason.
+    Stats(InspectArgs),
+    /// Open NAT flows of a running instance.
+    Flows(InspectArgs),
     /// Check what rootless networking needs on this host; prints each fix.
     Doctor {
         /// Machine-readable output.
@@ -55,6 +59,17 @@ pub struct PortArgs {
     /// What to do.
     #[command(subcommand)]
     pub command: PortCommand,
+}
+
+/// `warren stats` / `warren flows`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// API socket of the instance (default: the only one running).
+    #[arg(long, value_name = "PATH")]
+    pub api_socket: Option<PathBuf>,
+    /// JSON output.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `warren port` subcommands.

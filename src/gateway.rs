@@ -54,6 +54,17 @@ pub const DROP_NAMES: [&str; DROP_REASONS] = [
 #[derive(Debug, Default, Clone)]
 pub struct DropCounters(pub [u64; DROP_REASONS]);
 
+impl serde::Serialize for DropCounters {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(DROP_REASONS))?;
+        for (name, n) in DROP_NAMES.iter().zip(self.0) {
+            m.serialize_entry(name, &n)?;
+        }
+        m.end()
+    }
+}
+
 impl DropCounters {
     /// Counts one drop.
     pub fn count(&mut self, why: Drop) {

@@ -14,7 +14,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
 use warren::api::{self, ApiSocket};
-use warren::cli::{AttachArgs, Cli, Command, PortArgs, PortCommand, PublishArgs, RunArgs};
+use warren::cli::{AttachArgs, Cli, Command, InspectArgs, PortArgs, PortCommand, PublishArgs, RunArgs};
 use warren::forward::Forward;
 use warren::ns::{self, Target};
 use warren::runtime::ports::{self, Agent, Bound};
@@ -34,6 +34,8 @@ fn main() -> ExitCode {
         Command::Attach(a) => (attach(a), 1),
         Command::Port(a) => (port(a), 1),
         Command::Doctor { json } => (doctor(json), 1),
+        Command::Stats(a) => (inspect(a, "stats"), 1),
+        Command::Flows(a) => (inspect(a, "flows"), 1),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -153,6 +155,53 @@ fn run(a: RunArgs) -> Result<u8> {
         }
     })?;
     Ok(code)
+}
+
+/// `warren stats` and `warren flows`.
+fn inspect(a: InspectArgs, what: &str) -> Result<u8> {
+    let path = match a.api_socket {
+        Some(p) => p,
+        None => api::find_socket()?,
+    };
+    let v = api::request(&path, &serde_json::json!({ "execute": what }))?;
+    let ret = v.get("return").cloned().unwrap_or_default();
+    if a.json {
+        println!("{ret}");
+        return Ok(0);
+    }
+    if what == "stats" {
+        if let Some(stats) = ret.get("stats").and_then(|s| s.as_object()) {
+            for (k, v) in stats {
+                match v.as_object() {
+                    Some(drops) => {
+                        for (reason, n) in drops.iter().filter(|(_, n)| n.as_u64() != Some(0)) {
+                            println!("drops.{reason}\t{n}");
+                        }
+                    }
+                    None => println!("{k}\t{v}"),
+                }
+            }
+        }
+        println!("open_flows\t{}", ret.get("flows").cloned().unwrap_or_default());
+    } else {
+        println!("PROTO\tCONTAINER\tPEER\tHOST\tAGE_S\tBYTES_OUT\tBYTES_IN");
+        for f in ret.get("flows").and_then(|f| f.as_array()).cloned().unwrap_or_default() {
+            let s = |k: &str| {
+                f.get(k).map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string)).unwrap_or_default()
+            };
+            println!(
+                "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                s("proto"),
+                s("container"),
+                s("peer"),
+                s("host"),
+                s("age_s"),
+                s("bytes_out"),
+                s("bytes_in")
+            );
+        }
+    }
+    Ok(0)
 }
 
 fn doctor(json: bool) -> Result<u8> {

@@ -74,6 +74,27 @@ pub enum Command {
     List(oneshot::Sender<Vec<PortInfo>>),
     /// Unpublish these ids (all or none).
     Remove(Vec<u64>, oneshot::Sender<Result<(), String>>),
+    /// Report counters and the open flows.
+    Stats(oneshot::Sender<(Stats, Vec<FlowInfo>)>),
+}
+
+/// An open NAT flow, as `warren flows` lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FlowInfo {
+    /// `tcp`, `udp`, `udp-in` (a published UDP port's client) or `icmp`.
+    pub proto: &'static str,
+    /// The container's endpoint.
+    pub container: String,
+    /// The other end as the container sees it.
+    pub peer: String,
+    /// The host socket's peer (the real destination or client), when known.
+    pub host: Option<String>,
+    /// Seconds since the flow started (TCP) or was last active (published UDP).
+    pub age_s: u64,
+    /// Payload bytes container -> host so far (TCP).
+    pub bytes_out: u64,
+    /// Payload bytes host -> container so far (TCP).
+    pub bytes_in: u64,
 }
 
 enum ListenSock {
@@ -121,7 +142,7 @@ impl Wake for FlowWaker {
 }
 
 /// Counters of one container network.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct Stats {
     /// Frames read from the TAP.
     pub frames_in: u64,
@@ -305,6 +326,9 @@ impl Dataplane {
             Command::Remove(ids, reply) => {
                 let _ = reply.send(self.unpublish(&ids));
             }
+            Command::Stats(reply) => {
+                let _ = reply.send((self.stats(), self.flows(Instant::now())));
+            }
         }
     }
 
@@ -436,6 +460,52 @@ impl Dataplane {
         s.frames_out = self.tx.frames;
         s.bytes_out = self.tx.bytes;
         s
+    }
+
+    /// The open flows.
+    pub fn flows(&self, now: Instant) -> Vec<FlowInfo> {
+        let secs = |t: Instant| now.saturating_duration_since(t).as_secs();
+        let mut v: Vec<FlowInfo> = self
+            .tcp
+            .iter()
+            .map(|(k, f)| FlowInfo {
+                proto: "tcp",
+                container: k.src.to_string(),
+                peer: k.dst.to_string(),
+                host: f.host_peer().map(|a| a.to_string()),
+                age_s: secs(f.created()),
+                bytes_out: f.bytes_out,
+                bytes_in: f.bytes_in,
+            })
+            .collect();
+        v.extend(self.udp.keys().map(|k| FlowInfo {
+            proto: "udp",
+            container: k.src.to_string(),
+            peer: k.dst.to_string(),
+            host: None,
+            age_s: 0,
+            bytes_out: 0,
+            bytes_in: 0,
+        }));
+        v.extend(self.udp_in.iter().map(|(k, e)| FlowInfo {
+            proto: "udp-in",
+            container: k.src.to_string(),
+            peer: k.dst.to_string(),
+            host: Some(e.client.to_string()),
+            age_s: secs(e.last),
+            bytes_out: 0,
+            bytes_in: 0,
+        }));
+        v.extend(self.ping.keys().map(|k| FlowInfo {
+            proto: "icmp",
+            container: k.src.to_string(),
+            peer: k.dst.to_string(),
+            host: None,
+            age_s: 0,
+            bytes_out: 0,
+            bytes_in: 0,
+        }));
+        v
     }
 
     /// Number of open flows (TCP, UDP, ping).

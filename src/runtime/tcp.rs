@@ -231,6 +231,16 @@ impl TcpFlow {
         self.verdict()
     }
 
+    /// When the flow started.
+    pub fn created(&self) -> Instant {
+        self.created
+    }
+
+    /// The host side's peer (destination, or the client of a published port).
+    pub fn host_peer(&self) -> Option<std::net::SocketAddr> {
+        self.host.peer_addr().ok()
+    }
+
     fn socket(&mut self) -> &mut tcp::Socket<'static> {
         self.sockets.get_mut::<tcp::Socket>(self.handle)
     }

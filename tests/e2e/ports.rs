@@ -308,3 +308,47 @@ fn same_port_again_after_a_restart() {
         drop(r);
     }
 }
+
+#[test]
+fn stats_and_flows_of_a_running_instance() {
+    require_isolation();
+    let port = free_port("0.0.0.0");
+    let spec = format!("{port}:80");
+    let r = Arc::new(Running::start(&["-p", &spec], &serve()));
+    get_and_check(SocketAddr::new(remote().unwrap(), port), remote(), 4 * MIB, 1);
+    // A connection held open while we look: the server inside streams 1 GiB slowly read.
+    let to = SocketAddr::new(remote().unwrap(), port);
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&SocketAddr::new(remote().unwrap(), 0).into()).unwrap();
+    s.connect_timeout(&to.into(), SHORT).unwrap();
+    let mut held: std::net::TcpStream = s.into();
+    held.write_all(b"get 1073741824 2\n").unwrap();
+    let mut buf = [0u8; 4096];
+    held.read_exact(&mut buf).unwrap();
+    let local = held.local_addr().unwrap();
+    let mut cmd = std::process::Command::new(warren());
+    cmd.args(["flows", "--json", "--api-socket"]).arg(&r.api);
+    let f = run_with_deadline(cmd, SHORT);
+    assert_eq!(f.code, 0, "{}", f.stderr);
+    let v: serde_json::Value = serde_json::from_str(&f.stdout).unwrap();
+    let flows = v["flows"].as_array().unwrap();
+    let mine = flows.iter().find(|fl| fl["peer"] == local.to_string()).unwrap_or_else(|| panic!("{flows:?}"));
+    assert_eq!((mine["proto"].as_str(), mine["container"].as_str()), (Some("tcp"), Some("10.0.2.100:80")));
+    assert_eq!(mine["host"], local.to_string(), "the host socket's peer is the real client");
+    assert!(mine["bytes_in"].as_u64().unwrap() >= 17, "the request line went in");
+    drop(held);
+    let mut cmd = std::process::Command::new(warren());
+    cmd.args(["stats", "--json", "--api-socket"]).arg(&r.api);
+    let f = run_with_deadline(cmd, SHORT);
+    assert_eq!(f.code, 0, "{}", f.stderr);
+    let v: serde_json::Value = serde_json::from_str(&f.stdout).unwrap();
+    let st = &v["stats"];
+    assert!(st["inbound_tcp"].as_u64().unwrap() >= 2, "{st}");
+    assert!(st["bytes_in"].as_u64().unwrap() >= 4 * MIB, "4 MiB came out of the container's TAP: {st}");
+    assert!(st["tcp_bytes_out"].as_u64().unwrap() >= 4 * MIB, "and were relayed to the client: {st}");
+    assert!(st["drops"].is_object());
+    let mut cmd = std::process::Command::new(warren());
+    cmd.args(["stats", "--api-socket"]).arg(&r.api);
+    let f = run_with_deadline(cmd, SHORT);
+    assert!(f.stdout.lines().any(|l| l.starts_with("frames_in\t")), "{}", f.stdout);
+}
