@@ -119,6 +119,12 @@ pub struct NetArgs {
     /// Do not load warren's seccomp allowlist once set-up is done (on by default).
     #[arg(long)]
     pub no_seccomp: bool,
+    /// Most open TCP flows; more are reset and counted.
+    #[arg(long, value_name = "N", default_value_t = 65536, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_tcp_flows: u32,
+    /// Most open UDP flows; more are dropped and counted.
+    #[arg(long, value_name = "N", default_value_t = 16384, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_udp_flows: u32,
 }
 
 /// `warren run`.
@@ -174,6 +180,11 @@ impl NetArgs {
             allow_host_loopback: self.allow_host_loopback,
             dns,
             outbound_v4: None,
+            limits: config::Limits {
+                tcp_flows: self.max_tcp_flows as usize,
+                udp_flows: self.max_udp_flows as usize,
+                ..config::Limits::default()
+            },
         })
     }
 }

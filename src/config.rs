@@ -136,6 +136,24 @@ impl Addresses {
     }
 }
 
+/// Per-container limits on flows; beyond them new TCP flows are reset, UDP and ICMP dropped,
+/// and both counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Open TCP flows (each has up to 1 MiB + 1 MiB of buffers, touched lazily).
+    pub tcp_flows: usize,
+    /// Open UDP flows (outbound and published-port clients, counted separately).
+    pub udp_flows: usize,
+    /// Open ICMP echo flows.
+    pub ping_flows: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { tcp_flows: 65536, udp_flows: 16384, ping_flows: 1024 }
+    }
+}
+
 /// Everything the namespace setup and the data path need for one container network.
 #[derive(Debug, Clone)]
 pub struct NetConfig {
@@ -153,6 +171,8 @@ pub struct NetConfig {
     pub dns: DnsUpstreams,
     /// Source address for outbound IPv4 host sockets (slirp4netns `--outbound-addr`).
     pub outbound_v4: Option<Ipv4Addr>,
+    /// Flow limits.
+    pub limits: Limits,
 }
 
 impl NetConfig {

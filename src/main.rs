@@ -116,7 +116,7 @@ fn run(a: RunArgs) -> Result<u8> {
     let child = ns::spawn_run(&cfg, &a.command)?;
     let pid = child.pid;
     tracing::info!(pid = pid.as_raw(), tap = %cfg.tap_name, "container started");
-    log_limits();
+    log_limits(cfg.limits);
     let tx_fd = child.tap.fd.try_clone().context("dup the TAP fd")?;
     let rt = runtime()?;
     harden(no_seccomp);
@@ -252,12 +252,12 @@ fn print_ports(v: &serde_json::Value, json: bool) {
     }
 }
 
-fn log_limits() {
-    use warren::runtime::{MAX_PING_FLOWS, MAX_TCP_FLOWS, MAX_UDP_FLOWS, tcp::TCP_BUFFER};
+fn log_limits(l: warren::config::Limits) {
+    use warren::runtime::tcp::TCP_BUFFER;
     tracing::info!(
-        max_tcp_flows = MAX_TCP_FLOWS,
-        max_udp_flows = MAX_UDP_FLOWS,
-        max_ping_flows = MAX_PING_FLOWS,
+        max_tcp_flows = l.tcp_flows,
+        max_udp_flows = l.udp_flows,
+        max_ping_flows = l.ping_flows,
         tcp_buffers_per_flow_bytes = 2 * TCP_BUFFER,
         "flow limits (buffers are allocated lazily: idle flows cost only touched pages)"
     );
@@ -276,6 +276,7 @@ fn log_stats(dp: &Dataplane) {
         udp_flows = s.udp_flows,
         ping_flows = s.ping_flows,
         tcp_resets = s.tcp_resets,
+        limit_drops = s.limit_drops,
         tcp_bytes_out = s.tcp_bytes_out,
         tcp_bytes_in = s.tcp_bytes_in,
         icmp_errors = s.icmp_errors,
@@ -339,7 +340,7 @@ fn attach(a: AttachArgs) -> Result<u8> {
         (None, None) => anyhow::bail!("attach needs --pid PID or --netns PATH"),
     };
     let tap = ns::spawn_attach(&cfg, &target)?;
-    log_limits();
+    log_limits(cfg.limits);
     let pidfd = match &target {
         Target::Pid(pid) => Some(warren::sys::pidfd_open(*pid).with_context(|| format!("watch PID {pid}"))?),
         Target::Path { .. } => None,

@@ -94,6 +94,7 @@ fn run(a: SlirpArgs) -> Result<(), String> {
         allow_host_loopback: !a.disable_host_loopback,
         dns: if a.disable_dns { DnsUpstreams::Disabled } else { DnsUpstreams::HostResolvConf },
         outbound_v4: a.outbound_addr.as_deref().map(outbound_v4).transpose()?,
+        limits: Default::default(),
     };
     // The TAP: handed over as an fd (tapfd mode, no fork), or opened inside by a helper.
     let (fd, mac, agent, vnet, pidfd) = if a.netns_type == NetnsType::TapFd {

@@ -38,12 +38,6 @@ use ports::{Agent, Bound, HostSocket, PortInfo};
 use tcp::{TcpFlow, Verdict, stack_time};
 use udp::{PingFlow, PingKey, UdpFlow};
 
-/// Most TCP flows one container may have open; SYNs beyond it are reset and counted.
-pub const MAX_TCP_FLOWS: usize = 65536;
-/// Most UDP flows one container may have open; datagrams beyond it are dropped and counted.
-pub const MAX_UDP_FLOWS: usize = 16384;
-/// Most ping flows one container may have open.
-pub const MAX_PING_FLOWS: usize = 1024;
 /// Frames read from the TAP before other events get a turn.
 const RX_BATCH: usize = 64;
 
@@ -247,6 +241,11 @@ impl Dataplane {
         }
     }
 
+    /// The flow limits in force.
+    pub fn limits(&self) -> crate::config::Limits {
+        self.cfg.limits
+    }
+
     /// The container's address.
     pub fn container_ip(&self) -> Ipv4Addr {
         self.cfg.addrs.container
@@ -384,7 +383,7 @@ impl Dataplane {
             tokio::spawn(ports::fast_path(stream, agent.clone(), container));
             return;
         }
-        if self.tcp.len() >= MAX_TCP_FLOWS {
+        if self.tcp.len() >= self.cfg.limits.tcp_flows {
             self.stats.limit_drops += 1;
             let _ = socket2::SockRef::from(&stream).set_linger(Some(std::time::Duration::ZERO));
             return;
@@ -412,7 +411,7 @@ impl Dataplane {
         let key = match self.udp_in_client.get(&(listener, peer)) {
             Some(k) => *k,
             None => {
-                if self.udp_in.len() >= MAX_UDP_FLOWS {
+                if self.udp_in.len() >= self.cfg.limits.udp_flows {
                     self.stats.limit_drops += 1;
                     return;
                 }
@@ -687,7 +686,7 @@ impl Dataplane {
             self.reset(seg);
             return;
         }
-        if self.tcp.len() >= MAX_TCP_FLOWS {
+        if self.tcp.len() >= self.cfg.limits.tcp_flows {
             self.stats.limit_drops += 1;
             self.reset(seg);
             return;
@@ -760,7 +759,7 @@ impl Dataplane {
             return;
         }
         if !self.udp.contains_key(&key) {
-            if self.udp.len() >= MAX_UDP_FLOWS {
+            if self.udp.len() >= self.cfg.limits.udp_flows {
                 self.stats.limit_drops += 1;
                 return;
             }
@@ -822,7 +821,7 @@ impl Dataplane {
         }
         let key = PingKey { src, dst, ident };
         if !self.ping.contains_key(&key) {
-            if self.ping.len() >= MAX_PING_FLOWS {
+            if self.ping.len() >= self.cfg.limits.ping_flows {
                 self.stats.limit_drops += 1;
                 return;
             }
@@ -1011,6 +1010,7 @@ mod tests {
             allow_host_loopback: false,
             dns: DnsUpstreams::Disabled,
             outbound_v4: None,
+            limits: Default::default(),
         }
     }
 

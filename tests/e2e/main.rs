@@ -545,3 +545,43 @@ fn doctor_reports_each_check_with_its_fix() {
     assert!(f.stdout.contains("FAIL /dev/net/tun: missing"), "{}", f.stdout);
     assert!(f.stdout.contains("fix: modprobe tun"), "{}", f.stdout);
 }
+
+#[test]
+fn flow_limit_refuses_the_excess_cleanly() {
+    require_isolation();
+    // The server answers only after 2 s, so the first connection is surely still open when the
+    // second arrives; with --max-tcp-flows 1 the second is reset at once and counted.
+    let srv = TcpServer::start("127.0.0.1", |mut c| {
+        use std::io::{BufRead, Write};
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(&mut c).read_line(&mut line);
+        std::thread::sleep(Duration::from_secs(2));
+        let mut it = line.split_whitespace().map(|x| x.parse::<u64>().unwrap_or(0));
+        let (n, seed) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+        let mut buf = vec![0u8; n as usize];
+        Stream::new(seed).fill(&mut buf);
+        let _ = c.write_all(&buf);
+    });
+    let tool = nettool();
+    let port = srv.addr.port().to_string();
+    let script = format!(
+        "{t} download 10.0.2.2 {port} 1000 1 & sleep 0.5; {t} download 10.0.2.2 {port} 1000 2; wait",
+        t = tool.display()
+    );
+    let mut cmd = Command::new(warren());
+    cmd.args(["-vv", "run", "--allow-host-loopback", "--max-tcp-flows", "1", "--", "sh", "-c", &script]);
+    let f = run_with_deadline(cmd, SHORT);
+    let lines: Vec<&str> = f.stdout.lines().collect();
+    assert!(lines.contains(&format!("ok 1000 {}", stream_hash(1, 1000)).as_str()), "the first flow works: {lines:?}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("FAIL connect 10.0.2.2") && l.contains("Connection refused")),
+        "the second is refused at once: {lines:?}"
+    );
+    let totals = f.stderr.lines().find(|l| l.contains("data path totals")).expect("totals");
+    assert!(totals.contains("limit_drops=1"), "{totals}");
+    let mut cmd = Command::new(warren());
+    cmd.args(["run", "--max-tcp-flows", "0", "--", "true"]);
+    let f = run_with_deadline(cmd, SHORT);
+    assert_eq!(f.code, 2, "clap rejects 0: {}", f.stderr);
+    assert!(f.stderr.contains("--max-tcp-flows"), "{}", f.stderr);
+}
