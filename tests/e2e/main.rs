@@ -282,18 +282,7 @@ fn bad_input_is_refused_with_a_clear_message() {
 #[test]
 fn attach_to_an_existing_namespace() {
     require_isolation();
-    // A namespace holder like the ones rootless tools create.
-    let mut holder = Command::new("unshare");
-    holder.args(["--user", "--map-root-user", "--net", "sleep", "60"]);
-    let holder = Guard(Some(holder.spawn().expect("unshare")));
-    let pid = holder.0.as_ref().unwrap().id();
-    // Wait until the holder is in its own namespaces.
-    let own = std::fs::read_link("/proc/self/ns/net").unwrap();
-    let deadline = Instant::now() + SHORT;
-    while std::fs::read_link(format!("/proc/{pid}/ns/net")).ok().as_ref() == Some(&own) {
-        assert!(Instant::now() < deadline, "holder never unshared");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let (holder, pid) = namespace_holder();
     let mut attach = Command::new(warren());
     attach.args(["attach", "--pid", &pid.to_string(), "--allow-host-loopback"]);
     attach.stdin(std::process::Stdio::null());
@@ -470,16 +459,7 @@ fn environment_errors_are_explained() {
 #[test]
 fn attach_by_netns_path_exits_when_the_namespace_goes() {
     require_isolation();
-    let mut holder = Command::new("unshare");
-    holder.args(["--user", "--map-root-user", "--net", "sleep", "60"]);
-    let holder = Guard(Some(holder.spawn().expect("unshare")));
-    let pid = holder.0.as_ref().unwrap().id();
-    let own = std::fs::read_link("/proc/self/ns/net").unwrap();
-    let deadline = Instant::now() + SHORT;
-    while std::fs::read_link(format!("/proc/{pid}/ns/net")).ok().as_ref() == Some(&own) {
-        assert!(Instant::now() < deadline, "holder never unshared");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let (holder, pid) = namespace_holder();
     let mut attach = Command::new(warren());
     attach.args(["attach", "--netns", &format!("/proc/{pid}/ns/net"), "--userns", &format!("/proc/{pid}/ns/user")]);
     attach.args(["--allow-host-loopback", "--tap-name", "eth0"]).stdin(std::process::Stdio::null());

@@ -133,14 +133,7 @@ struct Observed {
 }
 
 fn scenario(engine: &Path, host_port: u16, outbound: &TcpServer) -> Observed {
-    let mut holder = Command::new("unshare");
-    holder.args(["--user", "--map-root-user", "--net", "sleep", "120"]);
-    let holder = Guard(Some(holder.spawn().unwrap()));
-    let pid = holder.0.as_ref().unwrap().id();
-    let own = std::fs::read_link("/proc/self/ns/net").unwrap();
-    while std::fs::read_link(format!("/proc/{pid}/ns/net")).ok().as_ref() == Some(&own) {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let (holder, pid) = namespace_holder();
     let dir = std::env::temp_dir().join(format!("warren-slirp-{}-{}", std::process::id(), name(engine)));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -332,14 +325,7 @@ fn tapfd_mode_serves_an_adopted_tap() {
         has
     });
     for e in with_tapfd.collect::<Vec<_>>() {
-        let mut holder = Command::new("unshare");
-        holder.args(["--user", "--map-root-user", "--net", "sleep", "60"]);
-        let holder = Guard(Some(holder.spawn().unwrap()));
-        let pid = holder.0.as_ref().unwrap().id();
-        let own = std::fs::read_link("/proc/self/ns/net").unwrap();
-        while std::fs::read_link(format!("/proc/{pid}/ns/net")).ok().as_ref() == Some(&own) {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let (holder, pid) = namespace_holder();
         let mut launch = Command::new("python3");
         launch.args(["-c", TAPFD_LAUNCHER, &pid.to_string()]).arg(&e);
         launch.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
@@ -372,14 +358,7 @@ fn sandbox_confines_like_slirp4netns() {
     let srv = TcpServer::download("127.0.0.1");
     let mut seen = Vec::new();
     for e in engines() {
-        let mut holder = Command::new("unshare");
-        holder.args(["--user", "--map-root-user", "--net", "sleep", "60"]);
-        let holder = Guard(Some(holder.spawn().unwrap()));
-        let pid = holder.0.as_ref().unwrap().id();
-        let own = std::fs::read_link("/proc/self/ns/net").unwrap();
-        while std::fs::read_link(format!("/proc/{pid}/ns/net")).ok().as_ref() == Some(&own) {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let (_holder, pid) = namespace_holder();
         let dir = std::env::temp_dir().join(format!("warren-sandbox-{}-{}", std::process::id(), name(&e)));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -435,14 +414,7 @@ fn seccomp_allowlist_keeps_every_path_working() {
     // warren's own engine only: the allowlist is warren's (slirp4netns ships a blocklist).
     let e = engines().remove(0);
     let srv = TcpServer::download("127.0.0.1");
-    let mut holder = Command::new("unshare");
-    holder.args(["--user", "--map-root-user", "--net", "sleep", "60"]);
-    let holder = Guard(Some(holder.spawn().unwrap()));
-    let pid = holder.0.as_ref().unwrap().id();
-    let own = std::fs::read_link("/proc/self/ns/net").unwrap();
-    while std::fs::read_link(format!("/proc/{pid}/ns/net")).ok().as_ref() == Some(&own) {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let (_holder, pid) = namespace_holder();
     let dir = std::env::temp_dir().join(format!("warren-seccomp-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();

@@ -511,3 +511,19 @@ pub fn free_port(ip: &str) -> u16 {
         }
     }
 }
+
+/// A process in a fresh user + network namespace, as rootless tools create (root inside, our
+/// uid outside), killed by PID when the guard drops. Returns once it is inside them.
+pub fn namespace_holder() -> (Guard, u32) {
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--user", "--map-root-user", "--net", "sleep", "120"]);
+    let holder = Guard(Some(cmd.spawn().expect("unshare")));
+    let pid = holder.0.as_ref().unwrap().id();
+    let own = std::fs::read_link("/proc/self/ns/net").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::read_link(format!("/proc/{pid}/ns/net")).ok().as_ref() == Some(&own) {
+        assert!(Instant::now() < deadline, "the namespace holder never unshared");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    (holder, pid)
+}
