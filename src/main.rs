@@ -186,19 +186,7 @@ fn inspect(a: InspectArgs, what: &str) -> Result<u8> {
     } else {
         println!("PROTO\tCONTAINER\tPEER\tHOST\tAGE_S\tBYTES_OUT\tBYTES_IN");
         for f in ret.get("flows").and_then(|f| f.as_array()).cloned().unwrap_or_default() {
-            let s = |k: &str| {
-                f.get(k).map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string)).unwrap_or_default()
-            };
-            println!(
-                "{}\t{}\t{}\t{}\t{}\t{}\t{}",
-                s("proto"),
-                s("container"),
-                s("peer"),
-                s("host"),
-                s("age_s"),
-                s("bytes_out"),
-                s("bytes_in")
-            );
+            println!("{}", tsv_row(&f, &["proto", "container", "peer", "host", "age_s", "bytes_out", "bytes_in"]));
         }
     }
     Ok(0)
@@ -246,10 +234,15 @@ fn print_ports(v: &serde_json::Value, json: bool) {
         return;
     }
     for p in ports {
-        let s =
-            |k: &str| p.get(k).map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string)).unwrap_or_default();
-        println!("{}\t{}\t{}\t{}", s("id"), s("proto"), s("host"), s("container"));
+        println!("{}", tsv_row(&p, &["id", "proto", "host", "container"]));
     }
+}
+
+/// The fields `keys` of a JSON object as one tab-separated line (strings without quotes).
+fn tsv_row(v: &serde_json::Value, keys: &[&str]) -> String {
+    let field =
+        |k: &&str| v.get(*k).map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_string)).unwrap_or_default();
+    keys.iter().map(field).collect::<Vec<_>>().join("\t")
 }
 
 fn log_limits(l: warren::config::Limits) {

@@ -435,11 +435,7 @@ impl Dataplane {
 
     fn schedule_udp_in(&mut self, key: FlowKey, now: Instant) {
         let Some(e) = self.udp_in.get_mut(&key) else { return };
-        if e.scheduled.is_none_or(|s| s <= now) {
-            let at = e.last + udp::UDP_REPLIED_TIMEOUT;
-            e.scheduled = Some(at);
-            self.timers.push(Reverse((at, Token::UdpIn(key))));
-        }
+        arm(&mut self.timers, &mut e.scheduled, e.last + udp::UDP_REPLIED_TIMEOUT, Token::UdpIn(key), now);
     }
 
     fn expire_udp_in(&mut self, key: FlowKey, now: Instant) {
@@ -675,8 +671,15 @@ impl Dataplane {
         let stamp = self.stamp(now);
         if let Some(flow) = self.tcp.get_mut(&key) {
             flow.ingress(ip, &mut self.tx, self.mtu, stamp);
-            let v = flow.service(&mut self.tx, self.mtu, now, stamp);
-            self.after_tcp(key, v, now);
+            match flow.service(&mut self.tx, self.mtu, now, stamp) {
+                // The common case, with the flow already in hand: no second lookup.
+                Verdict::Keep => {
+                    if let Some(at) = flow.poll_at(self.epoch, now, stamp) {
+                        arm(&mut self.timers, &mut flow.scheduled, at, Token::Tcp(key), now);
+                    }
+                }
+                v => self.after_tcp(key, v, now),
+            }
             return;
         }
         if seg.rst {
@@ -726,12 +729,8 @@ impl Dataplane {
                 let Some(flow) = self.tcp.get_mut(&key) else {
                     return;
                 };
-                let at = flow.poll_at(self.epoch, now, stamp);
-                if let Some(at) = at
-                    && flow.scheduled.is_none_or(|s| at < s || s <= now)
-                {
-                    flow.scheduled = Some(at);
-                    self.timers.push(Reverse((at, Token::Tcp(key))));
+                if let Some(at) = flow.poll_at(self.epoch, now, stamp) {
+                    arm(&mut self.timers, &mut flow.scheduled, at, Token::Tcp(key), now);
                 }
             }
             Verdict::Remove => {
@@ -797,13 +796,9 @@ impl Dataplane {
             self.udp.remove(&key);
             return;
         }
-        let Some(flow) = self.udp.get_mut(&key) else {
-            return;
-        };
-        if flow.scheduled.is_none_or(|s| s <= now) {
+        if let Some(flow) = self.udp.get_mut(&key) {
             let at = flow.expires();
-            flow.scheduled = Some(at);
-            self.timers.push(Reverse((at, Token::Udp(key))));
+            arm(&mut self.timers, &mut flow.scheduled, at, Token::Udp(key), now);
         }
     }
 
@@ -859,13 +854,9 @@ impl Dataplane {
             self.ping.remove(&key);
             return;
         }
-        let Some(flow) = self.ping.get_mut(&key) else {
-            return;
-        };
-        if flow.scheduled.is_none_or(|s| s <= now) {
+        if let Some(flow) = self.ping.get_mut(&key) {
             let at = flow.expires();
-            flow.scheduled = Some(at);
-            self.timers.push(Reverse((at, Token::Ping(key))));
+            arm(&mut self.timers, &mut flow.scheduled, at, Token::Ping(key), now);
         }
     }
 
@@ -930,6 +921,21 @@ impl Dataplane {
                 self.service(token, now);
             }
         }
+    }
+}
+
+/// Puts `token` on the timer heap for `at`, unless an entry that fires no later is pending
+/// (`scheduled` remembers it; entries that fire for a rescheduled flow are skipped as stale).
+fn arm(
+    timers: &mut BinaryHeap<Reverse<(Instant, Token)>>,
+    scheduled: &mut Option<Instant>,
+    at: Instant,
+    token: Token,
+    now: Instant,
+) {
+    if scheduled.is_none_or(|s| at < s || s <= now) {
+        *scheduled = Some(at);
+        timers.push(Reverse((at, token)));
     }
 }
 
