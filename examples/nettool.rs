@@ -11,8 +11,8 @@
 //! nettool udp-echo HOST PORT COUNT             # datagrams of varied sizes, echoed back
 //! nettool refused HOST PORT                    # expect ECONNREFUSED
 //! nettool connect-error HOST PORT              # print the connect error kind
-//! nettool dns SERVER NAME [tcp]                # A query; print the addresses
-//! nettool ping HOST                            # one ICMP echo over a raw socket
+//! nettool dns SERVER NAME [tcp|aaaa]           # A (or AAAA) query; print the addresses
+//! nettool ping HOST                            # one ICMP/ICMPv6 echo over a raw socket
 //! nettool peer HOST PORT                       # print the local address the server saw
 //! nettool halfclose HOST PORT BYTES SEED       # read to the server's EOF, then upload
 //! nettool reset HOST PORT                      # connect, send a byte, abort with RST
@@ -21,6 +21,7 @@
 //! nettool udp-ask HOST PORT TEXT               # one datagram; print local addr and reply
 //! nettool serve PORT...                        # TCP server: "peer" | "get N SEED" | "put" per line
 //! nettool udp-serve PORT                       # UDP server: answers "from ADDR " + the datagram
+//!                                              # (PORT binds 0.0.0.0; ADDR:PORT, e.g. [::]:80, binds ADDR)
 //! ```
 
 use std::io::{Read, Write};
@@ -162,13 +163,13 @@ fn udp_echo(a: SocketAddr, count: usize) -> Result<String, String> {
     Ok(format!("ok {count}"))
 }
 
-fn dns_query(server: SocketAddr, name: &str, tcp: bool) -> Result<String, String> {
+fn dns_query(server: SocketAddr, name: &str, tcp: bool, aaaa: bool) -> Result<String, String> {
     let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
     for label in name.trim_end_matches('.').split('.') {
         q.push(label.len() as u8);
         q.extend_from_slice(label.as_bytes());
     }
-    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    q.extend_from_slice(&[0, 0, if aaaa { 28 } else { 1 }, 0, 1]);
     let resp = if tcp {
         let mut s = connect(server)?;
         s.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
@@ -181,7 +182,8 @@ fn dns_query(server: SocketAddr, name: &str, tcp: bool) -> Result<String, String
         s.read_exact(&mut r).map_err(|e| format!("read answer: {e}"))?;
         r
     } else {
-        let s = UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
+        let bind = if server.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+        let s = UdpSocket::bind(bind).map_err(|e| e.to_string())?;
         s.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
         s.send_to(&q, server).map_err(|e| e.to_string())?;
         let mut r = vec![0u8; 4096];
@@ -215,9 +217,47 @@ fn dns_query(server: SocketAddr, name: &str, tcp: bool) -> Result<String, String
         if rtype == 1 && rdlen == 4 {
             addrs.push(Ipv4Addr::new(resp[i], resp[i + 1], resp[i + 2], resp[i + 3]).to_string());
         }
+        if rtype == 28 && rdlen == 16 && i + 16 <= resp.len() {
+            let a: [u8; 16] = resp[i..i + 16].try_into().expect("16 bytes");
+            addrs.push(std::net::Ipv6Addr::from(a).to_string());
+        }
         i += rdlen;
     }
     Ok(format!("rcode={} {}", resp[3] & 0x0f, addrs.join(",")))
+}
+
+/// ICMPv6 echo over a raw socket (the kernel fills the checksum and strips the IP header).
+fn ping6(host: std::net::Ipv6Addr) -> Result<String, String> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::ICMPV6)).map_err(|e| format!("raw socket: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(3))).map_err(|e| e.to_string())?;
+    let ident: u16 = (std::process::id() & 0xffff) as u16;
+    let mut pkt = vec![128u8, 0, 0, 0];
+    pkt.extend_from_slice(&ident.to_be_bytes());
+    pkt.extend_from_slice(&1u16.to_be_bytes());
+    pkt.extend_from_slice(b"warren-ping-payload");
+    s.send_to(&pkt, &SocketAddr::from((host, 0)).into()).map_err(|e| format!("send: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    // A raw socket reads like a datagram socket: through std's safe recv_from.
+    let s = UdpSocket::from(std::os::fd::OwnedFd::from(s));
+    let mut b = [0u8; 1500];
+    while Instant::now() < deadline {
+        let (n, from) = match s.recv_from(&mut b) {
+            Ok(x) => x,
+            Err(e) => return Err(format!("no reply: {e}")),
+        };
+        let b = &b[..n];
+        let src = from.ip();
+        match b[0] {
+            129 if b[4..6] == ident.to_be_bytes() => {
+                let ok = &b[8..] == b"warren-ping-payload";
+                return Ok(format!("reply from {src} payload_ok={ok}"));
+            }
+            1 => return Ok(format!("unreachable code={} from {src}", b[1])),
+            _ => continue,
+        }
+    }
+    Err("no reply".into())
 }
 
 fn ping(host: Ipv4Addr) -> Result<String, String> {
@@ -308,11 +348,18 @@ fn serve_conn(mut c: TcpStream) {
     }
 }
 
+/// A server's bind address: `PORT` (on 0.0.0.0) or `ADDR:PORT`.
+fn bind_addr(p: &str) -> Result<SocketAddr, String> {
+    if let Ok(port) = p.parse::<u16>() {
+        return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
+    }
+    p.parse().map_err(|_| format!("{p:?} is neither PORT nor ADDR:PORT"))
+}
+
 fn serve(ports: &[&str]) -> Result<String, String> {
     let mut handles = Vec::new();
     for p in ports {
-        let l = std::net::TcpListener::bind(("0.0.0.0", p.parse::<u16>().map_err(|e| e.to_string())?))
-            .map_err(|e| format!("bind {p}: {e}"))?;
+        let l = std::net::TcpListener::bind(bind_addr(p)?).map_err(|e| format!("bind {p}: {e}"))?;
         handles.push(std::thread::spawn(move || {
             for c in l.incoming().flatten() {
                 std::thread::spawn(move || serve_conn(c));
@@ -327,7 +374,7 @@ fn serve(ports: &[&str]) -> Result<String, String> {
 }
 
 fn udp_serve(port: &str) -> Result<String, String> {
-    let s = UdpSocket::bind(("0.0.0.0", port.parse::<u16>().map_err(|e| e.to_string())?)).map_err(|e| e.to_string())?;
+    let s = UdpSocket::bind(bind_addr(port)?).map_err(|e| e.to_string())?;
     println!("serving");
     let mut buf = vec![0u8; 65536];
     loop {
@@ -367,9 +414,13 @@ fn main() -> ExitCode {
             Ok(_) => Ok("connected".into()),
             Err(e) => Ok(format!("error raw={:?} {e}", e.raw_os_error())),
         },
-        ["dns", server, name] => dns_query(addr(server, "53"), name, false),
-        ["dns", server, name, "tcp"] => dns_query(addr(server, "53"), name, true),
-        ["ping", h] => ping(h.parse().expect("IPv4 address")),
+        ["dns", server, name] => dns_query(addr(server, "53"), name, false, false),
+        ["dns", server, name, "tcp"] => dns_query(addr(server, "53"), name, true, false),
+        ["dns", server, name, "aaaa"] => dns_query(addr(server, "53"), name, false, true),
+        ["ping", h] => match h.parse::<IpAddr>().expect("IP address") {
+            IpAddr::V4(a) => ping(a),
+            IpAddr::V6(a) => ping6(a),
+        },
         ["halfclose", h, p, n, seed] => halfclose(addr(h, p), n.parse().unwrap(), seed.parse().unwrap()),
         ["reset", h, p] => connect(addr(h, p)).and_then(|mut s| {
             s.write_all(b"x").map_err(|e| e.to_string())?;
@@ -398,7 +449,8 @@ fn main() -> ExitCode {
             Ok(format!("local={local} reply={}", reply.trim()))
         }),
         ["udp-ask", h, p, text] => (|| {
-            let s = UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
+            let bind = if addr(h, p).is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+            let s = UdpSocket::bind(bind).map_err(|e| e.to_string())?;
             s.set_read_timeout(Some(Duration::from_secs(2))).map_err(|e| e.to_string())?;
             s.connect(addr(h, p)).map_err(|e| e.to_string())?;
             let local = s.local_addr().map_err(|e| e.to_string())?;

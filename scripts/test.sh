@@ -28,15 +28,17 @@ cp target/release/warren target/release/warren-slirp4netns target/release/exampl
 mv "$stage/$(basename "$e2e")" "$stage/e2e"
 chmod 0755 "$stage" "$stage"/*
 
-# Isolation: a fresh network namespace with lo up and 10.200.0.1 on it as a "remote" address,
-# plus a second namespace ("the remote host", owned by warren-ci's user namespace so both
-# passes can enter it) joined by a veth pair: 10.201.0.1 here, 10.201.0.2 there.
+# Isolation: a fresh network namespace with lo up and 10.200.0.1 / fd99:200::1 on it as
+# "remote" addresses, plus a second namespace ("the remote host", owned by warren-ci's user
+# namespace so both passes can enter it) joined by a veth pair: 10.201.0.1 / fd99:201::1 here,
+# 10.201.0.2 / fd99:201::2 there.
 isolated() {
     local ping_range=$1; shift
     unshare --net -- bash -c '
         set -e
         ip link set lo up
         ip addr add 10.200.0.1/32 dev lo
+        ip addr add fd99:200::1/128 dev lo nodad
         echo "$0" > /proc/sys/net/ipv4/ping_group_range
         setpriv --reuid=warren-ci --regid=warren-ci --init-groups unshare --user --map-root-user --net sleep 3600 &
         remote=$!
@@ -48,9 +50,12 @@ isolated() {
         ip link add wrn-remote0 type veth peer name wrn-remote1
         ip link set wrn-remote1 netns "$remote"
         ip addr add 10.201.0.1/24 dev wrn-remote0
+        ip addr add fd99:201::1/64 dev wrn-remote0 nodad
         ip link set wrn-remote0 up
         nsenter -t "$remote" -n sh -c "ip link set lo up; ip addr add 10.201.0.2/24 dev wrn-remote1;
-            ip link set wrn-remote1 up; ip route add default via 10.201.0.1"
+            ip addr add fd99:201::2/64 dev wrn-remote1 nodad;
+            ip link set wrn-remote1 up; ip route add default via 10.201.0.1;
+            ip -6 route add default via fd99:201::1"
         export WARREN_REMOTE_NS_PID=$remote
         "$@"' "$ping_range" "$@"
 }

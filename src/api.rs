@@ -313,7 +313,12 @@ fn slirp_forward(args: &Value, container: Ipv4Addr) -> Result<Forward, &'static 
         Some(_) => return Err("guest_addr"),
     }
     let guest_port = port("guest_port")?;
-    Ok(Forward { proto, host: SocketAddr::new(host_ip, host_port), container_port: guest_port })
+    Ok(Forward {
+        proto,
+        host: SocketAddr::new(host_ip, host_port),
+        container_port: guest_port,
+        container_family: Some(crate::forward::Family::V4),
+    })
 }
 
 /// One `list_hostfwd` entry in slirp4netns's exact key order (serde_json would sort keys).

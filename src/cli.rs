@@ -104,7 +104,13 @@ pub struct NetArgs {
     /// IPv4 network of the container: gateway .2, DNS .3, container .100 (prefix 1..=25).
     #[arg(long, value_name = "CIDR", default_value = config::CIDR_DEFAULT)]
     pub cidr: String,
-    /// Let connections to the gateway address reach the host's 127.0.0.1 (off: refused).
+    /// IPv6 network of the container (a /64): gateway ::2, DNS ::3, container ::100.
+    #[arg(long, value_name = "CIDR", default_value = config::CIDR6_DEFAULT)]
+    pub cidr6: String,
+    /// No IPv6 in the container (IPv4 only).
+    #[arg(long)]
+    pub no_ipv6: bool,
+    /// Let connections to the gateway address reach the host's loopback (127.0.0.1, ::1); off: refused.
     #[arg(long)]
     pub allow_host_loopback: bool,
     /// DNS upstream for the forwarder, repeatable (default: the host's /etc/resolv.conf).
@@ -165,6 +171,7 @@ impl NetArgs {
     pub fn to_config(&self) -> Result<NetConfig, CliError> {
         let mtu = config::parse_mtu(self.mtu)?;
         let net = config::parse_cidr(&self.cidr)?;
+        let net6 = config::parse_cidr6(&self.cidr6)?;
         crate::sys::check_ifname(&self.tap_name).map_err(|_| CliError::TapName(self.tap_name.clone()))?;
         let mac = self.mac.as_deref().map(config::parse_mac).transpose()?;
         let dns = if self.dns_upstream.is_empty() {
@@ -174,12 +181,15 @@ impl NetArgs {
         };
         Ok(NetConfig {
             addrs: config::Addresses::new(net),
+            addrs6: (!self.no_ipv6).then(|| config::Addresses6::new(net6)),
+            static_ipv6: true,
             mtu,
             tap_name: self.tap_name.clone(),
             mac,
             allow_host_loopback: self.allow_host_loopback,
             dns,
             outbound_v4: None,
+            outbound_v6: None,
             limits: config::Limits {
                 tcp_flows: self.max_tcp_flows as usize,
                 udp_flows: self.max_udp_flows as usize,

@@ -3,10 +3,10 @@
 //! Every value a user can type is checked here, with an error that names the bad text and
 //! what was expected, before any namespace or socket exists (nothing half-applied).
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 
 /// Smallest MTU accepted for an IPv4 network (the IPv6 minimum, so dual-stack stays possible).
 pub const MTU_MIN: u32 = 1280;
@@ -16,6 +16,8 @@ pub const MTU_MAX: u32 = 65520;
 pub const MTU_DEFAULT: u32 = 65520;
 /// Default container network, as slirp4netns.
 pub const CIDR_DEFAULT: &str = "10.0.2.0/24";
+/// Default container IPv6 network, as slirp4netns (libslirp) with `--enable-ipv6`.
+pub const CIDR6_DEFAULT: &str = "fd00::/64";
 
 /// A configuration value that cannot be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -32,6 +34,18 @@ pub enum ConfigError {
     /// `--cidr` with host bits set.
     #[error("invalid CIDR {0:?}: expected a network address like {1}, not a host address")]
     CidrHostBits(String, Ipv4Net),
+    /// `--cidr6` that does not parse.
+    #[error("invalid IPv6 prefix {0:?}: expected an IPv6 network like fd00::/64")]
+    Cidr6Syntax(String),
+    /// `--cidr6` with a prefix length other than 64.
+    #[error("invalid IPv6 prefix {0:?}: the prefix length must be 64 (SLAAC needs a /64)")]
+    Cidr6Prefix(String),
+    /// `--cidr6` with host bits set.
+    #[error("invalid IPv6 prefix {0:?}: expected a network address like {1}, not a host address")]
+    Cidr6HostBits(String, Ipv6Net),
+    /// `--cidr6` that is not a unicast prefix a container can use.
+    #[error("invalid IPv6 prefix {0:?}: expected a unicast prefix (ULA fd00::/8 or global), not {1}")]
+    Cidr6Scope(String, &'static str),
     /// `--mac` that does not parse or is not unicast.
     #[error("invalid MAC address {0:?}: expected a unicast address like 02:00:00:00:00:01")]
     Mac(String),
@@ -61,6 +75,37 @@ pub fn parse_cidr(text: &str) -> Result<Ipv4Net, ConfigError> {
         return Err(ConfigError::CidrHostBits(text.to_string(), net.trunc()));
     }
     Ok(net)
+}
+
+/// Parses an IPv6 network such as `fd00::/64` (a /64 without host bits, unicast, not
+/// link-local).
+///
+/// # Errors
+/// One of the `Cidr6*` variants, naming the text.
+pub fn parse_cidr6(text: &str) -> Result<Ipv6Net, ConfigError> {
+    let net = Ipv6Net::from_str(text).map_err(|_| ConfigError::Cidr6Syntax(text.to_string()))?;
+    if net.prefix_len() != 64 {
+        return Err(ConfigError::Cidr6Prefix(text.to_string()));
+    }
+    if net.addr() != net.network() {
+        return Err(ConfigError::Cidr6HostBits(text.to_string(), net.trunc()));
+    }
+    let a = net.network();
+    let scope = if a.is_multicast() {
+        Some("multicast")
+    } else if a.is_unicast_link_local() {
+        Some("link-local")
+    } else if a.is_loopback() || a.is_unspecified() {
+        Some("loopback or unspecified")
+    } else if a.to_ipv4_mapped().is_some() {
+        Some("IPv4-mapped")
+    } else {
+        None
+    };
+    match scope {
+        Some(what) => Err(ConfigError::Cidr6Scope(text.to_string(), what)),
+        None => Ok(net),
+    }
 }
 
 /// Parses a unicast MAC address `xx:xx:xx:xx:xx:xx`.
@@ -136,6 +181,33 @@ impl Addresses {
     }
 }
 
+/// The IPv6 addresses of a user-mode network (libslirp's layout: gateway ::2, DNS ::3; the
+/// container takes ::100 as on IPv4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Addresses6 {
+    /// The /64.
+    pub net: Ipv6Net,
+    /// The gateway: prefix::2.
+    pub gateway: Ipv6Addr,
+    /// The DNS forwarder: prefix::3.
+    pub dns: Ipv6Addr,
+    /// The container's static address: prefix::100.
+    pub container: Ipv6Addr,
+}
+
+impl Addresses6 {
+    /// Derives the standard addresses from a validated /64.
+    pub fn new(net: Ipv6Net) -> Self {
+        let base = u128::from(net.network());
+        Self {
+            net,
+            gateway: Ipv6Addr::from(base + 2),
+            dns: Ipv6Addr::from(base + 3),
+            container: Ipv6Addr::from(base + 0x100),
+        }
+    }
+}
+
 /// Per-container limits on flows; beyond them new TCP flows are reset, UDP and ICMP dropped,
 /// and both counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,6 +231,11 @@ impl Default for Limits {
 pub struct NetConfig {
     /// Network layout.
     pub addrs: Addresses,
+    /// IPv6 layout; `None` when IPv6 is off.
+    pub addrs6: Option<Addresses6>,
+    /// Whether the container's IPv6 address is set statically (`warren run`); without it the
+    /// container autoconfigures from router advertisements (the slirp4netns model).
+    pub static_ipv6: bool,
     /// Link MTU of the TAP (and of the userspace stack).
     pub mtu: u32,
     /// Name of the TAP inside the namespace.
@@ -171,6 +248,8 @@ pub struct NetConfig {
     pub dns: DnsUpstreams,
     /// Source address for outbound IPv4 host sockets (slirp4netns `--outbound-addr`).
     pub outbound_v4: Option<Ipv4Addr>,
+    /// Source address for outbound IPv6 host sockets (slirp4netns `--outbound-addr6`).
+    pub outbound_v6: Option<Ipv6Addr>,
     /// Flow limits.
     pub limits: Limits,
 }
@@ -181,6 +260,12 @@ impl NetConfig {
     pub fn gateway_mac(&self) -> [u8; 6] {
         let o = self.addrs.gateway.octets();
         [0x52, 0x55, o[0], o[1], o[2], o[3]]
+    }
+
+    /// The gateway's link-local IPv6 address (EUI-64 of its MAC): the router address of
+    /// neighbour discovery.
+    pub fn gateway_link_local(&self) -> Ipv6Addr {
+        crate::wire::link_local_of(self.gateway_mac())
     }
 }
 
@@ -202,6 +287,25 @@ mod tests {
             e,
             "invalid CIDR \"10.0.2.100/24\": expected a network address like 10.0.2.0/24, not a host address"
         );
+    }
+
+    #[test]
+    fn cidr6_rules() {
+        let a = Addresses6::new(parse_cidr6("fd00::/64").unwrap());
+        assert_eq!(
+            (a.gateway, a.dns, a.container),
+            ("fd00::2".parse().unwrap(), "fd00::3".parse().unwrap(), "fd00::100".parse().unwrap())
+        );
+        assert!(parse_cidr6("fd12:3456:789a:1::/64").is_ok());
+        assert_eq!(
+            parse_cidr6("fd00::/48").unwrap_err().to_string(),
+            "invalid IPv6 prefix \"fd00::/48\": the prefix length must be 64 (SLAAC needs a /64)"
+        );
+        assert!(matches!(parse_cidr6("fd00::1/64"), Err(ConfigError::Cidr6HostBits(..))));
+        assert!(matches!(parse_cidr6("fe80::/64"), Err(ConfigError::Cidr6Scope(..))));
+        assert!(matches!(parse_cidr6("ff02::/64"), Err(ConfigError::Cidr6Scope(..))));
+        assert!(matches!(parse_cidr6("10.0.2.0/24"), Err(ConfigError::Cidr6Syntax(_))));
+        assert!(matches!(parse_cidr6("fd00::"), Err(ConfigError::Cidr6Syntax(_))));
     }
 
     #[test]

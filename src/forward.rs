@@ -1,8 +1,11 @@
 //! Published ports: the `-p` spec grammar and the forward table (sans-IO).
 //!
-//! Spec: `[HOST_IP:][HOST_PORT[-END]:]CONTAINER_PORT[-END][/tcp|/udp]`. `HOST_IP` is IPv4 or a
+//! Spec: `[HOST_IP:][HOST_PORT[-END]:]CONTAINER_PORT[-END][/PROTO]`. `HOST_IP` is IPv4 or a
 //! bracketed IPv6 address (default 0.0.0.0); an omitted or empty `HOST_PORT` means "any free
-//! port" (reported after binding); ranges must have the same length on both sides.
+//! port" (reported after binding); ranges must have the same length on both sides. `PROTO` is
+//! `tcp` (default) or `udp`, optionally with `4` or `6` to choose the container address family
+//! (default: the host address's family, IPv4 when the container has no IPv6), so an IPv6
+//! listener can lead to an IPv4-only service (`-p [::]:8080:80/tcp4`).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -25,9 +28,18 @@ impl Proto {
     }
 }
 
+/// Container address family a forward leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// The container's IPv4 address.
+    V4,
+    /// The container's IPv6 address.
+    V6,
+}
+
 /// A malformed `-p` spec.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
-#[error("invalid port spec {spec:?}: {why}; expected [HOST_IP:][HOST_PORT[-END]:]CONTAINER_PORT[-END][/tcp|/udp]")]
+#[error("invalid port spec {spec:?}: {why}; expected [HOST_IP:][HOST_PORT[-END]:]CONTAINER_PORT[-END][/tcp|/udp][4|6]")]
 pub struct SpecError {
     /// The text given.
     pub spec: String,
@@ -44,6 +56,8 @@ pub struct Forward {
     pub host: SocketAddr,
     /// Container port.
     pub container_port: u16,
+    /// Container address family, when the spec chose one.
+    pub container_family: Option<Family>,
 }
 
 fn parse_port(text: &str, what: &str, allow_zero: bool) -> Result<u16, String> {
@@ -73,11 +87,22 @@ fn parse_range(text: &str, what: &str) -> Result<(u16, u16), String> {
 /// [`SpecError`] naming the spec and the problem.
 pub fn parse_spec(spec: &str) -> Result<Vec<Forward>, SpecError> {
     let err = |why: String| SpecError { spec: spec.to_string(), why };
-    let (body, proto) = match spec.rsplit_once('/') {
-        Some((b, "tcp")) => (b, Proto::Tcp),
-        Some((b, "udp")) => (b, Proto::Udp),
-        Some((_, other)) => return Err(err(format!("protocol {other:?} is neither tcp nor udp"))),
-        None => (spec, Proto::Tcp),
+    let (body, proto, family) = match spec.rsplit_once('/') {
+        Some((b, p)) => {
+            let (name, family) = match p.strip_suffix('4') {
+                Some(n) => (n, Some(Family::V4)),
+                None => match p.strip_suffix('6') {
+                    Some(n) => (n, Some(Family::V6)),
+                    None => (p, None),
+                },
+            };
+            match name {
+                "tcp" => (b, Proto::Tcp, family),
+                "udp" => (b, Proto::Udp, family),
+                _ => return Err(err(format!("protocol {p:?} is not tcp, udp, tcp4, udp4, tcp6 or udp6"))),
+            }
+        }
+        None => (spec, Proto::Tcp, None),
     };
     // Split off a bracketed IPv6 host address first; it contains colons.
     let (host_ip, rest) = if let Some(r) = body.strip_prefix('[') {
@@ -120,6 +145,7 @@ pub fn parse_spec(spec: &str) -> Result<Vec<Forward>, SpecError> {
             proto,
             host: SocketAddr::new(ip, host_ports.map_or(0, |(h0, _)| h0 + i as u16)),
             container_port: cp,
+            container_family: family,
         })
         .collect())
 }
@@ -138,13 +164,25 @@ mod tests {
     fn forms() {
         assert_eq!(
             one("8080:80"),
-            Forward { proto: Proto::Tcp, host: "0.0.0.0:8080".parse().unwrap(), container_port: 80 }
+            Forward {
+                proto: Proto::Tcp,
+                host: "0.0.0.0:8080".parse().unwrap(),
+                container_port: 80,
+                container_family: None
+            }
         );
         assert_eq!(
             one("127.0.0.1:5353:53/udp"),
-            Forward { proto: Proto::Udp, host: "127.0.0.1:5353".parse().unwrap(), container_port: 53 }
+            Forward {
+                proto: Proto::Udp,
+                host: "127.0.0.1:5353".parse().unwrap(),
+                container_port: 53,
+                container_family: None
+            }
         );
         assert_eq!(one("[::1]:8443:443").host, "[::1]:8443".parse().unwrap());
+        assert_eq!(one("[::]:8080:80/tcp4").container_family, Some(Family::V4));
+        assert_eq!((one("8080:80/udp6").proto, one("8080:80/udp6").container_family), (Proto::Udp, Some(Family::V6)));
         assert_eq!(one("80").host, "0.0.0.0:0".parse().unwrap(), "free host port");
         assert_eq!(one("127.0.0.1::80").host, "127.0.0.1:0".parse().unwrap());
         assert_eq!(one("[::]:80").host, "[::]:0".parse().unwrap());
@@ -157,7 +195,8 @@ mod tests {
     #[test]
     fn errors_name_the_problem() {
         let e = |s: &str| parse_spec(s).unwrap_err().why;
-        assert_eq!(e("8080:80/sctp"), "protocol \"sctp\" is neither tcp nor udp");
+        assert_eq!(e("8080:80/sctp"), "protocol \"sctp\" is not tcp, udp, tcp4, udp4, tcp6 or udp6");
+        assert_eq!(e("8080:80/tcp5"), "protocol \"tcp5\" is not tcp, udp, tcp4, udp4, tcp6 or udp6");
         assert_eq!(e("8080:http"), "container port \"http\" is not a number 1..=65535");
         assert_eq!(e("70000:80"), "host port \"70000\" is not a number 1..=65535");
         assert_eq!(e("1.2.3:80:80"), "\"1.2.3\" is not an IPv4 address");
@@ -169,6 +208,6 @@ mod tests {
         assert_eq!(e("90-80"), "container port range 90-80 is backwards");
         let full = parse_spec("x").unwrap_err().to_string();
         assert!(full.starts_with("invalid port spec \"x\": container port \"x\" is not a number"), "{full}");
-        assert!(full.ends_with("expected [HOST_IP:][HOST_PORT[-END]:]CONTAINER_PORT[-END][/tcp|/udp]"));
+        assert!(full.ends_with("expected [HOST_IP:][HOST_PORT[-END]:]CONTAINER_PORT[-END][/tcp|/udp][4|6]"));
     }
 }

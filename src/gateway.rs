@@ -4,9 +4,11 @@
 //! is either a typed [`Packet`] that the runtime acts on, or a [`Drop`] reason that the runtime
 //! counts. Nothing here panics on any input (see the fuzz-style test below).
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use smoltcp::wire::{Icmpv4Message, Icmpv4Packet, IpAddress, IpProtocol, Ipv4Packet, TcpPacket, UdpPacket};
+use smoltcp::wire::{
+    Icmpv4Message, Icmpv4Packet, Icmpv6Packet, IpAddress, IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket, UdpPacket,
+};
 
 use crate::wire;
 
@@ -18,19 +20,21 @@ pub enum Drop {
     /// An IPv4 header, TCP, UDP or ICMP checksum that does not verify (L4 checksums are
     /// checked unless the container's kernel vouched for them through checksum offload).
     BadChecksum,
-    /// An EtherType warren does not route (IPv6 until it is supported, LLDP, ...).
+    /// An EtherType warren does not route (IPv6 when it is off, LLDP, ...).
     OtherEtherType,
-    /// An ARP packet that is not a request for one of the gateway's addresses.
+    /// An ARP request or IPv6 neighbour solicitation that is not for one of the gateway's
+    /// addresses.
     ArpNotForUs,
-    /// An IPv4 fragment (reassembly is not supported; Linux sends none with PMTU discovery).
+    /// An IP fragment (reassembly is not supported; Linux sends none with PMTU discovery).
     Fragment,
     /// A broadcast, multicast or otherwise non-routable destination.
     NotRoutable,
-    /// An IP protocol other than TCP, UDP and ICMP.
+    /// An IP protocol other than TCP, UDP and ICMP (IPv6 extension headers included: MLD
+    /// reports come with a hop-by-hop header).
     OtherProtocol,
-    /// An ICMP message other than echo request.
+    /// An ICMP message other than echo request (and, for IPv6, neighbour discovery).
     OtherIcmp,
-    /// A packet whose source is not the container's subnet.
+    /// A packet whose source is not the container's subnet, or a frame from a multicast MAC.
     Spoofed,
 }
 
@@ -80,9 +84,9 @@ impl DropCounters {
 #[derive(Debug, Clone, Copy)]
 pub struct TcpSeg {
     /// Container endpoint.
-    pub src: SocketAddrV4,
+    pub src: SocketAddr,
     /// Destination as the container addressed it.
-    pub dst: SocketAddrV4,
+    pub dst: SocketAddr,
     /// SYN without ACK: a new connection attempt.
     pub syn_only: bool,
     /// RST flag.
@@ -95,7 +99,7 @@ pub struct TcpSeg {
     pub seg_len: u32,
 }
 
-/// A frame the runtime acts on. `ip` is the whole IPv4 packet, trimmed to its total length.
+/// A frame the runtime acts on. `ip` is the whole IPv4 or IPv6 packet, trimmed to its length.
 #[derive(Debug)]
 pub enum Packet<'a> {
     /// ARP request for a gateway address: answer it.
@@ -107,32 +111,44 @@ pub enum Packet<'a> {
         /// Address asked about (a gateway address).
         target: Ipv4Addr,
     },
+    /// IPv6 neighbour solicitation for a gateway address: advertise it.
+    NeighborSolicit {
+        /// Solicitor's address.
+        src: Ipv6Addr,
+        /// Address asked about (a gateway address).
+        target: Ipv6Addr,
+    },
+    /// IPv6 router solicitation: answer with a router advertisement.
+    RouterSolicit {
+        /// Solicitor's address (unspecified before it has one).
+        src: Ipv6Addr,
+    },
     /// TCP segment.
     Tcp {
-        /// IPv4 packet.
+        /// IP packet.
         ip: &'a [u8],
         /// Parsed header fields.
         seg: TcpSeg,
     },
     /// UDP datagram.
     Udp {
-        /// IPv4 packet.
+        /// IP packet.
         ip: &'a [u8],
         /// Container endpoint.
-        src: SocketAddrV4,
+        src: SocketAddr,
         /// Destination.
-        dst: SocketAddrV4,
+        dst: SocketAddr,
         /// Payload.
         payload: &'a [u8],
     },
-    /// ICMP echo request.
+    /// ICMP or ICMPv6 echo request.
     Echo {
-        /// IPv4 packet.
+        /// IP packet.
         ip: &'a [u8],
         /// Sender.
-        src: Ipv4Addr,
+        src: IpAddr,
         /// Destination.
-        dst: Ipv4Addr,
+        dst: IpAddr,
         /// Echo identifier.
         ident: u16,
         /// Echo sequence number.
@@ -140,6 +156,25 @@ pub enum Packet<'a> {
         /// Echo data.
         data: &'a [u8],
     },
+}
+
+/// The IPv6 addresses the gateway owns on the segment.
+#[derive(Debug, Clone, Copy)]
+pub struct GatewayAddrs6 {
+    /// Gateway address.
+    pub gateway: Ipv6Addr,
+    /// DNS forwarder address.
+    pub dns: Ipv6Addr,
+    /// The gateway's link-local address (router address of neighbour discovery).
+    pub link_local: Ipv6Addr,
+    /// The segment's /64.
+    pub net: ipnet::Ipv6Net,
+}
+
+impl GatewayAddrs6 {
+    fn owns(&self, ip: Ipv6Addr) -> bool {
+        ip == self.gateway || ip == self.dns || ip == self.link_local
+    }
 }
 
 /// The addresses the gateway owns on the segment.
@@ -151,11 +186,29 @@ pub struct GatewayAddrs {
     pub dns: Ipv4Addr,
     /// The segment's network.
     pub net: ipnet::Ipv4Net,
+    /// IPv6, when enabled.
+    pub v6: Option<GatewayAddrs6>,
 }
 
 impl GatewayAddrs {
     fn owns(&self, ip: Ipv4Addr) -> bool {
         ip == self.gateway || ip == self.dns
+    }
+
+    /// Whether `ip` is one of the gateway's own addresses (either family).
+    pub fn owns_ip(&self, ip: IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(a) => self.owns(a),
+            IpAddr::V6(a) => self.v6.is_some_and(|g| g.owns(a)),
+        }
+    }
+
+    /// Whether `ip` is on the container's segment (either family).
+    pub fn on_segment(&self, ip: IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(a) => self.net.contains(&a),
+            IpAddr::V6(a) => self.v6.is_some_and(|g| g.net.contains(&a)),
+        }
     }
 }
 
@@ -167,9 +220,16 @@ impl GatewayAddrs {
 /// which then holds only a partial sum and is not verified.
 pub fn classify<'a>(frame: &'a [u8], gw: &GatewayAddrs, l4_trusted: bool) -> Result<([u8; 6], Packet<'a>), Drop> {
     let eth = wire::parse_eth(frame).ok_or(Drop::Malformed)?;
+    if eth.src[0] & 1 == 1 {
+        return Err(Drop::Spoofed);
+    }
     match eth.ethertype {
         wire::ETHERTYPE_ARP => classify_arp(eth.payload, gw).map(|p| (eth.src, p)),
         wire::ETHERTYPE_IPV4 => classify_ipv4(eth.payload, gw, l4_trusted).map(|p| (eth.src, p)),
+        wire::ETHERTYPE_IPV6 => match &gw.v6 {
+            Some(g6) => classify_ipv6(eth.payload, g6, l4_trusted).map(|p| (eth.src, p)),
+            None => Err(Drop::OtherEtherType),
+        },
         _ => Err(Drop::OtherEtherType),
     }
 }
@@ -180,6 +240,58 @@ fn classify_arp<'a>(payload: &'a [u8], gw: &GatewayAddrs) -> Result<Packet<'a>, 
         return Err(Drop::ArpNotForUs);
     }
     Ok(Packet::ArpRequest { mac: arp.sender_mac, ip: arp.sender_ip, target: arp.target_ip })
+}
+
+/// The transport part shared by both families: TCP and UDP.
+fn classify_l4<'a>(
+    whole: &'a [u8],
+    body: &'a [u8],
+    proto: IpProtocol,
+    src: IpAddr,
+    dst: IpAddr,
+    l4_trusted: bool,
+) -> Result<Packet<'a>, Drop> {
+    let (s, d) = (IpAddress::from(src), IpAddress::from(dst));
+    match proto {
+        IpProtocol::Tcp => {
+            let t = TcpPacket::new_checked(body).map_err(|_| Drop::Malformed)?;
+            let syn_only = t.syn() && !t.ack();
+            // The stack does not verify TCP checksums (see runtime::device): every segment the
+            // sending kernel did not vouch for is checked here.
+            if !l4_trusted && !t.verify_checksum(&s, &d) {
+                return Err(Drop::BadChecksum);
+            }
+            let seg = TcpSeg {
+                src: SocketAddr::new(src, t.src_port()),
+                dst: SocketAddr::new(dst, t.dst_port()),
+                syn_only,
+                rst: t.rst(),
+                seq: t.seq_number().0 as u32,
+                ack: t.ack().then(|| t.ack_number().0 as u32),
+                seg_len: t.segment_len() as u32,
+            };
+            Ok(Packet::Tcp { ip: whole, seg })
+        }
+        IpProtocol::Udp => {
+            let u = UdpPacket::new_checked(body).map_err(|_| Drop::Malformed)?;
+            // IPv4 may omit the UDP checksum (0); IPv6 may not (RFC 8200 8.1), and smoltcp's
+            // check would accept the 0.
+            if !l4_trusted && u.checksum() == 0 && src.is_ipv6() {
+                return Err(Drop::BadChecksum);
+            }
+            if !l4_trusted && u.checksum() != 0 && !u.verify_checksum(&s, &d) {
+                return Err(Drop::BadChecksum);
+            }
+            let len = usize::from(u.len());
+            Ok(Packet::Udp {
+                ip: whole,
+                src: SocketAddr::new(src, u.src_port()),
+                dst: SocketAddr::new(dst, u.dst_port()),
+                payload: &body[8..len],
+            })
+        }
+        _ => Err(Drop::OtherProtocol),
+    }
 }
 
 fn classify_ipv4<'a>(payload: &'a [u8], gw: &GatewayAddrs, l4_trusted: bool) -> Result<Packet<'a>, Drop> {
@@ -208,40 +320,7 @@ fn classify_ipv4<'a>(payload: &'a [u8], gw: &GatewayAddrs, l4_trusted: bool) -> 
     let total = usize::from(ip.total_len());
     let whole = &payload[..total];
     let body = ip.payload();
-    let (s, d) = (IpAddress::Ipv4(src), IpAddress::Ipv4(dst));
     match ip.next_header() {
-        IpProtocol::Tcp => {
-            let t = TcpPacket::new_checked(body).map_err(|_| Drop::Malformed)?;
-            let syn_only = t.syn() && !t.ack();
-            // The stack does not verify TCP checksums (see runtime::device): every segment the
-            // sending kernel did not vouch for is checked here.
-            if !l4_trusted && !t.verify_checksum(&s, &d) {
-                return Err(Drop::BadChecksum);
-            }
-            let seg = TcpSeg {
-                src: SocketAddrV4::new(src, t.src_port()),
-                dst: SocketAddrV4::new(dst, t.dst_port()),
-                syn_only,
-                rst: t.rst(),
-                seq: t.seq_number().0 as u32,
-                ack: t.ack().then(|| t.ack_number().0 as u32),
-                seg_len: t.segment_len() as u32,
-            };
-            Ok(Packet::Tcp { ip: whole, seg })
-        }
-        IpProtocol::Udp => {
-            let u = UdpPacket::new_checked(body).map_err(|_| Drop::Malformed)?;
-            if !l4_trusted && u.checksum() != 0 && !u.verify_checksum(&s, &d) {
-                return Err(Drop::BadChecksum);
-            }
-            let len = usize::from(u.len());
-            Ok(Packet::Udp {
-                ip: whole,
-                src: SocketAddrV4::new(src, u.src_port()),
-                dst: SocketAddrV4::new(dst, u.dst_port()),
-                payload: &body[8..len],
-            })
-        }
         IpProtocol::Icmp => {
             let i = Icmpv4Packet::new_checked(body).map_err(|_| Drop::Malformed)?;
             if !l4_trusted && !i.verify_checksum() {
@@ -250,10 +329,96 @@ fn classify_ipv4<'a>(payload: &'a [u8], gw: &GatewayAddrs, l4_trusted: bool) -> 
             if i.msg_type() != Icmpv4Message::EchoRequest || i.msg_code() != 0 {
                 return Err(Drop::OtherIcmp);
             }
-            Ok(Packet::Echo { ip: whole, src, dst, ident: i.echo_ident(), seq: i.echo_seq_no(), data: i.data() })
+            Ok(Packet::Echo {
+                ip: whole,
+                src: src.into(),
+                dst: dst.into(),
+                ident: i.echo_ident(),
+                seq: i.echo_seq_no(),
+                data: i.data(),
+            })
         }
-        _ => Err(Drop::OtherProtocol),
+        proto => classify_l4(whole, body, proto, src.into(), dst.into(), l4_trusted),
     }
+}
+
+/// ICMPv6 types handled here.
+const ICMP6_ECHO_REQUEST: u8 = 128;
+const ICMP6_ROUTER_SOLICIT: u8 = 133;
+const ICMP6_NEIGHBOR_SOLICIT: u8 = 135;
+
+fn classify_ipv6<'a>(payload: &'a [u8], gw: &GatewayAddrs6, l4_trusted: bool) -> Result<Packet<'a>, Drop> {
+    let ip = Ipv6Packet::new_checked(payload).map_err(|_| Drop::Malformed)?;
+    if ip.version() != 6 {
+        return Err(Drop::Malformed);
+    }
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    let whole = &payload[..wire::IPV6_LEN + usize::from(ip.payload_len())];
+    let body = ip.payload();
+    match ip.next_header() {
+        IpProtocol::Icmpv6 => {
+            let i = Icmpv6Packet::new_checked(body).map_err(|_| Drop::Malformed)?;
+            if !l4_trusted && !i.verify_checksum(&src, &dst) {
+                return Err(Drop::BadChecksum);
+            }
+            let kind = u8::from(i.msg_type());
+            // Neighbour discovery: only on-link (hop limit 255), from the container's
+            // link-local or segment address, or unspecified while it has none.
+            if kind == ICMP6_ROUTER_SOLICIT || kind == ICMP6_NEIGHBOR_SOLICIT {
+                if ip.hop_limit() != 255 || i.msg_code() != 0 {
+                    return Err(Drop::Malformed);
+                }
+                if !(src.is_unspecified() || src.is_unicast_link_local() || gw.net.contains(&src)) || gw.owns(src) {
+                    return Err(Drop::Spoofed);
+                }
+                if kind == ICMP6_ROUTER_SOLICIT {
+                    return Ok(Packet::RouterSolicit { src });
+                }
+                let target: [u8; 16] =
+                    body.get(8..24).ok_or(Drop::Malformed)?.try_into().map_err(|_| Drop::Malformed)?;
+                let target = Ipv6Addr::from(target);
+                // Duplicate address detection (unspecified source) probes a container address:
+                // none of ours, nothing to defend.
+                if !gw.owns(target) || src.is_unspecified() {
+                    return Err(Drop::ArpNotForUs);
+                }
+                return Ok(Packet::NeighborSolicit { src, target });
+            }
+            check_v6_endpoints(src, dst, gw)?;
+            if kind != ICMP6_ECHO_REQUEST || i.msg_code() != 0 {
+                return Err(Drop::OtherIcmp);
+            }
+            Ok(Packet::Echo {
+                ip: whole,
+                src: src.into(),
+                dst: dst.into(),
+                ident: i.echo_ident(),
+                seq: i.echo_seq_no(),
+                data: &body[8..],
+            })
+        }
+        IpProtocol::Ipv6Frag => Err(Drop::Fragment),
+        proto => {
+            check_v6_endpoints(src, dst, gw)?;
+            classify_l4(whole, body, proto, src.into(), dst.into(), l4_trusted)
+        }
+    }
+}
+
+/// Source on the segment (not a gateway address), destination routable.
+fn check_v6_endpoints(src: Ipv6Addr, dst: Ipv6Addr, gw: &GatewayAddrs6) -> Result<(), Drop> {
+    if !gw.net.contains(&src) || gw.owns(src) {
+        return Err(Drop::Spoofed);
+    }
+    if dst.is_multicast()
+        || dst.is_unspecified()
+        || dst.is_loopback()
+        || dst.is_unicast_link_local()
+        || dst.to_ipv4_mapped().is_some()
+    {
+        return Err(Drop::NotRoutable);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -265,6 +430,12 @@ mod tests {
             gateway: Ipv4Addr::new(10, 0, 2, 2),
             dns: Ipv4Addr::new(10, 0, 2, 3),
             net: "10.0.2.0/24".parse().unwrap(),
+            v6: Some(GatewayAddrs6 {
+                gateway: "fd00::2".parse().unwrap(),
+                dns: "fd00::3".parse().unwrap(),
+                link_local: wire::link_local_of(G),
+                net: "fd00::/64".parse().unwrap(),
+            }),
         }
     }
 
@@ -300,7 +471,7 @@ mod tests {
         buf[wire::UDP_PAYLOAD_OFFSET..wire::UDP_PAYLOAD_OFFSET + 4].copy_from_slice(b"ping");
         let src = "10.0.2.100:5000".parse().unwrap();
         let dst = "10.0.2.3:53".parse().unwrap();
-        let n = wire::udp4(&mut buf, G, C, src, dst, 4);
+        let n = wire::udp(&mut buf, G, C, src, dst, 4);
         match classify(&buf[..n], &gw(), false).unwrap().1 {
             Packet::Udp { src: s, dst: d, payload, .. } => assert_eq!((s, d, payload), (src, dst, &b"ping"[..])),
             other => panic!("unexpected {other:?}"),
@@ -312,9 +483,77 @@ mod tests {
     #[test]
     fn spoofed_and_broadcast_dropped() {
         let mut buf = vec![0u8; 100];
-        let n = wire::udp4(&mut buf, G, C, "192.0.2.1:1".parse().unwrap(), "10.0.2.2:9".parse().unwrap(), 0);
+        let n = wire::udp(&mut buf, G, C, "192.0.2.1:1".parse().unwrap(), "10.0.2.2:9".parse().unwrap(), 0);
         assert_eq!(classify(&buf[..n], &gw(), false).unwrap_err(), Drop::Spoofed);
-        let n = wire::udp4(&mut buf, G, C, "10.0.2.100:1".parse().unwrap(), "10.0.2.255:9".parse().unwrap(), 0);
+        let n = wire::udp(&mut buf, G, C, "10.0.2.100:1".parse().unwrap(), "10.0.2.255:9".parse().unwrap(), 0);
+        assert_eq!(classify(&buf[..n], &gw(), false).unwrap_err(), Drop::NotRoutable);
+    }
+
+    /// A neighbour solicitation from `src` for `target`, as Linux sends it.
+    fn neighbor_solicit(src: &str, target: &str) -> Vec<u8> {
+        let (src, target): (Ipv6Addr, Ipv6Addr) = (src.parse().unwrap(), target.parse().unwrap());
+        let t = target.octets();
+        let dst = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 1, 0xff00 | u16::from(t[13]), u16::from_be_bytes([t[14], t[15]]));
+        let mut f = vec![0u8; 14 + 40 + 32];
+        f[..6].copy_from_slice(&wire::ipv6_multicast_mac(dst));
+        f[6..12].copy_from_slice(&C);
+        f[12..14].copy_from_slice(&[0x86, 0xdd]);
+        f[14] = 0x60;
+        f[18..20].copy_from_slice(&32u16.to_be_bytes());
+        f[20] = 58;
+        f[21] = 255;
+        f[22..38].copy_from_slice(&src.octets());
+        f[38..54].copy_from_slice(&dst.octets());
+        let b = &mut f[54..];
+        b[0] = 135;
+        b[8..24].copy_from_slice(&t);
+        b[24..26].copy_from_slice(&[1, 1]);
+        b[26..32].copy_from_slice(&C);
+        let mut p = Icmpv6Packet::new_unchecked(&mut f[54..]);
+        p.fill_checksum(&src, &dst);
+        f
+    }
+
+    #[test]
+    fn neighbour_solicitations() {
+        match classify(&neighbor_solicit("fd00::100", "fd00::2"), &gw(), false).unwrap().1 {
+            Packet::NeighborSolicit { src, target } => {
+                assert_eq!((src.to_string(), target.to_string()), ("fd00::100".into(), "fd00::2".into()));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let ll = wire::link_local_of(G).to_string();
+        assert!(matches!(
+            classify(&neighbor_solicit("fe80::1", &ll), &gw(), false).unwrap().1,
+            Packet::NeighborSolicit { .. }
+        ));
+        // Another container address: never answered. DAD for our address: not defended.
+        let other = neighbor_solicit("fd00::100", "fd00::7");
+        assert_eq!(classify(&other, &gw(), false).unwrap_err(), Drop::ArpNotForUs);
+        let dad = neighbor_solicit("::", "fd00::100");
+        assert_eq!(classify(&dad, &gw(), false).unwrap_err(), Drop::ArpNotForUs);
+        let mut forwarded = neighbor_solicit("fd00::100", "fd00::2");
+        forwarded[21] = 64; // not on-link
+        assert_eq!(classify(&forwarded, &gw(), false).unwrap_err(), Drop::Malformed);
+        let mut off = gw();
+        off.v6 = None;
+        let ns = neighbor_solicit("fd00::100", "fd00::2");
+        assert_eq!(classify(&ns, &off, false).unwrap_err(), Drop::OtherEtherType);
+    }
+
+    #[test]
+    fn udp6_checksum_required_and_spoofing_refused() {
+        let mut buf = vec![0u8; 128];
+        let src = "[fd00::100]:5000".parse().unwrap();
+        let dst = "[2001:db8::1]:53".parse().unwrap();
+        let n = wire::udp(&mut buf, G, C, src, dst, 0);
+        assert!(matches!(classify(&buf[..n], &gw(), false).unwrap().1, Packet::Udp { .. }));
+        let mut zero = buf[..n].to_vec();
+        zero[14 + 40 + 6..14 + 40 + 8].copy_from_slice(&[0, 0]);
+        assert_eq!(classify(&zero, &gw(), false).unwrap_err(), Drop::BadChecksum);
+        let n = wire::udp(&mut buf, G, C, "[fd01::100]:1".parse().unwrap(), dst, 0);
+        assert_eq!(classify(&buf[..n], &gw(), false).unwrap_err(), Drop::Spoofed);
+        let n = wire::udp(&mut buf, G, C, src, "[fe80::1]:9".parse().unwrap(), 0);
         assert_eq!(classify(&buf[..n], &gw(), false).unwrap_err(), Drop::NotRoutable);
     }
 
@@ -330,19 +569,33 @@ mod tests {
                 x ^= x << 17;
                 *b = x as u8;
             }
-            // Make some of them look like IPv4 to get past the first checks.
+            // Make some of them look like IPv4 or IPv6 to get past the first checks.
+            buf[6] &= 0xfe;
             if x.is_multiple_of(2) {
                 buf[12] = 0x08;
                 buf[13] = 0x00;
                 buf[14] = 0x45;
+            } else if x.is_multiple_of(5) {
+                buf[12] = 0x86;
+                buf[13] = 0xdd;
+                buf[14] = 0x60;
+                buf[20] = [6, 17, 58, 44, 0][(x % 5) as usize];
             }
             let len = (x % 200) as usize;
             let _ = classify(&buf[..len], &gw(), x.is_multiple_of(3));
         }
         let mut v = vec![0u8; 100];
-        let n = wire::udp4(&mut v, G, C, "10.0.2.100:5000".parse().unwrap(), "10.0.2.3:53".parse().unwrap(), 20);
+        let n = wire::udp(&mut v, G, C, "10.0.2.100:5000".parse().unwrap(), "10.0.2.3:53".parse().unwrap(), 20);
         for cut in 0..n {
             let _ = classify(&v[..cut], &gw(), false);
+        }
+        let n = wire::udp(&mut v, G, C, "[fd00::100]:5000".parse().unwrap(), "[fd00::3]:53".parse().unwrap(), 20);
+        for cut in 0..n {
+            let _ = classify(&v[..cut], &gw(), false);
+        }
+        let ns = neighbor_solicit("fd00::100", "fd00::2");
+        for cut in 0..ns.len() {
+            let _ = classify(&ns[..cut], &gw(), false);
         }
         for cut in 0..ARP_REQ.len() {
             let _ = classify(&ARP_REQ[..cut], &gw(), true);

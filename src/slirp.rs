@@ -352,7 +352,7 @@ User-mode networking for unprivileged network namespaces, by warren
 -e, --exit-fd=FD         exit when FD is closed
 -r, --ready-fd=FD        write \"1\" to FD once the network is up
 -m, --mtu=MTU            MTU of the TAP (default=1500, max=65521)
--6, --enable-ipv6        IPv6 (not served yet by warren; accepted for compatibility)
+-6, --enable-ipv6        enable IPv6 (fd00::/64, router advertisements, DNS fd00::3)
 -a, --api-socket=PATH    API socket for port forwarding requests
 --cidr=CIDR              network of the namespace (default=10.0.2.0/24)
 --disable-host-loopback  refuse connections to the gateway that would reach the host's 127.0.0.1

@@ -1,7 +1,7 @@
 //! `warren-slirp4netns`: slirp4netns's command line and API on warren's data path.
 
 use std::io::Write;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -11,7 +11,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
 use warren::api::ApiSocket;
-use warren::config::{Addresses, DnsUpstreams, NetConfig};
+use warren::config::{self, Addresses, Addresses6, DnsUpstreams, NetConfig};
 use warren::ns::{self, Target};
 use warren::runtime::Dataplane;
 use warren::runtime::ports::Agent;
@@ -74,6 +74,22 @@ fn outbound_v4(spec: &str) -> Result<Ipv4Addr, String> {
     Err(format!("outbound-addr: no IPv4 address or interface named {spec:?}"))
 }
 
+fn outbound_v6(spec: &str) -> Result<Ipv6Addr, String> {
+    if let Ok(ip) = spec.parse() {
+        return Ok(ip);
+    }
+    let addrs = nix::ifaddrs::getifaddrs().map_err(|e| format!("getifaddrs: {e}"))?;
+    for ifa in addrs {
+        if ifa.interface_name == spec
+            && let Some(sin6) = ifa.address.as_ref().and_then(|a| a.as_sockaddr_in6())
+            && !sin6.ip().is_unicast_link_local()
+        {
+            return Ok(sin6.ip());
+        }
+    }
+    Err(format!("outbound-addr6: no IPv6 address or interface named {spec:?}"))
+}
+
 fn run(a: SlirpArgs) -> Result<(), String> {
     for w in &a.warnings {
         println!("{w}");
@@ -88,12 +104,16 @@ fn run(a: SlirpArgs) -> Result<(), String> {
     warren::sys::check_ifname(&tap_name).map_err(|e| e.to_string())?;
     let cfg = NetConfig {
         addrs: Addresses::new(net),
+        addrs6: a.ipv6.then(|| Addresses6::new(config::parse_cidr6(config::CIDR6_DEFAULT).expect("valid default"))),
+        // As slirp4netns: the container autoconfigures IPv6 from router advertisements.
+        static_ipv6: false,
         mtu: a.mtu,
         tap_name: tap_name.clone(),
         mac: a.macaddress,
         allow_host_loopback: !a.disable_host_loopback,
         dns: if a.disable_dns { DnsUpstreams::Disabled } else { DnsUpstreams::HostResolvConf },
         outbound_v4: a.outbound_addr.as_deref().map(outbound_v4).transpose()?,
+        outbound_v6: a.outbound_addr6.as_deref().map(outbound_v6).transpose()?,
         limits: Default::default(),
     };
     // The TAP: handed over as an fd (tapfd mode, no fork), or opened inside by a helper.

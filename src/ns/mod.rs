@@ -14,7 +14,7 @@
 use std::ffi::CString;
 use std::fs;
 use std::io::{self, Write};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -67,13 +67,36 @@ pub struct Tap {
     pub agent: OwnedFd,
 }
 
-/// Agent request: connect a TCP socket to `ip:port` inside the container's network namespace.
-/// The answer is `O` with the socket's fd, or `E` with a big-endian errno.
-pub fn agent_request(ip: Ipv4Addr, port: u16) -> [u8; 7] {
-    let mut r = [b'T', 0, 0, 0, 0, 0, 0];
-    r[1..5].copy_from_slice(&ip.octets());
-    r[5..7].copy_from_slice(&port.to_be_bytes());
+/// Agent request: connect a TCP socket to `target` inside the container's network namespace:
+/// `T` + IPv4 address + port, or `U` + IPv6 address + port (big-endian). The answer is `O`
+/// with the socket's fd, or `E` with a big-endian errno.
+pub fn agent_request(target: std::net::SocketAddr) -> Vec<u8> {
+    let mut r = Vec::with_capacity(19);
+    match target.ip() {
+        IpAddr::V4(ip) => {
+            r.push(b'T');
+            r.extend_from_slice(&ip.octets());
+        }
+        IpAddr::V6(ip) => {
+            r.push(b'U');
+            r.extend_from_slice(&ip.octets());
+        }
+    }
+    r.extend_from_slice(&target.port().to_be_bytes());
     r
+}
+
+/// Decodes an [`agent_request`].
+fn parse_agent_request(req: &[u8]) -> Option<std::net::SocketAddr> {
+    let (ip, port): (IpAddr, &[u8]) = match (req.first(), req.len()) {
+        (Some(b'T'), 7) => (Ipv4Addr::new(req[1], req[2], req[3], req[4]).into(), &req[5..7]),
+        (Some(b'U'), 19) => {
+            let a: [u8; 16] = req[1..17].try_into().ok()?;
+            (Ipv6Addr::from(a).into(), &req[17..19])
+        }
+        _ => return None,
+    };
+    Some(std::net::SocketAddr::new(ip, u16::from_be_bytes([port[0], port[1]])))
 }
 
 /// Forks the agent. It serves requests on `sock` until warren closes the other end.
@@ -95,13 +118,10 @@ fn agent_main(sock: OwnedFd) -> ! {
             Ok(0) | Err(_) => sys::exit_now(0),
             Ok(n) => n,
         };
-        if n != 7 || req[0] != b'T' {
+        let Some(addr) = parse_agent_request(&req[..n]) else {
             let _ = nix::unistd::write(&sock, &[b'E', 0, 0, 0, libc::EINVAL as u8]);
             continue;
-        }
-        let ip = Ipv4Addr::new(req[1], req[2], req[3], req[4]);
-        let port = u16::from_be_bytes([req[5], req[6]]);
-        let addr = std::net::SocketAddr::from((ip, port));
+        };
         match std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(10)) {
             Ok(s) => {
                 let _ = s.set_nodelay(true);
@@ -145,10 +165,35 @@ fn configure_tap(cfg: &NetConfig, configure: bool) -> Result<(OwnedFd, [u8; 6]),
     ctl.set_mtu(name, cfg.mtu).map_err(|e| e.to_string())?;
     let netmask = cfg.addrs.net.netmask();
     ctl.set_ipv4(name, cfg.addrs.container, netmask).map_err(|e| e.to_string())?;
+    if let Some(a6) = cfg.addrs6 {
+        // Usable at once (no duplicate address detection: nothing else is on the segment).
+        // `warren run` sets its address statically and ignores router advertisements;
+        // otherwise the kernel autoconfigures from them (the slirp4netns model).
+        ipv6_sysctl(name, "disable_ipv6", "0")?;
+        ipv6_sysctl(name, "accept_dad", "0")?;
+        if cfg.static_ipv6 {
+            ipv6_sysctl(name, "accept_ra", "0")?;
+            ctl.add_ipv6(name, a6.container, a6.net.prefix_len()).map_err(|e| e.to_string())?;
+        }
+    }
     ctl.set_up(name).map_err(|e| e.to_string())?;
     ctl.add_default_route(cfg.addrs.gateway).map_err(|e| e.to_string())?;
+    if let Some(a6) = cfg.addrs6
+        && cfg.static_ipv6
+    {
+        ctl.add_default_route6(name, a6.gateway).map_err(|e| e.to_string())?;
+    }
     let mac = ctl.mac(name).map_err(|e| e.to_string())?;
     Ok((fd, mac))
+}
+
+/// Writes a per-interface IPv6 sysctl of the current network namespace.
+fn ipv6_sysctl(ifname: &str, key: &str, value: &str) -> Result<(), String> {
+    if !Path::new("/proc/sys/net/ipv6").exists() {
+        return Err("IPv6 is disabled on this host (no /proc/sys/net/ipv6, ipv6.disable=1?); run with --no-ipv6".into());
+    }
+    let path = format!("/proc/sys/net/ipv6/conf/{ifname}/{key}");
+    fs::write(&path, value).map_err(|e| format!("write {value} to {path}: {e}"))
 }
 
 fn tun_hint(msg: String) -> String {
@@ -202,10 +247,10 @@ fn receive(sock: &UnixStream) -> Result<Tap, NsError> {
     }
 }
 
-/// The contents of the container's `/etc/resolv.conf`: our DNS forwarder, plus the host's
-/// `search` and `options` lines so short names behave as on the host.
-pub fn resolv_conf_contents(dns: Ipv4Addr, host: &str) -> String {
-    let mut out = format!("nameserver {dns}\n");
+/// The contents of the container's `/etc/resolv.conf`: our DNS forwarder (IPv4 first, then
+/// IPv6), plus the host's `search` and `options` lines so short names behave as on the host.
+pub fn resolv_conf_contents(dns: &[IpAddr], host: &str) -> String {
+    let mut out: String = dns.iter().map(|d| format!("nameserver {d}\n")).collect();
     for line in host.lines() {
         let t = line.trim_start();
         if t.starts_with("search ") || t.starts_with("options ") {
@@ -225,7 +270,7 @@ impl Drop for TempFile {
     }
 }
 
-fn write_resolv(dns: Ipv4Addr) -> Result<TempFile, NsError> {
+fn write_resolv(dns: &[IpAddr]) -> Result<TempFile, NsError> {
     let host = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     let contents = resolv_conf_contents(dns, &host);
     let name = format!("warren-resolv-{}.conf", std::process::id());
@@ -314,7 +359,9 @@ pub fn spawn_run(cfg: &NetConfig, argv: &[String]) -> Result<RunChild, NsError> 
         .iter()
         .map(|a| CString::new(a.as_bytes()).map_err(|_| NsError::Target(format!("argument {a:?} contains a NUL byte"))))
         .collect::<Result<_, _>>()?;
-    let resolv = write_resolv(cfg.addrs.dns)?;
+    let mut dns = vec![IpAddr::from(cfg.addrs.dns)];
+    dns.extend(cfg.addrs6.map(|a| IpAddr::from(a.dns)));
+    let resolv = write_resolv(&dns)?;
     let (parent_sock, child_sock) = UnixStream::pair().map_err(|e| NsError::Io("socketpair".into(), e))?;
     let (go_r, go_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| NsError::Io("pipe".into(), e.into()))?;
@@ -568,7 +615,7 @@ mod tests {
     fn resolv_keeps_search_and_options() {
         let host = "# generated\nnameserver 192.0.2.1\nsearch example.test corp.test\noptions ndots:2\n";
         assert_eq!(
-            resolv_conf_contents(Ipv4Addr::new(10, 0, 2, 3), host),
+            resolv_conf_contents(&[Ipv4Addr::new(10, 0, 2, 3).into()], host),
             "nameserver 10.0.2.3\nsearch example.test corp.test\noptions ndots:2\n"
         );
     }

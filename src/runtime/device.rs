@@ -12,12 +12,12 @@ use std::io::IoSlice;
 use smoltcp::phy::{self, Checksum, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 
-use crate::wire::{ETH_LEN, VNET_HDR_LEN, eth_ipv4, tcp4_partial_checksum, vnet_needs_csum};
+use crate::wire::{ETH_LEN, FRAME_MAX, VNET_HDR_LEN, eth_for_ip, tcp_partial_checksum, vnet_needs_csum};
 
 /// The TAP's write side: a reusable frame buffer and counters.
 pub struct TxSink {
     fd: OwnedFd,
-    /// Frame buffer, large enough for an Ethernet header plus the MTU (and 64 KiB UDP).
+    /// Frame buffer, large enough for an Ethernet and IPv6 header plus 64 KiB.
     pub buf: Vec<u8>,
     /// Container MAC (destination of every frame).
     pub dst_mac: [u8; 6],
@@ -36,7 +36,7 @@ pub struct TxSink {
 impl TxSink {
     /// Wraps the TAP's write fd.
     pub fn new(fd: OwnedFd, dst_mac: [u8; 6], src_mac: [u8; 6], vnet: bool) -> Self {
-        Self { fd, buf: vec![0u8; ETH_LEN + 65536], dst_mac, src_mac, frames: 0, bytes: 0, errors: 0, vnet }
+        Self { fd, buf: vec![0u8; FRAME_MAX], dst_mac, src_mac, frames: 0, bytes: 0, errors: 0, vnet }
     }
 
     /// Writes `buf[..len]` as one frame to the TAP; its checksums are complete.
@@ -44,11 +44,11 @@ impl TxSink {
         self.send_with(&[0u8; VNET_HDR_LEN], len);
     }
 
-    /// Writes `buf[..len]` (a TCP/IPv4 frame whose checksum smoltcp left out) with the
+    /// Writes `buf[..len]` (a TCP frame whose checksum smoltcp left out) with the
     /// pseudo-header sum and a NEEDS_CSUM header: the container's kernel trusts or completes it.
     /// Without a vnet header the checksum is completed here.
     pub fn send_tcp_offloaded(&mut self, len: usize) {
-        match tcp4_partial_checksum(&mut self.buf[ETH_LEN..len]) {
+        match tcp_partial_checksum(&mut self.buf[ETH_LEN..len]) {
             Some(ihl) if self.vnet => self.send_with(&vnet_needs_csum(ETH_LEN + ihl, 16), len),
             Some(ihl) => {
                 let l4 = &mut self.buf[ETH_LEN + ihl..len];
@@ -139,8 +139,8 @@ impl phy::TxToken for Tx<'_> {
     {
         let sink = self.0;
         let (dst, src) = (sink.dst_mac, sink.src_mac);
-        eth_ipv4(&mut sink.buf, dst, src);
         let r = f(&mut sink.buf[ETH_LEN..ETH_LEN + len]);
+        eth_for_ip(&mut sink.buf, dst, src);
         sink.send_tcp_offloaded(ETH_LEN + len);
         r
     }

@@ -15,7 +15,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::future::Future;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
@@ -31,7 +31,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use crate::config::NetConfig;
 use crate::dns::Upstreams;
 use crate::forward::Forward;
-use crate::gateway::{self, DropCounters, GatewayAddrs, Packet, TcpSeg};
+use crate::gateway::{self, DropCounters, GatewayAddrs, GatewayAddrs6, Packet, TcpSeg};
 use crate::wire::{self, SegmentInfo, Unreachable};
 use device::TxSink;
 use ports::{Agent, Bound, HostSocket, PortInfo};
@@ -45,9 +45,9 @@ const RX_BATCH: usize = 64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FlowKey {
     /// Container endpoint.
-    pub src: SocketAddrV4,
+    pub src: SocketAddr,
     /// Destination endpoint as the container wrote it.
-    pub dst: SocketAddrV4,
+    pub dst: SocketAddr,
 }
 
 /// What a waker or timer points at.
@@ -181,7 +181,7 @@ enum Target {
 pub struct Dataplane {
     cfg: NetConfig,
     gw: GatewayAddrs,
-    gw_cidr: IpCidr,
+    gw_cidrs: Vec<IpCidr>,
     mtu: usize,
     tx: TxSink,
     tcp: FxHashMap<FlowKey, TcpFlow>,
@@ -208,8 +208,17 @@ impl Dataplane {
     /// Builds the data path for a TAP whose write side is `tx_fd` and whose container MAC is
     /// `container_mac`; `vnet`: frames carry a `virtio_net_hdr` (checksum offload).
     pub fn new(cfg: NetConfig, tx_fd: OwnedFd, container_mac: [u8; 6], vnet: bool) -> Self {
-        let gw = GatewayAddrs { gateway: cfg.addrs.gateway, dns: cfg.addrs.dns, net: cfg.addrs.net };
-        let gw_cidr = IpCidr::new(cfg.addrs.gateway.into(), cfg.addrs.net.prefix_len());
+        let v6 = cfg.addrs6.map(|a| GatewayAddrs6 {
+            gateway: a.gateway,
+            dns: a.dns,
+            link_local: cfg.gateway_link_local(),
+            net: a.net,
+        });
+        let gw = GatewayAddrs { gateway: cfg.addrs.gateway, dns: cfg.addrs.dns, net: cfg.addrs.net, v6 };
+        let mut gw_cidrs = vec![IpCidr::new(cfg.addrs.gateway.into(), cfg.addrs.net.prefix_len())];
+        if let Some(a) = cfg.addrs6 {
+            gw_cidrs.push(IpCidr::new(a.gateway.into(), a.net.prefix_len()));
+        }
         let tx = TxSink::new(tx_fd, container_mac, cfg.gateway_mac(), vnet);
         let upstreams = Upstreams::new(cfg.dns.clone());
         let epoch = Instant::now();
@@ -219,7 +228,7 @@ impl Dataplane {
             mtu: cfg.mtu as usize,
             cfg,
             gw,
-            gw_cidr,
+            gw_cidrs,
             tx,
             tcp: FxHashMap::default(),
             udp: FxHashMap::default(),
@@ -246,9 +255,51 @@ impl Dataplane {
         self.cfg.limits
     }
 
-    /// The container's address.
+    /// The container's IPv4 address.
     pub fn container_ip(&self) -> Ipv4Addr {
         self.cfg.addrs.container
+    }
+
+    /// The container address a forward leads to: of the family the forward asks for, else of
+    /// the host address's family when the container has it, else IPv4. The second address is
+    /// the IPv4 fallback of a TCP forward that chose IPv6 by default: a connection the
+    /// container refuses on IPv6 (a service bound to 0.0.0.0 only) is retried there.
+    pub fn forward_target(&self, fwd: &Forward) -> (SocketAddr, Option<SocketAddr>) {
+        let v4 = SocketAddr::new(self.cfg.addrs.container.into(), fwd.container_port);
+        let v6 = match fwd.container_family {
+            Some(crate::forward::Family::V4) => false,
+            Some(crate::forward::Family::V6) => true,
+            None => fwd.host.is_ipv6(),
+        };
+        match self.cfg.addrs6 {
+            Some(a) if v6 => {
+                let fallback = fwd.container_family.is_none() && fwd.proto == crate::forward::Proto::Tcp;
+                (SocketAddr::new(a.container.into(), fwd.container_port), fallback.then_some(v4))
+            }
+            _ => (v4, None),
+        }
+    }
+
+    /// Sends an unsolicited router advertisement, for a container that autoconfigures IPv6.
+    pub fn advertise_router(&mut self) {
+        if self.cfg.addrs6.is_some() {
+            let all_nodes = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+            self.router_advert(all_nodes, wire::ipv6_multicast_mac(all_nodes));
+        }
+    }
+
+    fn router_advert(&mut self, dst: Ipv6Addr, dst_mac: [u8; 6]) {
+        let Some(a) = self.cfg.addrs6 else { return };
+        let dns_on = self.cfg.dns != crate::config::DnsUpstreams::Disabled;
+        let ra = wire::RouterAdvert {
+            mac: self.tx.src_mac,
+            link_local: self.cfg.gateway_link_local(),
+            prefix: a.net.network(),
+            mtu: self.cfg.mtu,
+            dns: dns_on.then_some(a.dns),
+        };
+        let len = wire::router_advert(&mut self.tx.buf, &ra, dst_mac, dst);
+        self.tx.send(len);
     }
 
     /// Enables the kernel fast path for loopback clients of published ports.
@@ -273,12 +324,8 @@ impl Dataplane {
         for (fwd, sock) in ready {
             let id = self.next_port_id;
             self.next_port_id += 1;
-            let info = PortInfo {
-                id,
-                proto: fwd.proto.as_str(),
-                host: fwd.host,
-                container: SocketAddrV4::new(self.cfg.addrs.container, fwd.container_port),
-            };
+            let (container, fallback) = self.forward_target(&fwd);
+            let info = PortInfo { id, proto: fwd.proto.as_str(), host: fwd.host, container, fallback };
             tracing::info!(id, proto = info.proto, host = %info.host, container = %info.container, "published");
             let waker = self.waker(Token::Listener(id));
             self.listeners.insert(id, Listener { info: info.clone(), sock, waker });
@@ -335,13 +382,13 @@ impl Dataplane {
         let Some(l) = self.listeners.remove(&id) else { return };
         let waker = l.waker.clone();
         let mut cx = Context::from_waker(&waker);
-        let container = l.info.container;
+        let (container, fallback) = (l.info.container, l.info.fallback);
         let mut more = true;
         match &l.sock {
             ListenSock::Tcp(t) => {
                 for _ in 0..64 {
                     match t.poll_accept(&mut cx) {
-                        Poll::Ready(Ok((s, peer))) => self.accepted(s, peer, container, now),
+                        Poll::Ready(Ok((s, peer))) => self.accepted(s, peer, container, fallback, now),
                         Poll::Ready(Err(e)) => tracing::debug!(error = %e, "accept failed"),
                         Poll::Pending => {
                             more = false;
@@ -351,9 +398,9 @@ impl Dataplane {
                 }
             }
             ListenSock::Udp(u) => {
+                let (off, max) = (wire::udp_payload_offset(container.ip()), wire::udp_max_payload(container.ip()));
                 for _ in 0..64 {
-                    let buf =
-                        &mut self.tx.buf[wire::UDP_PAYLOAD_OFFSET..wire::UDP_PAYLOAD_OFFSET + wire::UDP_MAX_PAYLOAD];
+                    let buf = &mut self.tx.buf[off..off + max];
                     match u.try_recv_from(buf) {
                         Ok((n, peer)) => self.udp_from_client(id, peer, container, n, now),
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -374,15 +421,34 @@ impl Dataplane {
     }
 
     /// A connection accepted on a published TCP port.
-    fn accepted(&mut self, stream: TcpStream, peer: SocketAddr, container: SocketAddrV4, now: Instant) {
+    fn accepted(
+        &mut self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        container: SocketAddr,
+        fallback: Option<SocketAddr>,
+        now: Instant,
+    ) {
         let _ = stream.set_nodelay(true);
         if peer.ip().is_loopback()
             && let Some(agent) = &self.agent
         {
             self.stats.fast_path_tcp += 1;
-            tokio::spawn(ports::fast_path(stream, agent.clone(), container));
+            tokio::spawn(ports::fast_path(stream, agent.clone(), container, fallback));
             return;
         }
+        self.inbound_tcp(stream, peer, container, fallback, now);
+    }
+
+    /// Opens the userspace-stack connection of a published-port client to `container`.
+    fn inbound_tcp(
+        &mut self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        container: SocketAddr,
+        fallback: Option<SocketAddr>,
+        now: Instant,
+    ) {
         if self.tcp.len() >= self.cfg.limits.tcp_flows {
             self.stats.limit_drops += 1;
             let _ = socket2::SockRef::from(&stream).set_linger(Some(std::time::Duration::ZERO));
@@ -394,9 +460,10 @@ impl Dataplane {
         self.seed = self.seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         let stamp = self.stamp(now);
         let waker = self.waker(Token::Tcp(key));
-        match TcpFlow::inbound(&key, self.gw_cidr, stream, waker, &mut self.tx, self.mtu, self.seed, now, stamp) {
+        match TcpFlow::inbound(&key, &self.gw_cidrs, stream, waker, &mut self.tx, self.mtu, self.seed, now, stamp) {
             Ok(mut flow) => {
                 tracing::debug!(%peer, seen_as = %visible, %container, "published TCP connection");
+                flow.fallback = fallback;
                 let v = flow.service(&mut self.tx, self.mtu, now, stamp);
                 self.tcp.insert(key, flow);
                 self.stats.inbound_tcp += 1;
@@ -407,7 +474,7 @@ impl Dataplane {
     }
 
     /// A datagram (already in the TAP buffer) from a client of a published UDP port.
-    fn udp_from_client(&mut self, listener: u64, peer: SocketAddr, container: SocketAddrV4, n: usize, now: Instant) {
+    fn udp_from_client(&mut self, listener: u64, peer: SocketAddr, container: SocketAddr, n: usize, now: Instant) {
         let key = match self.udp_in_client.get(&(listener, peer)) {
             Some(k) => *k,
             None => {
@@ -428,7 +495,7 @@ impl Dataplane {
         if let Some(e) = self.udp_in.get_mut(&key) {
             e.last = now;
         }
-        let len = wire::udp4(&mut self.tx.buf, self.tx.dst_mac, self.tx.src_mac, key.dst, key.src, n);
+        let len = wire::udp(&mut self.tx.buf, self.tx.dst_mac, self.tx.src_mac, key.dst, key.src, n);
         self.tx.send(len);
         self.schedule_udp_in(key, now);
     }
@@ -620,44 +687,60 @@ impl Dataplane {
                 let len = wire::arp_reply(&mut self.tx.buf, self.tx.src_mac, target, mac, ip);
                 self.tx.send(len);
             }
+            Packet::NeighborSolicit { src, target } => {
+                let len = wire::neighbor_advert(&mut self.tx.buf, self.tx.src_mac, target, mac, src, true);
+                self.tx.send(len);
+            }
+            Packet::RouterSolicit { src } => {
+                let all_nodes = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+                let dst = if src.is_unspecified() { all_nodes } else { src };
+                let dst_mac = if src.is_unspecified() { wire::ipv6_multicast_mac(all_nodes) } else { mac };
+                self.router_advert(dst, dst_mac);
+            }
             Packet::Tcp { ip, seg } => self.tcp_segment(ip, &seg, now),
             Packet::Udp { ip, src, dst, payload } => self.udp_datagram(ip, src, dst, payload, now),
             Packet::Echo { ip, src, dst, ident, seq, data } => self.echo(ip, src, dst, ident, seq, data, now),
         }
     }
 
-    fn target(&mut self, dst: SocketAddrV4, now: Instant) -> Target {
-        let ip = *dst.ip();
-        if ip == self.gw.gateway {
+    fn target(&mut self, dst: SocketAddr, now: Instant) -> Target {
+        let (gateway, dns, loopback): (IpAddr, IpAddr, IpAddr) = match dst.ip() {
+            IpAddr::V4(_) => (self.gw.gateway.into(), self.gw.dns.into(), Ipv4Addr::LOCALHOST.into()),
+            IpAddr::V6(_) => match self.gw.v6 {
+                Some(g) => (g.gateway.into(), g.dns.into(), Ipv6Addr::LOCALHOST.into()),
+                None => return Target::Unreachable(Unreachable::Net),
+            },
+        };
+        let ip = dst.ip();
+        if ip == gateway {
             return if self.cfg.allow_host_loopback {
-                Target::Host(SocketAddr::from((Ipv4Addr::LOCALHOST, dst.port())))
+                Target::Host(SocketAddr::new(loopback, dst.port()))
             } else {
                 Target::Refuse
             };
         }
-        if ip == self.gw.dns && self.cfg.dns != crate::config::DnsUpstreams::Disabled {
+        if ip == dns && self.cfg.dns != crate::config::DnsUpstreams::Disabled {
             return match (dst.port(), self.upstreams.pick(now)) {
                 (53, Some(up)) => Target::Host(up),
                 _ => Target::Refuse,
             };
         }
-        if self.gw.net.contains(&ip) {
+        if self.gw.on_segment(ip) {
             // Nothing but the gateway lives on a single-container segment.
             return Target::Unreachable(Unreachable::Host);
         }
-        Target::Host(SocketAddr::V4(dst))
+        Target::Host(dst)
     }
 
     fn reset(&mut self, seg: &TcpSeg) {
         let info = SegmentInfo { src: seg.src, dst: seg.dst, seq: seg.seq, ack: seg.ack, seg_len: seg.seg_len };
-        let len = wire::tcp4_rst(&mut self.tx.buf, self.tx.dst_mac, self.tx.src_mac, &info);
+        let len = wire::tcp_rst(&mut self.tx.buf, self.tx.dst_mac, self.tx.src_mac, &info);
         self.tx.send(len);
         self.stats.tcp_resets += 1;
     }
 
-    fn icmp_error(&mut self, reporter: Ipv4Addr, code: Unreachable, offending: &[u8]) {
-        let len =
-            wire::icmp4_unreachable(&mut self.tx.buf, self.tx.dst_mac, self.tx.src_mac, reporter, code, offending);
+    fn icmp_error(&mut self, reporter: IpAddr, code: Unreachable, offending: &[u8]) {
+        let len = wire::icmp_unreachable(&mut self.tx.buf, self.tx.dst_mac, self.tx.src_mac, reporter, code, offending);
         self.tx.send(len);
         self.stats.icmp_errors += 1;
     }
@@ -697,15 +780,15 @@ impl Dataplane {
         let target = match self.target(seg.dst, now) {
             Target::Host(t) => t,
             Target::Refuse => return self.reset(seg),
-            Target::Unreachable(code) => return self.icmp_error(*seg.dst.ip(), code, ip),
+            Target::Unreachable(code) => return self.icmp_error(seg.dst.ip(), code, ip),
         };
-        let host = match connect_nonblocking(target, self.cfg.outbound_v4) {
+        let host = match connect_nonblocking(target, self.cfg.outbound_v4, self.cfg.outbound_v6) {
             Ok(h) => h,
             Err(e) => {
                 tracing::debug!(%target, error = %e, "host connect failed at once");
                 return match e.raw_os_error() {
-                    Some(libc::ENETUNREACH) => self.icmp_error(*seg.dst.ip(), Unreachable::Net, ip),
-                    Some(libc::EHOSTUNREACH) => self.icmp_error(*seg.dst.ip(), Unreachable::Host, ip),
+                    Some(libc::ENETUNREACH) => self.icmp_error(seg.dst.ip(), Unreachable::Net, ip),
+                    Some(libc::EHOSTUNREACH) => self.icmp_error(seg.dst.ip(), Unreachable::Host, ip),
                     _ => self.reset(seg),
                 };
             }
@@ -714,7 +797,7 @@ impl Dataplane {
         self.seed = self.seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         let waker = self.waker(Token::Tcp(key));
         let mut flow =
-            TcpFlow::outbound(&key, self.gw_cidr, host, waker, &mut self.tx, self.mtu, self.seed, now, stamp, ip);
+            TcpFlow::outbound(&key, &self.gw_cidrs, host, waker, &mut self.tx, self.mtu, self.seed, now, stamp, ip);
         flow.ingress(ip, &mut self.tx, self.mtu, stamp);
         let v = flow.service(&mut self.tx, self.mtu, now, stamp);
         self.tcp.insert(key, flow);
@@ -735,19 +818,30 @@ impl Dataplane {
             }
             Verdict::Remove => {
                 if let Some(flow) = self.tcp.remove(&key) {
+                    if let Some(v4) = flow.fallback
+                        && flow.refused()
+                    {
+                        // Refused on IPv6 before anything was said: try the IPv4 service.
+                        let host = flow.into_host();
+                        if let Ok(peer) = host.peer_addr() {
+                            tracing::debug!(%peer, to = %v4, "refused on IPv6; retrying on IPv4");
+                            self.inbound_tcp(host, peer, v4, None, now);
+                        }
+                        return;
+                    }
                     self.stats.tcp_bytes_out += flow.bytes_out;
                     self.stats.tcp_bytes_in += flow.bytes_in;
                 }
             }
             Verdict::Unreachable(code) => {
                 if let Some(flow) = self.tcp.remove(&key) {
-                    self.icmp_error(*key.dst.ip(), code, &flow.syn_quote);
+                    self.icmp_error(key.dst.ip(), code, &flow.syn_quote);
                 }
             }
         }
     }
 
-    fn udp_datagram(&mut self, ip: &[u8], src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8], now: Instant) {
+    fn udp_datagram(&mut self, ip: &[u8], src: SocketAddr, dst: SocketAddr, payload: &[u8], now: Instant) {
         let key = FlowKey { src, dst };
         if let Some(e) = self.udp_in.get_mut(&key) {
             // The container answers a client of a published UDP port.
@@ -764,10 +858,11 @@ impl Dataplane {
             }
             let target = match self.target(dst, now) {
                 Target::Host(t) => t,
-                Target::Refuse => return self.icmp_error(*dst.ip(), Unreachable::Port, ip),
-                Target::Unreachable(code) => return self.icmp_error(*dst.ip(), code, ip),
+                Target::Refuse => return self.icmp_error(dst.ip(), Unreachable::Port, ip),
+                Target::Unreachable(code) => return self.icmp_error(dst.ip(), code, ip),
             };
-            let flow = match UdpFlow::new(target, self.cfg.outbound_v4, dst, self.waker(Token::Udp(key)), now) {
+            let outbound = (self.cfg.outbound_v4, self.cfg.outbound_v6);
+            let flow = match UdpFlow::new(target, outbound, dst, self.waker(Token::Udp(key)), now) {
                 Ok(f) => f,
                 Err(e) => {
                     tracing::debug!(%target, error = %e, "UDP flow failed");
@@ -776,7 +871,7 @@ impl Dataplane {
                         Some(libc::EACCES) | Some(libc::EPERM) => Unreachable::Prohibited,
                         _ => Unreachable::Host,
                     };
-                    return self.icmp_error(*dst.ip(), code, ip);
+                    return self.icmp_error(dst.ip(), code, ip);
                 }
             };
             tracing::debug!(%src, %dst, %target, "UDP flow");
@@ -786,7 +881,18 @@ impl Dataplane {
         let Some(flow) = self.udp.get_mut(&key) else {
             return;
         };
-        flow.send(payload, now);
+        if let Err(e) = flow.send(payload, now)
+            && e.raw_os_error() == Some(libc::EMSGSIZE)
+        {
+            // Larger than the host path takes unfragmented: say so, as a router would.
+            let mtu = flow.path_mtu().unwrap_or(wire::IPV6_MIN_MTU as u32);
+            let len = wire::icmp_too_big(&mut self.tx.buf, self.tx.dst_mac, self.tx.src_mac, dst.ip(), mtu, ip);
+            self.tx.send(len);
+            self.stats.icmp_errors += 1;
+        }
+        let Some(flow) = self.udp.get_mut(&key) else {
+            return;
+        };
         let alive = flow.service(&key, &mut self.tx, now);
         self.after_udp(key, alive, now);
     }
@@ -803,15 +909,16 @@ impl Dataplane {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn echo(&mut self, ip: &[u8], src: Ipv4Addr, dst: Ipv4Addr, ident: u16, seq: u16, data: &[u8], now: Instant) {
+    fn echo(&mut self, ip: &[u8], src: IpAddr, dst: IpAddr, ident: u16, seq: u16, data: &[u8], now: Instant) {
         let dns_on = self.cfg.dns != crate::config::DnsUpstreams::Disabled;
-        if dst == self.gw.gateway || (dns_on && dst == self.gw.dns) {
+        let is_dns = |d: IpAddr| d == IpAddr::from(self.gw.dns) || self.gw.v6.is_some_and(|g| d == IpAddr::from(g.dns));
+        if self.gw.owns_ip(dst) && (dns_on || !is_dns(dst)) {
             let len =
-                wire::icmp4_echo_reply(&mut self.tx.buf, self.tx.dst_mac, self.tx.src_mac, dst, src, ident, seq, data);
+                wire::icmp_echo_reply(&mut self.tx.buf, self.tx.dst_mac, self.tx.src_mac, dst, src, ident, seq, data);
             self.tx.send(len);
             return;
         }
-        if self.gw.net.contains(&dst) {
+        if self.gw.on_segment(dst) {
             return self.icmp_error(dst, Unreachable::Host, ip);
         }
         let key = PingKey { src, dst, ident };
@@ -949,28 +1056,34 @@ fn visible_source(
     gw: &GatewayAddrs,
     nat_port: &mut u16,
     peer: SocketAddr,
-    container: SocketAddrV4,
+    container: SocketAddr,
     taken: impl Fn(&FlowKey) -> bool,
-) -> SocketAddrV4 {
-    let free = |a: SocketAddrV4| !taken(&FlowKey { src: container, dst: a });
-    if let SocketAddr::V4(p) = peer {
-        let ip = *p.ip();
-        let routable = !(ip.is_loopback()
-            || ip.is_unspecified()
-            || ip.is_multicast()
-            || ip.is_broadcast()
-            || gw.net.contains(&ip));
-        if routable && p.port() != 0 && free(p) {
-            return p;
-        }
+) -> SocketAddr {
+    let free = |a: SocketAddr| !taken(&FlowKey { src: container, dst: a });
+    // A v4 client of a v6 listener arrives as ::ffff:a.b.c.d.
+    let peer_ip = match peer.ip() {
+        IpAddr::V6(a) => a.to_ipv4_mapped().map_or(IpAddr::V6(a), IpAddr::V4),
+        v4 => v4,
+    };
+    let routable = match peer_ip {
+        IpAddr::V4(ip) => !(ip.is_loopback() || ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast()),
+        IpAddr::V6(ip) => !(ip.is_loopback() || ip.is_unspecified() || ip.is_multicast() || ip.is_unicast_link_local()),
+    };
+    let p = SocketAddr::new(peer_ip, peer.port());
+    if routable && peer_ip.is_ipv4() == container.is_ipv4() && !gw.on_segment(peer_ip) && p.port() != 0 && free(p) {
+        return p;
     }
-    let via_gw = SocketAddrV4::new(gw.gateway, peer.port());
+    let gateway: IpAddr = match (container.ip(), gw.v6) {
+        (IpAddr::V6(_), Some(g)) => g.gateway.into(),
+        _ => gw.gateway.into(),
+    };
+    let via_gw = SocketAddr::new(gateway, peer.port());
     if peer.port() != 0 && free(via_gw) {
         return via_gw;
     }
     for _ in 0..=(u16::MAX - NAT_PORT_FIRST) {
         *nat_port = if *nat_port == u16::MAX { NAT_PORT_FIRST } else { *nat_port + 1 };
-        let a = SocketAddrV4::new(gw.gateway, *nat_port);
+        let a = SocketAddr::new(gateway, *nat_port);
         if free(a) {
             return a;
         }
@@ -979,13 +1092,15 @@ fn visible_source(
 }
 
 /// Starts a non-blocking connect to `target` and hands the socket to tokio.
-fn connect_nonblocking(target: SocketAddr, outbound_v4: Option<Ipv4Addr>) -> io::Result<TcpStream> {
+fn connect_nonblocking(
+    target: SocketAddr,
+    outbound_v4: Option<Ipv4Addr>,
+    outbound_v6: Option<Ipv6Addr>,
+) -> io::Result<TcpStream> {
     let s = Socket::new(Domain::for_address(target), Type::STREAM.nonblocking(), None)?;
     s.set_tcp_nodelay(true)?;
-    if let (Some(src), SocketAddr::V4(t)) = (outbound_v4, target)
-        && !t.ip().is_loopback()
-    {
-        s.bind(&SocketAddr::from((src, 0)).into())?;
+    if let Some(src) = udp::outbound_source(target, (outbound_v4, outbound_v6)) {
+        s.bind(&src.into())?;
     }
     match s.connect(&target.into()) {
         Ok(()) => {}
@@ -1010,12 +1125,15 @@ mod tests {
     fn cfg() -> NetConfig {
         NetConfig {
             addrs: Addresses::new("10.0.2.0/24".parse().unwrap()),
+            addrs6: Some(crate::config::Addresses6::new("fd00::/64".parse().unwrap())),
+            static_ipv6: true,
             mtu: 65520,
             tap_name: "tap0".into(),
             mac: None,
             allow_host_loopback: false,
             dns: DnsUpstreams::Disabled,
             outbound_v4: None,
+            outbound_v6: None,
             limits: Default::default(),
         }
     }

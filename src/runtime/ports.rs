@@ -8,7 +8,7 @@
 //! the payload never enters warren's memory.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
@@ -154,7 +154,11 @@ pub struct PortInfo {
     /// The bound host address.
     pub host: SocketAddr,
     /// The container address and port it leads to.
-    pub container: SocketAddrV4,
+    pub container: SocketAddr,
+    /// The IPv4 address a TCP client goes to when the container refuses it on IPv6 (only for
+    /// IPv6 listeners without an explicit `/tcp6`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<SocketAddr>,
 }
 
 /// The warren side of the agent socket (see [`crate::ns::agent_request`]).
@@ -177,9 +181,9 @@ impl Agent {
     ///
     /// # Errors
     /// The connect error inside (e.g. `ECONNREFUSED`), or the agent being gone.
-    pub async fn connect(&self, target: SocketAddrV4) -> io::Result<TcpStream> {
+    pub async fn connect(&self, target: SocketAddr) -> io::Result<TcpStream> {
         let _one_at_a_time = self.lock.lock().await;
-        let req = crate::ns::agent_request(*target.ip(), target.port());
+        let req = crate::ns::agent_request(target);
         loop {
             let mut g = self.fd.writable().await?;
             match g.try_io(|fd| nix::unistd::write(fd.get_ref(), &req).map_err(io::Error::from)) {
@@ -210,8 +214,14 @@ impl Agent {
 }
 
 /// Serves one loopback client through the kernel fast path: connect inside, then splice.
-pub async fn fast_path(client: TcpStream, agent: Arc<Agent>, target: SocketAddrV4) {
-    let inner = match agent.connect(target).await {
+pub async fn fast_path(client: TcpStream, agent: Arc<Agent>, target: SocketAddr, fallback: Option<SocketAddr>) {
+    let mut r = agent.connect(target).await;
+    if let (Err(e), Some(v4)) = (&r, fallback)
+        && e.raw_os_error() == Some(libc::ECONNREFUSED)
+    {
+        r = agent.connect(v4).await;
+    }
+    let inner = match r {
         Ok(s) => s,
         Err(e) => {
             tracing::debug!(%target, error = %e, "fast path connect inside the namespace failed");

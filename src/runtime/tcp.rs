@@ -52,7 +52,7 @@ pub struct TcpFlow {
     host_eof: bool,
     host_shut: bool,
     created: Instant,
-    /// Copy of the SYN's IPv4 header and first payload bytes, quoted in ICMP errors.
+    /// Copy of the SYN's IP header and first payload bytes, quoted in ICMP errors.
     pub syn_quote: Vec<u8>,
     /// The smoltcp deadline last put on the dataplane's timer heap.
     pub scheduled: Option<Instant>,
@@ -60,6 +60,11 @@ pub struct TcpFlow {
     pub bytes_out: u64,
     /// Bytes relayed host -> container.
     pub bytes_in: u64,
+    /// Where a published-port connection goes if the container refuses it (IPv4 behind an
+    /// IPv6 default).
+    pub fallback: Option<std::net::SocketAddr>,
+    /// Whether the connection with the container was ever established.
+    established: bool,
 }
 
 /// Converts wall time since `epoch` into smoltcp's clock.
@@ -73,7 +78,7 @@ impl TcpFlow {
     #[allow(clippy::too_many_arguments)]
     pub fn outbound(
         key: &FlowKey,
-        gateway: IpCidr,
+        gateways: &[IpCidr],
         host: TcpStream,
         waker: Waker,
         tx: &mut TxSink,
@@ -83,12 +88,12 @@ impl TcpFlow {
         stamp: smoltcp::time::Instant,
         syn_ip: &[u8],
     ) -> Self {
-        let mut flow = Self::build(gateway, host, waker, tx, mtu, seed, now, stamp);
+        let mut flow = Self::build(gateways, host, waker, tx, mtu, seed, now, stamp);
         let sock = flow.socket();
         sock.pause_synack(true);
         // Cannot fail: the endpoint has a specified port (the SYN's, never 0 past the classifier).
-        let _ = sock.listen(IpEndpoint::new((*key.dst.ip()).into(), key.dst.port()));
-        flow.syn_quote = syn_ip[..syn_ip.len().min(64)].to_vec();
+        let _ = sock.listen(IpEndpoint::new(key.dst.ip().into(), key.dst.port()));
+        flow.syn_quote = syn_ip[..syn_ip.len().min(128)].to_vec();
         flow
     }
 
@@ -100,7 +105,7 @@ impl TcpFlow {
     #[allow(clippy::too_many_arguments)]
     pub fn inbound(
         key: &FlowKey,
-        gateway: IpCidr,
+        gateways: &[IpCidr],
         host: TcpStream,
         waker: Waker,
         tx: &mut TxSink,
@@ -109,10 +114,10 @@ impl TcpFlow {
         now: Instant,
         stamp: smoltcp::time::Instant,
     ) -> Result<Self, tcp::ConnectError> {
-        let mut flow = Self::build(gateway, host, waker, tx, mtu, seed, now, stamp);
+        let mut flow = Self::build(gateways, host, waker, tx, mtu, seed, now, stamp);
         flow.connected = true;
-        let remote = IpEndpoint::new((*key.src.ip()).into(), key.src.port());
-        let local = IpEndpoint::new((*key.dst.ip()).into(), key.dst.port());
+        let remote = IpEndpoint::new(key.src.ip().into(), key.src.port());
+        let local = IpEndpoint::new(key.dst.ip().into(), key.dst.port());
         let sock = flow.sockets.get_mut::<tcp::Socket>(flow.handle);
         sock.connect(flow.iface.context(), remote, local)?;
         Ok(flow)
@@ -120,7 +125,7 @@ impl TcpFlow {
 
     #[allow(clippy::too_many_arguments)]
     fn build(
-        gateway: IpCidr,
+        gateways: &[IpCidr],
         host: TcpStream,
         waker: Waker,
         tx: &mut TxSink,
@@ -134,7 +139,9 @@ impl TcpFlow {
         config.random_seed = seed;
         let mut iface = Interface::new(config, &mut dev, stamp);
         iface.update_ip_addrs(|a| {
-            let _ = a.push(gateway);
+            for g in gateways {
+                let _ = a.push(*g);
+            }
         });
         iface.set_any_ip(true);
         let mut sock = tcp::Socket::new(
@@ -159,10 +166,12 @@ impl TcpFlow {
             scheduled: None,
             bytes_out: 0,
             bytes_in: 0,
+            fallback: None,
+            established: false,
         }
     }
 
-    /// Feeds one IPv4 packet of this flow from the container into its stack.
+    /// Feeds one IP packet of this flow from the container into its stack.
     pub fn ingress(&mut self, pkt: &[u8], tx: &mut TxSink, mtu: usize, stamp: smoltcp::time::Instant) {
         let mut dev = FlowDevice { rx: Some(pkt), tx, mtu };
         self.iface.poll(stamp, &mut dev, &mut self.sockets);
@@ -331,8 +340,25 @@ impl TcpFlow {
         moved
     }
 
+    /// Whether the container refused the connection (reset before it was established).
+    pub fn refused(&self) -> bool {
+        !self.established && self.sockets.get::<tcp::Socket>(self.handle).state() == tcp::State::Closed
+    }
+
+    /// Gives up the flow, returning its host socket (for a retry elsewhere).
+    pub fn into_host(self) -> TcpStream {
+        let _ = socket2::SockRef::from(&self.host).set_linger(None);
+        self.host
+    }
+
     fn verdict(&mut self) -> Verdict {
         let sock = self.sockets.get_mut::<tcp::Socket>(self.handle);
+        if !matches!(
+            sock.state(),
+            tcp::State::Listen | tcp::State::SynSent | tcp::State::SynReceived | tcp::State::Closed
+        ) {
+            self.established = true;
+        }
         match sock.state() {
             tcp::State::Closed => {
                 if !(self.host_eof && self.host_shut) {

@@ -6,7 +6,7 @@
 //! are received straight into the TAP frame buffer after the headers warren adds.
 
 use std::io::{self, Read};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -17,7 +17,7 @@ use tokio::net::UdpSocket;
 
 use super::FlowKey;
 use super::device::TxSink;
-use crate::wire::{self, UDP_MAX_PAYLOAD, UDP_PAYLOAD_OFFSET, Unreachable};
+use crate::wire::{self, Unreachable};
 
 /// Idle timeout of a flow that never got a reply.
 pub const UDP_UNREPLIED_TIMEOUT: Duration = Duration::from_secs(30);
@@ -32,7 +32,7 @@ const BATCH: usize = 64;
 pub struct UdpFlow {
     sock: UdpSocket,
     /// Source address the container sees on replies (the address it sent to).
-    pub reply_src: SocketAddrV4,
+    pub reply_src: SocketAddr,
     last: Instant,
     replied: bool,
     waker: Waker,
@@ -41,22 +41,22 @@ pub struct UdpFlow {
 }
 
 impl UdpFlow {
-    /// Opens a host socket connected to `target`.
+    /// Opens a host socket connected to `target`, bound to the outbound address of its
+    /// family if one is set.
     ///
     /// # Errors
     /// Socket creation or connect failure (e.g. `ENETUNREACH`).
     pub fn new(
         target: SocketAddr,
-        outbound_v4: Option<Ipv4Addr>,
-        reply_src: SocketAddrV4,
+        outbound: (Option<Ipv4Addr>, Option<Ipv6Addr>),
+        reply_src: SocketAddr,
         waker: Waker,
         now: Instant,
     ) -> io::Result<Self> {
-        let bind: SocketAddr = match target {
-            SocketAddr::V4(t) if !t.ip().is_loopback() => (outbound_v4.unwrap_or(Ipv4Addr::UNSPECIFIED), 0).into(),
+        let bind = outbound_source(target, outbound).unwrap_or(match target {
             SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
-            SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
-        };
+            SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+        });
         let std_sock = std::net::UdpSocket::bind(bind)?;
         std_sock.connect(target)?;
         std_sock.set_nonblocking(true)?;
@@ -65,12 +65,20 @@ impl UdpFlow {
     }
 
     /// Sends one container datagram to the destination. A full socket buffer drops it, as a
-    /// congested link would.
-    pub fn send(&mut self, payload: &[u8], now: Instant) -> bool {
+    /// congested link would; the error is returned for the caller to report (`EMSGSIZE`).
+    ///
+    /// # Errors
+    /// What the kernel refused the datagram with.
+    pub fn send(&mut self, payload: &[u8], now: Instant) -> io::Result<()> {
         self.last = now;
         // Straight to the kernel: tokio's try_send would refuse until the reactor has seen
         // the new socket writable, losing a flow's first datagram.
-        socket2::SockRef::from(&self.sock).send(payload).is_ok()
+        socket2::SockRef::from(&self.sock).send(payload).map(|_| ())
+    }
+
+    /// The path MTU the host socket knows (after an `EMSGSIZE`).
+    pub fn path_mtu(&self) -> Option<u32> {
+        crate::sys::path_mtu(std::os::fd::AsFd::as_fd(&self.sock), self.reply_src.is_ipv6()).ok()
     }
 
     /// When the flow expires if nothing more happens.
@@ -82,11 +90,12 @@ impl UdpFlow {
     pub fn service(&mut self, key: &FlowKey, tx: &mut TxSink, now: Instant) -> bool {
         let waker = self.waker.clone();
         let mut cx = Context::from_waker(&waker);
+        let (off, max) = (wire::udp_payload_offset(key.src.ip()), wire::udp_max_payload(key.src.ip()));
         for _ in 0..BATCH {
-            let r = self.sock.try_recv(&mut tx.buf[UDP_PAYLOAD_OFFSET..UDP_PAYLOAD_OFFSET + UDP_MAX_PAYLOAD]);
+            let r = self.sock.try_recv(&mut tx.buf[off..off + max]);
             match r {
                 Ok(n) => {
-                    let len = wire::udp4(&mut tx.buf, tx.dst_mac, tx.src_mac, self.reply_src, key.src, n);
+                    let len = wire::udp(&mut tx.buf, tx.dst_mac, tx.src_mac, self.reply_src, key.src, n);
                     tx.send(len);
                     self.replied = true;
                     self.last = now;
@@ -112,17 +121,29 @@ impl UdpFlow {
     }
 }
 
+/// The address a host socket toward `target` binds: the outbound address of its family
+/// (slirp4netns `--outbound-addr[6]`), never for loopback targets.
+pub fn outbound_source(target: SocketAddr, outbound: (Option<Ipv4Addr>, Option<Ipv6Addr>)) -> Option<SocketAddr> {
+    if target.ip().is_loopback() {
+        return None;
+    }
+    match target {
+        SocketAddr::V4(_) => outbound.0.map(|a| SocketAddr::new(a.into(), 0)),
+        SocketAddr::V6(_) => outbound.1.map(|a| SocketAddr::new(a.into(), 0)),
+    }
+}
+
 /// Sends the container an ICMP port unreachable for its datagram `key.src -> key.dst`.
-pub fn port_unreachable(key: &FlowKey, reporter: SocketAddrV4, tx: &mut TxSink) {
-    unreachable_for_udp(key, *reporter.ip(), Unreachable::Port, tx);
+pub fn port_unreachable(key: &FlowKey, reporter: SocketAddr, tx: &mut TxSink) {
+    unreachable_for_udp(key, reporter.ip(), Unreachable::Port, tx);
 }
 
 /// Sends the container an ICMP error about a datagram of `key`, quoting a reconstruction of
 /// its headers (enough for the container's kernel to find the socket).
-pub fn unreachable_for_udp(key: &FlowKey, reporter: Ipv4Addr, code: Unreachable, tx: &mut TxSink) {
-    let mut quote = [0u8; UDP_PAYLOAD_OFFSET];
-    wire::udp4(&mut quote, tx.src_mac, tx.dst_mac, key.src, key.dst, 0);
-    let len = wire::icmp4_unreachable(&mut tx.buf, tx.dst_mac, tx.src_mac, reporter, code, &quote[wire::ETH_LEN..]);
+pub fn unreachable_for_udp(key: &FlowKey, reporter: IpAddr, code: Unreachable, tx: &mut TxSink) {
+    let mut quote = [0u8; wire::ETH_LEN + wire::IPV6_LEN + wire::UDP_LEN];
+    let n = wire::udp(&mut quote, tx.src_mac, tx.dst_mac, key.src, key.dst, 0);
+    let len = wire::icmp_unreachable(&mut tx.buf, tx.dst_mac, tx.src_mac, reporter, code, &quote[wire::ETH_LEN..n]);
     tx.send(len);
 }
 
@@ -130,14 +151,15 @@ pub fn unreachable_for_udp(key: &FlowKey, reporter: Ipv4Addr, code: Unreachable,
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PingKey {
     /// Container address.
-    pub src: Ipv4Addr,
+    pub src: IpAddr,
     /// Destination.
-    pub dst: Ipv4Addr,
+    pub dst: IpAddr,
     /// Echo identifier chosen by the container.
     pub ident: u16,
 }
 
-/// An ICMP echo flow over an unprivileged ping socket (`net.ipv4.ping_group_range`).
+/// An ICMP or ICMPv6 echo flow over an unprivileged ping socket (`net.ipv4.ping_group_range`
+/// governs both families).
 pub struct PingFlow {
     sock: AsyncFd<Socket>,
     buf: Vec<u8>,
@@ -145,6 +167,7 @@ pub struct PingFlow {
     waker: Waker,
     /// Expiry deadline last put on the timer heap.
     pub scheduled: Option<Instant>,
+    v6: bool,
 }
 
 impl PingFlow {
@@ -152,17 +175,22 @@ impl PingFlow {
     ///
     /// # Errors
     /// `EACCES` when the caller's group is outside `ping_group_range`; others as the kernel says.
-    pub fn new(dst: Ipv4Addr, waker: Waker, now: Instant) -> io::Result<Self> {
-        let s = Socket::new(Domain::IPV4, Type::DGRAM.nonblocking(), Some(Protocol::ICMPV4))?;
-        s.connect(&SocketAddr::from((dst, 0)).into())?;
-        Ok(Self { sock: crate::sys::async_socket(s)?, buf: vec![0u8; 65536], last: now, waker, scheduled: None })
+    pub fn new(dst: IpAddr, waker: Waker, now: Instant) -> io::Result<Self> {
+        let s = match dst {
+            IpAddr::V4(_) => Socket::new(Domain::IPV4, Type::DGRAM.nonblocking(), Some(Protocol::ICMPV4))?,
+            IpAddr::V6(_) => Socket::new(Domain::IPV6, Type::DGRAM.nonblocking(), Some(Protocol::ICMPV6))?,
+        };
+        s.connect(&SocketAddr::new(dst, 0).into())?;
+        let v6 = dst.is_ipv6();
+        Ok(Self { sock: crate::sys::async_socket(s)?, buf: vec![0u8; 65536], last: now, waker, scheduled: None, v6 })
     }
 
     /// Sends an echo request with the container's sequence number and data.
     pub fn send(&mut self, seq: u16, data: &[u8], now: Instant) -> bool {
         self.last = now;
         let mut pkt = Vec::with_capacity(8 + data.len());
-        pkt.extend_from_slice(&[8, 0, 0, 0, 0, 0]);
+        let request = if self.v6 { 128 } else { 8 };
+        pkt.extend_from_slice(&[request, 0, 0, 0, 0, 0]);
         pkt.extend_from_slice(&seq.to_be_bytes());
         pkt.extend_from_slice(data);
         self.sock.get_ref().send(&pkt).is_ok()
@@ -185,9 +213,9 @@ impl PingFlow {
                 Poll::Ready(Err(_)) => return false,
             };
             match guard.try_io(|s| s.get_ref().read(buf)) {
-                Ok(Ok(n)) if n >= 8 && buf[0] == 0 => {
+                Ok(Ok(n)) if n >= 8 && buf[0] == if self.v6 { 129 } else { 0 } => {
                     let seq = u16::from_be_bytes([buf[6], buf[7]]);
-                    let len = wire::icmp4_echo_reply(
+                    let len = wire::icmp_echo_reply(
                         &mut tx.buf,
                         tx.dst_mac,
                         tx.src_mac,

@@ -7,7 +7,7 @@
 
 use std::ffi::CStr;
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
@@ -227,6 +227,98 @@ impl IfCtl {
         let rc = unsafe { libc::ioctl(self.sock.as_raw_fd(), libc::SIOCADDRT as _, &mut rt) };
         if rc < 0 { Err(last(format!("SIOCADDRT default via {gateway}"))) } else { Ok(()) }
     }
+}
+
+/// `struct in6_rtmsg` of <linux/ipv6_route.h> (the libc crate keeps its fields private).
+#[repr(C)]
+struct In6Rtmsg {
+    dst: [u8; 16],
+    src: [u8; 16],
+    gateway: [u8; 16],
+    kind: u32,
+    dst_len: u16,
+    src_len: u16,
+    metric: u32,
+    info: libc::c_ulong,
+    flags: u32,
+    ifindex: libc::c_int,
+}
+
+/// An AF_INET6 socket for the IPv6 address and route ioctls (they take IPv6-specific
+/// structures and must go to a socket of that family).
+fn inet6_socket() -> Result<OwnedFd, SysError> {
+    // SAFETY: socket has no memory preconditions.
+    let fd = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(last("socket(AF_INET6)"));
+    }
+    // SAFETY: fd is fresh and exclusively ours.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+impl IfCtl {
+    /// The interface index.
+    ///
+    /// # Errors
+    /// Fails if the interface does not exist.
+    pub fn index(&self, name: &str) -> Result<libc::c_int, SysError> {
+        let mut ifr = ifreq_with_name(name)?;
+        self.ioctl("SIOCGIFINDEX", name, libc::SIOCGIFINDEX, &mut ifr)?;
+        // SAFETY: SIOCGIFINDEX filled the ifindex member of the union.
+        Ok(unsafe { ifr.ifr_ifru.ifru_ifindex })
+    }
+
+    /// Assigns an IPv6 address with its prefix length to the interface.
+    ///
+    /// # Errors
+    /// Fails if IPv6 is disabled or the kernel refuses the address.
+    pub fn add_ipv6(&self, name: &str, addr: Ipv6Addr, prefix_len: u8) -> Result<(), SysError> {
+        let sock = inet6_socket()?;
+        let req = libc::in6_ifreq {
+            ifr6_addr: libc::in6_addr { s6_addr: addr.octets() },
+            ifr6_prefixlen: u32::from(prefix_len),
+            ifr6_ifindex: self.index(name)?,
+        };
+        // SAFETY: SIOCSIFADDR on an AF_INET6 socket reads one in6_ifreq that lives on our stack.
+        let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFADDR as _, &req) };
+        if rc < 0 { Err(last(format!("SIOCSIFADDR {addr}/{prefix_len} on {name}"))) } else { Ok(()) }
+    }
+
+    /// Adds the IPv6 default route via `gateway` on the interface.
+    ///
+    /// # Errors
+    /// Fails if the gateway is not on a configured prefix of the interface.
+    pub fn add_default_route6(&self, name: &str, gateway: Ipv6Addr) -> Result<(), SysError> {
+        let sock = inet6_socket()?;
+        let rt = In6Rtmsg {
+            dst: [0; 16],
+            src: [0; 16],
+            gateway: gateway.octets(),
+            kind: 0,
+            dst_len: 0,
+            src_len: 0,
+            metric: 1,
+            info: 0,
+            flags: u32::from(libc::RTF_UP | libc::RTF_GATEWAY),
+            ifindex: self.index(name)?,
+        };
+        // SAFETY: SIOCADDRT on an AF_INET6 socket reads one in6_rtmsg that lives on our stack.
+        let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCADDRT as _, &rt) };
+        if rc < 0 { Err(last(format!("SIOCADDRT default via {gateway} dev {name}"))) } else { Ok(()) }
+    }
+}
+
+/// The path MTU a connected socket of the given family knows (`IP_MTU` / `IPV6_MTU`).
+///
+/// # Errors
+/// Fails if the socket is not connected.
+pub fn path_mtu(sock: BorrowedFd<'_>, v6: bool) -> io::Result<u32> {
+    let (level, opt) = if v6 { (libc::IPPROTO_IPV6, libc::IPV6_MTU) } else { (libc::IPPROTO_IP, libc::IP_MTU) };
+    let mut mtu: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `mtu`, which lives for the call.
+    let rc = unsafe { libc::getsockopt(sock.as_raw_fd(), level, opt, (&raw mut mtu).cast(), &mut len) };
+    if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(mtu as u32) }
 }
 
 fn sockaddr_in(addr: Ipv4Addr) -> libc::sockaddr {

@@ -126,13 +126,13 @@ fn ipv6_loopback_listener_and_a_range() {
     }
 }
 
-fn get_and_check(to: SocketAddr, from: Option<IpAddr>, n: u64, seed: u64) {
+pub fn get_and_check(to: SocketAddr, from: Option<IpAddr>, n: u64, seed: u64) {
     let out = tcp_request(to, from, &format!("get {n} {seed}\n")).unwrap();
     assert_eq!(out.len() as u64, n);
     assert_eq!(hex(&<sha2::Sha256 as sha2::Digest>::digest(&out)), stream_hash(seed, n));
 }
 
-fn put_and_check(to: SocketAddr, from: Option<IpAddr>, n: u64, seed: u64) {
+pub fn put_and_check(to: SocketAddr, from: Option<IpAddr>, n: u64, seed: u64) {
     let s = socket2::Socket::new(socket2::Domain::for_address(to), socket2::Type::STREAM, None).unwrap();
     if let Some(ip) = from {
         s.bind(&SocketAddr::new(ip, 0).into()).unwrap();

@@ -19,6 +19,8 @@ use sha2::{Digest, Sha256};
 /// The address scripts/test.sh puts on `lo` of the suite's namespace: a "remote" host that is
 /// not loopback, so flows take warren's ordinary NAT path.
 pub const REMOTE_IP: &str = "10.200.0.1";
+/// The IPv6 "remote" address scripts/test.sh puts on `lo` of the suite's namespace.
+pub const REMOTE_IP6: &str = "fd99:200::1";
 
 /// Path of the warren binary under test.
 pub fn warren() -> PathBuf {
@@ -53,6 +55,10 @@ pub fn require_isolation() {
 pub const VETH_LOCAL: &str = "10.201.0.1";
 /// Address of the remote host.
 pub const VETH_REMOTE: &str = "10.201.0.2";
+/// IPv6 address of this namespace on the veth to the remote host.
+pub const VETH_LOCAL6: &str = "fd99:201::1";
+/// IPv6 address of the remote host.
+pub const VETH_REMOTE6: &str = "fd99:201::2";
 
 /// Runs nettool on the remote host: a separate network namespace joined to the suite's by a
 /// veth pair (set up by scripts/test.sh, which exports its holder's PID).
@@ -252,9 +258,12 @@ impl Drop for UdpServer {
 
 /// The answer of the stub resolver for every A question.
 pub const STUB_ANSWER: [u8; 4] = [192, 0, 2, 55];
+/// The answer of the stub resolver for every AAAA question: 2001:db8::55.
+pub const STUB_ANSWER6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x55];
 
 /// Builds the stub resolver's answer to a DNS query: one A record of [`STUB_ANSWER`] for an A
-/// question, NXDOMAIN for names starting with "nx", an empty NOERROR otherwise.
+/// question, one AAAA of [`STUB_ANSWER6`] for AAAA, NXDOMAIN for names starting with "nx", an
+/// empty NOERROR otherwise.
 pub fn dns_answer(q: &[u8]) -> Option<Vec<u8>> {
     if q.len() < 12 {
         return None;
@@ -272,11 +281,14 @@ pub fn dns_answer(q: &[u8]) -> Option<Vec<u8>> {
     let mut r = q[..qend].to_vec();
     r[2] = 0x81; // QR, RD
     r[3] = if nx { 0x83 } else { 0x80 }; // RA, rcode
-    let answer = qtype == 1 && !nx;
+    let answer = (qtype == 1 || qtype == 28) && !nx;
     r[6..12].copy_from_slice(&[0, u8::from(answer), 0, 0, 0, 0]);
-    if answer {
+    if answer && qtype == 1 {
         r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
         r.extend_from_slice(&STUB_ANSWER);
+    } else if answer {
+        r.extend_from_slice(&[0xc0, 12, 0, 28, 0, 1, 0, 0, 0, 60, 0, 16]);
+        r.extend_from_slice(&STUB_ANSWER6);
     }
     Some(r)
 }
@@ -292,10 +304,15 @@ pub struct DnsStub {
 impl DnsStub {
     /// Starts the stub on 127.0.0.1: UDP and TCP on the same port number.
     pub fn start() -> Self {
+        Self::start_on("127.0.0.1")
+    }
+
+    /// Starts the stub on a loopback address (127.0.0.1 or ::1).
+    pub fn start_on(ip: &str) -> Self {
         for _ in 0..50 {
-            let udp = UdpServer::start("127.0.0.1", dns_answer);
+            let udp = UdpServer::start(ip, dns_answer);
             let port = udp.addr.port();
-            let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) else { continue };
+            let Ok(listener) = TcpListener::bind((ip, port)) else { continue };
             let tcp = TcpServer::serve(listener, |mut c| {
                 let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
                 let mut len = [0u8; 2];
@@ -314,7 +331,7 @@ impl DnsStub {
             });
             return Self { udp, tcp };
         }
-        panic!("no port free for both UDP and TCP on 127.0.0.1");
+        panic!("no port free for both UDP and TCP on {ip}");
     }
 }
 
