@@ -20,7 +20,7 @@
 //! ```
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -31,9 +31,18 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::forward::{self, Forward, Proto};
+use crate::forward::{self, Family, Forward, Proto};
 use crate::runtime::Command;
 use crate::runtime::ports::PortInfo;
+
+/// The container addresses the slirp4netns API checks `guest_addr` / `guest_addr6` against.
+#[derive(Debug, Clone, Copy)]
+pub struct Guest {
+    /// The container's IPv4 address.
+    pub v4: Ipv4Addr,
+    /// The container's IPv6 /64, when IPv6 is on.
+    pub v6_net: Option<ipnet::Ipv6Net>,
+}
 
 /// Largest request accepted (as slirp4netns).
 pub const MAX_REQUEST: usize = 4096;
@@ -125,7 +134,7 @@ impl ApiSocket {
     }
 
     /// Serves requests until the command channel closes (must run inside the runtime).
-    pub async fn serve(mut self, commands: mpsc::Sender<Command>, container: Ipv4Addr) {
+    pub async fn serve(mut self, commands: mpsc::Sender<Command>, guest: Guest) {
         let Some(std_l) = self.listener.take() else { return };
         let listener = match UnixListener::from_std(std_l) {
             Ok(l) => l,
@@ -141,7 +150,7 @@ impl ApiSocket {
             }
             let commands = commands.clone();
             tokio::spawn(async move {
-                let _ = tokio::time::timeout(Duration::from_secs(10), handle(conn, commands, container)).await;
+                let _ = tokio::time::timeout(Duration::from_secs(10), handle(conn, commands, guest)).await;
             });
         }
     }
@@ -180,9 +189,9 @@ async fn read_request(conn: &mut UnixStream) -> Result<Vec<u8>, &'static str> {
     }
 }
 
-async fn handle(mut conn: UnixStream, commands: mpsc::Sender<Command>, container: Ipv4Addr) {
+async fn handle(mut conn: UnixStream, commands: mpsc::Sender<Command>, guest: Guest) {
     let reply = match read_request(&mut conn).await {
-        Ok(req) => answer(&req, &commands, container).await,
+        Ok(req) => answer(&req, &commands, &guest).await,
         Err(desc) => error(desc),
     };
     let _ = conn.write_all(reply.as_bytes()).await;
@@ -200,7 +209,7 @@ async fn ask<T>(commands: &mpsc::Sender<Command>, make: impl FnOnce(oneshot::Sen
 }
 
 /// Answers one request with compact JSON (exposed for tests and fuzzing of the parser).
-pub async fn answer(req: &[u8], commands: &mpsc::Sender<Command>, container: Ipv4Addr) -> String {
+pub async fn answer(req: &[u8], commands: &mpsc::Sender<Command>, guest: &Guest) -> String {
     let v: Value = match serde_json::from_slice(req) {
         Ok(v) => v,
         Err(_) => return error("bad request: cannot parse JSON"),
@@ -252,7 +261,7 @@ pub async fn answer(req: &[u8], commands: &mpsc::Sender<Command>, container: Ipv
             None => gone(),
         },
         "add_hostfwd" => {
-            let fwd = match slirp_forward(&args, container) {
+            let fwd = match slirp_forward(&args, guest) {
                 Ok(f) => f,
                 Err(field) => return error(format!("bad request: add_hostfwd: bad arguments.{field}")),
             };
@@ -289,18 +298,35 @@ pub async fn answer(req: &[u8], commands: &mpsc::Sender<Command>, container: Ipv
 }
 
 /// Reads slirp4netns `add_hostfwd` arguments; the error names the bad field.
-fn slirp_forward(args: &Value, container: Ipv4Addr) -> Result<Forward, &'static str> {
-    let proto = match args.get("proto").and_then(Value::as_str) {
-        Some("tcp") => Proto::Tcp,
-        Some("udp") => Proto::Udp,
+///
+/// The IPv6 extension proposed for slirp4netns (PR #276) is accepted on top: `proto` may be
+/// `tcp4`/`udp4` (as `tcp`/`udp`) or `tcp6`/`udp6`, which listen on `host_addr6` (default `::`)
+/// and lead to `guest_addr6` when given, else to the guest's IPv4 address (an IPv6 client of
+/// an IPv4 service). Plain `tcp`/`udp` stay IPv4-only, as old clients expect.
+fn slirp_forward(args: &Value, guest: &Guest) -> Result<Forward, &'static str> {
+    let (proto, v6_host) = match args.get("proto").and_then(Value::as_str) {
+        Some("tcp" | "tcp4") => (Proto::Tcp, false),
+        Some("udp" | "udp4") => (Proto::Udp, false),
+        Some("tcp6") => (Proto::Tcp, true),
+        Some("udp6") => (Proto::Udp, true),
         _ => return Err("proto"),
     };
-    let host_ip: IpAddr = match args.get("host_addr") {
-        None => Ipv4Addr::UNSPECIFIED.into(),
-        Some(Value::String(s)) if s.is_empty() => Ipv4Addr::UNSPECIFIED.into(),
-        Some(Value::String(s)) => s.parse::<Ipv4Addr>().map_err(|_| "host_addr")?.into(),
-        Some(_) => return Err("host_addr"),
+    let host_ip: IpAddr = if v6_host {
+        match args.get("host_addr6") {
+            None => Ipv6Addr::UNSPECIFIED.into(),
+            Some(Value::String(s)) if s.is_empty() => Ipv6Addr::UNSPECIFIED.into(),
+            Some(Value::String(s)) => s.parse::<Ipv6Addr>().map_err(|_| "host_addr6")?.into(),
+            Some(_) => return Err("host_addr6"),
+        }
+    } else {
+        match args.get("host_addr") {
+            None => Ipv4Addr::UNSPECIFIED.into(),
+            Some(Value::String(s)) if s.is_empty() => Ipv4Addr::UNSPECIFIED.into(),
+            Some(Value::String(s)) => s.parse::<Ipv4Addr>().map_err(|_| "host_addr")?.into(),
+            Some(_) => return Err("host_addr"),
+        }
     };
+    let container = guest.v4;
     let port = |k: &'static str| match args.get(k).and_then(Value::as_f64) {
         Some(p) if (1.0..=65535.0).contains(&p) && p.fract() == 0.0 => Ok(p as u16),
         _ => Err(k),
@@ -313,16 +339,44 @@ fn slirp_forward(args: &Value, container: Ipv4Addr) -> Result<Forward, &'static 
         Some(_) => return Err("guest_addr"),
     }
     let guest_port = port("guest_port")?;
+    let guest6 = match args.get("guest_addr6") {
+        None => None,
+        Some(Value::String(s)) if s.is_empty() => None,
+        Some(Value::String(s)) => match (s.parse::<Ipv6Addr>(), guest.v6_net) {
+            (Ok(a), Some(net)) if net.contains(&a) => Some(a),
+            _ => return Err("guest_addr6"),
+        },
+        Some(_) => return Err("guest_addr6"),
+    };
     Ok(Forward {
         proto,
         host: SocketAddr::new(host_ip, host_port),
         container_port: guest_port,
-        container_family: Some(crate::forward::Family::V4),
+        container_family: Some(if guest6.is_some() { Family::V6 } else { Family::V4 }),
+        container_ip: guest6.map(IpAddr::V6),
     })
 }
 
 /// One `list_hostfwd` entry in slirp4netns's exact key order (serde_json would sort keys).
+/// IPv6 entries (only from the extension) name their addresses `host_addr6` / `guest_addr6`.
 fn slirp_entry(p: &PortInfo) -> String {
+    if p.host.is_ipv6() || p.container.is_ipv6() {
+        let host = match p.host.ip() {
+            IpAddr::V6(a) => format!(r#""host_addr6":"{a}""#),
+            IpAddr::V4(a) => format!(r#""host_addr":"{a}""#),
+        };
+        let guest = match p.container.ip() {
+            IpAddr::V6(a) => format!(r#""guest_addr6":"{a}""#),
+            IpAddr::V4(a) => format!(r#""guest_addr":"{a}""#),
+        };
+        let proto = if p.host.is_ipv6() { format!("{}6", p.proto) } else { p.proto.to_string() };
+        return format!(
+            r#"{{"id":{},"proto":"{proto}",{host},"host_port":{},{guest},"guest_port":{}}}"#,
+            p.id,
+            p.host.port(),
+            p.container.port()
+        );
+    }
     format!(
         r#"{{"id":{},"proto":"{}","host_addr":"{}","host_port":{},"guest_addr":"{}","guest_port":{}}}"#,
         p.id,

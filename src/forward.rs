@@ -58,6 +58,9 @@ pub struct Forward {
     pub container_port: u16,
     /// Container address family, when the spec chose one.
     pub container_family: Option<Family>,
+    /// An explicit container address (the slirp4netns API's `guest_addr6`); overrides the
+    /// family.
+    pub container_ip: Option<IpAddr>,
 }
 
 fn parse_port(text: &str, what: &str, allow_zero: bool) -> Result<u16, String> {
@@ -146,6 +149,7 @@ pub fn parse_spec(spec: &str) -> Result<Vec<Forward>, SpecError> {
             host: SocketAddr::new(ip, host_ports.map_or(0, |(h0, _)| h0 + i as u16)),
             container_port: cp,
             container_family: family,
+            container_ip: None,
         })
         .collect())
 }
@@ -168,7 +172,8 @@ mod tests {
                 proto: Proto::Tcp,
                 host: "0.0.0.0:8080".parse().unwrap(),
                 container_port: 80,
-                container_family: None
+                container_family: None,
+                container_ip: None
             }
         );
         assert_eq!(
@@ -177,7 +182,8 @@ mod tests {
                 proto: Proto::Udp,
                 host: "127.0.0.1:5353".parse().unwrap(),
                 container_port: 53,
-                container_family: None
+                container_family: None,
+                container_ip: None
             }
         );
         assert_eq!(one("[::1]:8443:443").host, "[::1]:8443".parse().unwrap());

@@ -105,7 +105,7 @@ fn start_ports(dp: &mut Dataplane, prep: Prepared, agent: OwnedFd) -> Result<tok
         }
     }
     let (tx, rx) = tokio::sync::mpsc::channel(16);
-    tokio::spawn(prep.api.serve(tx, dp.container_ip()));
+    tokio::spawn(prep.api.serve(tx, dp.guest()));
     Ok(rx)
 }
 

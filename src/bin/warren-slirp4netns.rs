@@ -95,11 +95,6 @@ fn run(a: SlirpArgs) -> Result<(), String> {
         println!("{w}");
     }
     let net = slirp::parse_cidr(&a.cidr)?;
-    if a.sandbox || a.seccomp {
-        eprintln!(
-            "warren-slirp4netns: --enable-sandbox/--enable-seccomp are not implemented yet; running without them"
-        );
-    }
     let tap_name = a.tap_name.clone().unwrap_or_else(|| "tap0".into());
     warren::sys::check_ifname(&tap_name).map_err(|e| e.to_string())?;
     let cfg = NetConfig {
@@ -175,16 +170,17 @@ fn run(a: SlirpArgs) -> Result<(), String> {
         // Everything that needed more (namespaces, the TAP, listeners, the runtime) exists now.
         warren::harden::apply_seccomp_allowlist().map_err(|e| e.to_string())?;
     }
-    let container = cfg.addrs.container;
     let tx_fd = fd.try_clone().map_err(|e| e.to_string())?;
     let r = rt.block_on(async move {
         let mut dp = Dataplane::new(cfg, tx_fd, mac, vnet);
         if let Some(agent) = agent {
             dp.set_agent(Agent::new(agent).map_err(|e| e.to_string())?);
         }
+        // A guest that autoconfigures IPv6 learns the prefix at once, not at its next solicitation.
+        dp.advertise_router();
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         if let Some(api) = api {
-            tokio::spawn(api.serve(tx, container));
+            tokio::spawn(api.serve(tx, dp.guest()));
         } else {
             drop(tx);
         }
@@ -222,6 +218,9 @@ fn print_banner(a: &SlirpArgs, cfg: &NetConfig) {
     }
     if let Some(o) = cfg.outbound_v4 {
         let _ = writeln!(out, "* Outbound IPv4:    {o}");
+    }
+    if let Some(o) = cfg.outbound_v6 {
+        let _ = writeln!(out, "* Outbound IPv6:    {o}");
     }
     if let Some(m) = cfg.mac {
         let _ =

@@ -255,9 +255,9 @@ impl Dataplane {
         self.cfg.limits
     }
 
-    /// The container's IPv4 address.
-    pub fn container_ip(&self) -> Ipv4Addr {
-        self.cfg.addrs.container
+    /// The container addresses API requests are checked against.
+    pub fn guest(&self) -> crate::api::Guest {
+        crate::api::Guest { v4: self.cfg.addrs.container, v6_net: self.cfg.addrs6.map(|a| a.net) }
     }
 
     /// The container address a forward leads to: of the family the forward asks for, else of
@@ -265,19 +265,33 @@ impl Dataplane {
     /// the IPv4 fallback of a TCP forward that chose IPv6 by default: a connection the
     /// container refuses on IPv6 (a service bound to 0.0.0.0 only) is retried there.
     pub fn forward_target(&self, fwd: &Forward) -> (SocketAddr, Option<SocketAddr>) {
+        if let Some(ip) = fwd.container_ip {
+            return (SocketAddr::new(ip, fwd.container_port), None);
+        }
         let v4 = SocketAddr::new(self.cfg.addrs.container.into(), fwd.container_port);
         let v6 = match fwd.container_family {
             Some(crate::forward::Family::V4) => false,
             Some(crate::forward::Family::V6) => true,
             None => fwd.host.is_ipv6(),
         };
-        match self.cfg.addrs6 {
+        match self.container_v6() {
             Some(a) if v6 => {
                 let fallback = fwd.container_family.is_none() && fwd.proto == crate::forward::Proto::Tcp;
-                (SocketAddr::new(a.container.into(), fwd.container_port), fallback.then_some(v4))
+                (SocketAddr::new(a.into(), fwd.container_port), fallback.then_some(v4))
             }
             _ => (v4, None),
         }
+    }
+
+    /// The container's IPv6 address: the static one, or the one it autoconfigures from our
+    /// router advertisements (prefix + modified EUI-64 of its MAC, the kernel's default).
+    pub fn container_v6(&self) -> Option<Ipv6Addr> {
+        let a = self.cfg.addrs6?;
+        if self.cfg.static_ipv6 {
+            return Some(a.container);
+        }
+        let iid = u128::from(wire::link_local_of(self.tx.dst_mac)) & u128::from(u64::MAX);
+        Some(Ipv6Addr::from(u128::from(a.net.network()) | iid))
     }
 
     /// Sends an unsolicited router advertisement, for a container that autoconfigures IPv6.

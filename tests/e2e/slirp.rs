@@ -472,3 +472,119 @@ fn seccomp_allowlist_keeps_every_path_working() {
     assert!(!sock.exists(), "API socket removed");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `-c -6` as Podman runs it: the guest autoconfigures fd00::/64 from router advertisements.
+fn ipv6_scenario(engine: &Path, ours: bool, server: &TcpServer) -> (String, String, Vec<String>, bool) {
+    let (holder, pid) = namespace_holder();
+    let dir = std::env::temp_dir().join(format!("warren-slirp6-{}-{}", std::process::id(), name(engine)));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ready_p, sock) = (dir.join("ready"), dir.join("api.sock"));
+    let ready = fifo(&ready_p);
+    let inside = |c: &str| {
+        let mut cmd = Command::new("nsenter");
+        cmd.args(["--preserve-credentials", "-U", "-n", "-t", &pid.to_string(), "sh", "-c", c]);
+        run_with_deadline(cmd, SHORT).stdout
+    };
+    // As Podman does around slirp4netns start-up (podman#11062): no DAD wait.
+    inside("echo 0 > /proc/sys/net/ipv6/conf/default/accept_dad");
+    let script = format!(
+        "exec {} -c -6 --macaddress=02:00:00:00:00:42 -a {} -r 3 {pid} tap0 3>{} >/dev/null 2>&1",
+        engine.display(),
+        sock.display(),
+        ready_p.display()
+    );
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", &script]);
+    let _eng = Guard(Some(cmd.spawn().unwrap()));
+    let mut b = [0u8; 1];
+    std::fs::File::from(ready).read_exact(&mut b).unwrap();
+    let deadline = Instant::now() + SHORT;
+    let addr = loop {
+        let a = inside("ip -6 -o addr show dev tap0 scope global | awk '{print $4}'");
+        if !a.trim().is_empty() || Instant::now() > deadline {
+            break a.trim().to_string();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let route = inside("ip -6 route show default | grep -o 'proto ra'");
+    let mut replies = Vec::new();
+    let mut outbound_ok = false;
+    if ours {
+        let cmd = format!("{} download fd00::2 {} 1048576 5", nettool().display(), server.addr.port());
+        outbound_ok = inside(&cmd).trim() == format!("ok 1048576 {}", stream_hash(5, 1 << 20));
+        // The IPv6 extension of the API: an IPv6 listener to the guest's IPv4 service, and one
+        // to its autoconfigured IPv6 address.
+        let mut srv = Command::new("nsenter");
+        srv.args(["--preserve-credentials", "-U", "-n", "-t", &pid.to_string()]).arg(nettool()).args(["serve", "80"]);
+        srv.stdout(std::process::Stdio::null());
+        let _srv = Guard(Some(srv.spawn().unwrap()));
+        let mut srv6 = Command::new("nsenter");
+        srv6.args(["--preserve-credentials", "-U", "-n", "-t", &pid.to_string()])
+            .arg(nettool())
+            .args(["serve", "[::]:81"]);
+        srv6.stdout(std::process::Stdio::null());
+        let _srv6 = Guard(Some(srv6.spawn().unwrap()));
+        let (p4, p6) = (free_port("::1"), free_port("::1"));
+        let guest6 = addr.split('/').next().unwrap().to_string();
+        replies.push(api(
+            &sock,
+            &format!(r#"{{"execute":"add_hostfwd","arguments":{{"proto":"tcp6","host_addr6":"::1","host_port":{p4},"guest_port":80}}}}"#),
+        ));
+        replies.push(api(
+            &sock,
+            &format!(r#"{{"execute":"add_hostfwd","arguments":{{"proto":"tcp6","host_addr6":"::1","host_port":{p6},"guest_addr6":"{guest6}","guest_port":81}}}}"#),
+        ));
+        replies.push(api(&sock, r#"{"execute":"add_hostfwd","arguments":{"proto":"tcp6","host_addr6":"nope","host_port":1,"guest_port":1}}"#));
+        replies.push(api(&sock, r#"{"execute":"add_hostfwd","arguments":{"proto":"tcp6","host_port":1,"guest_addr6":"fd01::1","guest_port":1}}"#));
+        replies.push(
+            api(&sock, r#"{"execute":"list_hostfwd"}"#).replace(&p4.to_string(), "P4").replace(&p6.to_string(), "P6"),
+        );
+        for (port, seed) in [(p4, 21u64), (p6, 22)] {
+            let to = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port));
+            let deadline = Instant::now() + SHORT;
+            loop {
+                if let Ok(out) = tcp_request(to, None, &format!("get 1048576 {seed}\n"))
+                    && hex(&<sha2::Sha256 as sha2::Digest>::digest(&out)) == stream_hash(seed, 1 << 20)
+                {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "no transfer through the IPv6 forward on port {port}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        let (_, seen) = tcp_peer_seen(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, p6)), None);
+        assert_eq!(seen.split("]:").next().unwrap(), format!("[{guest6}"), "reached the guest over IPv6");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    drop(holder);
+    (addr, route.trim().to_string(), replies, outbound_ok)
+}
+
+#[test]
+fn enable_ipv6_autoconfigures_the_guest_like_slirp4netns() {
+    require_isolation();
+    let server = TcpServer::download("::1");
+    let mut seen = Vec::new();
+    for (i, e) in engines().into_iter().enumerate() {
+        seen.push((name(&e), ipv6_scenario(&e, i == 0, &server)));
+    }
+    let (addr, route, replies, outbound_ok) = &seen[0].1;
+    assert_eq!(addr, "fd00::ff:fe00:42/64", "SLAAC address from the advertised prefix and the MAC");
+    assert_eq!(route, "proto ra", "default route learned from the router advertisement");
+    assert!(outbound_ok, "fd00::2 leads to the host's ::1 (host loopback allowed by default)");
+    assert_eq!(
+        replies,
+        &[
+            r#"{"return":{"id":1}}"#.to_string(),
+            r#"{"return":{"id":2}}"#.to_string(),
+            r#"{"error":{"desc":"bad request: add_hostfwd: bad arguments.host_addr6"}}"#.to_string(),
+            r#"{"error":{"desc":"bad request: add_hostfwd: bad arguments.guest_addr6"}}"#.to_string(),
+            r#"{"entries":[{"id":1,"proto":"tcp6","host_addr6":"::1","host_port":P4,"guest_addr":"10.0.2.100","guest_port":80},{"id":2,"proto":"tcp6","host_addr6":"::1","host_port":P6,"guest_addr6":"fd00::ff:fe00:42","guest_port":81}],"return":{"entries":[{"id":1,"proto":"tcp6","host_addr6":"::1","host_port":P4,"guest_addr":"10.0.2.100","guest_port":80},{"id":2,"proto":"tcp6","host_addr6":"::1","host_port":P6,"guest_addr6":"fd00::ff:fe00:42","guest_port":81}]}}"#
+                .to_string(),
+        ]
+    );
+    for (n, (a, r, _, _)) in &seen[1..] {
+        assert_eq!((a, r), (addr, route), "{n} vs warren-slirp4netns: the guest's IPv6 configuration");
+    }
+}
