@@ -1,7 +1,6 @@
 //! The `warren` binary: parse, set up tracing, dispatch, choose the exit code.
 
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -369,7 +368,10 @@ async fn stop_signal(target: Target, pidfd: Option<OwnedFd>) {
                 }
                 tracing::info!(pid, "target process exited");
             }
-            (Target::Path { netns, .. }, _) => wait_path_gone(netns).await,
+            (Target::Path { netns, .. }, _) => {
+                let first = warren::runtime::file_identity(&netns);
+                warren::runtime::wait_path_gone(&netns, first).await;
+            }
             _ => std::future::pending().await,
         }
     };
@@ -377,18 +379,5 @@ async fn stop_signal(target: Target, pidfd: Option<OwnedFd>) {
         _ = term.recv() => tracing::info!("SIGTERM: stopping"),
         _ = int.recv() => tracing::info!("SIGINT: stopping"),
         () = gone => {}
-    }
-}
-
-async fn wait_path_gone(path: PathBuf) {
-    use std::os::unix::fs::MetadataExt;
-    let id = |p: &PathBuf| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
-    let first = id(&path);
-    loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        if id(&path) != first {
-            tracing::info!(path = %path.display(), "target network namespace is gone");
-            return;
-        }
     }
 }

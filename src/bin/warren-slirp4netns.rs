@@ -151,6 +151,7 @@ fn run(a: SlirpArgs) -> Result<(), String> {
         }
         None => None,
     };
+    let netns_identity = warren::runtime::file_identity(std::path::Path::new(&a.target));
     if a.sandbox {
         // Before any thread exists: entering a user namespace needs a single-threaded process.
         let userns = match (a.netns_type, &a.userns_path) {
@@ -161,6 +162,19 @@ fn run(a: SlirpArgs) -> Result<(), String> {
         let userns = userns.map(std::fs::File::open).transpose().map_err(|e| format!("sandbox: {e}"))?;
         ns::sandbox(userns.as_ref())?;
     }
+    // Watch a namespace given by path: unlike slirp4netns, exit when it goes. Its identity is
+    // taken before the sandbox; if the sandbox hides the path, it is not watched.
+    let watched = match a.netns_type {
+        NetnsType::Path => {
+            let p = std::path::PathBuf::from(&a.target);
+            let first = netns_identity.filter(|id| warren::runtime::file_identity(&p) == Some(*id));
+            if first.is_none() {
+                tracing::debug!(path = %p.display(), "namespace path not visible here: not watched");
+            }
+            Some((p, first))
+        }
+        _ => None,
+    };
     let ready = a.ready_fd.map(|fd| warren::sys::adopt_inherited_fd(fd).map_err(|e| format!("ready-fd {fd}: {e}")));
     let ready = ready.transpose()?;
     let exit_fd = a.exit_fd.map(|fd| warren::sys::adopt_inherited_fd(fd).map_err(|e| format!("exit-fd {fd}: {e}")));
@@ -190,7 +204,7 @@ fn run(a: SlirpArgs) -> Result<(), String> {
             let _ = nix::unistd::write(&r, b"1");
             drop(r);
         }
-        let stop = stop(exit_fd, pidfd);
+        let stop = stop(exit_fd, pidfd, watched);
         let r = dp.run(&fd, Some(rx), stop).await;
         let _ = dp.drain(&fd, Duration::from_secs(10)).await;
         r.map_err(|e| format!("do_slirp: {e}"))
@@ -236,8 +250,13 @@ fn print_banner(a: &SlirpArgs, cfg: &NetConfig) {
     let _ = out.flush();
 }
 
-/// Completes on SIGTERM/SIGINT, a hang-up of the exit fd, or the target process exiting.
-async fn stop(exit_fd: Option<OwnedFd>, pidfd: Option<OwnedFd>) {
+/// Completes on SIGTERM/SIGINT, a hang-up of the exit fd, the target process exiting, or the
+/// target namespace path going away.
+async fn stop(
+    exit_fd: Option<OwnedFd>,
+    pidfd: Option<OwnedFd>,
+    watched: Option<(std::path::PathBuf, Option<(u64, u64)>)>,
+) {
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
     let exit = async {
@@ -269,10 +288,17 @@ async fn stop(exit_fd: Option<OwnedFd>, pidfd: Option<OwnedFd>) {
         }
         tracing::info!("the target process exited");
     };
+    let path_gone = async {
+        match &watched {
+            Some((p, first)) => warren::runtime::wait_path_gone(p, *first).await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
         () = exit => {}
         () = gone => {}
+        () = path_gone => {}
     }
 }

@@ -1045,6 +1045,28 @@ impl Dataplane {
     }
 }
 
+/// The (device, inode) of a file, to notice it being removed or replaced.
+pub fn file_identity(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// Completes once `path` no longer names the file whose identity was `first` (a namespace
+/// file unmounted and removed, or `/proc/PID/ns/net` of a process that exited). Checked once
+/// a second. Never completes when `first` is `None` (nothing to watch).
+pub async fn wait_path_gone(path: &std::path::Path, first: Option<(u64, u64)>) {
+    if first.is_none() {
+        return std::future::pending().await;
+    }
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        if file_identity(path) != first {
+            tracing::info!(path = %path.display(), "target network namespace is gone");
+            return;
+        }
+    }
+}
+
 /// Puts `token` on the timer heap for `at`, unless an entry that fires no later is pending
 /// (`scheduled` remembers it; entries that fire for a rescheduled flow are skipped as stale).
 fn arm(

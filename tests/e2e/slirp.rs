@@ -588,3 +588,50 @@ fn enable_ipv6_autoconfigures_the_guest_like_slirp4netns() {
         assert_eq!((a, r), (addr, route), "{n} vs warren-slirp4netns: the guest's IPv6 configuration");
     }
 }
+
+#[test]
+fn path_mode_exits_when_the_namespace_goes() {
+    require_isolation();
+    // slirp4netns keeps running after its namespace is gone; warren-slirp4netns exits 0.
+    let ours = engines().remove(0);
+    let (holder, pid) = namespace_holder();
+    let mut cmd = Command::new(&ours);
+    cmd.args(["-c", "--netns-type=path", &format!("--userns-path=/proc/{pid}/ns/user")]);
+    cmd.args([&format!("/proc/{pid}/ns/net"), "tap0"]);
+    cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    let mut eng = Guard(Some(cmd.spawn().unwrap()));
+    let deadline = Instant::now() + SHORT;
+    loop {
+        let mut c = Command::new("nsenter");
+        c.args([
+            "--preserve-credentials",
+            "-U",
+            "-n",
+            "-t",
+            &pid.to_string(),
+            "ip",
+            "-o",
+            "-4",
+            "addr",
+            "show",
+            "tap0",
+        ]);
+        if run_with_deadline(c, SHORT).stdout.contains("10.0.2.100/24") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "tap0 never configured");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(holder);
+    let child = eng.0.as_mut().unwrap();
+    let deadline = Instant::now() + SHORT;
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "warren-slirp4netns did not exit after its namespace went");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    eng.0 = None;
+    assert_eq!(status.code(), Some(0));
+}
