@@ -37,6 +37,100 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Bridge networks: several containers on one segment (served by the network daemon).
+    Network(NetworkArgs),
+    /// Containers running on bridge networks: names, PIDs, networks, addresses, ports.
+    Ps {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The per-user network daemon behind bridge networks (started on demand).
+    Daemon {
+        /// Fork into the background (what on-demand start uses).
+        #[arg(long)]
+        detach: bool,
+    },
+}
+
+/// `warren network`.
+#[derive(Debug, Args)]
+pub struct NetworkArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: NetworkCommand,
+}
+
+/// `warren network` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum NetworkCommand {
+    /// Create a network.
+    Create {
+        /// Name.
+        name: String,
+        /// IPv4 subnet (default: the next free /24 of 10.89.0.0/16).
+        #[arg(long, value_name = "CIDR")]
+        subnet: Option<String>,
+        /// Gateway address (default: the subnet's first address).
+        #[arg(long, value_name = "IP")]
+        gateway: Option<String>,
+        /// No outside access (names and published ports still work).
+        #[arg(long)]
+        internal: bool,
+        /// Inter-container communication (--icc=false drops traffic between containers).
+        #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+        icc: bool,
+        /// MTU of the containers' interfaces (1280..=65520).
+        #[arg(long, value_name = "N")]
+        mtu: Option<u32>,
+        /// IPv6 too (a /64, default fd89:0:0:N::/64).
+        #[arg(long)]
+        ipv6: bool,
+        /// IPv6 /64 (implies --ipv6).
+        #[arg(long, value_name = "CIDR")]
+        subnet6: Option<String>,
+        /// DNS upstream for names that are not containers' (default: the host's resolv.conf).
+        #[arg(long = "dns-upstream", value_name = "IP[:PORT]")]
+        dns_upstream: Vec<String>,
+    },
+    /// List networks.
+    Ls {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Docker-shaped JSON of networks, with their containers and per-interface counters.
+    Inspect {
+        /// Names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove networks (none may be in use).
+    Rm {
+        /// Names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Add an interface on NETWORK to a running container.
+    Connect {
+        /// Network.
+        network: String,
+        /// Container name.
+        container: String,
+        /// Extra DNS name on that network (repeatable).
+        #[arg(long = "alias", value_name = "NAME")]
+        aliases: Vec<String>,
+        /// Address on that network.
+        #[arg(long, value_name = "IP")]
+        ip: Option<String>,
+    },
+    /// Remove a running container's interface on NETWORK.
+    Disconnect {
+        /// Network.
+        network: String,
+        /// Container name.
+        container: String,
+    },
 }
 
 /// Options of published ports and the API socket, shared by `run` and `attach`.
@@ -138,6 +232,18 @@ pub struct NetArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub net: NetArgs,
+    /// Network: a bridge network's name (see `warren network`), or none, host, container:NAME.
+    #[arg(long, value_name = "NETWORK")]
+    pub network: Option<String>,
+    /// Container name on bridge networks (DNS name; default: generated).
+    #[arg(long, value_name = "NAME", requires = "network")]
+    pub name: Option<String>,
+    /// Extra DNS name on the bridge network (repeatable).
+    #[arg(long = "alias", value_name = "NAME", requires = "network")]
+    pub aliases: Vec<String>,
+    /// Address on the bridge network (default: the next free one).
+    #[arg(long, value_name = "IP", requires = "network")]
+    pub ip: Option<String>,
     #[command(flatten)]
     pub ports: PublishArgs,
     /// The command and its arguments.
@@ -190,6 +296,8 @@ impl NetArgs {
             dns,
             outbound_v4: None,
             outbound_v6: None,
+            default_route: true,
+            bridge: None,
             limits: config::Limits {
                 tcp_flows: self.max_tcp_flows as usize,
                 udp_flows: self.max_udp_flows as usize,

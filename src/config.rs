@@ -252,6 +252,20 @@ pub struct NetConfig {
     pub outbound_v6: Option<Ipv6Addr>,
     /// Flow limits.
     pub limits: Limits,
+    /// Whether the container gets a default route via the gateway (not for a second
+    /// interface of a container on several networks).
+    pub default_route: bool,
+    /// Bridge-network behaviour when this is the gateway of a multi-container segment.
+    pub bridge: Option<BridgeOpts>,
+}
+
+/// How a bridge network's gateway treats its containers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BridgeOpts {
+    /// No outside access: only the gateway's DNS (local names) and published ports.
+    pub internal: bool,
+    /// Inter-container communication on the segment (`--icc=false` drops it).
+    pub icc: bool,
 }
 
 impl NetConfig {

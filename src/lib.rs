@@ -26,6 +26,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod dns;
 pub mod doctor;
 pub mod forward;

@@ -13,7 +13,10 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
 use warren::api::{self, ApiSocket};
-use warren::cli::{AttachArgs, Cli, Command, InspectArgs, PortArgs, PortCommand, PublishArgs, RunArgs};
+use warren::cli::{
+    AttachArgs, Cli, Command, InspectArgs, NetworkArgs, NetworkCommand, PortArgs, PortCommand, PublishArgs, RunArgs,
+};
+use warren::daemon::{self, Request, client::Conn};
 use warren::forward::Forward;
 use warren::ns::{self, Target};
 use warren::runtime::ports::{self, Agent, Bound};
@@ -35,6 +38,9 @@ fn main() -> ExitCode {
         Command::Doctor { json } => (doctor(json), 1),
         Command::Stats(a) => (inspect(a, "stats"), 1),
         Command::Flows(a) => (inspect(a, "flows"), 1),
+        Command::Network(a) => (network(a), 1),
+        Command::Ps { json } => (ps(json), 1),
+        Command::Daemon { detach } => (daemon::run(detach).map(|()| 0).map_err(anyhow::Error::from), 1),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -109,6 +115,9 @@ fn start_ports(dp: &mut Dataplane, prep: Prepared, agent: OwnedFd) -> Result<tok
 }
 
 fn run(a: RunArgs) -> Result<u8> {
+    if let Some(n) = a.network.clone() {
+        return run_on_network(a, n);
+    }
     let cfg = a.net.to_config()?;
     let no_seccomp = a.net.no_seccomp;
     let prep = prepare(a.ports)?;
@@ -380,4 +389,158 @@ async fn stop_signal(target: Target, pidfd: Option<OwnedFd>) {
         _ = int.recv() => tracing::info!("SIGINT: stopping"),
         () = gone => {}
     }
+}
+
+/// `warren run --network NAME`: the daemon allocates the address and binds the ports, the
+/// container is created here with its interface configured, and the TAP goes to the daemon,
+/// whose switch and gateway serve it. This process stays to supervise the container and to
+/// create more interfaces in it on request (`warren network connect`).
+fn run_on_network(a: RunArgs, network: String) -> Result<u8> {
+    a.net.to_config()?;
+    let conn = Conn::connect()?;
+    let join = Request::Join {
+        network,
+        name: a.name.clone(),
+        aliases: a.aliases.clone(),
+        ip: a.ip.clone(),
+        publish: a.ports.publish.clone(),
+    };
+    let requested = a.ports.forwards()?;
+    let answer = conn.request(&join)?;
+    let iface: daemon::Iface = serde_json::from_value(answer["iface"].clone()).context("bad join answer")?;
+    let name = answer["name"].as_str().unwrap_or_default().to_string();
+    let cfg = iface.net_config(true);
+    let child = ns::spawn_run(&cfg, &a.command)?;
+    let pid = child.pid;
+    tracing::info!(pid = pid.as_raw(), %name, ip = %iface.ip4, "container started");
+    let attach = serde_json::to_value(Request::Attach { pid: pid.as_raw() as u32 })?;
+    let attached = conn.send(&attach, &[child.tap.fd.as_fd(), child.tap.agent.as_fd()]).and_then(|()| conn.recv());
+    drop(child.tap);
+    let ports = match attached {
+        Ok((v, _)) => v["ports"].as_array().cloned().unwrap_or_default(),
+        Err(e) => {
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+            return Err(e.into());
+        }
+    };
+    for (p, req) in ports.iter().zip(&requested) {
+        if req.host.port() == 0 {
+            println!(
+                "published {} {} -> {}",
+                tsv_row(p, &["proto"]),
+                tsv_row(p, &["host"]),
+                tsv_row(p, &["container"])
+            );
+        }
+    }
+    let rt = runtime()?;
+    let code = rt.block_on(async move {
+        let fd = warren::sys::async_fd(conn.into_fd()).context("register the daemon connection")?;
+        let supervise = supervise(pid);
+        tokio::pin!(supervise);
+        loop {
+            tokio::select! {
+                code = &mut supervise => return Ok(code),
+                r = fd.readable() => {
+                    let mut g = r?;
+                    let mut buf = vec![0u8; daemon::MSG_MAX];
+                    let got = match g.try_io(|f| warren::sys::recv_fds(f.get_ref().as_fd(), &mut buf).map_err(|e| std::io::Error::other(e.to_string()))) {
+                        Ok(r) => r,
+                        Err(_would_block) => continue,
+                    };
+                    match got {
+                        Ok((n, _)) if n > 0 => {
+                            let msg: serde_json::Value = serde_json::from_slice(&buf[..n]).unwrap_or_default();
+                            let reply = serve_daemon_request(pid, &msg);
+                            let (v, fds) = match &reply {
+                                Ok(tap) => (serde_json::json!({"ok": {}}), vec![tap.fd.as_fd()]),
+                                Err(e) => (serde_json::json!({"error": e}), vec![]),
+                            };
+                            let _ = warren::sys::send_fds(fd.get_ref().as_fd(), v.to_string().as_bytes(), &fds);
+                        }
+                        Ok(_) | Err(_) => {
+                            let _ = kill(pid, Signal::SIGKILL);
+                            let _ = waitpid(pid, None);
+                            anyhow::bail!("the network daemon went away; the container was stopped");
+                        }
+                    }
+                }
+            }
+        }
+    })?;
+    Ok(code)
+}
+
+/// A request of the daemon to this container's process: create another interface.
+fn serve_daemon_request(pid: Pid, msg: &serde_json::Value) -> Result<ns::Tap, String> {
+    if msg["op"] != "add_interface" {
+        return Err(format!("unknown request {}", msg["op"]));
+    }
+    let iface: daemon::Iface = serde_json::from_value(msg["iface"].clone()).map_err(|e| e.to_string())?;
+    let cfg = iface.net_config(false);
+    ns::spawn_attach_with(&cfg, &Target::Pid(pid.as_raw()), true).map_err(|e| e.to_string())
+}
+
+fn network(a: NetworkArgs) -> Result<u8> {
+    match a.command {
+        NetworkCommand::Create { name, subnet, gateway, internal, icc, mtu, ipv6, subnet6, dns_upstream } => {
+            let args = daemon::CreateArgs { name, subnet, gateway, internal, icc, mtu, ipv6, subnet6, dns_upstream };
+            let v = daemon::client::call(&Request::NetworkCreate(args))?;
+            println!("{}", v["id"].as_str().unwrap_or_default());
+        }
+        NetworkCommand::Ls { json } => {
+            let v = daemon::client::call(&Request::NetworkLs)?;
+            if json {
+                println!("{v}");
+            } else {
+                println!("NETWORK ID\tNAME\tSUBNET\tSUBNET6\tINTERNAL\tICC\tCONTAINERS");
+                for n in v.as_array().cloned().unwrap_or_default() {
+                    println!("{}", tsv_row(&n, &["id", "name", "subnet", "subnet6", "internal", "icc", "containers"]));
+                }
+            }
+        }
+        NetworkCommand::Inspect { names } => {
+            let v = daemon::client::call(&Request::NetworkInspect { names })?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        NetworkCommand::Rm { names } => {
+            let v = daemon::client::call(&Request::NetworkRm { names })?;
+            for n in v.as_array().cloned().unwrap_or_default() {
+                println!("{}", n.as_str().unwrap_or_default());
+            }
+        }
+        NetworkCommand::Connect { network, container, aliases, ip } => {
+            daemon::client::call(&Request::NetworkConnect { network, container, aliases, ip })?;
+        }
+        NetworkCommand::Disconnect { network, container } => {
+            daemon::client::call(&Request::NetworkDisconnect { network, container })?;
+        }
+    }
+    Ok(0)
+}
+
+fn ps(json: bool) -> Result<u8> {
+    let v = daemon::client::call(&Request::Ps)?;
+    if json {
+        println!("{v}");
+        return Ok(0);
+    }
+    println!("NAME\tPID\tNETWORKS\tADDRESSES\tPORTS");
+    for c in v.as_array().cloned().unwrap_or_default() {
+        let list = |k: &str| {
+            c[k].as_array()
+                .map(|a| a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(","))
+                .unwrap_or_default()
+        };
+        println!(
+            "{}\t{}\t{}\t{}\t{}",
+            tsv_row(&c, &["name"]),
+            c["pid"],
+            list("networks"),
+            list("addresses"),
+            list("ports")
+        );
+    }
+    Ok(0)
 }

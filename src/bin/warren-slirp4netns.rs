@@ -110,6 +110,8 @@ fn run(a: SlirpArgs) -> Result<(), String> {
         outbound_v4: a.outbound_addr.as_deref().map(outbound_v4).transpose()?,
         outbound_v6: a.outbound_addr6.as_deref().map(outbound_v6).transpose()?,
         limits: Default::default(),
+        default_route: true,
+        bridge: None,
     };
     // The TAP: handed over as an fd (tapfd mode, no fork), or opened inside by a helper.
     let (fd, mac, agent, vnet, pidfd) = if a.netns_type == NetnsType::TapFd {

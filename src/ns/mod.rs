@@ -177,9 +177,12 @@ fn configure_tap(cfg: &NetConfig, configure: bool) -> Result<(OwnedFd, [u8; 6]),
         }
     }
     ctl.set_up(name).map_err(|e| e.to_string())?;
-    ctl.add_default_route(cfg.addrs.gateway).map_err(|e| e.to_string())?;
+    if cfg.default_route {
+        ctl.add_default_route(cfg.addrs.gateway).map_err(|e| e.to_string())?;
+    }
     if let Some(a6) = cfg.addrs6
         && cfg.static_ipv6
+        && cfg.default_route
     {
         ctl.add_default_route6(name, a6.gateway).map_err(|e| e.to_string())?;
     }

@@ -5,18 +5,34 @@
 //! single reusable buffer: no per-packet allocation, no queue that could overflow into the
 //! 1 s minimum retransmission timeout of smoltcp.
 
+use std::io::IoSlice;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::OwnedFd;
 
-use std::io::IoSlice;
+use rustc_hash::FxHashMap;
 
 use smoltcp::phy::{self, Checksum, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 
 use crate::wire::{ETH_LEN, FRAME_MAX, VNET_HDR_LEN, eth_for_ip, tcp_partial_checksum, vnet_needs_csum};
 
+/// Where frames go: the one TAP of a container, or the ports of a bridge network.
+enum Out {
+    Tap(OwnedFd),
+    Bridge(BridgeOut),
+}
+
+/// The write side of a bridge network's ports: each container interface by MAC, and the
+/// MAC of each container address (from IPAM, never learned from traffic).
+#[derive(Default)]
+pub struct BridgeOut {
+    ports: FxHashMap<[u8; 6], OwnedFd>,
+    neighbours: FxHashMap<IpAddr, [u8; 6]>,
+}
+
 /// The TAP's write side: a reusable frame buffer and counters.
 pub struct TxSink {
-    fd: OwnedFd,
+    out: Out,
     /// Frame buffer, large enough for an Ethernet and IPv6 header plus 64 KiB.
     pub buf: Vec<u8>,
     /// Container MAC (destination of every frame).
@@ -36,7 +52,58 @@ pub struct TxSink {
 impl TxSink {
     /// Wraps the TAP's write fd.
     pub fn new(fd: OwnedFd, dst_mac: [u8; 6], src_mac: [u8; 6], vnet: bool) -> Self {
-        Self { fd, buf: vec![0u8; FRAME_MAX], dst_mac, src_mac, frames: 0, bytes: 0, errors: 0, vnet }
+        Self { out: Out::Tap(fd), buf: vec![0u8; FRAME_MAX], dst_mac, src_mac, frames: 0, bytes: 0, errors: 0, vnet }
+    }
+
+    /// A sink writing to the ports of a bridge network (TAPs with vnet headers).
+    pub fn bridge(src_mac: [u8; 6]) -> Self {
+        let out = Out::Bridge(BridgeOut::default());
+        Self { out, buf: vec![0u8; FRAME_MAX], dst_mac: [0xff; 6], src_mac, frames: 0, bytes: 0, errors: 0, vnet: true }
+    }
+
+    /// Adds a bridge port (its write fd) and the addresses behind it.
+    pub fn add_port(&mut self, mac: [u8; 6], fd: OwnedFd, addrs: &[IpAddr]) {
+        if let Out::Bridge(b) = &mut self.out {
+            b.ports.insert(mac, fd);
+            for a in addrs {
+                b.neighbours.insert(*a, mac);
+            }
+        }
+    }
+
+    /// Removes a bridge port and its addresses.
+    pub fn remove_port(&mut self, mac: [u8; 6]) {
+        if let Out::Bridge(b) = &mut self.out {
+            b.ports.remove(&mac);
+            b.neighbours.retain(|_, m| *m != mac);
+        }
+    }
+
+    /// Writes a frame as received from one bridge port (vnet header included) to the port of
+    /// `dst` (unicast) or to every port but `from` (broadcast and multicast).
+    pub fn forward(&mut self, frame: &[u8], dst: [u8; 6], from: [u8; 6]) {
+        let Out::Bridge(b) = &self.out else { return };
+        let mut write = |fd: &OwnedFd| match nix::unistd::write(fd, frame) {
+            Ok(_) => {
+                self.frames += 1;
+                self.bytes += frame.len() as u64;
+            }
+            Err(_) => self.errors += 1,
+        };
+        if dst[0] & 1 == 1 {
+            for (mac, fd) in &b.ports {
+                if *mac != from {
+                    write(fd);
+                }
+            }
+        } else if let Some(fd) = b.ports.get(&dst) {
+            write(fd);
+        }
+    }
+
+    /// Whether a bridge port has this MAC.
+    pub fn has_port(&self, mac: &[u8; 6]) -> bool {
+        matches!(&self.out, Out::Bridge(b) if b.ports.contains_key(mac))
     }
 
     /// Writes `buf[..len]` as one frame to the TAP; its checksums are complete.
@@ -62,8 +129,37 @@ impl TxSink {
 
     fn send_with(&mut self, hdr: &[u8; VNET_HDR_LEN], len: usize) {
         let hdr_len = if self.vnet { VNET_HDR_LEN } else { 0 };
-        let iov = [IoSlice::new(&hdr[..hdr_len]), IoSlice::new(&self.buf[..len])];
-        match nix::sys::uio::writev(&self.fd, &iov) {
+        match &self.out {
+            Out::Tap(fd) => {
+                let iov = [IoSlice::new(&hdr[..hdr_len]), IoSlice::new(&self.buf[..len])];
+                self.count(nix::sys::uio::writev(fd, &iov), len);
+            }
+            Out::Bridge(b) => {
+                // The frame goes to the port of its destination address.
+                if let Some(mac) = ip_destination(&self.buf[..len]).and_then(|ip| b.neighbours.get(&ip)) {
+                    self.buf[..6].copy_from_slice(mac);
+                }
+                let dst: [u8; 6] = self.buf[..6].try_into().unwrap_or([0; 6]);
+                let iov = [IoSlice::new(&hdr[..hdr_len]), IoSlice::new(&self.buf[..len])];
+                let r = if dst[0] & 1 == 1 {
+                    let mut last = Ok(0);
+                    for fd in b.ports.values() {
+                        last = nix::sys::uio::writev(fd, &iov);
+                    }
+                    last
+                } else {
+                    match b.ports.get(&dst) {
+                        Some(fd) => nix::sys::uio::writev(fd, &iov),
+                        None => Err(nix::errno::Errno::EHOSTUNREACH),
+                    }
+                };
+                self.count(r, len);
+            }
+        }
+    }
+
+    fn count(&mut self, r: nix::Result<usize>, len: usize) {
+        match r {
             Ok(_) => {
                 self.frames += 1;
                 self.bytes += len as u64;
@@ -73,6 +169,21 @@ impl TxSink {
                 tracing::trace!(error = %e, len, "TAP write failed");
             }
         }
+    }
+}
+
+/// The destination IP address of an Ethernet frame carrying IPv4 or IPv6.
+fn ip_destination(frame: &[u8]) -> Option<IpAddr> {
+    match u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]) {
+        0x0800 => {
+            let d: [u8; 4] = frame.get(30..34)?.try_into().ok()?;
+            Some(Ipv4Addr::from(d).into())
+        }
+        0x86dd => {
+            let d: [u8; 16] = frame.get(38..54)?.try_into().ok()?;
+            Some(Ipv6Addr::from(d).into())
+        }
+        _ => None,
     }
 }
 

@@ -6,6 +6,7 @@
 //! data path, no channels, no copies between tasks), and work per event is O(1) in the number
 //! of flows: a frame is one hash lookup, a ready socket one queue entry, a timer one heap pop.
 
+pub mod bridge;
 pub mod device;
 pub mod ports;
 pub mod tcp;
@@ -58,6 +59,7 @@ enum Token {
     UdpIn(FlowKey),
     Ping(PingKey),
     Listener(u64),
+    Port(u64),
 }
 
 /// A request to the dataplane from the API socket, with where to send the answer.
@@ -70,6 +72,15 @@ pub enum Command {
     Remove(Vec<u64>, oneshot::Sender<Result<(), String>>),
     /// Report counters and the open flows.
     Stats(oneshot::Sender<(Stats, Vec<FlowInfo>)>),
+    /// Bridge networks: plug a container interface into the switch.
+    AddPort(bridge::PortSpec, oneshot::Sender<Result<(), String>>),
+    /// Bridge networks: unplug a container interface (its ports go too).
+    RemovePort(u64),
+    /// Bridge networks: publish bound forwards to one container interface, with the agent of
+    /// its namespace for the loopback fast path.
+    PublishFor(u64, Vec<Bound>, Option<OwnedFd>, oneshot::Sender<Result<Vec<PortInfo>, String>>),
+    /// Bridge networks: per-interface counters.
+    PortStats(oneshot::Sender<Vec<bridge::PortStat>>),
 }
 
 /// An open NAT flow, as `warren flows` lists it.
@@ -101,6 +112,10 @@ struct Listener {
     info: PortInfo,
     sock: ListenSock,
     waker: Waker,
+    /// The bridge port the forward belongs to (removed with it).
+    owner: Option<u64>,
+    /// The agent of the target container's namespace (bridge networks; else the dataplane's).
+    agent: Option<Arc<Agent>>,
 }
 
 /// A client of a published UDP port, seen by the container as coming from `key.dst`.
@@ -202,12 +217,19 @@ pub struct Dataplane {
     nat_port: u16,
     /// The wake queue's spare buffer (see `drain_wakes`).
     wake_buf: Vec<Token>,
+    /// The switch of a bridge network (`None`: one container on one TAP).
+    bridge: Option<bridge::Bridge>,
 }
 
 impl Dataplane {
     /// Builds the data path for a TAP whose write side is `tx_fd` and whose container MAC is
     /// `container_mac`; `vnet`: frames carry a `virtio_net_hdr` (checksum offload).
     pub fn new(cfg: NetConfig, tx_fd: OwnedFd, container_mac: [u8; 6], vnet: bool) -> Self {
+        let tx = TxSink::new(tx_fd, container_mac, cfg.gateway_mac(), vnet);
+        Self::with_sink(cfg, tx)
+    }
+
+    fn with_sink(cfg: NetConfig, tx: TxSink) -> Self {
         let v6 = cfg.addrs6.map(|a| GatewayAddrs6 {
             gateway: a.gateway,
             dns: a.dns,
@@ -219,7 +241,6 @@ impl Dataplane {
         if let Some(a) = cfg.addrs6 {
             gw_cidrs.push(IpCidr::new(a.gateway.into(), a.net.prefix_len()));
         }
-        let tx = TxSink::new(tx_fd, container_mac, cfg.gateway_mac(), vnet);
         let upstreams = Upstreams::new(cfg.dns.clone());
         let epoch = Instant::now();
         let seed = u64::from(std::process::id()) << 32
@@ -247,6 +268,7 @@ impl Dataplane {
             udp_in_client: FxHashMap::default(),
             nat_port: NAT_PORT_FIRST,
             wake_buf: Vec::new(),
+            bridge: None,
         }
     }
 
@@ -326,6 +348,16 @@ impl Dataplane {
     /// # Errors
     /// If the reactor refuses a socket (nothing is published then).
     pub fn publish(&mut self, bound: Vec<Bound>) -> io::Result<Vec<PortInfo>> {
+        self.publish_with(bound, None, None, |dp, fwd| dp.forward_target(fwd))
+    }
+
+    fn publish_with(
+        &mut self,
+        bound: Vec<Bound>,
+        owner: Option<u64>,
+        agent: Option<Arc<Agent>>,
+        target: impl Fn(&Self, &Forward) -> (SocketAddr, Option<SocketAddr>),
+    ) -> io::Result<Vec<PortInfo>> {
         let mut ready = Vec::with_capacity(bound.len());
         for b in bound {
             let sock = match b.sock {
@@ -338,11 +370,12 @@ impl Dataplane {
         for (fwd, sock) in ready {
             let id = self.next_port_id;
             self.next_port_id += 1;
-            let (container, fallback) = self.forward_target(&fwd);
+            let (container, fallback) = target(self, &fwd);
             let info = PortInfo { id, proto: fwd.proto.as_str(), host: fwd.host, container, fallback };
             tracing::info!(id, proto = info.proto, host = %info.host, container = %info.container, "published");
             let waker = self.waker(Token::Listener(id));
-            self.listeners.insert(id, Listener { info: info.clone(), sock, waker });
+            let agent = agent.clone();
+            self.listeners.insert(id, Listener { info: info.clone(), sock, waker, owner, agent });
             out.push(info);
             self.service_listener(id, Instant::now());
         }
@@ -389,6 +422,16 @@ impl Dataplane {
             Command::Stats(reply) => {
                 let _ = reply.send((self.stats(), self.flows(Instant::now())));
             }
+            Command::AddPort(spec, reply) => {
+                let _ = reply.send(self.add_port(spec).map_err(|e| e.to_string()));
+            }
+            Command::RemovePort(id) => self.remove_port(id),
+            Command::PublishFor(port, bound, agent, reply) => {
+                let _ = reply.send(self.publish_for(port, bound, agent));
+            }
+            Command::PortStats(reply) => {
+                let _ = reply.send(self.port_stats());
+            }
         }
     }
 
@@ -397,12 +440,13 @@ impl Dataplane {
         let waker = l.waker.clone();
         let mut cx = Context::from_waker(&waker);
         let (container, fallback) = (l.info.container, l.info.fallback);
+        let agent = l.agent.clone().or_else(|| self.agent.clone());
         let mut more = true;
         match &l.sock {
             ListenSock::Tcp(t) => {
                 for _ in 0..64 {
                     match t.poll_accept(&mut cx) {
-                        Poll::Ready(Ok((s, peer))) => self.accepted(s, peer, container, fallback, now),
+                        Poll::Ready(Ok((s, peer))) => self.accepted(s, peer, container, fallback, agent.clone(), now),
                         Poll::Ready(Err(e)) => tracing::debug!(error = %e, "accept failed"),
                         Poll::Pending => {
                             more = false;
@@ -441,11 +485,12 @@ impl Dataplane {
         peer: SocketAddr,
         container: SocketAddr,
         fallback: Option<SocketAddr>,
+        agent: Option<Arc<Agent>>,
         now: Instant,
     ) {
         let _ = stream.set_nodelay(true);
         if peer.ip().is_loopback()
-            && let Some(agent) = &self.agent
+            && let Some(agent) = &agent
         {
             self.stats.fast_path_tcp += 1;
             tokio::spawn(ports::fast_path(stream, agent.clone(), container, fallback));
@@ -603,7 +648,20 @@ impl Dataplane {
         mut commands: Option<mpsc::Receiver<Command>>,
         shutdown: impl Future<Output = ()>,
     ) -> io::Result<()> {
-        self.run_until(tap, commands.take(), shutdown, false).await
+        self.run_until(Some(tap), commands.take(), shutdown, false).await
+    }
+
+    /// Runs a bridge network's gateway and switch (its ports arrive as commands) until
+    /// `shutdown` completes.
+    ///
+    /// # Errors
+    /// Never in practice (port read errors unplug that port); kept for symmetry with `run`.
+    pub async fn run_bridge(
+        &mut self,
+        commands: mpsc::Receiver<Command>,
+        shutdown: impl Future<Output = ()>,
+    ) -> io::Result<()> {
+        self.run_until(None, Some(commands), shutdown, false).await
     }
 
     /// After the container's processes are gone their sockets may still hold data the kernel
@@ -617,12 +675,12 @@ impl Dataplane {
             return Ok(());
         }
         tracing::debug!(flows = self.tcp.len(), "draining TCP flows after the container exited");
-        self.run_until(tap, None, tokio::time::sleep(grace), true).await
+        self.run_until(Some(tap), None, tokio::time::sleep(grace), true).await
     }
 
     async fn run_until(
         &mut self,
-        tap: &AsyncFd<OwnedFd>,
+        tap: Option<&AsyncFd<OwnedFd>>,
         mut commands: Option<mpsc::Receiver<Command>>,
         shutdown: impl Future<Output = ()>,
         until_idle: bool,
@@ -648,7 +706,7 @@ impl Dataplane {
             let ev = tokio::select! {
                 biased;
                 () = &mut shutdown => Event::Stop,
-                r = tap.readable() => Event::Tap(r?),
+                r = async { match tap { Some(t) => t.readable().await, None => std::future::pending().await } } => Event::Tap(r?),
                 () = wake.notify.notified() => Event::Wake,
                 () = sleep => Event::Timer,
                 c = async { match commands.as_mut() { Some(c) => c.recv().await, None => std::future::pending().await } } => Event::Command(c),
@@ -726,22 +784,28 @@ impl Dataplane {
             },
         };
         let ip = dst.ip();
+        let internal = self.cfg.bridge.is_some_and(|b| b.internal);
+        // DNS first: on a bridge network the gateway address is also the DNS address.
+        if ip == dns && self.cfg.dns != crate::config::DnsUpstreams::Disabled && (dns != gateway || dst.port() == 53) {
+            return match (dst.port(), self.upstreams.pick(now)) {
+                (53, Some(up)) if !internal => Target::Host(up),
+                _ => Target::Refuse,
+            };
+        }
         if ip == gateway {
-            return if self.cfg.allow_host_loopback {
+            return if self.cfg.allow_host_loopback && !internal {
                 Target::Host(SocketAddr::new(loopback, dst.port()))
             } else {
                 Target::Refuse
             };
         }
-        if ip == dns && self.cfg.dns != crate::config::DnsUpstreams::Disabled {
-            return match (dst.port(), self.upstreams.pick(now)) {
-                (53, Some(up)) => Target::Host(up),
-                _ => Target::Refuse,
-            };
-        }
         if self.gw.on_segment(ip) {
-            // Nothing but the gateway lives on a single-container segment.
+            // Nobody else on the segment is reached through the gateway.
             return Target::Unreachable(Unreachable::Host);
+        }
+        if internal {
+            // An internal network has no way out.
+            return Target::Unreachable(Unreachable::Net);
         }
         Target::Host(dst)
     }
@@ -856,6 +920,22 @@ impl Dataplane {
     }
 
     fn udp_datagram(&mut self, ip: &[u8], src: SocketAddr, dst: SocketAddr, payload: &[u8], now: Instant) {
+        if dst.port() == 53
+            && let Some(b) = &self.bridge
+            && self.gw.owns_ip(dst.ip())
+        {
+            // A bridge network's DNS answers its containers' names itself.
+            let internal = self.cfg.bridge.is_some_and(|o| o.internal);
+            let answer = crate::dns::answer_local(payload, &b.records)
+                .or_else(|| internal.then(|| crate::dns::refused(payload)).flatten());
+            if let Some(a) = answer {
+                let off = wire::udp_payload_offset(dst.ip());
+                self.tx.buf[off..off + a.len()].copy_from_slice(&a);
+                let len = wire::udp(&mut self.tx.buf, self.tx.dst_mac, self.tx.src_mac, dst, src, a.len());
+                self.tx.send(len);
+                return;
+            }
+        }
         let key = FlowKey { src, dst };
         if let Some(e) = self.udp_in.get_mut(&key) {
             // The container answers a client of a published UDP port.
@@ -935,6 +1015,9 @@ impl Dataplane {
         if self.gw.on_segment(dst) {
             return self.icmp_error(dst, Unreachable::Host, ip);
         }
+        if self.cfg.bridge.is_some_and(|b| b.internal) {
+            return self.icmp_error(dst, Unreachable::Net, ip);
+        }
         let key = PingKey { src, dst, ident };
         if !self.ping.contains_key(&key) {
             if self.ping.len() >= self.cfg.limits.ping_flows {
@@ -1004,6 +1087,7 @@ impl Dataplane {
             }
             Token::UdpIn(key) => self.expire_udp_in(key, now),
             Token::Listener(id) => self.service_listener(id, now),
+            Token::Port(id) => self.service_port(id, now),
         }
     }
 
@@ -1032,7 +1116,7 @@ impl Dataplane {
                 Token::Udp(k) => self.udp.get_mut(&k).map(|f| &mut f.scheduled),
                 Token::Ping(k) => self.ping.get_mut(&k).map(|f| &mut f.scheduled),
                 Token::UdpIn(k) => self.udp_in.get_mut(&k).map(|f| &mut f.scheduled),
-                Token::Listener(_) => None,
+                Token::Listener(_) | Token::Port(_) => None,
             };
             // Stale entries (flow gone, or rescheduled since) are skipped.
             if let Some(s) = current
@@ -1171,6 +1255,8 @@ mod tests {
             outbound_v4: None,
             outbound_v6: None,
             limits: Default::default(),
+            default_route: true,
+            bridge: None,
         }
     }
 

@@ -512,6 +512,45 @@ pub fn seqpacket_pair() -> Result<(OwnedFd, OwnedFd), SysError> {
         .map_err(|e| nix_err("socketpair(SOCK_SEQPACKET)", e))
 }
 
+/// A listening `SOCK_SEQPACKET` unix socket at `path` (mode from the umask; callers put it
+/// in a 0700 directory), non-blocking.
+///
+/// # Errors
+/// Fails if the path is taken or too long.
+pub fn seqpacket_listen(path: &std::path::Path) -> Result<OwnedFd, SysError> {
+    use nix::sys::socket::{AddressFamily, Backlog, SockFlag, SockType, UnixAddr, bind, listen, socket};
+    let fd = socket(AddressFamily::Unix, SockType::SeqPacket, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK, None)
+        .map_err(|e| nix_err("socket(SOCK_SEQPACKET)", e))?;
+    let addr = UnixAddr::new(path).map_err(|e| nix_err(format!("socket path {}", path.display()), e))?;
+    bind(fd.as_raw_fd(), &addr).map_err(|e| nix_err(format!("bind {}", path.display()), e))?;
+    listen(&fd, Backlog::new(64).unwrap_or(Backlog::MAXCONN)).map_err(|e| nix_err("listen", e))?;
+    Ok(fd)
+}
+
+/// Accepts a connection on a seqpacket listener (non-blocking, close-on-exec).
+///
+/// # Errors
+/// `EAGAIN` when none is pending.
+pub fn seqpacket_accept(listener: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    use nix::sys::socket::{SockFlag, accept4};
+    let raw =
+        accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK).map_err(io::Error::from)?;
+    // SAFETY: accept4 returned a fresh fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// Connects a blocking `SOCK_SEQPACKET` socket to `path`.
+///
+/// # Errors
+/// `ENOENT`/`ECONNREFUSED` when nobody listens there.
+pub fn seqpacket_connect(path: &std::path::Path) -> io::Result<OwnedFd> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
+    let fd = socket(AddressFamily::Unix, SockType::SeqPacket, SockFlag::SOCK_CLOEXEC, None).map_err(io::Error::from)?;
+    let addr = UnixAddr::new(path).map_err(io::Error::from)?;
+    connect(fd.as_raw_fd(), &addr).map_err(io::Error::from)?;
+    Ok(fd)
+}
+
 /// A non-blocking pipe for splicing, grown to `size` bytes when the system allows.
 ///
 /// # Errors

@@ -1,0 +1,143 @@
+//! The blocking client side of the daemon protocol (the `warren` CLI), with start on demand.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::{MSG_MAX, Request, runtime_dir, socket_path};
+
+/// A failed daemon request.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Talking to the daemon failed.
+    #[error("network daemon: {0}: {1}")]
+    Io(String, io::Error),
+    /// The daemon refused the request; the text says why.
+    #[error("{0}")]
+    Refused(String),
+    /// The daemon could not be started.
+    #[error("cannot start the network daemon: {0}")]
+    Start(String),
+}
+
+/// A connection to the daemon.
+pub struct Conn {
+    fd: OwnedFd,
+}
+
+impl Conn {
+    /// Connects to the user's daemon, starting it first if none runs.
+    ///
+    /// # Errors
+    /// When it cannot be started or reached.
+    pub fn connect() -> Result<Self, ClientError> {
+        let path = socket_path();
+        if let Ok(fd) = crate::sys::seqpacket_connect(&path) {
+            return Ok(Self { fd });
+        }
+        start_daemon()?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match crate::sys::seqpacket_connect(&path) {
+                Ok(fd) => return Ok(Self { fd }),
+                Err(e) if Instant::now() > deadline => {
+                    return Err(ClientError::Start(format!(
+                        "it did not listen on {} within 10 s ({e}); see {}",
+                        path.display(),
+                        runtime_dir().join("daemon.log").display()
+                    )));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+
+    /// The connection's fd (for a session's event loop).
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Gives up the connection's fd.
+    pub fn into_fd(self) -> OwnedFd {
+        self.fd
+    }
+
+    /// Sends one message with `fds`.
+    ///
+    /// # Errors
+    /// When the daemon is gone.
+    pub fn send(&self, v: &Value, fds: &[BorrowedFd<'_>]) -> Result<(), ClientError> {
+        crate::sys::send_fds(self.fd.as_fd(), v.to_string().as_bytes(), fds)
+            .map_err(|e| ClientError::Io("send".into(), io::Error::other(e.to_string())))
+    }
+
+    /// Receives one message; an `{"error": ...}` answer becomes [`ClientError::Refused`].
+    ///
+    /// # Errors
+    /// When the daemon is gone or refused.
+    pub fn recv(&self) -> Result<(Value, Vec<OwnedFd>), ClientError> {
+        let mut buf = vec![0u8; MSG_MAX];
+        let (n, fds) = crate::sys::recv_fds(self.fd.as_fd(), &mut buf)
+            .map_err(|e| ClientError::Io("receive".into(), io::Error::other(e.to_string())))?;
+        if n == 0 {
+            return Err(ClientError::Io("receive".into(), io::Error::other("the daemon closed the connection")));
+        }
+        let v: Value = serde_json::from_slice(&buf[..n])
+            .map_err(|e| ClientError::Io("receive".into(), io::Error::other(format!("bad answer: {e}"))))?;
+        if let Some(e) = v.get("error").and_then(Value::as_str) {
+            return Err(ClientError::Refused(e.to_string()));
+        }
+        Ok((v.get("ok").cloned().unwrap_or(Value::Null), fds))
+    }
+
+    /// One request, one answer.
+    ///
+    /// # Errors
+    /// When the daemon is gone or refused.
+    pub fn request(&self, req: &Request) -> Result<Value, ClientError> {
+        let v = serde_json::to_value(req).map_err(|e| ClientError::Io("encode".into(), io::Error::other(e)))?;
+        self.send(&v, &[])?;
+        self.recv().map(|(v, _)| v)
+    }
+}
+
+/// Connects (starting the daemon if needed) and makes one request.
+///
+/// # Errors
+/// As [`Conn::connect`] and [`Conn::request`].
+pub fn call(req: &Request) -> Result<Value, ClientError> {
+    Conn::connect()?.request(req)
+}
+
+/// Starts `warren daemon --detach` with its output in `daemon.log` of the runtime directory.
+fn start_daemon() -> Result<(), ClientError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = runtime_dir();
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|e| ClientError::Start(format!("create {}: {e}", dir.display())))?;
+    let exe = std::env::current_exe().map_err(|e| ClientError::Start(format!("find warren's own binary: {e}")))?;
+    let log_path = dir.join("daemon.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| ClientError::Start(format!("open {}: {e}", log_path.display())))?;
+    let log2 = log.try_clone().map_err(|e| ClientError::Start(e.to_string()))?;
+    tracing::info!(log = %log_path.display(), "starting the network daemon");
+    let status = std::process::Command::new(exe)
+        .args(["daemon", "--detach"])
+        .stdin(std::process::Stdio::null())
+        .stdout(log)
+        .stderr(log2)
+        .status()
+        .map_err(|e| ClientError::Start(e.to_string()))?;
+    if !status.success() {
+        return Err(ClientError::Start(format!("it exited with {status}; see {}", log_path.display())));
+    }
+    Ok(())
+}
