@@ -7,6 +7,7 @@
 //! ```text
 //! nettool download HOST PORT BYTES SEED        # server sends stream(SEED); verify hash
 //! nettool upload HOST PORT BYTES SEED          # send stream(SEED); print server's reply line
+//! nettool fetch HOST PORT BYTES SEED           # "get BYTES SEED" from a `serve` server; verify hash
 //! nettool parallel HOST PORT CONNS BYTES       # CONNS concurrent downloads, seeds 1..=CONNS
 //! nettool udp-echo HOST PORT COUNT             # datagrams of varied sizes, echoed back
 //! nettool refused HOST PORT                    # expect ECONNREFUSED
@@ -95,6 +96,31 @@ fn download(a: SocketAddr, bytes: u64, seed: u64) -> Result<String, String> {
     let want = stream_hash(seed, bytes);
     if got != bytes || hash != want {
         return Err(format!("download mismatch: got {got} bytes sha256 {hash}, want {bytes} bytes {want}"));
+    }
+    Ok(format!("ok {got} {hash}"))
+}
+
+/// Like `download`, against a `nettool serve` server (its "get N SEED" request).
+fn fetch(a: SocketAddr, bytes: u64, seed: u64) -> Result<String, String> {
+    let mut s = connect(a)?;
+    s.write_all(format!("get {bytes} {seed}\n").as_bytes()).map_err(|e| e.to_string())?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut got = 0u64;
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                h.update(&buf[..n]);
+                got += n as u64;
+            }
+            Err(e) => return Err(format!("read after {got} bytes: {e}")),
+        }
+    }
+    let hash = hex(&h.finalize());
+    let want = stream_hash(seed, bytes);
+    if got != bytes || hash != want {
+        return Err(format!("fetch mismatch: got {got} bytes sha256 {hash}, want {bytes} bytes {want}"));
     }
     Ok(format!("ok {got} {hash}"))
 }
@@ -421,6 +447,7 @@ fn main() -> ExitCode {
             IpAddr::V4(a) => ping(a),
             IpAddr::V6(a) => ping6(a),
         },
+        ["fetch", h, p, n, seed] => fetch(addr(h, p), n.parse().unwrap(), seed.parse().unwrap()),
         ["halfclose", h, p, n, seed] => halfclose(addr(h, p), n.parse().unwrap(), seed.parse().unwrap()),
         ["reset", h, p] => connect(addr(h, p)).and_then(|mut s| {
             s.write_all(b"x").map_err(|e| e.to_string())?;

@@ -4,6 +4,7 @@
 //! (plus 10.200.0.1 on it as a non-loopback "remote" host) and runs it as root and as an
 //! unprivileged user. Every server binds inside that namespace; nothing can leave it.
 
+mod bridge;
 mod ipv6;
 mod ports;
 mod slirp;

@@ -430,6 +430,11 @@ impl Running {
         let api = std::env::temp_dir().join(format!("warren-test-{}-{n}.sock", std::process::id()));
         let mut cmd = Command::new(warren());
         cmd.arg("run").args(args).arg("--api-socket").arg(&api).arg("--").args(argv);
+        Self::spawn(cmd, api)
+    }
+
+    /// Spawns a prepared `warren run` command and waits for the line `serving`.
+    pub fn spawn(mut cmd: Command, api: PathBuf) -> Self {
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit());
         let mut child = cmd.spawn().expect("spawn warren");
         let out = child.stdout.take().unwrap();

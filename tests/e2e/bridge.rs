@@ -1,0 +1,455 @@
+//! Bridge networks: the daemon, IPAM, names, isolation, live connect/disconnect, published
+//! ports and persistence, each test with its own daemon (own runtime and data directories).
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::util::*;
+
+const SHORT: Duration = Duration::from_secs(30);
+const LONG: Duration = Duration::from_secs(300);
+
+/// A private daemon world: runtime and data directories of one test; the daemon it starts on
+/// demand is stopped (by the PID in its pid file) and the directories removed on drop.
+struct World {
+    rt: PathBuf,
+    data: PathBuf,
+}
+
+impl World {
+    fn new(tag: &str) -> Self {
+        let base = std::env::temp_dir().join(format!("warren-bridge-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let (rt, data) = (base.join("rt"), base.join("data"));
+        std::fs::create_dir_all(&rt).unwrap();
+        std::fs::create_dir_all(&data).unwrap();
+        // The runtime directory must be private, as $XDG_RUNTIME_DIR is.
+        std::fs::set_permissions(&rt, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+        Self { rt, data }
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(warren());
+        c.env("XDG_RUNTIME_DIR", &self.rt).env("XDG_DATA_HOME", &self.data).args(args);
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Finished {
+        run_with_deadline(self.cmd(args), LONG)
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let f = self.run(args);
+        assert_eq!(f.code, 0, "warren {args:?}: {} {}", f.stdout, f.stderr);
+        f.stdout
+    }
+
+    /// `warren run --network ... -- argv` that prints `serving`, kept running.
+    fn start(&self, net_args: &[&str], argv: &[&str]) -> Running {
+        let mut c = self.cmd(&["run"]);
+        c.args(net_args).arg("--").args(argv);
+        Running::spawn(c, self.rt.join("unused.sock"))
+    }
+
+    /// A container that only waits.
+    fn idle(&self, net_args: &[&str]) -> Running {
+        self.start(net_args, &["sh", "-c", "echo serving; exec sleep 600"])
+    }
+
+    /// Runs `argv` in a new container on a network, to completion.
+    fn once(&self, net_args: &[&str], argv: &[&str]) -> Finished {
+        let mut c = self.cmd(&["run"]);
+        c.args(net_args).arg("--").args(argv);
+        run_with_deadline(c, LONG)
+    }
+
+    /// nettool in a new container; its one output line (must succeed).
+    fn tool(&self, net_args: &[&str], args: &[&str]) -> String {
+        let mut argv = vec![nettool().to_str().unwrap().to_string()];
+        argv.extend(args.iter().map(|s| s.to_string()));
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let f = self.once(net_args, &argv);
+        assert_eq!(f.code, 0, "nettool {args:?}: {} {}", f.stdout, f.stderr);
+        f.stdout.trim().to_string()
+    }
+
+    fn pid_of(&self, name: &str) -> u32 {
+        let v: serde_json::Value = serde_json::from_str(&self.ok(&["ps", "--json"])).unwrap();
+        v.as_array().unwrap().iter().find(|c| c["name"] == name).unwrap()["pid"].as_u64().unwrap() as u32
+    }
+
+    /// Runs a shell command inside a running container's network namespace.
+    fn inside(&self, name: &str, script: &str) -> String {
+        let pid = self.pid_of(name);
+        let mut c = Command::new("nsenter");
+        c.args(["--preserve-credentials", "-U", "-n", "-t", &pid.to_string(), "sh", "-c", script]);
+        run_with_deadline(c, SHORT).stdout
+    }
+
+    fn inspect(&self, net: &str) -> serde_json::Value {
+        let v: serde_json::Value = serde_json::from_str(&self.ok(&["network", "inspect", net])).unwrap();
+        v[0].clone()
+    }
+
+    fn daemon_pid(&self) -> Option<i32> {
+        std::fs::read_to_string(self.rt.join("warren/daemon.pid")).ok()?.trim().parse().ok()
+    }
+
+    fn stop_daemon(&self) {
+        let Some(pid) = self.daemon_pid() else { return };
+        let p = nix::unistd::Pid::from_raw(pid);
+        let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::path::Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        self.stop_daemon();
+        let _ = std::fs::remove_dir_all(self.rt.parent().unwrap());
+    }
+}
+
+fn serve80() -> Vec<&'static str> {
+    let tool: &'static str = Box::leak(nettool().to_str().unwrap().to_string().into_boxed_str());
+    vec![tool, "serve", "80"]
+}
+
+#[test]
+fn containers_find_and_reach_each_other_and_other_networks_stay_apart() {
+    require_isolation();
+    let w = World::new("names");
+    let stub = DnsStub::start();
+    let up = format!("127.0.0.1:{}", stub.udp.addr.port());
+    w.ok(&["network", "create", "front", "--dns-upstream", &up]);
+    w.ok(&["network", "create", "back", "--dns-upstream", &up]);
+    let _web = w.start(&["--network", "front", "--name", "web", "--alias", "www"], &serve80());
+    let _db = w.start(&["--network", "front", "--name", "db"], &serve80());
+    let _other = w.start(&["--network", "back", "--name", "other"], &serve80());
+    let front = w.inspect("front");
+    assert_eq!(front["IPAM"]["Config"][0]["Subnet"], "10.89.0.0/24");
+    assert_eq!(front["IPAM"]["Config"][0]["Gateway"], "10.89.0.1");
+    let back = w.inspect("back");
+    assert_eq!(back["IPAM"]["Config"][0]["Subnet"], "10.89.1.0/24", "the next /24 of the pool");
+    let net = ["--network", "front", "--name", "client"];
+    // Names and aliases resolve on the same network, in order of joining.
+    assert_eq!(w.tool(&net, &["dns", "10.89.0.1", "web"]), "rcode=0 10.89.0.2");
+    assert_eq!(w.tool(&net, &["dns", "10.89.0.1", "www"]), "rcode=0 10.89.0.2");
+    assert_eq!(w.tool(&net, &["dns", "10.89.0.1", "db"]), "rcode=0 10.89.0.3");
+    // A name of another network is not local: it goes upstream (the stub answers 192.0.2.55).
+    assert_eq!(w.tool(&net, &["dns", "10.89.0.1", "other"]), "rcode=0 192.0.2.55");
+    // The system resolver, PTR included.
+    let f = w.once(&net, &["sh", "-c", "getent hosts web; getent hosts 10.89.0.3"]);
+    assert_eq!(f.code, 0, "{} {}", f.stdout, f.stderr);
+    assert!(f.stdout.contains("10.89.0.2") && f.stdout.contains("web"), "{}", f.stdout);
+    assert!(f.stdout.contains("10.89.0.3") && f.stdout.contains("db"), "{}", f.stdout);
+    // Ping and TCP between containers, by name; the server sees the client's own address.
+    let f = w.once(
+        &net,
+        &["sh", "-c", &format!("{t} ping 10.89.0.2 && {t} ask 10.89.0.2 80 peer", t = nettool().display())],
+    );
+    assert_eq!(f.code, 0, "{} {}", f.stdout, f.stderr);
+    assert!(f.stdout.contains("reply from 10.89.0.2 payload_ok=true"), "{}", f.stdout);
+    let line = f.stdout.lines().last().unwrap();
+    let local = line.split_whitespace().next().unwrap().trim_start_matches("local=");
+    assert!(local.starts_with("10.89.0.4:"), "{line}");
+    assert!(line.ends_with(&format!("reply={local}")), "{line}");
+    // The other network is out of reach: no route to it anywhere.
+    let line = w.tool(&net, &["connect-error", "10.89.1.2", "80"]);
+    assert!(line.starts_with("error raw=Some(101)") || line.starts_with("error raw=Some(113)"), "{line}");
+    // `warren ps` lists the running containers with their networks and addresses.
+    let ps = w.ok(&["ps"]);
+    assert!(ps.lines().any(|l| l.starts_with("web\t") && l.contains("front") && l.contains("eth0=10.89.0.2")), "{ps}");
+    assert!(ps.lines().any(|l| l.starts_with("other\t") && l.contains("back")), "{ps}");
+    let ls = w.ok(&["network", "ls"]);
+    assert!(ls.lines().any(|l| l.contains("\tfront\t10.89.0.0/24\t") && l.ends_with("\t2")), "{ls}");
+}
+
+#[test]
+fn a_gib_between_two_containers_verified() {
+    require_isolation();
+    let w = World::new("gib");
+    w.ok(&["network", "create", "bulk", "--mtu", "65520"]);
+    let _web = w.start(&["--network", "bulk", "--name", "web"], &serve80());
+    let n = 1u64 << 30;
+    let line = w.tool(&["--network", "bulk"], &["fetch", "10.89.0.2", "80", &n.to_string(), "77"]);
+    assert_eq!(line, format!("ok {n} {}", stream_hash(77, n)));
+}
+
+#[test]
+fn icc_off_drops_container_traffic_but_not_the_gateway() {
+    require_isolation();
+    let w = World::new("icc");
+    let stub = DnsStub::start();
+    let up = format!("127.0.0.1:{}", stub.udp.addr.port());
+    w.ok(&["network", "create", "iso", "--icc=false", "--dns-upstream", &up]);
+    assert_eq!(w.inspect("iso")["Options"]["com.docker.network.bridge.enable_icc"], "false");
+    let _web = w.start(&["--network", "iso", "--name", "web"], &serve80());
+    let net = ["--network", "iso", "--name", "client"];
+    let srv = TcpServer::download(REMOTE_IP);
+    let script = format!(
+        "{t} dns 10.89.0.1 web; {t} connect-error 10.89.0.2 80; {t} download {REMOTE_IP} {p} 1048576 5",
+        t = nettool().display(),
+        p = srv.addr.port()
+    );
+    let f = w.once(&net, &["sh", "-c", &script]);
+    let lines: Vec<&str> = f.stdout.lines().collect();
+    assert_eq!(lines.first(), Some(&"rcode=0 10.89.0.2"), "names still resolve at the gateway: {}", f.stdout);
+    assert!(lines.get(1).is_some_and(|l| l.starts_with("error")), "no container-to-container traffic: {}", f.stdout);
+    assert_eq!(
+        lines.get(2),
+        Some(&format!("ok 1048576 {}", stream_hash(5, 1 << 20)).as_str()),
+        "outside works: {}",
+        f.stdout
+    );
+}
+
+#[test]
+fn internal_network_has_no_way_out() {
+    require_isolation();
+    let w = World::new("internal");
+    w.ok(&["network", "create", "vault", "--internal"]);
+    assert_eq!(w.inspect("vault")["Internal"], true);
+    let _db = w.start(&["--network", "vault", "--name", "db"], &serve80());
+    let srv = TcpServer::download(REMOTE_IP);
+    let script = format!(
+        "{t} connect-error {REMOTE_IP} {p}; {t} dns 10.89.0.1 db; {t} fetch 10.89.0.2 80 1000 1",
+        t = nettool().display(),
+        p = srv.addr.port()
+    );
+    let f = w.once(&["--network", "vault"], &["sh", "-c", &script]);
+    let lines: Vec<&str> = f.stdout.lines().collect();
+    assert!(lines.first().is_some_and(|l| l.starts_with("error raw=Some(101)")), "no way out: {}", f.stdout);
+    assert_eq!(lines.get(1), Some(&"rcode=0 10.89.0.2"), "{}", f.stdout);
+    assert!(lines.last().is_some_and(|l| l.starts_with("ok 1000 ")), "containers reach each other: {}", f.stdout);
+    assert_eq!(srv.accepted.load(std::sync::atomic::Ordering::SeqCst), 0, "nothing left the network");
+}
+
+#[test]
+fn spoofed_frames_are_dropped_and_counted() {
+    require_isolation();
+    let w = World::new("spoof");
+    w.ok(&["network", "create", "lan"]);
+    let _web = w.start(&["--network", "lan", "--name", "web"], &serve80());
+    let _db = w.idle(&["--network", "lan", "--name", "db"]);
+    // The attacker (10.89.0.4) forges another MAC, another container's IP, and an ARP reply
+    // claiming web's address: 100 of each.
+    let py = r#"
+import socket
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind(("eth0", 0))
+mine = bytes.fromhex(open("/sys/class/net/eth0/address").read().strip().replace(":", ""))
+web_mac = bytes.fromhex("02420a590002")
+def ipv4(src, dst):
+    h = bytes([0x45, 0, 0, 28, 0, 0, 0x40, 0, 64, 17, 0, 0]) + bytes(src) + bytes(dst)
+    return h + bytes([0x30, 0x39, 0, 80, 0, 8, 0, 0])
+for i in range(100):
+    s.send(web_mac + bytes.fromhex("02420a590009") + b"\x08\x00" + ipv4([10, 89, 0, 4], [10, 89, 0, 2]))
+    s.send(web_mac + mine + b"\x08\x00" + ipv4([10, 89, 0, 3], [10, 89, 0, 2]))
+    arp = bytes([0, 1, 8, 0, 6, 4, 0, 2]) + mine + bytes([10, 89, 0, 2]) + web_mac + bytes([10, 89, 0, 2])
+    s.send(web_mac + mine + b"\x08\x06" + arp)
+print("sent")
+"#;
+    let f = w.once(
+        &["--network", "lan", "--name", "mallory"],
+        &["sh", "-c", &format!("python3 -c '{py}' && echo serving && sleep 1")],
+    );
+    assert_eq!(f.code, 0, "{} {}", f.stdout, f.stderr);
+    // The attacker has left; its counters went with it. Check it again while it runs.
+    let mallory = w.start(
+        &["--network", "lan", "--name", "mallory2"],
+        &["sh", "-c", &format!("python3 -c '{py}' && echo serving && exec sleep 600")],
+    );
+    let deadline = Instant::now() + SHORT;
+    let spoofed = loop {
+        let c = w.inspect("lan")["Containers"]
+            .as_object()
+            .unwrap()
+            .values()
+            .find(|c| c["Name"] == "mallory2")
+            .cloned()
+            .unwrap();
+        let n = c["Counters"]["spoofed"].as_u64().unwrap();
+        if n >= 300 || Instant::now() > deadline {
+            break n;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(spoofed, 300, "every forged frame is dropped and counted");
+    drop(mallory);
+    // web still answers the real client, and db's view of web's MAC was never poisoned.
+    assert!(w.tool(&["--network", "lan"], &["fetch", "10.89.0.2", "80", "1000", "2"]).starts_with("ok 1000 "));
+    let neigh = w.inside("db", &format!("{} ping 10.89.0.2 >/dev/null; ip neigh show 10.89.0.2", nettool().display()));
+    assert!(neigh.is_empty() || neigh.contains("02:42:0a:59:00:02"), "{neigh}");
+}
+
+#[test]
+fn published_ports_on_a_bridge_network_keep_client_addresses() {
+    require_isolation();
+    assert!(has_remote_ip());
+    let w = World::new("ports");
+    w.ok(&["network", "create", "pub"]);
+    let port = free_port("0.0.0.0");
+    let spec = format!("{port}:80");
+    let _web = w.start(&["--network", "pub", "--name", "web", "-p", &spec, "-p", "127.0.0.1::80"], &serve80());
+    let to = std::net::SocketAddr::from(([10, 200, 0, 1], port));
+    let (local, seen) = tcp_peer_seen(to, Some(REMOTE_IP.parse().unwrap()));
+    assert_eq!(seen, local.to_string(), "the container sees the real client");
+    let (_, seen) = tcp_peer_seen(std::net::SocketAddr::from(([127, 0, 0, 1], port)), None);
+    assert!(seen.starts_with("10.89.0.2:"), "loopback clients take the fast path: {seen}");
+    crate::ports::get_and_check(to, Some(REMOTE_IP.parse().unwrap()), 32 << 20, 12);
+    let ps = w.ok(&["ps"]);
+    assert!(ps.contains(&format!("0.0.0.0:{port}->10.89.0.2:80/tcp")), "{ps}");
+    // A port already taken: the run is refused before the container starts.
+    let f = w.once(&["--network", "pub", "--name", "late", "-p", &spec], &["true"]);
+    assert_eq!(f.code, 125, "{}", f.stderr);
+    assert!(f.stderr.contains(&format!("port {port} is already in use")), "{}", f.stderr);
+    let ps = w.ok(&["ps"]);
+    assert!(!ps.contains("late"), "nothing half-applied: {ps}");
+}
+
+#[test]
+fn live_connect_and_disconnect() {
+    require_isolation();
+    let w = World::new("connect");
+    let stub = DnsStub::start();
+    let up = format!("127.0.0.1:{}", stub.udp.addr.port());
+    w.ok(&["network", "create", "a"]);
+    w.ok(&["network", "create", "b", "--dns-upstream", &up]);
+    let _web = w.start(&["--network", "a", "--name", "web"], &serve80());
+    let _peer = w.idle(&["--network", "b", "--name", "peer"]);
+    let t = nettool();
+    assert!(w.inside("peer", &format!("{} connect-error 10.89.0.2 80", t.display())).starts_with("error"));
+    w.ok(&["network", "connect", "b", "web", "--alias", "api"]);
+    let addrs = w.inside("web", "ip -o -4 addr show");
+    assert!(addrs.contains("eth1") && addrs.contains("10.89.1.3/24"), "a second interface, live: {addrs}");
+    assert_eq!(w.inside("peer", &format!("{} dns 10.89.1.1 api", t.display())).trim(), "rcode=0 10.89.1.3");
+    let got = w.inside("peer", &format!("{} fetch 10.89.1.3 80 4096 3", t.display()));
+    assert_eq!(got.trim(), format!("ok 4096 {}", stream_hash(3, 4096)));
+    let ps = w.ok(&["ps"]);
+    assert!(ps.lines().any(|l| l.starts_with("web\t") && l.contains("a,b")), "{ps}");
+    // Errors name what is wrong and change nothing.
+    let f = w.run(&["network", "connect", "b", "web"]);
+    assert_eq!(f.code, 1);
+    assert!(f.stderr.contains("container \"web\" is already connected to network \"b\""), "{}", f.stderr);
+    let f = w.run(&["network", "connect", "b", "ghost"]);
+    assert!(f.stderr.contains("no such container: \"ghost\""), "{}", f.stderr);
+    w.ok(&["network", "disconnect", "b", "web"]);
+    let deadline = Instant::now() + SHORT;
+    while w.inside("web", "ip -o link show").contains("eth1") {
+        assert!(Instant::now() < deadline, "eth1 never went away");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The alias is gone from the network's DNS: the name now goes upstream (the stub's answer).
+    assert_eq!(w.inside("peer", &format!("{} dns 10.89.1.1 api", t.display())).trim(), "rcode=0 192.0.2.55");
+    let f = w.run(&["network", "disconnect", "b", "web"]);
+    assert!(f.stderr.contains("container \"web\" is not connected to network \"b\""), "{}", f.stderr);
+}
+
+#[test]
+fn networks_survive_a_daemon_restart() {
+    require_isolation();
+    let w = World::new("restart");
+    let id = w.ok(&["network", "create", "keep", "--subnet", "10.77.0.0/24", "--gateway", "10.77.0.254", "--internal"]);
+    let before = w.inspect("keep");
+    w.stop_daemon();
+    assert!(w.daemon_pid().is_none() || !std::path::Path::new(&format!("/proc/{}", w.daemon_pid().unwrap())).exists());
+    // The next command starts a new daemon, which loads the network as it was.
+    let after = w.inspect("keep");
+    assert_eq!(after["Id"].as_str().unwrap(), id.trim());
+    assert_eq!(after["IPAM"], before["IPAM"]);
+    assert_eq!(after["Internal"], true);
+    assert_eq!(after["IPAM"]["Config"][0]["Gateway"], "10.77.0.254");
+    // And it serves it: a container gets the first free address and the gateway answers.
+    let f = w.once(
+        &["--network", "keep"],
+        &["sh", "-c", &format!("ip -o -4 addr show eth0; {} ping 10.77.0.254", nettool().display())],
+    );
+    assert_eq!(f.code, 0, "{} {}", f.stdout, f.stderr);
+    assert!(f.stdout.contains("10.77.0.1/24"), "{}", f.stdout);
+    assert!(f.stdout.contains("reply from 10.77.0.254"), "{}", f.stdout);
+}
+
+#[test]
+fn ipv6_between_two_containers_of_a_network() {
+    require_isolation();
+    let w = World::new("v6");
+    w.ok(&["network", "create", "dual", "--ipv6"]);
+    let cfg = w.inspect("dual");
+    assert_eq!(cfg["EnableIPv6"], true);
+    assert_eq!(cfg["IPAM"]["Config"][1]["Subnet"], "fd89::/64");
+    let tool: &str = Box::leak(nettool().to_str().unwrap().to_string().into_boxed_str());
+    let _web = w.start(&["--network", "dual", "--name", "web"], &[tool, "serve", "[::]:80"]);
+    let t = nettool();
+    let script = format!(
+        "{t} dns fd89::1 web aaaa; {t} dns 10.89.0.1 web aaaa; {t} ask fd89::2 80 peer; {t} fetch fd89::2 80 8388608 6; {t} ping fd89::1",
+        t = t.display()
+    );
+    let f = w.once(&["--network", "dual", "--name", "client"], &["sh", "-c", &script]);
+    assert_eq!(f.code, 0, "{} {}", f.stdout, f.stderr);
+    let lines: Vec<&str> = f.stdout.lines().collect();
+    assert_eq!(lines[0], "rcode=0 fd89::2", "AAAA over IPv6: {}", f.stdout);
+    assert_eq!(lines[1], "rcode=0 fd89::2", "AAAA over IPv4: {}", f.stdout);
+    assert!(lines[2].starts_with("local=[fd89::3]:") && lines[2].contains("reply=[fd89::3]:"), "{}", f.stdout);
+    assert_eq!(lines[3], format!("ok 8388608 {}", stream_hash(6, 8 << 20)));
+    assert_eq!(lines[4], "reply from fd89::1 payload_ok=true");
+}
+
+#[test]
+fn bad_input_and_conflicts_are_refused_clearly() {
+    require_isolation();
+    let w = World::new("errors");
+    w.ok(&["network", "create", "dev", "--subnet", "10.66.0.0/29"]);
+    let fail = |args: &[&str], code: i32, msg: &str| {
+        let f = w.run(args);
+        assert_eq!(f.code, code, "{args:?}: {}", f.stderr);
+        assert!(f.stderr.contains(msg), "{args:?}: {}", f.stderr);
+        assert_eq!(f.stderr.lines().count(), 1, "one line: {}", f.stderr);
+    };
+    fail(&["network", "create", "dev"], 1, "network \"dev\" already exists");
+    fail(
+        &["network", "create", "x", "--subnet", "10.66.0.0/16"],
+        1,
+        "subnet 10.66.0.0/16 overlaps network \"dev\" (10.66.0.0/29)",
+    );
+    fail(&["network", "create", "x", "--subnet", "10.66.1.7/24"], 1, "expected a network address like 10.66.1.0/24");
+    fail(
+        &["network", "create", "x", "--subnet", "10.67.0.0/24", "--gateway", "10.68.0.1"],
+        1,
+        "invalid gateway \"10.68.0.1\"",
+    );
+    fail(&["network", "create", "bad name"], 1, "invalid network name \"bad name\"");
+    fail(&["network", "inspect", "nope"], 1, "no such network: \"nope\"");
+    fail(&["run", "--network", "nope", "--", "true"], 125, "no such network: \"nope\"");
+    fail(
+        &["run", "--network", "dev", "--ip", "10.99.0.5", "--", "true"],
+        125,
+        "invalid --ip \"10.99.0.5\": expected a host address inside 10.66.0.0/29",
+    );
+    // Fill the /29: gateway .1 and five containers .2-.6.
+    let held: Vec<Running> = (0..5).map(|i| w.idle(&["--network", "dev", "--name", &format!("c{i}")])).collect();
+    fail(&["run", "--network", "dev", "--", "true"], 125, "network \"dev\" (10.66.0.0/29) has no free address left");
+    fail(
+        &["run", "--network", "dev", "--name", "c0", "--", "true"],
+        125,
+        "a container named \"c0\" is already running",
+    );
+    fail(&["network", "rm", "dev"], 1, "network \"dev\" is in use by c0, c1, c2, c3, c4");
+    drop(held);
+    let deadline = Instant::now() + SHORT;
+    // Addresses are released when containers exit.
+    loop {
+        let f = w.run(&["network", "rm", "dev"]);
+        if f.code == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "containers never released the network: {}", f.stderr);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!w.ok(&["network", "ls"]).contains("dev"));
+}
