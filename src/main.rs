@@ -115,8 +115,12 @@ fn start_ports(dp: &mut Dataplane, prep: Prepared, agent: OwnedFd) -> Result<tok
 }
 
 fn run(a: RunArgs) -> Result<u8> {
-    if let Some(n) = a.network.clone() {
-        return run_on_network(a, n);
+    match a.network.clone().as_deref() {
+        Some("none") => return run_without_tap(a, false),
+        Some("host") => return run_without_tap(a, true),
+        Some(n) if n.starts_with("container:") => return run_in_container(a, &n["container:".len()..]),
+        Some(n) => return run_on_network(a, n.to_string()),
+        None => {}
     }
     let cfg = a.net.to_config()?;
     let no_seccomp = a.net.no_seccomp;
@@ -543,4 +547,31 @@ fn ps(json: bool) -> Result<u8> {
         );
     }
     Ok(0)
+}
+
+/// `--network none` (only `lo`) and `--network host` (the caller's network): new user,
+/// mount and PID namespaces, no TAP, no data path.
+fn run_without_tap(a: RunArgs, host_net: bool) -> Result<u8> {
+    if !a.ports.publish.is_empty() {
+        anyhow::bail!(
+            "-p has no effect with --network {}: the container {}",
+            if host_net { "host" } else { "none" },
+            if host_net { "binds the host's ports itself" } else { "has no network to publish from" }
+        );
+    }
+    a.net.to_config()?;
+    let pid = ns::spawn_run_without_tap(host_net, &a.command)?;
+    Ok(runtime()?.block_on(supervise(pid)))
+}
+
+/// `--network container:NAME`: the command joins a running bridge-network container's user
+/// and network namespaces (its interfaces, addresses and names).
+fn run_in_container(a: RunArgs, name: &str) -> Result<u8> {
+    if !a.ports.publish.is_empty() {
+        anyhow::bail!("-p has no effect with --network container:{name}: publish on container {name:?} instead");
+    }
+    let v = daemon::client::call(&Request::Pid { container: name.to_string() })?;
+    let target = v["pid"].as_i64().context("bad answer from the daemon")? as i32;
+    let pid = ns::spawn_join(target, &a.command)?;
+    Ok(runtime()?.block_on(supervise(pid)))
 }

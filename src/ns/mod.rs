@@ -217,9 +217,12 @@ fn tun_hint(msg: String) -> String {
 
 /// Child side of the report protocol: `O` + MAC + [TAP fd, agent fd] on success, `E` +
 /// message on failure.
-fn report(sock: &UnixStream, r: Result<Tap, String>) {
+fn report(sock: &UnixStream, r: Result<Option<Tap>, String>) {
     match r {
-        Ok(tap) => {
+        Ok(None) => {
+            let _ = (&*sock).write_all(b"N");
+        }
+        Ok(Some(tap)) => {
             let mut msg = [b'O'; 7];
             msg[1..].copy_from_slice(&tap.mac);
             let _ = sys::send_fds(sock.as_fd(), &msg, &[tap.fd.as_fd(), tap.agent.as_fd()]);
@@ -234,16 +237,17 @@ fn report(sock: &UnixStream, r: Result<Tap, String>) {
 }
 
 /// Parent side of the report protocol.
-fn receive(sock: &UnixStream) -> Result<Tap, NsError> {
+fn receive(sock: &UnixStream) -> Result<Option<Tap>, NsError> {
     let mut buf = [0u8; 4096];
     let (n, mut fds) = sys::recv_fds(sock.as_fd(), &mut buf)?;
     match buf.first() {
+        Some(b'N') if n == 1 => Ok(None),
         Some(b'O') if n == 7 && fds.len() == 2 => {
             let mut mac = [0u8; 6];
             mac.copy_from_slice(&buf[1..7]);
             let agent = fds.pop().expect("two fds");
             let fd = fds.pop().expect("two fds");
-            Ok(Tap { fd, mac, agent })
+            Ok(Some(Tap { fd, mac, agent }))
         }
         Some(b'E') => Err(NsError::Child(String::from_utf8_lossy(&buf[1..n]).into_owned())),
         _ => Err(NsError::Child("namespace setup failed before reporting (child died)".into())),
@@ -358,23 +362,74 @@ fn write_id_maps(pid: Pid) -> Result<(), NsError> {
 /// Any failure of namespace creation, id mapping or TAP setup, with a message for the user;
 /// the child is killed and reaped before returning.
 pub fn spawn_run(cfg: &NetConfig, argv: &[String]) -> Result<RunChild, NsError> {
-    let argv: Vec<CString> = argv
-        .iter()
+    let (pid, tap) = spawn_container(Some(cfg), false, argv)?;
+    Ok(RunChild { pid, tap: tap.ok_or_else(|| NsError::Child("no TAP came back".into()))? })
+}
+
+/// Like [`spawn_run`] without a TAP: the container has only `lo` (`--network none`), or
+/// shares the caller's network namespace (`host_net`, `--network host`).
+///
+/// # Errors
+/// As [`spawn_run`].
+pub fn spawn_run_without_tap(host_net: bool, argv: &[String]) -> Result<Pid, NsError> {
+    spawn_container(None, host_net, argv).map(|(pid, _)| pid)
+}
+
+/// Runs `argv` in the user and network namespaces of process `target` (`--network
+/// container:NAME`); returns its PID.
+///
+/// # Errors
+/// When the namespaces cannot be opened or the process cannot be forked.
+pub fn spawn_join(target: i32, argv: &[String]) -> Result<Pid, NsError> {
+    let argv = cstrings(argv)?;
+    let open = |ns: &str| {
+        let p = format!("/proc/{target}/ns/{ns}");
+        fs::File::open(&p).map_err(|e| NsError::Target(format!("cannot open {p}: {e}")))
+    };
+    let (userns, netns) = (open("user")?, open("net")?);
+    match sys::fork()? {
+        0 => {
+            let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+            if nix::sched::setns(&userns, CloneFlags::CLONE_NEWUSER).is_err()
+                || nix::sched::setns(&netns, CloneFlags::CLONE_NEWNET).is_err()
+            {
+                let _ = (&std::io::stderr()).write_all(b"warren: cannot enter the container's namespaces\n");
+                sys::exit_now(125);
+            }
+            let e = sys::execvp(&argv);
+            let _ = (&std::io::stderr()).write_all(format!("warren: {:?}: {e}\n", argv[0]).as_bytes());
+            sys::exit_now(if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 });
+        }
+        pid => Ok(Pid::from_raw(pid)),
+    }
+}
+
+fn cstrings(argv: &[String]) -> Result<Vec<CString>, NsError> {
+    argv.iter()
         .map(|a| CString::new(a.as_bytes()).map_err(|_| NsError::Target(format!("argument {a:?} contains a NUL byte"))))
-        .collect::<Result<_, _>>()?;
-    let mut dns = vec![IpAddr::from(cfg.addrs.dns)];
-    dns.extend(cfg.addrs6.map(|a| IpAddr::from(a.dns)));
-    let resolv = write_resolv(&dns)?;
+        .collect()
+}
+
+fn spawn_container(cfg: Option<&NetConfig>, host_net: bool, argv: &[String]) -> Result<(Pid, Option<Tap>), NsError> {
+    let argv = cstrings(argv)?;
+    let mut dns = Vec::new();
+    if let Some(cfg) = cfg {
+        dns.push(IpAddr::from(cfg.addrs.dns));
+        dns.extend(cfg.addrs6.map(|a| IpAddr::from(a.dns)));
+    }
+    let resolv = cfg.map(|_| write_resolv(&dns)).transpose()?;
     let (parent_sock, child_sock) = UnixStream::pair().map_err(|e| NsError::Io("socketpair".into(), e))?;
     let (go_r, go_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| NsError::Io("pipe".into(), e.into()))?;
-    let flags =
-        CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID;
+    let mut flags = CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID;
+    if !host_net {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
     let pid = sys::clone_namespaces(flags.bits()).map_err(NsError::UserNs)?;
     if pid == 0 {
         drop(parent_sock);
         drop(go_w);
-        child_run(cfg, &argv, &resolv.0, child_sock, go_r);
+        child_run(cfg, host_net, &argv, resolv.as_ref().map(|r| r.0.as_path()), child_sock, go_r);
     }
     let pid = Pid::from_raw(pid);
     drop(child_sock);
@@ -389,11 +444,18 @@ pub fn spawn_run(cfg: &NetConfig, argv: &[String]) -> Result<RunChild, NsError> 
     drop(go_w);
     let tap = receive(&parent_sock).map_err(fail)?;
     drop(resolv);
-    Ok(RunChild { pid, tap })
+    Ok((pid, tap))
 }
 
 /// The cloned child: PID 1 of the new PID namespace. Never returns.
-fn child_run(cfg: &NetConfig, argv: &[CString], resolv: &Path, sock: UnixStream, go: OwnedFd) -> ! {
+fn child_run(
+    cfg: Option<&NetConfig>,
+    host_net: bool,
+    argv: &[CString],
+    resolv: Option<&Path>,
+    sock: UnixStream,
+    go: OwnedFd,
+) -> ! {
     // If warren dies, the container dies with it (PID 1 takes its namespace down).
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
     let mut b = [0u8; 1];
@@ -401,7 +463,7 @@ fn child_run(cfg: &NetConfig, argv: &[CString], resolv: &Path, sock: UnixStream,
         sys::exit_now(1);
     }
     drop(go);
-    let r = child_setup(cfg, resolv);
+    let r = child_setup(cfg, host_net, resolv);
     let ok = r.is_ok();
     report(&sock, r);
     drop(sock);
@@ -411,13 +473,23 @@ fn child_run(cfg: &NetConfig, argv: &[CString], resolv: &Path, sock: UnixStream,
     init(argv)
 }
 
-fn child_setup(cfg: &NetConfig, resolv: &Path) -> Result<Tap, String> {
+fn child_setup(cfg: Option<&NetConfig>, host_net: bool, resolv: Option<&Path>) -> Result<Option<Tap>, String> {
     use nix::mount::{MsFlags, mount};
     mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
         .map_err(|e| format!("make mounts private: {e}"))?;
+    let Some(cfg) = cfg else {
+        if !host_net {
+            sys::IfCtl::new().and_then(|c| c.set_up("lo")).map_err(|e| e.to_string())?;
+        }
+        let proc_flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+        let _ = mount(Some("proc"), "/proc", Some("proc"), proc_flags, None::<&str>);
+        return Ok(None);
+    };
     let (fd, mac) = configure_tap(cfg, true)?;
     let target = Path::new("/etc/resolv.conf");
-    if target.exists() {
+    if let Some(resolv) = resolv
+        && target.exists()
+    {
         mount(Some(resolv), target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
             .map_err(|e| format!("bind-mount resolv.conf over {}: {e}", target.display()))?;
     }
@@ -426,7 +498,7 @@ fn child_setup(cfg: &NetConfig, resolv: &Path) -> Result<Tap, String> {
     let proc_flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let _ = mount(Some("proc"), "/proc", Some("proc"), proc_flags, None::<&str>);
     let agent = spawn_agent()?;
-    Ok(Tap { fd, mac, agent })
+    Ok(Some(Tap { fd, mac, agent }))
 }
 
 /// Minimal init: runs the command as PID 2, forwards signals to it, reaps every child and
@@ -547,13 +619,13 @@ pub fn spawn_attach_with(cfg: &NetConfig, target: &Target, configure: bool) -> R
             Ok(Tap { fd, mac, agent })
         })();
         let code = i32::from(r.is_err());
-        report(&child_sock, r);
+        report(&child_sock, r.map(Some));
         sys::exit_now(code);
     }
     drop(child_sock);
     let r = receive(&parent_sock);
     let _ = waitpid(Pid::from_raw(pid), None);
-    r
+    r?.ok_or_else(|| NsError::Child("no TAP came back".into()))
 }
 
 /// Capability number of CAP_NET_BIND_SERVICE, the one a sandboxed process keeps.

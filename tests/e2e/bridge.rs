@@ -447,3 +447,41 @@ fn bad_input_and_conflicts_are_refused_clearly() {
     }
     assert!(!w.ok(&["network", "ls"]).contains("dev"));
 }
+
+#[test]
+fn network_none_host_and_container_modes() {
+    require_isolation();
+    // none: only lo, up.
+    let f =
+        warren_run(&["--network", "none"], &["sh", "-c", "ip -o link show | cut -d: -f2; ip -o addr show lo"], SHORT);
+    assert_eq!(f.code, 0, "{}", f.stderr);
+    assert_eq!(f.stdout.lines().next().map(str::trim), Some("lo"), "{}", f.stdout);
+    assert_eq!(f.stdout.lines().filter(|l| l.contains("mtu") || !l.contains("lo")).count(), 0, "{}", f.stdout);
+    assert!(f.stdout.contains("inet 127.0.0.1/8"), "{}", f.stdout);
+    // host: the suite's own network namespace (10.200.0.1 on its lo).
+    let srv = TcpServer::download(REMOTE_IP);
+    let line =
+        nettool_in(&["--network", "host"], &["download", REMOTE_IP, &srv.addr.port().to_string(), "4096", "8"], SHORT);
+    assert_eq!(line, format!("ok 4096 {}", stream_hash(8, 4096)));
+    let f = warren_run(&["--network", "host", "-p", "8080:80"], &["true"], SHORT);
+    assert_eq!(f.code, 125);
+    assert!(f.stderr.contains("-p has no effect with --network host"), "{}", f.stderr);
+    // container:NAME: the interfaces and names of a running bridge container.
+    let w = World::new("modes");
+    w.ok(&["network", "create", "side"]);
+    let _web = w.start(&["--network", "side", "--name", "web"], &serve80());
+    let f = w.once(
+        &["--network", "container:web"],
+        &["sh", "-c", &format!("ip -o -4 addr show eth0; {} fetch 127.0.0.1 80 4096 9", nettool().display())],
+    );
+    assert_eq!(f.code, 0, "{} {}", f.stdout, f.stderr);
+    assert!(f.stdout.contains("10.89.0.2/24"), "{}", f.stdout);
+    assert!(
+        f.stdout.contains(&format!("ok 4096 {}", stream_hash(9, 4096))),
+        "web's server on its own lo: {}",
+        f.stdout
+    );
+    let f = w.once(&["--network", "container:ghost"], &["true"]);
+    assert_eq!(f.code, 125);
+    assert!(f.stderr.contains("no such container: \"ghost\""), "{}", f.stderr);
+}
