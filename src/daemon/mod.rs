@@ -417,6 +417,11 @@ pub fn run(detach: bool) -> Result<(), DaemonError> {
     };
     let listener = crate::sys::seqpacket_listen(&sock)
         .map_err(|e| DaemonError::Io(format!("listen on {}", sock.display()), io::Error::other(e.to_string())))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))
+            .map_err(io_err(format!("chmod 0600 {}", sock.display())))?;
+    }
     if detach {
         match crate::sys::fork().map_err(|e| DaemonError::Io("fork".into(), io::Error::other(e.to_string())))? {
             0 => {

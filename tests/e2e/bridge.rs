@@ -131,6 +131,11 @@ fn containers_find_and_reach_each_other_and_other_networks_stay_apart() {
     let _web = w.start(&["--network", "front", "--name", "web", "--alias", "www"], &serve80());
     let _db = w.start(&["--network", "front", "--name", "db"], &serve80());
     let _other = w.start(&["--network", "back", "--name", "other"], &serve80());
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let m = std::fs::metadata(w.rt.join("warren/daemon.sock")).unwrap().permissions().mode();
+        assert_eq!(m & 0o777, 0o600, "the daemon socket is the user's alone");
+    }
     let front = w.inspect("front");
     assert_eq!(front["IPAM"]["Config"][0]["Subnet"], "10.89.0.0/24");
     assert_eq!(front["IPAM"]["Config"][0]["Gateway"], "10.89.0.1");
