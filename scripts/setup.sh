@@ -17,6 +17,8 @@ have gcc || need_pkgs+=(gcc)
 have curl || need_pkgs+=(curl)
 # The real slirp4netns: the compatibility suite runs every scenario against it too.
 have slirp4netns || need_pkgs+=(slirp4netns)
+# tshark reads the pcap files warren writes (the capture tests check them with it).
+have tshark || need_pkgs+=(tshark)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
     echo "setup: installing ${need_pkgs[*]}"
     export DEBIAN_FRONTEND=noninteractive

@@ -256,6 +256,21 @@ pub async fn answer(req: &[u8], commands: &mpsc::Sender<Command>, guest: &Guest)
             Some((stats, flows)) => json!({"return": {"stats": stats, "flows": flows.len()}}).to_string(),
             None => gone(),
         },
+        "capture" => {
+            let cmd: crate::runtime::CaptureCmd = match serde_json::from_value(args.clone()) {
+                Ok(c) => c,
+                Err(_) => {
+                    return error(
+                        "bad request: capture: arguments must be {\"start\":{\"path\":...}}, \"status\" or \"stop\"",
+                    );
+                }
+            };
+            match ask(commands, |r| Command::Capture(cmd, r)).await {
+                Some(Ok(frames)) => json!({"return": {"frames": frames}}).to_string(),
+                Some(Err(e)) => error(e),
+                None => gone(),
+            }
+        }
         "flows" => match ask(commands, Command::Stats).await {
             Some((_, flows)) => json!({"return": {"flows": flows}}).to_string(),
             None => gone(),

@@ -39,6 +39,8 @@ pub enum Command {
     },
     /// Bridge networks: several containers on one segment (served by the network daemon).
     Network(NetworkArgs),
+    /// Write a pcap file of a running instance's or network's frames (tshark/Wireshark read it).
+    Capture(CaptureArgs),
     /// Containers running on bridge networks: names, PIDs, networks, addresses, ports.
     Ps {
         /// JSON output.
@@ -51,6 +53,26 @@ pub enum Command {
         #[arg(long)]
         detach: bool,
     },
+}
+
+/// `warren capture`.
+#[derive(Debug, Args)]
+pub struct CaptureArgs {
+    /// The pcap file to write.
+    #[arg(short = 'w', long = "write", value_name = "FILE")]
+    pub file: PathBuf,
+    /// Capture on this bridge network (every container and the gateway).
+    #[arg(long, value_name = "NAME", conflicts_with = "api_socket")]
+    pub network: Option<String>,
+    /// API socket of a `warren run`/`attach` instance (default: the only one running).
+    #[arg(long, value_name = "PATH")]
+    pub api_socket: Option<PathBuf>,
+    /// Stop after this many frames.
+    #[arg(short = 'c', long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+    /// Stop after this many seconds (default: at --count, or on ^C / SIGTERM).
+    #[arg(long, value_name = "S", value_parser = clap::value_parser!(u64).range(1..))]
+    pub seconds: Option<u64>,
 }
 
 /// `warren network`.
@@ -158,8 +180,11 @@ pub struct PortArgs {
 /// `warren stats` / `warren flows`.
 #[derive(Debug, Args)]
 pub struct InspectArgs {
+    /// A bridge network or a container on one (`stats` only; default: a `warren run` instance).
+    #[arg(value_name = "TARGET")]
+    pub target: Option<String>,
     /// API socket of the instance (default: the only one running).
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", conflicts_with = "target")]
     pub api_socket: Option<PathBuf>,
     /// JSON output.
     #[arg(long)]
@@ -216,6 +241,9 @@ pub struct NetArgs {
     /// MAC address of the TAP device inside the namespace (default: random).
     #[arg(long, value_name = "MAC")]
     pub mac: Option<String>,
+    /// Write every frame in and out to this pcap file (tshark/Wireshark read it).
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<PathBuf>,
     /// Do not load warren's seccomp allowlist once set-up is done (on by default).
     #[arg(long)]
     pub no_seccomp: bool,

@@ -33,6 +33,7 @@ pub mod forward;
 pub mod gateway;
 pub mod harden;
 pub mod ns;
+pub mod pcap;
 pub mod runtime;
 pub mod slirp;
 pub mod sys;

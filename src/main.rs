@@ -14,7 +14,8 @@ use tracing_subscriber::EnvFilter;
 
 use warren::api::{self, ApiSocket};
 use warren::cli::{
-    AttachArgs, Cli, Command, InspectArgs, NetworkArgs, NetworkCommand, PortArgs, PortCommand, PublishArgs, RunArgs,
+    AttachArgs, CaptureArgs, Cli, Command, InspectArgs, NetworkArgs, NetworkCommand, PortArgs, PortCommand,
+    PublishArgs, RunArgs,
 };
 use warren::daemon::{self, Request, client::Conn};
 use warren::forward::Forward;
@@ -40,6 +41,7 @@ fn main() -> ExitCode {
         Command::Flows(a) => (inspect(a, "flows"), 1),
         Command::Network(a) => (network(a), 1),
         Command::Ps { json } => (ps(json), 1),
+        Command::Capture(a) => (capture(a), 1),
         Command::Daemon { detach } => (daemon::run(detach).map(|()| 0).map_err(anyhow::Error::from), 1),
     };
     match result {
@@ -124,6 +126,7 @@ fn run(a: RunArgs) -> Result<u8> {
     }
     let cfg = a.net.to_config()?;
     let no_seccomp = a.net.no_seccomp;
+    let capture = open_capture(a.net.pcap.as_deref())?;
     let prep = prepare(a.ports)?;
     let child = ns::spawn_run(&cfg, &a.command)?;
     let pid = child.pid;
@@ -134,6 +137,9 @@ fn run(a: RunArgs) -> Result<u8> {
     harden(no_seccomp);
     let code = rt.block_on(async move {
         let mut dp = Dataplane::new(cfg, tx_fd, child.tap.mac, true);
+        if let Some(w) = capture {
+            dp.set_capture(w);
+        }
         let commands = match start_ports(&mut dp, prep, child.tap.agent) {
             Ok(c) => c,
             Err(e) => {
@@ -169,8 +175,39 @@ fn run(a: RunArgs) -> Result<u8> {
     Ok(code)
 }
 
+/// Creates the `--pcap` file before anything starts (a bad path fails the run at once).
+fn open_capture(path: Option<&std::path::Path>) -> Result<Option<warren::pcap::PcapWriter>> {
+    path.map(|p| {
+        warren::pcap::PcapWriter::create(p, None).with_context(|| format!("cannot create capture file {}", p.display()))
+    })
+    .transpose()
+}
+
 /// `warren stats` and `warren flows`.
 fn inspect(a: InspectArgs, what: &str) -> Result<u8> {
+    if let Some(target) = a.target {
+        if what != "stats" {
+            anyhow::bail!("warren flows takes no TARGET: it lists the flows of a `warren run`/`attach` instance");
+        }
+        let v = daemon::client::call(&Request::Stats { target })?;
+        if a.json {
+            println!("{v}");
+            return Ok(0);
+        }
+        for (net, s) in v.as_object().cloned().unwrap_or_default() {
+            if let Some(g) = s.get("gateway").and_then(|g| g.as_object()) {
+                for (k, x) in g.iter().filter(|(_, x)| !x.is_object()) {
+                    println!("{net}\tgateway.{k}\t{x}");
+                }
+            }
+            for p in s["interfaces"].as_array().cloned().unwrap_or_default() {
+                for k in ["frames_in", "bytes_in", "spoofed", "icc_dropped"] {
+                    println!("{net}\t{}.{k}\t{}", tsv_row(&p, &["name"]), p[k]);
+                }
+            }
+        }
+        return Ok(0);
+    }
     let path = match a.api_socket {
         Some(p) => p,
         None => api::find_socket()?,
@@ -338,6 +375,7 @@ async fn supervise(pid: Pid) -> u8 {
 
 fn attach(a: AttachArgs) -> Result<u8> {
     let cfg = a.net.to_config()?;
+    let capture = open_capture(a.net.pcap.as_deref())?;
     let prep = prepare(a.ports)?;
     let target = match (a.pid, a.netns) {
         (Some(pid), _) => Target::Pid(pid),
@@ -355,6 +393,9 @@ fn attach(a: AttachArgs) -> Result<u8> {
     harden(a.net.no_seccomp);
     rt.block_on(async move {
         let mut dp = Dataplane::new(cfg, tx_fd, tap.mac, true);
+        if let Some(w) = capture {
+            dp.set_capture(w);
+        }
         let commands = start_ports(&mut dp, prep, tap.agent)?;
         let stop = stop_signal(target, pidfd);
         let fd = warren::sys::async_fd(tap.fd).context("register the TAP")?;
@@ -401,6 +442,11 @@ async fn stop_signal(target: Target, pidfd: Option<OwnedFd>) {
 /// create more interfaces in it on request (`warren network connect`).
 fn run_on_network(a: RunArgs, network: String) -> Result<u8> {
     a.net.to_config()?;
+    if a.net.pcap.is_some() {
+        anyhow::bail!(
+            "--pcap applies to a container's own network; on {network:?} use `warren capture --network {network} -w FILE`"
+        );
+    }
     let conn = Conn::connect()?;
     let join = Request::Join {
         network,
@@ -560,6 +606,9 @@ fn run_without_tap(a: RunArgs, host_net: bool) -> Result<u8> {
         );
     }
     a.net.to_config()?;
+    if a.net.pcap.is_some() {
+        anyhow::bail!("--pcap has nothing to capture with --network {}", if host_net { "host" } else { "none" });
+    }
     let pid = ns::spawn_run_without_tap(host_net, &a.command)?;
     Ok(runtime()?.block_on(supervise(pid)))
 }
@@ -574,4 +623,51 @@ fn run_in_container(a: RunArgs, name: &str) -> Result<u8> {
     let target = v["pid"].as_i64().context("bad answer from the daemon")? as i32;
     let pid = ns::spawn_join(target, &a.command)?;
     Ok(runtime()?.block_on(supervise(pid)))
+}
+
+/// `warren capture`: starts a capture in the instance or network, waits for the count, the
+/// time limit or a signal, then stops it and reports the frames written.
+fn capture(a: CaptureArgs) -> Result<u8> {
+    use warren::runtime::CaptureCmd;
+    let path = std::path::absolute(&a.file).with_context(|| format!("capture file {}", a.file.display()))?;
+    let ask = |cmd: CaptureCmd| -> Result<u64> {
+        let v = match (&a.network, &a.api_socket) {
+            (Some(n), _) => daemon::client::call(&Request::Capture { network: n.clone(), cmd })?,
+            (None, p) => {
+                let path = match p {
+                    Some(p) => p.clone(),
+                    None => api::find_socket()?,
+                };
+                let args = serde_json::to_value(&cmd)?;
+                api::request(&path, &serde_json::json!({"execute": "capture", "arguments": args}))?["return"].clone()
+            }
+        };
+        Ok(v["frames"].as_u64().unwrap_or(0))
+    };
+    ask(CaptureCmd::Start { path: path.clone(), count: a.count })?;
+    let deadline = a.seconds.map(|s| std::time::Instant::now() + Duration::from_secs(s));
+    let rt = runtime()?;
+    rt.block_on(async {
+        let mut term = signal(SignalKind::terminate()).ok();
+        let mut int = signal(SignalKind::interrupt()).ok();
+        loop {
+            let tick = tokio::time::sleep(Duration::from_millis(100));
+            tokio::select! {
+                () = tick => {}
+                _ = async { match term.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => return,
+                _ = async { match int.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => return,
+            }
+            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                return;
+            }
+            if let Some(c) = a.count
+                && ask(CaptureCmd::Status).is_ok_and(|n| n >= c)
+            {
+                return;
+            }
+        }
+    });
+    let frames = ask(CaptureCmd::Stop)?;
+    eprintln!("{frames} frames written to {}", path.display());
+    Ok(0)
 }

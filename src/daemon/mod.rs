@@ -229,6 +229,18 @@ pub enum Request {
         /// Container name.
         container: String,
     },
+    /// Packet capture on a network (every frame of every container and of the gateway).
+    Capture {
+        /// Network.
+        network: String,
+        /// What to do.
+        cmd: crate::runtime::CaptureCmd,
+    },
+    /// Counters of a network, or of a container's interfaces.
+    Stats {
+        /// Network or container name.
+        target: String,
+    },
 }
 
 /// A container the daemon serves.
@@ -610,6 +622,17 @@ async fn handle(state: &Shared, req: Request) -> Value {
             Some(c) if c.pid != 0 => ok(json!({ "pid": c.pid })),
             _ => err(format!("no such container: {container:?} (see `warren ps`)")),
         },
+        Request::Capture { network, cmd } => {
+            let Some(dp) = state.borrow().networks.get(&network).map(|n| n.dp.clone()) else {
+                return err(format!("no such network: {network:?}"));
+            };
+            match ask(&dp, |r| Command::Capture(cmd, r)).await {
+                Some(Ok(frames)) => ok(json!({ "frames": frames })),
+                Some(Err(e)) => err(e),
+                None => err("network stopped"),
+            }
+        }
+        Request::Stats { target } => stats(state, &target).await,
         Request::Join { .. } | Request::Attach { .. } => err("bad request: join and attach belong to a run session"),
     }
 }
@@ -682,6 +705,42 @@ fn create(state: &Shared, a: CreateArgs) -> Result<Value, String> {
         return Err(e);
     }
     Ok(json!({ "name": a.name, "id": id, "subnet": subnet.to_string(), "gateway": gateway.to_string() }))
+}
+
+/// `warren stats NAME`: a network's gateway counters and its interfaces', or one container's
+/// interfaces on every network it is on.
+async fn stats(state: &Shared, target: &str) -> Value {
+    type Nets = Vec<(String, mpsc::Sender<Command>)>;
+    let (nets, port_filter): (Nets, Option<Vec<u64>>) = {
+        let st = state.borrow();
+        if let Some(n) = st.networks.get(target) {
+            (vec![(target.to_string(), n.dp.clone())], None)
+        } else if let Some(c) = st.containers.get(target) {
+            let nets = c
+                .ifaces
+                .iter()
+                .filter_map(|i| st.networks.get(&i.network).map(|n| (i.network.clone(), n.dp.clone())))
+                .collect();
+            (nets, Some(c.ifaces.iter().map(|i| i.port).collect()))
+        } else {
+            return err(format!("no such network or container: {target:?}"));
+        }
+    };
+    let mut out = serde_json::Map::new();
+    for (name, dp) in nets {
+        let ports: Vec<PortStat> = ask(&dp, Command::PortStats).await.unwrap_or_default();
+        let ports: Vec<PortStat> =
+            ports.into_iter().filter(|p| port_filter.as_ref().is_none_or(|f| f.contains(&p.id))).collect();
+        let mut v = json!({ "interfaces": ports });
+        if port_filter.is_none()
+            && let Some((s, flows)) = ask(&dp, Command::Stats).await
+        {
+            v["gateway"] = json!(s);
+            v["open_flows"] = json!(flows.len());
+        }
+        out.insert(name, v);
+    }
+    ok(Value::Object(out))
 }
 
 async fn inspect(state: &Shared, names: &[String]) -> Value {

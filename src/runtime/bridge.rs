@@ -235,6 +235,10 @@ impl Dataplane {
             }
             let (dst, src): ([u8; 6], [u8; 6]) = (frame[..6].try_into().unwrap_or([0; 6]), p.mac);
             let to_gateway = dst == self.tx.src_mac || dst[0] & 1 == 1;
+            if !to_gateway {
+                // Frames for the gateway are recorded when it handles them.
+                self.tx.record(frame);
+            }
             if dst != self.tx.src_mac {
                 if b.icc {
                     self.tx.forward(&rx[..n], dst, src);

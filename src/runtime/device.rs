@@ -47,18 +47,40 @@ pub struct TxSink {
     pub errors: u64,
     /// Whether frames carry a `virtio_net_hdr` (TAPs warren opens do; an adopted fd may not).
     pub vnet: bool,
+    /// Packet capture of every frame in and out, when one runs.
+    pub capture: Option<crate::pcap::PcapWriter>,
 }
 
 impl TxSink {
     /// Wraps the TAP's write fd.
     pub fn new(fd: OwnedFd, dst_mac: [u8; 6], src_mac: [u8; 6], vnet: bool) -> Self {
-        Self { out: Out::Tap(fd), buf: vec![0u8; FRAME_MAX], dst_mac, src_mac, frames: 0, bytes: 0, errors: 0, vnet }
+        Self {
+            out: Out::Tap(fd),
+            buf: vec![0u8; FRAME_MAX],
+            dst_mac,
+            src_mac,
+            frames: 0,
+            bytes: 0,
+            errors: 0,
+            vnet,
+            capture: None,
+        }
     }
 
     /// A sink writing to the ports of a bridge network (TAPs with vnet headers).
     pub fn bridge(src_mac: [u8; 6]) -> Self {
         let out = Out::Bridge(BridgeOut::default());
-        Self { out, buf: vec![0u8; FRAME_MAX], dst_mac: [0xff; 6], src_mac, frames: 0, bytes: 0, errors: 0, vnet: true }
+        Self {
+            out,
+            buf: vec![0u8; FRAME_MAX],
+            dst_mac: [0xff; 6],
+            src_mac,
+            frames: 0,
+            bytes: 0,
+            errors: 0,
+            vnet: true,
+            capture: None,
+        }
     }
 
     /// Adds a bridge port (its write fd) and the addresses behind it.
@@ -127,10 +149,20 @@ impl TxSink {
         }
     }
 
+    /// Records a frame in the capture, if one runs.
+    pub fn record(&mut self, frame: &[u8]) {
+        if let Some(c) = &mut self.capture {
+            c.write(frame);
+        }
+    }
+
     fn send_with(&mut self, hdr: &[u8; VNET_HDR_LEN], len: usize) {
         let hdr_len = if self.vnet { VNET_HDR_LEN } else { 0 };
         match &self.out {
             Out::Tap(fd) => {
+                if let Some(c) = &mut self.capture {
+                    c.write(&self.buf[..len]);
+                }
                 let iov = [IoSlice::new(&hdr[..hdr_len]), IoSlice::new(&self.buf[..len])];
                 self.count(nix::sys::uio::writev(fd, &iov), len);
             }
@@ -140,6 +172,9 @@ impl TxSink {
                     self.buf[..6].copy_from_slice(mac);
                 }
                 let dst: [u8; 6] = self.buf[..6].try_into().unwrap_or([0; 6]);
+                if let Some(c) = &mut self.capture {
+                    c.write(&self.buf[..len]);
+                }
                 let iov = [IoSlice::new(&hdr[..hdr_len]), IoSlice::new(&self.buf[..len])];
                 let r = if dst[0] & 1 == 1 {
                     let mut last = Ok(0);

@@ -81,6 +81,25 @@ pub enum Command {
     PublishFor(u64, Vec<Bound>, Option<OwnedFd>, oneshot::Sender<Result<Vec<PortInfo>, String>>),
     /// Bridge networks: per-interface counters.
     PortStats(oneshot::Sender<Vec<bridge::PortStat>>),
+    /// Start, query or stop a packet capture; answers the frames written so far.
+    Capture(CaptureCmd, oneshot::Sender<Result<u64, String>>),
+}
+
+/// What to do with the packet capture.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CaptureCmd {
+    /// Write every frame in and out to `path` (a new pcap file), up to `count` frames.
+    Start {
+        /// Absolute path of the file to create.
+        path: std::path::PathBuf,
+        /// Stop after this many frames.
+        count: Option<u64>,
+    },
+    /// Frames written so far.
+    Status,
+    /// Close the file; answers the frames written.
+    Stop,
 }
 
 /// An open NAT flow, as `warren flows` lists it.
@@ -432,6 +451,9 @@ impl Dataplane {
             Command::PortStats(reply) => {
                 let _ = reply.send(self.port_stats());
             }
+            Command::Capture(cmd, reply) => {
+                let _ = reply.send(self.capture(cmd));
+            }
         }
     }
 
@@ -741,8 +763,50 @@ impl Dataplane {
         }
     }
 
+    /// Records every frame in and out with this writer from now on.
+    pub fn set_capture(&mut self, w: crate::pcap::PcapWriter) {
+        self.tx.capture = Some(w);
+    }
+
+    /// Starts a packet capture of every frame in and out to a new pcap file.
+    ///
+    /// # Errors
+    /// When the file cannot be created or a capture already runs.
+    pub fn start_capture(&mut self, path: &std::path::Path, count: Option<u64>) -> Result<(), String> {
+        if self.tx.capture.is_some() {
+            return Err("a capture is already running; stop it first".into());
+        }
+        let w = crate::pcap::PcapWriter::create(path, count)
+            .map_err(|e| format!("cannot create capture file {}: {e}", path.display()))?;
+        tracing::info!(path = %path.display(), ?count, "capture started");
+        self.tx.capture = Some(w);
+        Ok(())
+    }
+
+    fn capture(&mut self, cmd: CaptureCmd) -> Result<u64, String> {
+        match cmd {
+            CaptureCmd::Start { path, count } => self.start_capture(&path, count).map(|()| 0),
+            CaptureCmd::Status => match &mut self.tx.capture {
+                Some(c) => {
+                    let _ = c.flush();
+                    Ok(c.frames)
+                }
+                None => Err("no capture is running".into()),
+            },
+            CaptureCmd::Stop => match self.tx.capture.take() {
+                Some(mut c) => {
+                    c.flush().map_err(|e| format!("write the capture: {e}"))?;
+                    tracing::info!(frames = c.frames, "capture stopped");
+                    Ok(c.frames)
+                }
+                None => Err("no capture is running".into()),
+            },
+        }
+    }
+
     /// Handles one frame from the container; `trusted`: its kernel vouched for the L4 checksum.
     pub fn frame(&mut self, frame: &[u8], trusted: bool, now: Instant) {
+        self.tx.record(frame);
         self.stats.frames_in += 1;
         self.stats.bytes_in += frame.len() as u64;
         let (mac, pkt) = match gateway::classify(frame, &self.gw, trusted) {

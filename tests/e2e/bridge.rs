@@ -490,3 +490,46 @@ fn network_none_host_and_container_modes() {
     assert_eq!(f.code, 125);
     assert!(f.stderr.contains("no such container: \"ghost\""), "{}", f.stderr);
 }
+
+#[test]
+fn capture_and_stats_of_a_network() {
+    require_isolation();
+    let w = World::new("capture");
+    w.ok(&["network", "create", "cap"]);
+    let _web = w.start(&["--network", "cap", "--name", "web"], &serve80());
+    let file = w.rt.join("net.pcap");
+    let mut cap =
+        w.cmd(&["capture", "--network", "cap", "-w", file.to_str().unwrap(), "--count", "8", "--seconds", "60"]);
+    cap.stdin(std::process::Stdio::null());
+    let cap = std::thread::spawn(move || run_with_deadline(cap, Duration::from_secs(90)));
+    let t = nettool();
+    let deadline = Instant::now() + SHORT;
+    while !cap.is_finished() && Instant::now() < deadline {
+        let f = w.once(&["--network", "cap", "--name", "pinger"], &[t.to_str().unwrap(), "ping", "10.89.0.2"]);
+        assert_eq!(f.code, 0, "{} {}", f.stdout, f.stderr);
+    }
+    let f = cap.join().unwrap();
+    assert_eq!(f.code, 0, "{}", f.stderr);
+    assert!(f.stderr.contains("8 frames written to"), "{}", f.stderr);
+    let mut c = Command::new("tshark");
+    c.args(["-n", "-r"]).arg(&file).args([
+        "-Y",
+        "icmp.type == 8 && ip.dst == 10.89.0.2",
+        "-T",
+        "fields",
+        "-e",
+        "ip.src",
+    ]);
+    c.env("HOME", std::env::temp_dir());
+    let t = run_with_deadline(c, SHORT);
+    assert_eq!(t.code, 0, "{}", t.stderr);
+    assert!(t.stdout.lines().any(|l| l.trim() == "10.89.0.3"), "container-to-container ping captured: {}", t.stdout);
+    // Counters of the network (gateway and each interface) and of one container.
+    let s = w.ok(&["stats", "cap"]);
+    assert!(s.lines().any(|l| l.starts_with("cap\tgateway.frames_in\t")), "{s}");
+    assert!(s.lines().any(|l| l.starts_with("cap\tweb.frames_in\t")), "{s}");
+    let s: serde_json::Value = serde_json::from_str(&w.ok(&["stats", "web", "--json"])).unwrap();
+    assert!(s["cap"]["interfaces"][0]["frames_in"].as_u64().unwrap() > 0, "{s}");
+    let f = w.run(&["stats", "ghost"]);
+    assert!(f.stderr.contains("no such network or container: \"ghost\""), "{}", f.stderr);
+}

@@ -6,6 +6,7 @@
 
 mod bridge;
 mod ipv6;
+mod ops;
 mod ports;
 mod slirp;
 mod util;

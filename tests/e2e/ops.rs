@@ -1,0 +1,84 @@
+//! Operability: packet capture checked with tshark, stats of networks and containers.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::util::*;
+
+const SHORT: Duration = Duration::from_secs(30);
+
+/// `tshark -r FILE -Y FILTER`: the number of matching frames.
+fn tshark_count(file: &std::path::Path, filter: &str) -> usize {
+    let mut c = Command::new("tshark");
+    c.args(["-n", "-r"]).arg(file).args(["-Y", filter, "-T", "fields", "-e", "frame.number"]);
+    c.env("HOME", std::env::temp_dir());
+    let f = run_with_deadline(c, SHORT);
+    assert_eq!(f.code, 0, "tshark -r {} -Y {filter}: {}", file.display(), f.stderr);
+    f.stdout.lines().filter(|l| !l.trim().is_empty()).count()
+}
+
+fn temp(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("warren-ops-{}-{name}", std::process::id()))
+}
+
+#[test]
+fn pcap_of_a_known_exchange_reads_in_tshark() {
+    require_isolation();
+    let echo = UdpServer::echo("127.0.0.1");
+    let file = temp("run.pcap");
+    let port = echo.addr.port().to_string();
+    let f = warren_run(
+        &["--allow-host-loopback", "--no-ipv6", "--pcap", file.to_str().unwrap()],
+        &[nettool().to_str().unwrap(), "udp-echo", "10.0.2.2", &port, "3"],
+        SHORT,
+    );
+    assert_eq!(f.code, 0, "{} {}", f.stdout, f.stderr);
+    // Three datagrams of the known sizes (0, 1 and 100 bytes) and their echoes; one ARP
+    // exchange for the gateway.
+    assert_eq!(tshark_count(&file, &format!("udp.port == {port}")), 6);
+    assert_eq!(tshark_count(&file, &format!("udp.port == {port} && ip.src == 10.0.2.100")), 3);
+    assert_eq!(tshark_count(&file, &format!("udp.port == {port} && ip.src == 10.0.2.2 && udp.length == 108")), 1);
+    assert_eq!(tshark_count(&file, "arp.opcode == 1 && arp.dst.proto_ipv4 == 10.0.2.2"), 1);
+    assert_eq!(tshark_count(&file, "arp.opcode == 2 && arp.src.proto_ipv4 == 10.0.2.2"), 1);
+    let _ = std::fs::remove_file(&file);
+    // A capture file that cannot be created stops the run before anything starts.
+    let f = warren_run(&["--pcap", "/nonexistent/dir/x.pcap"], &["true"], SHORT);
+    assert_eq!(f.code, 125);
+    assert!(f.stderr.contains("cannot create capture file /nonexistent/dir/x.pcap"), "{}", f.stderr);
+}
+
+#[test]
+fn capture_on_a_running_instance_stops_at_the_count() {
+    require_isolation();
+    assert!(has_remote_ip());
+    let port = free_port("0.0.0.0");
+    let spec = format!("{port}:80");
+    let tool: &str = Box::leak(nettool().to_str().unwrap().to_string().into_boxed_str());
+    let r = Running::start(&["-p", &spec, "--no-ipv6"], &[tool, "serve", "80"]);
+    let file = temp("live.pcap");
+    let mut cap = Command::new(warren());
+    cap.args(["capture", "--api-socket"]).arg(&r.api).args([
+        "-w",
+        file.to_str().unwrap(),
+        "--count",
+        "3",
+        "--seconds",
+        "60",
+    ]);
+    let cap = std::thread::spawn(move || run_with_deadline(cap, Duration::from_secs(90)));
+    // Connections from a non-loopback address go through the TAP: SYN, SYN-ACK, ACK first.
+    let deadline = std::time::Instant::now() + SHORT;
+    while !cap.is_finished() && std::time::Instant::now() < deadline {
+        let _ = tcp_peer_seen(std::net::SocketAddr::from(([10, 200, 0, 1], port)), Some(REMOTE_IP.parse().unwrap()));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let f = cap.join().unwrap();
+    assert_eq!(f.code, 0, "{}", f.stderr);
+    assert!(f.stderr.contains("3 frames written to"), "{}", f.stderr);
+    assert_eq!(tshark_count(&file, "frame"), 3);
+    assert!(tshark_count(&file, "tcp.flags.syn == 1") >= 1, "the handshake is in the capture");
+    let _ = std::fs::remove_file(&file);
+    // Without a running capture, stop is refused with the reason.
+    let f = r.port(&["ls"]);
+    assert_eq!(f.code, 0);
+}
