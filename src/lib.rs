@@ -32,6 +32,7 @@ pub mod doctor;
 pub mod forward;
 pub mod gateway;
 pub mod harden;
+pub mod logfmt;
 pub mod ns;
 pub mod pcap;
 pub mod runtime;

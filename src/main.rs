@@ -31,7 +31,7 @@ const DRAIN_GRACE: Duration = Duration::from_secs(10);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.verbose);
+    init_tracing(cli.verbose, cli.log_format);
     let (result, failure_code) = match cli.command {
         Command::Run(a) => (run(a), RUN_FAILED),
         Command::Attach(a) => (attach(a), 1),
@@ -53,7 +53,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(verbose: u8) {
+fn init_tracing(verbose: u8, format: warren::cli::LogFormat) {
     let level = match verbose {
         0 => "warn",
         1 => "info",
@@ -62,12 +62,11 @@ fn init_tracing(verbose: u8) {
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("warren={level}")));
     let ansi = warren::sys::isatty(std::io::stderr().as_fd());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .with_target(false)
-        .init();
+    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        warren::cli::LogFormat::Text => fmt.with_ansi(ansi).with_target(false).init(),
+        warren::cli::LogFormat::Json => fmt.event_format(warren::logfmt::Json).init(),
+    }
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {

@@ -82,3 +82,25 @@ fn capture_on_a_running_instance_stops_at_the_count() {
     let f = r.port(&["ls"]);
     assert_eq!(f.code, 0);
 }
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    require_isolation();
+    let mut cmd = Command::new(warren());
+    cmd.args(["run", "--no-ipv6", "--log-format", "json", "-vv", "--", "true"]);
+    let f = run_with_deadline(cmd, SHORT);
+    assert_eq!(f.code, 0, "{}", f.stderr);
+    assert!(f.stderr.lines().count() >= 3, "-vv logs set-up and totals: {}", f.stderr);
+    for line in f.stderr.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v["ts"].as_str().is_some_and(|t| t.ends_with('Z')), "{line}");
+        assert!(["info", "debug", "warn", "error", "trace"].contains(&v["level"].as_str().unwrap()), "{line}");
+        assert!(v["message"].is_string(), "{line}");
+    }
+    assert!(f.stderr.contains(r#""message":"container started""#), "{}", f.stderr);
+    let mut cmd = Command::new(warren());
+    cmd.args(["--log-format", "yaml", "doctor"]);
+    let f = run_with_deadline(cmd, SHORT);
+    assert_eq!(f.code, 2);
+    assert!(f.stderr.contains("invalid value 'yaml' for '--log-format <LOG_FORMAT>'"), "{}", f.stderr);
+}
