@@ -59,6 +59,18 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (or write every page to --out-dir).
+    Man {
+        /// Write warren.1 and one page per subcommand here.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
     /// The per-user network daemon behind bridge networks (started on demand).
     Daemon {
         /// Fork into the background (what on-demand start uses).
@@ -361,6 +373,32 @@ impl PublishArgs {
     }
 }
 
+/// The shell completion script for `shell`, generated from the CLI definition.
+pub fn completions(shell: clap_complete::Shell) -> Vec<u8> {
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "warren", &mut out);
+    out
+}
+
+/// Every man page, generated from the CLI definition: `warren.1`, then `warren-SUB.1` for
+/// each subcommand (and `warren-SUB-SUBSUB.1` below those).
+pub fn man_pages() -> Vec<(String, Vec<u8>)> {
+    fn walk(cmd: clap::Command, name: String, out: &mut Vec<(String, Vec<u8>)>) {
+        let mut page = Vec::new();
+        let cmd = cmd.name(name.clone());
+        let _ = clap_mangen::Man::new(cmd.clone()).render(&mut page);
+        out.push((format!("{name}.1"), page));
+        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+            walk(sub.clone(), format!("{name}-{}", sub.get_name()), out);
+        }
+    }
+    let mut out = Vec::new();
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    cmd.build();
+    walk(cmd, "warren".into(), &mut out);
+    out
+}
+
 /// Invalid command-line values.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -373,4 +411,29 @@ pub enum CliError {
     /// A TAP name the kernel would refuse.
     #[error("invalid TAP name {0:?}: expected 1..=15 bytes without '/', ':' or whitespace")]
     TapName(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The committed man pages and completions are what the CLI generates: regenerate them
+    /// with `scripts/gen-docs.sh` after changing the CLI.
+    #[test]
+    fn generated_docs_are_current() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let stale = "stale: run scripts/gen-docs.sh and commit the result";
+        for (name, page) in man_pages() {
+            let committed = std::fs::read(root.join("docs/man").join(&name)).unwrap_or_default();
+            assert!(committed == page, "docs/man/{name} is {stale}");
+        }
+        for (shell, file) in [
+            (clap_complete::Shell::Bash, "warren.bash"),
+            (clap_complete::Shell::Zsh, "_warren"),
+            (clap_complete::Shell::Fish, "warren.fish"),
+        ] {
+            let committed = std::fs::read(root.join("contrib/completions").join(file)).unwrap_or_default();
+            assert!(committed == completions(shell), "contrib/completions/{file} is {stale}");
+        }
+    }
 }

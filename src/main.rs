@@ -42,6 +42,8 @@ fn main() -> ExitCode {
         Command::Network(a) => (network(a), 1),
         Command::Ps { json } => (ps(json), 1),
         Command::Capture(a) => (capture(a), 1),
+        Command::Completions { shell } => (write_stdout(&warren::cli::completions(shell)), 1),
+        Command::Man { out_dir } => (man(out_dir), 1),
         Command::Daemon { detach } => (daemon::run(detach).map(|()| 0).map_err(anyhow::Error::from), 1),
     };
     match result {
@@ -668,5 +670,25 @@ fn capture(a: CaptureArgs) -> Result<u8> {
     });
     let frames = ask(CaptureCmd::Stop)?;
     eprintln!("{frames} frames written to {}", path.display());
+    Ok(0)
+}
+
+fn write_stdout(b: &[u8]) -> Result<u8> {
+    use std::io::Write;
+    std::io::stdout().write_all(b).context("write to stdout")?;
+    Ok(0)
+}
+
+/// `warren man`: the top page on stdout, or every page into a directory.
+fn man(out_dir: Option<std::path::PathBuf>) -> Result<u8> {
+    let pages = warren::cli::man_pages();
+    let Some(dir) = out_dir else {
+        return write_stdout(&pages[0].1);
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    for (name, page) in &pages {
+        std::fs::write(dir.join(name), page).with_context(|| format!("write {}", dir.join(name).display()))?;
+    }
+    eprintln!("{} man pages written to {}", pages.len(), dir.display());
     Ok(0)
 }
