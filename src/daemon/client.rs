@@ -37,11 +37,21 @@ impl Conn {
         if let Ok(fd) = crate::sys::seqpacket_connect(&path) {
             return Ok(Self { fd });
         }
+        // On a terminal, say what the wait is for (the first command of a session starts it).
+        let tty = crate::sys::isatty(io::stderr().as_fd());
+        if tty {
+            eprint!("warren: starting the network daemon ...");
+        }
         start_daemon()?;
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             match crate::sys::seqpacket_connect(&path) {
-                Ok(fd) => return Ok(Self { fd }),
+                Ok(fd) => {
+                    if tty {
+                        eprintln!(" ready");
+                    }
+                    return Ok(Self { fd });
+                }
                 Err(e) if Instant::now() > deadline => {
                     return Err(ClientError::Start(format!(
                         "it did not listen on {} within 10 s ({e}); see {}",

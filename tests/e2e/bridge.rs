@@ -358,7 +358,20 @@ fn networks_survive_a_daemon_restart() {
     let before = w.inspect("keep");
     w.stop_daemon();
     assert!(w.daemon_pid().is_none() || !std::path::Path::new(&format!("/proc/{}", w.daemon_pid().unwrap())).exists());
-    // The next command starts a new daemon, which loads the network as it was.
+    // The next command starts a new daemon, which loads the network as it was; on a terminal
+    // it says so while it waits.
+    let mut c = Command::new("script");
+    let cmd = format!(
+        "env XDG_RUNTIME_DIR={} XDG_DATA_HOME={} {} network ls",
+        w.rt.display(),
+        w.data.display(),
+        warren().display()
+    );
+    c.args(["-qec", &cmd, "/dev/null"]);
+    let f = run_with_deadline(c, SHORT);
+    assert_eq!(f.code, 0, "{} {}", f.stdout, f.stderr);
+    assert!(f.stdout.contains("warren: starting the network daemon ... ready"), "{}", f.stdout);
+    assert!(f.stdout.contains("keep"), "{}", f.stdout);
     let after = w.inspect("keep");
     assert_eq!(after["Id"].as_str().unwrap(), id.trim());
     assert_eq!(after["IPAM"], before["IPAM"]);
