@@ -196,6 +196,17 @@ async fn handle(mut conn: UnixStream, commands: mpsc::Sender<Command>, guest: Gu
     };
     let _ = conn.write_all(reply.as_bytes()).await;
     let _ = conn.shutdown().await;
+    // Read what the client still sends (an oversized request) before closing: closing with
+    // unread input would reset the connection and could destroy the answer in flight.
+    let drain = async {
+        let mut b = [0u8; 4096];
+        while let Ok(n) = conn.read(&mut b).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
 }
 
 fn error(desc: impl Into<String>) -> String {

@@ -208,6 +208,8 @@ mod tests {
         assert_eq!(e("1.2.3:80:80"), "\"1.2.3\" is not an IPv4 address");
         assert_eq!(e("9000-9001:80"), "host range 9000-9001 and container range 80-80 differ in length");
         assert_eq!(e("[::1:80"), "unclosed '[' in the host address");
+        assert_eq!(e("[zz]:80:80"), "\"zz\" is not an IPv6 address");
+        assert_eq!(e("[::1]80"), "expected ':' after the host address");
         assert_eq!(e("1:2:3:4"), "too many ':'");
         assert_eq!(e("8080:"), "the container port is missing");
         assert_eq!(e("0"), "container port 0 is not a port");

@@ -104,3 +104,69 @@ fn json_logs_are_one_object_per_line() {
     assert_eq!(f.code, 2);
     assert!(f.stderr.contains("invalid value 'yaml' for '--log-format <LOG_FORMAT>'"), "{}", f.stderr);
 }
+
+#[test]
+fn more_error_texts() {
+    require_isolation();
+    let check = |args: &[&str], code: i32, msg: &str| {
+        let mut cmd = Command::new(warren());
+        cmd.args(args);
+        let f = run_with_deadline(cmd, SHORT);
+        assert_eq!(f.code, code, "{args:?}: {}", f.stderr);
+        assert!(f.stderr.contains(msg), "{args:?}: {}", f.stderr);
+    };
+    check(&["flows", "web"], 1, "warren flows takes no TARGET");
+    check(
+        &["run", "--network", "dev", "--pcap", "/tmp/x.pcap", "--", "true"],
+        125,
+        "--pcap applies to a container's own network; on \"dev\" use `warren capture --network dev -w FILE`",
+    );
+    check(
+        &["run", "--network", "none", "--pcap", "/tmp/x.pcap", "--", "true"],
+        125,
+        "--pcap has nothing to capture with --network none",
+    );
+    check(&["run", "--network", "none", "-p", "80", "--", "true"], 125, "-p has no effect with --network none");
+    check(
+        &["run", "-p", "192.0.2.1:8080:80", "--", "true"],
+        125,
+        "cannot publish tcp 192.0.2.1:8080: address 192.0.2.1 is not on this host; use one of its addresses or 0.0.0.0",
+    );
+    check(
+        &["run", "-p", "[zz]:80:80", "--", "true"],
+        125,
+        "invalid port spec \"[zz]:80:80\": \"zz\" is not an IPv6 address",
+    );
+    // slirp4netns-compatible binary: an outbound interface that does not exist.
+    let mut cmd = Command::new(
+        std::env::var_os("WARREN_SLIRP_BIN")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_warren-slirp4netns").into()),
+    );
+    cmd.args(["--outbound-addr=nosuchif0", "1", "tap0"]);
+    let f = run_with_deadline(cmd, SHORT);
+    assert_eq!(f.code, 1);
+    assert!(f.stderr.contains("outbound-addr: no IPv4 address or interface named \"nosuchif0\""), "{}", f.stderr);
+    // The instance API: capture state errors and an oversized request.
+    let r = Running::start(&["--no-ipv6"], &["sh", "-c", "echo serving; exec sleep 60"]);
+    let file = std::env::temp_dir().join(format!("warren-ops-{}-twice.pcap", std::process::id()));
+    let api = |req: serde_json::Value| -> String {
+        use std::io::{Read, Write};
+        let mut s = std::os::unix::net::UnixStream::connect(&r.api).unwrap();
+        // An oversized request is answered and closed before it is all written.
+        let _ = s.write_all(req.to_string().as_bytes());
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    let start = serde_json::json!({"execute": "capture", "arguments": {"start": {"path": file, "count": null}}});
+    assert_eq!(api(start.clone()), r#"{"return":{"frames":0}}"#);
+    assert_eq!(api(start), r#"{"error":{"desc":"a capture is already running; stop it first"}}"#);
+    let stop = serde_json::json!({"execute": "capture", "arguments": "stop"});
+    assert!(api(stop.clone()).starts_with(r#"{"return":{"frames":"#));
+    assert_eq!(api(stop), r#"{"error":{"desc":"no capture is running"}}"#);
+    let _ = std::fs::remove_file(&file);
+    let big = serde_json::json!({"execute": "port_list", "pad": "x".repeat(8192)});
+    assert_eq!(api(big), r#"{"error":{"desc":"bad request: too large message"}}"#);
+}
