@@ -477,6 +477,12 @@ async fn serve(state: Shared, listener: OwnedFd) -> io::Result<()> {
                 let mut g = r?;
                 match g.try_io(|l| crate::sys::seqpacket_accept(l.get_ref().as_fd())) {
                     Ok(Ok(conn)) => {
+                        // The socket is 0600 in a 0700 directory; root aside, only its user.
+                        let uid = crate::sys::peer_uid(conn.as_fd()).unwrap_or(u32::MAX);
+                        if uid != nix::unistd::getuid().as_raw() && uid != 0 {
+                            tracing::warn!(uid, "daemon request from another user refused");
+                            continue;
+                        }
                         let st = state.clone();
                         tokio::task::spawn_local(async move {
                             if let Ok(conn) = crate::sys::async_fd(conn) {

@@ -539,6 +539,11 @@ pub fn seqpacket_accept(listener: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 
+/// The uid of the process at the other end of a unix socket (`SO_PEERCRED`).
+pub fn peer_uid(sock: BorrowedFd<'_>) -> Option<u32> {
+    nix::sys::socket::getsockopt(&sock, nix::sys::socket::sockopt::PeerCredentials).ok().map(|c| c.uid())
+}
+
 /// Connects a blocking `SOCK_SEQPACKET` socket to `path`.
 ///
 /// # Errors

@@ -170,3 +170,29 @@ fn more_error_texts() {
     let big = serde_json::json!({"execute": "port_list", "pad": "x".repeat(8192)});
     assert_eq!(api(big), r#"{"error":{"desc":"bad request: too large message"}}"#);
 }
+
+#[test]
+fn api_refuses_other_users_even_when_the_mode_would_let_them_in() {
+    require_isolation();
+    if !nix::unistd::getuid().is_root() {
+        eprintln!("needs root to act as another user: covered by the root pass");
+        return;
+    }
+    let r = Running::start(&["--no-ipv6"], &["sh", "-c", "echo serving; exec sleep 60"]);
+    // Open the socket's mode wide: the peer-credential check must still refuse warren-ci.
+    std::fs::set_permissions(&r.api, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    let py = format!(
+        "import socket\ns = socket.socket(socket.AF_UNIX)\ns.connect({:?})\ntry:\n    \
+         s.sendall(b'{{\"execute\":\"port_list\"}}'); s.shutdown(socket.SHUT_WR); print(repr(s.recv(100)))\n\
+         except OSError:\n    print(\"reset\")",
+        r.api.display().to_string()
+    );
+    let mut c = Command::new("setpriv");
+    c.args(["--reuid=warren-ci", "--regid=warren-ci", "--init-groups", "/usr/bin/python3", "-c", &py]);
+    let f = run_with_deadline(c, SHORT);
+    assert_eq!(f.code, 0, "{}", f.stderr);
+    assert!(["b''", "reset"].contains(&f.stdout.trim()), "another user gets no answer: {}", f.stdout);
+    // Its owner still does.
+    let f = r.port(&["ls"]);
+    assert_eq!(f.code, 0, "{}", f.stderr);
+}
