@@ -192,10 +192,15 @@ pub fn answer_local(query: &[u8], records: &Records) -> Option<Vec<u8>> {
 
 /// A REFUSED answer to `query` (a name that is not local on a network without outside access).
 pub fn refused(query: &[u8]) -> Option<Vec<u8>> {
+    error_answer(query, 5)
+}
+
+/// An answer to `query` with no records and response code `rcode` (2 SERVFAIL, 5 REFUSED).
+pub fn error_answer(query: &[u8], rcode: u8) -> Option<Vec<u8>> {
     let (_, _, end) = question(query)?;
     let mut r = query[..end].to_vec();
     r[2] = 0x80 | (query[2] & 0x01);
-    r[3] = 0x85;
+    r[3] = 0x80 | (rcode & 0x0f);
     r[6..12].copy_from_slice(&[0, 0, 0, 0, 0, 0]);
     Some(r)
 }

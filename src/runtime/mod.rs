@@ -1033,6 +1033,10 @@ impl Dataplane {
                 }
             };
             tracing::debug!(%src, %dst, %target, "UDP flow");
+            let mut flow = flow;
+            if dst.port() == 53 && self.gw.owns_ip(dst.ip()) {
+                flow.watch_dns();
+            }
             self.udp.insert(key, flow);
             self.stats.udp_flows += 1;
         }
@@ -1061,7 +1065,7 @@ impl Dataplane {
             return;
         }
         if let Some(flow) = self.udp.get_mut(&key) {
-            let at = flow.expires();
+            let at = flow.deadline();
             arm(&mut self.timers, &mut flow.scheduled, at, Token::Udp(key), now);
         }
     }

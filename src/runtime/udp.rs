@@ -27,6 +27,11 @@ pub const UDP_REPLIED_TIMEOUT: Duration = Duration::from_secs(120);
 pub const PING_TIMEOUT: Duration = Duration::from_secs(30);
 /// Datagrams handled per service call before yielding to other work.
 const BATCH: usize = 64;
+/// How long a DNS query to the forwarder may wait for its upstream before the container gets
+/// SERVFAIL (so a silent upstream costs a client seconds, not its whole retry schedule).
+pub const DNS_TIMEOUT: Duration = Duration::from_secs(3);
+/// DNS queries remembered per flow (the oldest beyond this get no SERVFAIL).
+const DNS_PENDING: usize = 64;
 
 /// A NATed UDP flow.
 pub struct UdpFlow {
@@ -38,6 +43,8 @@ pub struct UdpFlow {
     waker: Waker,
     /// Expiry deadline last put on the timer heap.
     pub scheduled: Option<Instant>,
+    /// Queries of a flow to the DNS forwarder still waiting for their answer.
+    dns: Option<std::collections::VecDeque<(u16, Vec<u8>, Instant)>>,
 }
 
 impl UdpFlow {
@@ -61,7 +68,13 @@ impl UdpFlow {
         std_sock.connect(target)?;
         std_sock.set_nonblocking(true)?;
         let sock = UdpSocket::from_std(std_sock)?;
-        Ok(Self { sock, reply_src, last: now, replied: false, waker, scheduled: None })
+        Ok(Self { sock, reply_src, last: now, replied: false, waker, scheduled: None, dns: None })
+    }
+
+    /// Marks the flow as one to the DNS forwarder: unanswered queries get SERVFAIL after
+    /// [`DNS_TIMEOUT`].
+    pub fn watch_dns(&mut self) {
+        self.dns = Some(std::collections::VecDeque::new());
     }
 
     /// Sends one container datagram to the destination. A full socket buffer drops it, as a
@@ -71,6 +84,14 @@ impl UdpFlow {
     /// What the kernel refused the datagram with.
     pub fn send(&mut self, payload: &[u8], now: Instant) -> io::Result<()> {
         self.last = now;
+        if let Some(p) = &mut self.dns
+            && payload.len() >= 12
+        {
+            if p.len() >= DNS_PENDING {
+                p.pop_front();
+            }
+            p.push_back((u16::from_be_bytes([payload[0], payload[1]]), payload.to_vec(), now));
+        }
         // Straight to the kernel: tokio's try_send would refuse until the reactor has seen
         // the new socket writable, losing a flow's first datagram.
         socket2::SockRef::from(&self.sock).send(payload).map(|_| ())
@@ -86,6 +107,28 @@ impl UdpFlow {
         self.last + if self.replied { UDP_REPLIED_TIMEOUT } else { UDP_UNREPLIED_TIMEOUT }
     }
 
+    /// When the flow next needs servicing without input: its expiry, or the oldest DNS query's
+    /// SERVFAIL deadline.
+    pub fn deadline(&self) -> Instant {
+        let dns = self.dns.as_ref().and_then(|p| p.front()).map(|q| q.2 + DNS_TIMEOUT);
+        dns.map_or(self.expires(), |d| d.min(self.expires()))
+    }
+
+    /// Answers SERVFAIL to every DNS query older than [`DNS_TIMEOUT`].
+    fn fail_stale_dns(&mut self, key: &FlowKey, tx: &mut TxSink, now: Instant) {
+        let Some(p) = &mut self.dns else { return };
+        let off = wire::udp_payload_offset(key.src.ip());
+        while p.front().is_some_and(|q| q.2 + DNS_TIMEOUT <= now) {
+            let Some((id, query, _)) = p.pop_front() else { break };
+            if let Some(a) = crate::dns::error_answer(&query, 2) {
+                tracing::debug!(id, "DNS upstream silent: SERVFAIL");
+                tx.buf[off..off + a.len()].copy_from_slice(&a);
+                let len = wire::udp(&mut tx.buf, tx.dst_mac, tx.src_mac, self.reply_src, key.src, a.len());
+                tx.send(len);
+            }
+        }
+    }
+
     /// Delivers pending replies to the container. Returns false when the flow should go.
     pub fn service(&mut self, key: &FlowKey, tx: &mut TxSink, now: Instant) -> bool {
         let waker = self.waker.clone();
@@ -95,13 +138,22 @@ impl UdpFlow {
             let r = self.sock.try_recv(&mut tx.buf[off..off + max]);
             match r {
                 Ok(n) => {
+                    if let Some(p) = &mut self.dns
+                        && n >= 2
+                    {
+                        let id = u16::from_be_bytes([tx.buf[off], tx.buf[off + 1]]);
+                        p.retain(|q| q.0 != id);
+                    }
                     let len = wire::udp(&mut tx.buf, tx.dst_mac, tx.src_mac, self.reply_src, key.src, n);
                     tx.send(len);
                     self.replied = true;
                     self.last = now;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => match self.sock.poll_recv_ready(&mut cx) {
-                    Poll::Pending => return now < self.expires(),
+                    Poll::Pending => {
+                        self.fail_stale_dns(key, tx, now);
+                        return now < self.expires();
+                    }
                     Poll::Ready(_) => continue,
                 },
                 Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {

@@ -196,3 +196,18 @@ fn api_refuses_other_users_even_when_the_mode_would_let_them_in() {
     let f = r.port(&["ls"]);
     assert_eq!(f.code, 0, "{}", f.stderr);
 }
+
+#[test]
+fn silent_dns_upstream_gets_servfail_not_a_hang() {
+    require_isolation();
+    // An upstream that receives and never answers.
+    let silent = UdpServer::start("127.0.0.1", |_| None);
+    let up = format!("127.0.0.1:{}", silent.addr.port());
+    let t0 = std::time::Instant::now();
+    let line = nettool_in(&["--dns-upstream", &up], &["dns", "10.0.2.3", "web.example.test"], SHORT);
+    assert_eq!(line, "rcode=2", "SERVFAIL from the forwarder");
+    eprintln!("SERVFAIL after {:?}", t0.elapsed());
+    // And over IPv6 to fd00::3.
+    let line = nettool_in(&["--dns-upstream", &up], &["dns", "fd00::3", "web.example.test"], SHORT);
+    assert_eq!(line, "rcode=2");
+}
