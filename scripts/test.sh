@@ -52,6 +52,8 @@ isolated() {
         ip addr add 10.201.0.1/24 dev wrn-remote0
         ip addr add fd99:201::1/64 dev wrn-remote0 nodad
         ip link set wrn-remote0 up
+        # A blackhole: frames to 10.201.0.99 leave on the veth to a MAC nobody has.
+        ip neigh add 10.201.0.99 lladdr 02:00:00:00:00:99 dev wrn-remote0 nud permanent
         nsenter -t "$remote" -n sh -c "ip link set lo up; ip addr add 10.201.0.2/24 dev wrn-remote1;
             ip addr add fd99:201::2/64 dev wrn-remote1 nodad;
             ip link set wrn-remote1 up; ip route add default via 10.201.0.1;

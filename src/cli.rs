@@ -274,6 +274,9 @@ pub struct NetArgs {
     /// Most open TCP flows; more are reset and counted.
     #[arg(long, value_name = "N", default_value_t = 65536, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_tcp_flows: u32,
+    /// Most outbound TCP connections still connecting to one address; more are reset and counted.
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_handshakes: u32,
     /// Most open UDP flows; more are dropped and counted.
     #[arg(long, value_name = "N", default_value_t = 16384, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_udp_flows: u32,
@@ -352,6 +355,7 @@ impl NetArgs {
             bridge: None,
             limits: config::Limits {
                 tcp_flows: self.max_tcp_flows as usize,
+                handshakes: self.max_handshakes as usize,
                 udp_flows: self.max_udp_flows as usize,
                 ..config::Limits::default()
             },

@@ -218,11 +218,15 @@ pub struct Limits {
     pub udp_flows: usize,
     /// Open ICMP echo flows.
     pub ping_flows: usize,
+    /// Outbound TCP connections to one destination address whose host connect has not
+    /// completed yet (SYNs to a slow or blackholed host); more are reset at once, so one bad
+    /// destination cannot hold every flow.
+    pub handshakes: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { tcp_flows: 65536, udp_flows: 16384, ping_flows: 1024 }
+        Self { tcp_flows: 65536, udp_flows: 16384, ping_flows: 1024, handshakes: 1024 }
     }
 }
 

@@ -236,6 +236,8 @@ pub struct Dataplane {
     nat_port: u16,
     /// The wake queue's spare buffer (see `drain_wakes`).
     wake_buf: Vec<Token>,
+    /// Outbound TCP flows whose host connect is in progress, by destination address.
+    handshakes: FxHashMap<IpAddr, usize>,
     /// The switch of a bridge network (`None`: one container on one TAP).
     bridge: Option<bridge::Bridge>,
 }
@@ -287,6 +289,7 @@ impl Dataplane {
             udp_in_client: FxHashMap::default(),
             nat_port: NAT_PORT_FIRST,
             wake_buf: Vec::new(),
+            handshakes: FxHashMap::default(),
             bridge: None,
         }
     }
@@ -693,11 +696,17 @@ impl Dataplane {
     /// # Errors
     /// As [`Dataplane::run`].
     pub async fn drain(&mut self, tap: &AsyncFd<OwnedFd>, grace: std::time::Duration) -> io::Result<()> {
-        if self.tcp.is_empty() {
+        if !self.carrying() {
             return Ok(());
         }
         tracing::debug!(flows = self.tcp.len(), "draining TCP flows after the container exited");
         self.run_until(Some(tap), None, tokio::time::sleep(grace), true).await
+    }
+
+    /// Whether a TCP flow may still carry the container's bytes: one whose host connect
+    /// completed (a connect still pending when the container is gone has nothing to carry).
+    fn carrying(&self) -> bool {
+        self.tcp.values().any(TcpFlow::connected)
     }
 
     async fn run_until(
@@ -757,7 +766,7 @@ impl Dataplane {
             let now = Instant::now();
             self.drain_wakes(now);
             self.run_timers(now);
-            if until_idle && self.tcp.is_empty() {
+            if until_idle && !self.carrying() {
                 return Ok(());
             }
         }
@@ -899,6 +908,10 @@ impl Dataplane {
             match flow.service(&mut self.tx, self.mtu, now, stamp) {
                 // The common case, with the flow already in hand: no second lookup.
                 Verdict::Keep => {
+                    if flow.in_handshake && flow.connected() {
+                        flow.in_handshake = false;
+                        handshake_done(&mut self.handshakes, key.dst.ip());
+                    }
                     if let Some(at) = flow.poll_at(self.epoch, now, stamp) {
                         arm(&mut self.timers, &mut flow.scheduled, at, Token::Tcp(key), now);
                     }
@@ -914,7 +927,8 @@ impl Dataplane {
             self.reset(seg);
             return;
         }
-        if self.tcp.len() >= self.cfg.limits.tcp_flows {
+        let connecting = self.handshakes.get(&seg.dst.ip()).copied().unwrap_or(0);
+        if self.tcp.len() >= self.cfg.limits.tcp_flows || connecting >= self.cfg.limits.handshakes {
             self.stats.limit_drops += 1;
             self.reset(seg);
             return;
@@ -942,12 +956,20 @@ impl Dataplane {
             TcpFlow::outbound(&key, &self.gw_cidrs, host, waker, &mut self.tx, self.mtu, self.seed, now, stamp, ip);
         flow.ingress(ip, &mut self.tx, self.mtu, stamp);
         let v = flow.service(&mut self.tx, self.mtu, now, stamp);
+        *self.handshakes.entry(key.dst.ip()).or_default() += 1;
         self.tcp.insert(key, flow);
         self.stats.tcp_flows += 1;
         self.after_tcp(key, v, now);
     }
 
     fn after_tcp(&mut self, key: FlowKey, v: Verdict, now: Instant) {
+        if let Some(flow) = self.tcp.get_mut(&key)
+            && flow.in_handshake
+            && (flow.connected() || v != Verdict::Keep)
+        {
+            flow.in_handshake = false;
+            handshake_done(&mut self.handshakes, key.dst.ip());
+        }
         match v {
             Verdict::Keep => {
                 let stamp = self.stamp(now);
@@ -1231,6 +1253,16 @@ fn arm(
     if scheduled.is_none_or(|s| at < s || s <= now) {
         *scheduled = Some(at);
         timers.push(Reverse((at, token)));
+    }
+}
+
+/// One handshake to `dst` finished (connected or given up).
+fn handshake_done(counts: &mut FxHashMap<IpAddr, usize>, dst: IpAddr) {
+    if let Some(n) = counts.get_mut(&dst) {
+        *n -= 1;
+        if *n == 0 {
+            counts.remove(&dst);
+        }
     }
 }
 

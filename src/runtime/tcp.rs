@@ -65,6 +65,8 @@ pub struct TcpFlow {
     pub fallback: Option<std::net::SocketAddr>,
     /// Whether the connection with the container was ever established.
     established: bool,
+    /// An outbound flow whose host connect is still counted as a handshake in flight.
+    pub in_handshake: bool,
 }
 
 /// Converts wall time since `epoch` into smoltcp's clock.
@@ -94,6 +96,7 @@ impl TcpFlow {
         // Cannot fail: the endpoint has a specified port (the SYN's, never 0 past the classifier).
         let _ = sock.listen(IpEndpoint::new(key.dst.ip().into(), key.dst.port()));
         flow.syn_quote = syn_ip[..syn_ip.len().min(128)].to_vec();
+        flow.in_handshake = true;
         flow
     }
 
@@ -168,6 +171,7 @@ impl TcpFlow {
             bytes_in: 0,
             fallback: None,
             established: false,
+            in_handshake: false,
         }
     }
 
@@ -238,6 +242,11 @@ impl TcpFlow {
             }
         }
         self.verdict()
+    }
+
+    /// Whether the host connect has completed.
+    pub fn connected(&self) -> bool {
+        self.connected
     }
 
     /// When the flow started.

@@ -211,3 +211,43 @@ fn silent_dns_upstream_gets_servfail_not_a_hang() {
     let line = nettool_in(&["--dns-upstream", &up], &["dns", "fd00::3", "web.example.test"], SHORT);
     assert_eq!(line, "rcode=2");
 }
+
+/// In a container: 50 connects to the blackhole (10.201.0.99, set up by scripts/test.sh),
+/// then 200 sequential connections to `good`; prints "REFUSED OK RATE".
+fn blackhole_then_good(net_args: &[&str], good: std::net::SocketAddr, holes: usize) -> (usize, usize, f64) {
+    let py = format!(
+        r#"
+import socket, time, errno
+hole = []
+for i in range({holes}):
+    s = socket.socket(); s.setblocking(False); s.connect_ex(("10.201.0.99", 80)); hole.append(s)
+time.sleep(1)
+refused = sum(1 for s in hole if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == errno.ECONNREFUSED)
+t = time.time(); ok = 0
+for i in range(200):
+    c = socket.create_connection(("{ip}", {port}), timeout=10); c.close(); ok += 1
+print(refused, ok, 200 / (time.time() - t))
+"#,
+        ip = good.ip(),
+        port = good.port()
+    );
+    let f = warren_run(net_args, &["/usr/bin/python3", "-c", &py], Duration::from_secs(120));
+    assert_eq!(f.code, 0, "{} {}", f.stdout, f.stderr);
+    let v: Vec<&str> = f.stdout.split_whitespace().collect();
+    (v[0].parse().unwrap(), v[1].parse().unwrap(), v[2].parse().unwrap())
+}
+
+#[test]
+fn blackholed_syns_neither_slow_good_connections_nor_exceed_the_handshake_limit() {
+    require_isolation();
+    assert!(has_remote_ip());
+    let good = TcpServer::start(REMOTE_IP, |_| {});
+    let (_, ok, base) = blackhole_then_good(&["--no-ipv6"], good.addr, 0);
+    assert_eq!(ok, 200);
+    let (refused, ok, loaded) = blackhole_then_good(&["--no-ipv6"], good.addr, 50);
+    assert_eq!((refused, ok), (0, 200), "50 pending SYNs to a blackhole: none refused, every good connection made");
+    eprintln!("connections/s: {base:.0} alone, {loaded:.0} with 50 blackholed SYNs ({:.0}%)", 100.0 * loaded / base);
+    // With at most 10 handshakes in flight, the other 40 blackholed SYNs are reset at once.
+    let (refused, ok, _) = blackhole_then_good(&["--no-ipv6", "--max-handshakes", "10"], good.addr, 50);
+    assert_eq!((refused, ok), (40, 200), "the handshake limit refuses the excess, good connections still made");
+}
