@@ -277,6 +277,9 @@ pub struct NetArgs {
     /// Most outbound TCP connections still connecting to one address; more are reset and counted.
     #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_handshakes: u32,
+    /// Seconds a UDP flow may stay idle once answered (unanswered: at most 30).
+    #[arg(long, value_name = "S", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub udp_timeout: u64,
     /// Most open UDP flows; more are dropped and counted.
     #[arg(long, value_name = "N", default_value_t = 16384, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_udp_flows: u32,
@@ -356,6 +359,7 @@ impl NetArgs {
             limits: config::Limits {
                 tcp_flows: self.max_tcp_flows as usize,
                 handshakes: self.max_handshakes as usize,
+                udp_timeout: std::time::Duration::from_secs(self.udp_timeout),
                 udp_flows: self.max_udp_flows as usize,
                 ..config::Limits::default()
             },

@@ -218,6 +218,9 @@ pub struct Limits {
     pub udp_flows: usize,
     /// Open ICMP echo flows.
     pub ping_flows: usize,
+    /// Idle time after which a UDP flow that got a reply is closed (one that never did: at
+    /// most 30 s).
+    pub udp_timeout: std::time::Duration,
     /// Outbound TCP connections to one destination address whose host connect has not
     /// completed yet (SYNs to a slow or blackholed host); more are reset at once, so one bad
     /// destination cannot hold every flow.
@@ -226,7 +229,13 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { tcp_flows: 65536, udp_flows: 16384, ping_flows: 1024, handshakes: 1024 }
+        Self {
+            tcp_flows: 65536,
+            udp_flows: 16384,
+            ping_flows: 1024,
+            handshakes: 1024,
+            udp_timeout: std::time::Duration::from_secs(120),
+        }
     }
 }
 

@@ -586,12 +586,13 @@ impl Dataplane {
 
     fn schedule_udp_in(&mut self, key: FlowKey, now: Instant) {
         let Some(e) = self.udp_in.get_mut(&key) else { return };
-        arm(&mut self.timers, &mut e.scheduled, e.last + udp::UDP_REPLIED_TIMEOUT, Token::UdpIn(key), now);
+        let at = e.last + self.cfg.limits.udp_timeout;
+        arm(&mut self.timers, &mut e.scheduled, at, Token::UdpIn(key), now);
     }
 
     fn expire_udp_in(&mut self, key: FlowKey, now: Instant) {
         let Some(e) = self.udp_in.get(&key) else { return };
-        if now >= e.last + udp::UDP_REPLIED_TIMEOUT || !self.listeners.contains_key(&e.listener) {
+        if now >= e.last + self.cfg.limits.udp_timeout || !self.listeners.contains_key(&e.listener) {
             let ck = (e.listener, e.client);
             self.udp_in.remove(&key);
             self.udp_in_client.remove(&ck);
@@ -1056,6 +1057,7 @@ impl Dataplane {
             };
             tracing::debug!(%src, %dst, %target, "UDP flow");
             let mut flow = flow;
+            flow.set_timeout(self.cfg.limits.udp_timeout);
             if dst.port() == 53 && self.gw.owns_ip(dst.ip()) {
                 flow.watch_dns();
             }

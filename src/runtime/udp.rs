@@ -45,6 +45,8 @@ pub struct UdpFlow {
     pub scheduled: Option<Instant>,
     /// Queries of a flow to the DNS forwarder still waiting for their answer.
     dns: Option<std::collections::VecDeque<(u16, Vec<u8>, Instant)>>,
+    /// Idle timeout once answered.
+    timeout: Duration,
 }
 
 impl UdpFlow {
@@ -68,7 +70,21 @@ impl UdpFlow {
         std_sock.connect(target)?;
         std_sock.set_nonblocking(true)?;
         let sock = UdpSocket::from_std(std_sock)?;
-        Ok(Self { sock, reply_src, last: now, replied: false, waker, scheduled: None, dns: None })
+        Ok(Self {
+            sock,
+            reply_src,
+            last: now,
+            replied: false,
+            waker,
+            scheduled: None,
+            dns: None,
+            timeout: UDP_REPLIED_TIMEOUT,
+        })
+    }
+
+    /// Sets the idle timeout once answered (unanswered flows: at most [`UDP_UNREPLIED_TIMEOUT`]).
+    pub fn set_timeout(&mut self, t: Duration) {
+        self.timeout = t;
     }
 
     /// Marks the flow as one to the DNS forwarder: unanswered queries get SERVFAIL after
@@ -104,7 +120,7 @@ impl UdpFlow {
 
     /// When the flow expires if nothing more happens.
     pub fn expires(&self) -> Instant {
-        self.last + if self.replied { UDP_REPLIED_TIMEOUT } else { UDP_UNREPLIED_TIMEOUT }
+        self.last + if self.replied { self.timeout } else { UDP_UNREPLIED_TIMEOUT.min(self.timeout) }
     }
 
     /// When the flow next needs servicing without input: its expiry, or the oldest DNS query's

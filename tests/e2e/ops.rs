@@ -251,3 +251,37 @@ fn blackholed_syns_neither_slow_good_connections_nor_exceed_the_handshake_limit(
     let (refused, ok, _) = blackhole_then_good(&["--no-ipv6", "--max-handshakes", "10"], good.addr, 50);
     assert_eq!((refused, ok), (40, 200), "the handshake limit refuses the excess, good connections still made");
 }
+
+#[test]
+fn udp_flows_expire_when_idle() {
+    require_isolation();
+    assert!(has_remote_ip());
+    let echo = UdpServer::echo(REMOTE_IP);
+    let port = free_port("0.0.0.0");
+    let spec = format!("{port}:53/udp");
+    let t = nettool();
+    let script = format!("{t} udp-echo {REMOTE_IP} {} 1 && exec {t} udp-serve 53", echo.addr.port(), t = t.display());
+    let r = Running::start(&["--no-ipv6", "--udp-timeout", "2", "-p", &spec], &["sh", "-c", &script]);
+    // A client of the published port: one more flow, inbound.
+    let s = std::net::UdpSocket::bind((REMOTE_IP, 0)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.send_to(b"hi", (REMOTE_IP, port)).unwrap();
+    let mut b = [0u8; 64];
+    assert!(s.recv(&mut b).is_ok(), "the published UDP port answers");
+    let flows = |r: &Running| -> Vec<String> {
+        let mut c = Command::new(warren());
+        c.args(["flows", "--json", "--api-socket"]).arg(&r.api);
+        let f = run_with_deadline(c, SHORT);
+        let v: serde_json::Value = serde_json::from_str(&f.stdout).unwrap();
+        v["flows"].as_array().unwrap().iter().map(|f| f["proto"].as_str().unwrap().to_string()).collect()
+    };
+    let now = flows(&r);
+    assert!(now.contains(&"udp".to_string()) && now.contains(&"udp-in".to_string()), "{now:?}");
+    let t0 = std::time::Instant::now();
+    let deadline = t0 + SHORT;
+    while flows(&r).iter().any(|p| p.starts_with("udp")) {
+        assert!(std::time::Instant::now() < deadline, "UDP flows never expired: {:?}", flows(&r));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!("idle UDP flows gone after {:?} (--udp-timeout 2)", t0.elapsed());
+}
