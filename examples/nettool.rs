@@ -8,6 +8,7 @@
 //! nettool download HOST PORT BYTES SEED        # server sends stream(SEED); verify hash
 //! nettool upload HOST PORT BYTES SEED          # send stream(SEED); print server's reply line
 //! nettool fetch HOST PORT BYTES SEED           # "get BYTES SEED" from a `serve` server; verify hash
+//! nettool churn HOST PORT N THREADS            # N connections opened and closed, THREADS at a time
 //! nettool parallel HOST PORT CONNS BYTES       # CONNS concurrent downloads, seeds 1..=CONNS
 //! nettool udp-echo HOST PORT COUNT             # datagrams of varied sizes, echoed back
 //! nettool refused HOST PORT                    # expect ECONNREFUSED
@@ -98,6 +99,28 @@ fn download(a: SocketAddr, bytes: u64, seed: u64) -> Result<String, String> {
         return Err(format!("download mismatch: got {got} bytes sha256 {hash}, want {bytes} bytes {want}"));
     }
     Ok(format!("ok {got} {hash}"))
+}
+
+/// Opens and closes `n` connections from `threads` threads; fails on the first error.
+fn churn(a: SocketAddr, n: usize, threads: usize) -> Result<String, String> {
+    let per = n.div_ceil(threads);
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            std::thread::spawn(move || -> Result<(), String> {
+                for _ in 0..per {
+                    let s = connect(a)?;
+                    // Closed with RST: no TIME_WAIT, so ports never run out.
+                    let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
+                    drop(s);
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().map_err(|_| "a churn thread panicked".to_string())??;
+    }
+    Ok(format!("ok {}", per * threads))
 }
 
 /// Like `download`, against a `nettool serve` server (its "get N SEED" request).
@@ -447,6 +470,7 @@ fn main() -> ExitCode {
             IpAddr::V4(a) => ping(a),
             IpAddr::V6(a) => ping6(a),
         },
+        ["churn", h, p, n, t] => churn(addr(h, p), n.parse().unwrap(), t.parse().unwrap()),
         ["fetch", h, p, n, seed] => fetch(addr(h, p), n.parse().unwrap(), seed.parse().unwrap()),
         ["halfclose", h, p, n, seed] => halfclose(addr(h, p), n.parse().unwrap(), seed.parse().unwrap()),
         ["reset", h, p] => connect(addr(h, p)).and_then(|mut s| {

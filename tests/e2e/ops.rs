@@ -285,3 +285,85 @@ fn udp_flows_expire_when_idle() {
     }
     eprintln!("idle UDP flows gone after {:?} (--udp-timeout 2)", t0.elapsed());
 }
+
+/// Open fds and resident memory of a process.
+fn fds_and_rss(pid: u32) -> (usize, u64) {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|k| k.parse().ok())
+        .unwrap_or(0);
+    (fds, rss)
+}
+
+#[test]
+fn a_hundred_thousand_connections_leave_nothing_behind() {
+    require_isolation();
+    assert!(has_remote_ip());
+    // A server that accepts and closes, on its own thread, until dropped.
+    let listener = std::net::TcpListener::bind((REMOTE_IP, 0)).unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    listener.set_nonblocking(true).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let st = stop.clone();
+    let server = std::thread::spawn(move || {
+        let mut n = 0u64;
+        while !st.load(std::sync::atomic::Ordering::SeqCst) {
+            match listener.accept() {
+                Ok(_) => n += 1,
+                Err(_) => std::thread::sleep(Duration::from_millis(1)),
+            }
+        }
+        n
+    });
+    let t = nettool();
+    let r = Running::start(&["--no-ipv6"], &["sh", "-c", "echo serving; exec sleep 600"]);
+    let warren_pid = r.guard.0.as_ref().unwrap().id();
+    let container = std::fs::read_to_string(format!("/proc/{warren_pid}/task/{warren_pid}/children"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let churn = |n: &str| {
+        let mut c = Command::new("nsenter");
+        c.args(["--preserve-credentials", "-U", "-n", "-t", &container]).arg(&t);
+        c.args(["churn", REMOTE_IP, &port, n, "8"]);
+        let f = run_with_deadline(c, Duration::from_secs(300));
+        assert_eq!(f.code, 0, "{} {}", f.stdout, f.stderr);
+        f.stdout.trim().to_string()
+    };
+    let settle = || {
+        // Flows end as their resets are handled: wait until none is open.
+        let deadline = std::time::Instant::now() + SHORT;
+        loop {
+            let mut c = Command::new(warren());
+            c.args(["flows", "--json", "--api-socket"]).arg(&r.api);
+            let v: serde_json::Value = serde_json::from_str(&run_with_deadline(c, SHORT).stdout).unwrap();
+            if v["flows"].as_array().unwrap().is_empty() {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "flows never closed: {v}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    assert_eq!(churn("2000"), "ok 2000", "warm-up");
+    settle();
+    let (fds0, rss0) = fds_and_rss(warren_pid);
+    let t0 = std::time::Instant::now();
+    assert_eq!(churn("100000"), "ok 100000");
+    let took = t0.elapsed();
+    settle();
+    let (fds1, rss1) = fds_and_rss(warren_pid);
+    eprintln!(
+        "100000 connections in {took:?} ({:.0}/s); fds {fds0} -> {fds1}; RSS {rss0} -> {rss1} KiB",
+        100_000.0 / took.as_secs_f64()
+    );
+    assert!(fds1 <= fds0 + fds0 / 10, "open fds back to the start: {fds0} -> {fds1}");
+    assert!(rss1 <= rss0 + rss0 / 10, "RSS back within 10%: {rss0} -> {rss1} KiB");
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(server.join().unwrap() >= 102_000, "every connection reached the server");
+}
