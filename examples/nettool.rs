@@ -9,6 +9,7 @@
 //! nettool upload HOST PORT BYTES SEED          # send stream(SEED); print server's reply line
 //! nettool fetch HOST PORT BYTES SEED           # "get BYTES SEED" from a `serve` server; verify hash
 //! nettool churn HOST PORT N THREADS            # N connections opened and closed, THREADS at a time
+//! nettool soak HOST PORT UDPPORT SECS SEED     # random TCP both ways + UDP echo, with faults
 //! nettool parallel HOST PORT CONNS BYTES       # CONNS concurrent downloads, seeds 1..=CONNS
 //! nettool udp-echo HOST PORT COUNT             # datagrams of varied sizes, echoed back
 //! nettool refused HOST PORT                    # expect ECONNREFUSED
@@ -99,6 +100,150 @@ fn download(a: SocketAddr, bytes: u64, seed: u64) -> Result<String, String> {
         return Err(format!("download mismatch: got {got} bytes sha256 {hash}, want {bytes} bytes {want}"));
     }
     Ok(format!("ok {got} {hash}"))
+}
+
+/// Totals of a soak run.
+#[derive(Default)]
+struct Soak {
+    tcp_ok: u64,
+    bytes: u64,
+    resets_injected: u64,
+    resets_seen: u64,
+    aborts: u64,
+    udp_sent: u64,
+    udp_back: u64,
+}
+
+/// One TCP worker of `soak`: random transfers until `end`, each verified; one in ten is a
+/// fault (the server resets mid-transfer, which must surface as an error, or this side
+/// aborts an upload). Any corrupted or silently truncated transfer is an error.
+fn soak_tcp(a: SocketAddr, end: Instant, mut rng: u64) -> Result<Soak, String> {
+    let mut t = Soak::default();
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    while Instant::now() < end {
+        let (r, size, seed) = (next(), next() % (4 << 20), next());
+        match r % 10 {
+            0 => {
+                let cut = size / 2;
+                let mut s = connect(a)?;
+                s.write_all(format!("getrst {size} {seed} {cut}\n").as_bytes()).map_err(|e| e.to_string())?;
+                let mut got = Vec::new();
+                let r = s.read_to_end(&mut got);
+                t.resets_injected += 1;
+                match r {
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => t.resets_seen += 1,
+                    // The whole stream fitted before the reset (size <= cut is impossible): a
+                    // short stream that ends cleanly would be a silent truncation.
+                    Ok(_) if (got.len() as u64) < size => {
+                        return Err(format!("reset after {} of {size} bytes surfaced as a clean end", got.len()));
+                    }
+                    Ok(_) | Err(_) => t.resets_seen += 1,
+                }
+            }
+            1 => {
+                let mut s = connect(a)?;
+                s.write_all(b"put\n").map_err(|e| e.to_string())?;
+                let mut buf = vec![0u8; (size / 2) as usize];
+                Stream::new(seed).fill(&mut buf);
+                let _ = s.write_all(&buf);
+                let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
+                t.aborts += 1;
+            }
+            2..=5 => {
+                let line = fetch(a, size, seed)?;
+                if !line.starts_with("ok ") {
+                    return Err(line);
+                }
+                t.tcp_ok += 1;
+                t.bytes += size;
+            }
+            _ => {
+                let mut s = connect(a)?;
+                s.write_all(b"put\n").map_err(|e| e.to_string())?;
+                let mut st = Stream::new(seed);
+                let mut buf = vec![0u8; 1 << 16];
+                let mut left = size;
+                while left > 0 {
+                    let k = left.min(buf.len() as u64) as usize;
+                    st.fill(&mut buf[..k]);
+                    s.write_all(&buf[..k]).map_err(|e| format!("upload: {e}"))?;
+                    left -= k as u64;
+                }
+                s.shutdown(std::net::Shutdown::Write).map_err(|e| e.to_string())?;
+                let mut reply = String::new();
+                s.read_to_string(&mut reply).map_err(|e| e.to_string())?;
+                let want = format!("{size} {}", stream_hash(seed, size));
+                if reply.trim() != want {
+                    return Err(format!("upload of {size} bytes: server saw {:?}, want {want:?}", reply.trim()));
+                }
+                t.tcp_ok += 1;
+                t.bytes += size;
+            }
+        }
+    }
+    Ok(t)
+}
+
+/// One UDP worker of `soak`: datagrams of random size to an echo server, every echo
+/// compared byte for byte (a lost one is counted, a corrupted one is an error).
+fn soak_udp(a: SocketAddr, end: Instant, mut rng: u64) -> Result<Soak, String> {
+    let bind = if a.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+    let s = UdpSocket::bind(bind).map_err(|e| e.to_string())?;
+    s.connect(a).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_millis(500))).map_err(|e| e.to_string())?;
+    let mut t = Soak::default();
+    let mut out = vec![0u8; 9000];
+    let mut back = vec![0u8; 9000];
+    while Instant::now() < end {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let n = (rng % 9000) as usize;
+        Stream::new(rng).fill(&mut out[..n]);
+        s.send(&out[..n]).map_err(|e| e.to_string())?;
+        t.udp_sent += 1;
+        if let Ok(m) = s.recv(&mut back) {
+            if back[..m] != out[..n] {
+                return Err(format!("UDP echo of {n} bytes came back different ({m} bytes)"));
+            }
+            t.udp_back += 1;
+        }
+    }
+    Ok(t)
+}
+
+fn soak(a: SocketAddr, udp: SocketAddr, secs: u64, seed: u64) -> Result<String, String> {
+    let end = Instant::now() + Duration::from_secs(secs);
+    let mut handles = Vec::new();
+    for i in 0..12u64 {
+        handles
+            .push(std::thread::spawn(move || soak_tcp(a, end, (seed + i + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)));
+    }
+    for i in 0..4u64 {
+        handles.push(std::thread::spawn(move || {
+            soak_udp(udp, end, (seed + 100 + i).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+        }));
+    }
+    let mut t = Soak::default();
+    for h in handles {
+        let w = h.join().map_err(|_| "a soak worker panicked".to_string())??;
+        t.tcp_ok += w.tcp_ok;
+        t.bytes += w.bytes;
+        t.resets_injected += w.resets_injected;
+        t.resets_seen += w.resets_seen;
+        t.aborts += w.aborts;
+        t.udp_sent += w.udp_sent;
+        t.udp_back += w.udp_back;
+    }
+    Ok(format!(
+        "ok tcp_verified={} bytes_verified={} resets_injected={} resets_seen={} aborts={} udp_sent={} udp_echoed={}",
+        t.tcp_ok, t.bytes, t.resets_injected, t.resets_seen, t.aborts, t.udp_sent, t.udp_back
+    ))
 }
 
 /// Opens and closes `n` connections from `threads` threads; fails on the first error.
@@ -375,6 +520,17 @@ fn serve_conn(mut c: TcpStream) {
                 n -= k as u64;
             }
         }
+        ["getrst", n, seed, cut] => {
+            // A fault: send `cut` bytes of a `get`, then reset the connection.
+            let (n, seed, cut) =
+                (n.parse::<u64>().unwrap_or(0), seed.parse::<u64>().unwrap_or(0), cut.parse::<u64>().unwrap_or(0));
+            let mut st = Stream::new(seed);
+            let mut buf = vec![0u8; n.min(cut) as usize];
+            st.fill(&mut buf);
+            let _ = c.write_all(&buf);
+            std::thread::sleep(Duration::from_millis(20));
+            let _ = socket2::SockRef::from(&c).set_linger(Some(Duration::ZERO));
+        }
         ["put"] => {
             let mut h = Sha256::new();
             let mut buf = vec![0u8; 1 << 16];
@@ -471,6 +627,7 @@ fn main() -> ExitCode {
             IpAddr::V6(a) => ping6(a),
         },
         ["churn", h, p, n, t] => churn(addr(h, p), n.parse().unwrap(), t.parse().unwrap()),
+        ["soak", h, p, up, secs, seed] => soak(addr(h, p), addr(h, up), secs.parse().unwrap(), seed.parse().unwrap()),
         ["fetch", h, p, n, seed] => fetch(addr(h, p), n.parse().unwrap(), seed.parse().unwrap()),
         ["halfclose", h, p, n, seed] => halfclose(addr(h, p), n.parse().unwrap(), seed.parse().unwrap()),
         ["reset", h, p] => connect(addr(h, p)).and_then(|mut s| {

@@ -367,3 +367,39 @@ fn a_hundred_thousand_connections_leave_nothing_behind() {
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     assert!(server.join().unwrap() >= 102_000, "every connection reached the server");
 }
+
+#[test]
+fn soak_with_faults_loses_nothing() {
+    require_isolation();
+    assert!(has_remote_ip());
+    let secs: u64 = std::env::var("WARREN_SOAK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
+    let port = free_port(REMOTE_IP);
+    let mut srv = Command::new(nettool());
+    srv.args(["serve", &format!("{REMOTE_IP}:{port}")]).stdout(std::process::Stdio::piped());
+    let mut srv = Guard(Some(srv.spawn().unwrap()));
+    {
+        use std::io::BufRead;
+        let out = srv.0.as_mut().unwrap().stdout.take().unwrap();
+        let mut first = String::new();
+        std::io::BufReader::new(out).read_line(&mut first).unwrap();
+        assert_eq!(first.trim(), "serving");
+    }
+    let echo = UdpServer::echo(REMOTE_IP);
+    let (p, u) = (port.to_string(), echo.addr.port().to_string());
+    let f = warren_run(
+        &["--no-ipv6", "-v"],
+        &[nettool().to_str().unwrap(), "soak", REMOTE_IP, &p, &u, &secs.to_string(), "2026"],
+        Duration::from_secs(secs + 120),
+    );
+    assert_eq!(f.code, 0, "{} {}", f.stdout, f.stderr);
+    let line = f.stdout.trim();
+    eprintln!("soak {secs}s: {line}");
+    let field = |k: &str| -> u64 {
+        line.split_whitespace().find_map(|w| w.strip_prefix(&format!("{k}="))).unwrap().parse().unwrap()
+    };
+    assert!(line.starts_with("ok "), "{line}");
+    assert!(field("tcp_verified") > 0 && field("bytes_verified") > 0, "{line}");
+    assert_eq!(field("resets_seen"), field("resets_injected"), "every injected reset surfaced as one: {line}");
+    assert!(field("udp_echoed") > 0, "{line}");
+    drop(srv);
+}
