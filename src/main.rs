@@ -30,6 +30,7 @@ const RUN_FAILED: u8 = 125;
 const DRAIN_GRACE: Duration = Duration::from_secs(10);
 
 fn main() -> ExitCode {
+    warren::sys::tune_allocator();
     let cli = Cli::parse();
     init_tracing(cli.verbose, cli.log_format);
     let (result, failure_code) = match cli.command {

@@ -51,6 +51,7 @@ complete -c warren -n "__fish_warren_using_subcommand run" -l mac -d 'MAC addres
 complete -c warren -n "__fish_warren_using_subcommand run" -l pcap -d 'Write every frame in and out to this pcap file (tshark/Wireshark read it)' -r -F
 complete -c warren -n "__fish_warren_using_subcommand run" -l max-tcp-flows -d 'Most open TCP flows; more are reset and counted' -r
 complete -c warren -n "__fish_warren_using_subcommand run" -l max-handshakes -d 'Most outbound TCP connections still connecting to one address; more are reset and counted' -r
+complete -c warren -n "__fish_warren_using_subcommand run" -l udp-timeout -d 'Seconds a UDP flow may stay idle once answered (unanswered: at most 30)' -r
 complete -c warren -n "__fish_warren_using_subcommand run" -l max-udp-flows -d 'Most open UDP flows; more are dropped and counted' -r
 complete -c warren -n "__fish_warren_using_subcommand run" -l network -d 'Network: a bridge network\'s name (see `warren network`), or none, host, container:NAME' -r
 complete -c warren -n "__fish_warren_using_subcommand run" -l name -d 'Container name on bridge networks (DNS name; default: generated)' -r
@@ -78,6 +79,7 @@ complete -c warren -n "__fish_warren_using_subcommand attach" -l mac -d 'MAC add
 complete -c warren -n "__fish_warren_using_subcommand attach" -l pcap -d 'Write every frame in and out to this pcap file (tshark/Wireshark read it)' -r -F
 complete -c warren -n "__fish_warren_using_subcommand attach" -l max-tcp-flows -d 'Most open TCP flows; more are reset and counted' -r
 complete -c warren -n "__fish_warren_using_subcommand attach" -l max-handshakes -d 'Most outbound TCP connections still connecting to one address; more are reset and counted' -r
+complete -c warren -n "__fish_warren_using_subcommand attach" -l udp-timeout -d 'Seconds a UDP flow may stay idle once answered (unanswered: at most 30)' -r
 complete -c warren -n "__fish_warren_using_subcommand attach" -l max-udp-flows -d 'Most open UDP flows; more are dropped and counted' -r
 complete -c warren -n "__fish_warren_using_subcommand attach" -s p -l publish -d 'Publish a container port: [HOST_IP:][HOST_PORT[-END]:]CONTAINER_PORT[-END][/tcp|/udp]' -r
 complete -c warren -n "__fish_warren_using_subcommand attach" -l api-socket -d 'Path of the API socket (default: $XDG_RUNTIME_DIR/warren/PID.sock)' -r -F

@@ -767,6 +767,7 @@ impl Dataplane {
             let now = Instant::now();
             self.drain_wakes(now);
             self.run_timers(now);
+            self.compact_timers();
             if until_idle && !self.carrying() {
                 return Ok(());
             }
@@ -1195,6 +1196,30 @@ impl Dataplane {
             self.service(t, now);
         }
         self.wake_buf = tokens;
+    }
+
+    /// Drops timer entries of flows that are gone or were rescheduled, once they outnumber
+    /// the live ones: a churn of short connections would otherwise keep one 75 s
+    /// connect-timeout entry per past connection.
+    fn compact_timers(&mut self) {
+        let live = self.tcp.len() + self.udp.len() + self.ping.len() + self.udp_in.len();
+        if self.timers.len() <= 4096 || self.timers.len() <= 4 * live {
+            return;
+        }
+        let before = self.timers.len();
+        let (tcp, udp, ping, udp_in) = (&self.tcp, &self.udp, &self.ping, &self.udp_in);
+        self.timers.retain(|Reverse((at, token))| {
+            let s = match token {
+                Token::Tcp(k) => tcp.get(k).map(|f| f.scheduled),
+                Token::Udp(k) => udp.get(k).map(|f| f.scheduled),
+                Token::Ping(k) => ping.get(k).map(|f| f.scheduled),
+                Token::UdpIn(k) => udp_in.get(k).map(|f| f.scheduled),
+                Token::Listener(_) | Token::Port(_) => return true,
+            };
+            s == Some(Some(*at))
+        });
+        self.timers.shrink_to_fit();
+        tracing::trace!(before, after = self.timers.len(), "timer heap compacted");
     }
 
     fn run_timers(&mut self, now: Instant) {

@@ -512,6 +512,19 @@ pub fn seqpacket_pair() -> Result<(OwnedFd, OwnedFd), SysError> {
         .map_err(|e| nix_err("socketpair(SOCK_SEQPACKET)", e))
 }
 
+/// Makes glibc's malloc serve every allocation of 128 KiB or more (TCP buffers) with its own
+/// mmap, always: freed buffers go back to the system at once, and a new buffer is fresh zero
+/// pages that cost nothing until touched. (glibc's default raises this threshold after the
+/// first such free, after which 1 MiB buffers come from the heap, are memset by calloc, and
+/// stay resident after the flow is gone.)
+pub fn tune_allocator() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only changes allocator parameters; called before threads start.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
+}
+
 /// A listening `SOCK_SEQPACKET` unix socket at `path` (mode from the umask; callers put it
 /// in a 0700 directory), non-blocking.
 ///

@@ -66,6 +66,12 @@ fn capture_on_a_running_instance_stops_at_the_count() {
         "60",
     ]);
     let cap = std::thread::spawn(move || run_with_deadline(cap, Duration::from_secs(90)));
+    // The capture runs once its file has its header.
+    let deadline = std::time::Instant::now() + SHORT;
+    while std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0) < 24 {
+        assert!(std::time::Instant::now() < deadline, "the capture never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     // Connections from a non-loopback address go through the TAP: SYN, SYN-ACK, ACK first.
     let deadline = std::time::Instant::now() + SHORT;
     while !cap.is_finished() && std::time::Instant::now() < deadline {
