@@ -10,6 +10,11 @@
 //! nettool fetch HOST PORT BYTES SEED           # "get BYTES SEED" from a `serve` server; verify hash
 //! nettool churn HOST PORT N THREADS            # N connections opened and closed, THREADS at a time
 //! nettool soak HOST PORT UDPPORT SECS SEED     # random TCP both ways + UDP echo, with faults
+//! nettool sink ADDR:PORT                       # accept and close connections (for churn)
+//! nettool hold-serve ADDR:PORT                 # accept and keep connections open
+//! nettool hold HOST PORT N SECS                # open N idle connections, keep them SECS
+//! nettool rr-serve ADDR:PORT                   # echo every byte back (request/response)
+//! nettool rr HOST PORT N                       # N 1-byte round trips; print p50 and p99 in us
 //! nettool parallel HOST PORT CONNS BYTES       # CONNS concurrent downloads, seeds 1..=CONNS
 //! nettool udp-echo HOST PORT COUNT             # datagrams of varied sizes, echoed back
 //! nettool refused HOST PORT                    # expect ECONNREFUSED
@@ -100,6 +105,66 @@ fn download(a: SocketAddr, bytes: u64, seed: u64) -> Result<String, String> {
         return Err(format!("download mismatch: got {got} bytes sha256 {hash}, want {bytes} bytes {want}"));
     }
     Ok(format!("ok {got} {hash}"))
+}
+
+/// Accepts connections and closes them at once (or keeps them, `hold`), until killed.
+fn sink(bind: &str, hold: bool) -> Result<String, String> {
+    let l = std::net::TcpListener::bind(bind_addr(bind)?).map_err(|e| format!("bind {bind}: {e}"))?;
+    println!("serving");
+    let mut kept = Vec::new();
+    for c in l.incoming().flatten() {
+        if hold {
+            kept.push(c);
+        }
+    }
+    Ok("done".into())
+}
+
+/// Opens `n` connections and keeps them idle for `secs`.
+fn hold(a: SocketAddr, n: usize, secs: u64) -> Result<String, String> {
+    let mut v = Vec::with_capacity(n);
+    for i in 0..n {
+        v.push(connect(a).map_err(|e| format!("connection {i}: {e}"))?);
+    }
+    println!("holding {n}");
+    std::thread::sleep(Duration::from_secs(secs));
+    Ok(format!("ok {}", v.len()))
+}
+
+/// Echoes every byte back, one thread per connection, until killed.
+fn rr_serve(bind: &str) -> Result<String, String> {
+    let l = std::net::TcpListener::bind(bind_addr(bind)?).map_err(|e| format!("bind {bind}: {e}"))?;
+    println!("serving");
+    for c in l.incoming().flatten() {
+        std::thread::spawn(move || {
+            let mut c = c;
+            let _ = c.set_nodelay(true);
+            let mut b = [0u8; 1];
+            while let Ok(1) = c.read(&mut b) {
+                if c.write_all(&b).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    Ok("done".into())
+}
+
+/// `n` one-byte round trips on one connection; p50 and p99 latency in microseconds.
+fn rr(a: SocketAddr, n: usize) -> Result<String, String> {
+    let mut c = connect(a)?;
+    c.set_nodelay(true).map_err(|e| e.to_string())?;
+    let mut lat = Vec::with_capacity(n);
+    let mut b = [7u8; 1];
+    for _ in 0..n {
+        let t = Instant::now();
+        c.write_all(&b).map_err(|e| e.to_string())?;
+        c.read_exact(&mut b).map_err(|e| e.to_string())?;
+        lat.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    lat.sort_by(|x, y| x.total_cmp(y));
+    let q = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+    Ok(format!("{:.0} {:.0}", q(0.5), q(0.99)))
 }
 
 /// Totals of a soak run.
@@ -628,6 +693,11 @@ fn main() -> ExitCode {
         },
         ["churn", h, p, n, t] => churn(addr(h, p), n.parse().unwrap(), t.parse().unwrap()),
         ["soak", h, p, up, secs, seed] => soak(addr(h, p), addr(h, up), secs.parse().unwrap(), seed.parse().unwrap()),
+        ["sink", bind] => sink(bind, false),
+        ["hold-serve", bind] => sink(bind, true),
+        ["hold", h, p, n, secs] => hold(addr(h, p), n.parse().unwrap(), secs.parse().unwrap()),
+        ["rr-serve", bind] => rr_serve(bind),
+        ["rr", h, p, n] => rr(addr(h, p), n.parse().unwrap()),
         ["fetch", h, p, n, seed] => fetch(addr(h, p), n.parse().unwrap(), seed.parse().unwrap()),
         ["halfclose", h, p, n, seed] => halfclose(addr(h, p), n.parse().unwrap(), seed.parse().unwrap()),
         ["reset", h, p] => connect(addr(h, p)).and_then(|mut s| {

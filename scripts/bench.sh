@@ -4,7 +4,9 @@
 # Rows: host loopback, kernel veth (the upper bound), slirp4netns (MTU 65520 and 1500), pasta,
 # warren. Columns: T1 container -> host-loopback service and reverse (iperf3), T2 through a
 # published port from a loopback client and reverse, T2 from a non-loopback client whose
-# address the engine keeps (warren, slirp4netns). Medians of REPS runs (min-max), engine CPU
+# address the engine keeps (warren, slirp4netns), T7 four parallel flows out, T3 request/
+# response latency p50/p99 (1-byte round trips), T4 new connections per second out, T8 engine
+# memory per idle connection (10,000 held open). Medians of REPS runs (min-max), engine CPU
 # seconds per GB and RSS. Everything runs inside a fresh network namespace: nothing leaves
 # this machine. Results go to stdout and docs/BENCHMARKS.md.
 #
@@ -24,8 +26,9 @@ if [ "${#need[@]}" -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
-cargo build --release --bins >/dev/null
+cargo build --release --bins --examples >/dev/null
 WARREN=$PWD/target/release/warren
+export NETTOOL=$PWD/target/release/examples/nettool
 OUT=$PWD/docs/BENCHMARKS.md
 
 exec unshare --net -- bash -s "$WARREN" "$OUT" "$REPS" "$DURATION" <<'INNER'
@@ -35,6 +38,7 @@ RUN=$(mktemp -d /tmp/warren-bench.XXXXXX)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$RUN"; }
 trap cleanup EXIT
+ulimit -n 1048576 2>/dev/null || ulimit -n 65536
 ip link set lo up
 ip addr add 10.200.0.1/32 dev lo
 # pasta wants an outbound interface: a veth whose default route leads to a neighbour that never answers.
@@ -67,6 +71,38 @@ iperf_once() {
 declare -A RES CPU
 record() { RES[$1,$2]=$3; }
 
+# Host-side servers shared by every engine: echo for latency, sink for connection rate, hold
+# for idle connections (all on 0.0.0.0, reached as the gateway or over the veth).
+for m in "rr-serve 0.0.0.0:25401" "sink 0.0.0.0:25402" "hold-serve 0.0.0.0:25403"; do
+    $NETTOOL $m >/dev/null 2>&1 & PIDS+=("$!")
+done
+sleep 0.3
+
+# T3: "p50/p99" microseconds of 2000 round trips. $1 = command prefix, $2 = server address.
+rr_once() { timeout 60 $1 $NETTOOL rr "$2" 25401 2000 2>/dev/null | tr ' ' / || echo -; }
+# T4: connections per second of 20,000 opened and reset by 8 threads.
+churn_once() {
+    local t0 t1
+    t0=$(date +%s.%N)
+    timeout 120 $1 $NETTOOL churn "$2" 25402 20000 8 >/dev/null 2>&1 || { echo -; return; }
+    t1=$(date +%s.%N)
+    python3 -c "print('%.0f' % (20000 / ($t1 - $t0)))"
+}
+# T8: KiB of engine RSS per idle connection, 10,000 held open.
+hold_once() {
+    local pfx=$1 gw=$2 epid=$3 r0 r1 hp
+    r0=$(awk '/VmRSS/{print $2}' "/proc/$epid/status")
+    $pfx $NETTOOL hold "$gw" 25403 10000 8 > "$RUN/hold.out" 2>&1 & hp=$!
+    for _ in $(seq 300); do grep -q holding "$RUN/hold.out" 2>/dev/null && break; sleep 0.1; done
+    sleep 1
+    r1=$(awk '/VmRSS/{print $2}' "/proc/$epid/status")
+    grep -q holding "$RUN/hold.out" && python3 -c "print('%.1f' % (($r1 - $r0) / 10000))" || echo -
+    kill "$hp" 2>/dev/null; wait "$hp" 2>/dev/null || true
+}
+median_rr() { python3 -c 'import sys,statistics
+v=[x.split("/") for x in sys.argv[1:] if x!="-"]
+print("%d/%d" % (statistics.median(float(a) for a,b in v), statistics.median(float(b) for a,b in v)) if v else "-")' "$@"; }
+
 # Starts a namespace holder (root in a new user namespace, as rootless tools create) in $H.
 holder() { unshare --user --map-root-user --net sleep 3600 >/dev/null 2>&1 & H=$!; PIDS+=("$H")
     for _ in $(seq 100); do [ "$(readlink /proc/$H/ns/net)" != "$(readlink /proc/self/ns/net)" ] && break; sleep 0.02; done; }
@@ -96,13 +132,22 @@ measure_engine() { # name holder-pid engine-pid has_fwd keeps_src
         CPU[$name,$test]=$(python3 -c "t=($cpu1-$cpu0)/100; g=$gb; print('%.2f' % (t/g) if g>0 else '-')")
     done
     CPU[$name,rss]=$(awk '/VmRSS/{r=$2} /VmHWM/{h=$2} END{printf "%.0f/%.0f", r/1024, h/1024}' "/proc/$epid/status" 2>/dev/null || echo -)
+    vals=(); for _ in $(seq "$REPS"); do vals+=("$(iperf_once "" "$ns" "-P 4 -c 10.0.2.2 -p 25201" 25201)"); done
+    record "$name" t7 "$(median "${vals[@]}")"
+    vals=(); for _ in $(seq "$REPS"); do vals+=("$(rr_once "$ns" 10.0.2.2)"); done
+    record "$name" t3 "$(median_rr "${vals[@]}")"
+    vals=(); for _ in $(seq "$REPS"); do vals+=("$(churn_once "$ns" 10.0.2.2)"); done
+    record "$name" t4 "$(median "${vals[@]}")"
+    record "$name" t8 "$(hold_once "$ns" 10.0.2.2 "$epid")"
 }
 
 echo "== loopback"
-for test in t1 t1r; do vals=(); for _ in $(seq "$REPS"); do
-    a=""; [ $test = t1r ] && a="-R"
+for test in t1 t1r t7; do vals=(); for _ in $(seq "$REPS"); do
+    a=""; [ $test = t1r ] && a="-R"; [ $test = t7 ] && a="-P 4"
     vals+=("$(iperf_once "" "" "$a -c 127.0.0.1 -p 25201" 25201)"); done
     record loopback $test "$(median "${vals[@]}")"; done
+vals=(); for _ in $(seq "$REPS"); do vals+=("$(rr_once "" 127.0.0.1)"); done; record loopback t3 "$(median_rr "${vals[@]}")"
+vals=(); for _ in $(seq "$REPS"); do vals+=("$(churn_once "" 127.0.0.1)"); done; record loopback t4 "$(median "${vals[@]}")"
 
 echo "== kernel veth"
 unshare --net sleep 3600 >/dev/null 2>&1 & V=$!; PIDS+=("$V")
@@ -120,6 +165,9 @@ for test in t1 t1r t2 t2r; do vals=(); for _ in $(seq "$REPS"); do
         t2r) v=$(iperf_once "$VNS" "" "-R -c 10.203.0.2 -p 5201" 5201) ;;
     esac; vals+=("$v"); done
     record veth $test "$(median "${vals[@]}")"; done
+vals=(); for _ in $(seq "$REPS"); do vals+=("$(iperf_once "" "$VNS" "-P 4 -c 10.203.0.1 -p 25201" 25201)"); done; record veth t7 "$(median "${vals[@]}")"
+vals=(); for _ in $(seq "$REPS"); do vals+=("$(rr_once "$VNS" 10.203.0.1)"); done; record veth t3 "$(median_rr "${vals[@]}")"
+vals=(); for _ in $(seq "$REPS"); do vals+=("$(churn_once "$VNS" 10.203.0.1)"); done; record veth t4 "$(median "${vals[@]}")"
 
 slirp_api() { python3 - "$1" "$2" <<'PY'
 import socket, sys
@@ -159,8 +207,8 @@ measure_engine warren "$h" "$e" 1 1
 kill "$e" "$h"; wait "$e" "$h" 2>/dev/null || true
 
 # Table.
-cols=(t1 t1r t2 t2r t2s)
-hdr="| engine | T1 out Gb/s | T1 -R Gb/s | T2 fwd (lo client) | T2 fwd -R | T2 fwd, source kept | CPU s/GB (T1 out) | RSS MiB now/peak |"
+cols=(t1 t1r t2 t2r t2s t7 t3 t4 t8)
+hdr="| engine | T1 out Gb/s | T1 -R Gb/s | T2 fwd (lo client) | T2 fwd -R | T2 fwd, source kept | T7 4 flows out Gb/s | T3 latency p50/p99 us | T4 conn/s out | T8 KiB per idle conn | CPU s/GB (T1 out) | RSS MiB now/peak |"
 {
 echo "# Benchmarks"
 echo
@@ -169,7 +217,7 @@ echo "$(slirp4netns --version | head -1), iperf3 $(iperf3 --version | head -1 | 
 echo "Medians of $REPS runs of ${DUR}s (min-max), receiver side. MTU 65520 unless named."
 echo
 echo "$hdr"
-echo "|---|---|---|---|---|---|---|---|"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
 for row in loopback veth slirp4netns-65520 slirp4netns-1500 pasta warren; do
     line="| $row"
     for c in "${cols[@]}"; do line+=" | ${RES[$row,$c]:--}"; done
@@ -179,7 +227,7 @@ done
 echo
 echo "Ratios of warren's medians:"
 echo
-for c in "${cols[@]}"; do
+for c in t1 t1r t2 t2r t2s t7 t4; do
     python3 - "$c" "${RES[warren,$c]:--}" "${RES[slirp4netns-65520,$c]:--}" "${RES[pasta,$c]:--}" "${RES[veth,$c]:--}" <<'PY'
 import sys
 c, w, s, p, v = sys.argv[1:]
@@ -192,6 +240,12 @@ for name, x in (("slirp4netns", s), ("pasta", p), ("veth", v)):
 print("- %s: %s" % (c, ", ".join(parts)))
 PY
 done
+echo
+echo "T3 (lower is better): warren ${RES[warren,t3]:--} us p50/p99; slirp4netns ${RES[slirp4netns-65520,t3]:--}; pasta ${RES[pasta,t3]:--}; veth ${RES[veth,t3]:--}; loopback ${RES[loopback,t3]:--}."
+echo "T8 (lower is better): KiB of engine RSS per idle connection: warren ${RES[warren,t8]:--}; slirp4netns ${RES[slirp4netns-65520,t8]:--}; pasta ${RES[pasta,t8]:--}."
+echo
+echo "Not measured yet: T5 (UDP at a fixed rate), T6 (bridge networks against a kernel bridge),"
+echo "RootlessKit's builtin port driver, MTU 1500 with TSO for warren."
 } | tee "$OUT.tmp"
 mv "$OUT.tmp" "$OUT"
 INNER

@@ -31,6 +31,7 @@ const DRAIN_GRACE: Duration = Duration::from_secs(10);
 
 fn main() -> ExitCode {
     warren::sys::tune_allocator();
+    warren::sys::raise_nofile_limit();
     let cli = Cli::parse();
     init_tracing(cli.verbose, cli.log_format);
     let (result, failure_code) = match cli.command {

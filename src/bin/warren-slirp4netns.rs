@@ -22,6 +22,7 @@ const COMPAT_VERSION: &str = "1.2.0";
 
 fn main() -> ExitCode {
     warren::sys::tune_allocator();
+    warren::sys::raise_nofile_limit();
     let mut args = std::env::args();
     let argv0 = args.next().unwrap_or_else(|| "slirp4netns".into());
     let prog = std::path::Path::new(&argv0).file_name().map_or(argv0.clone(), |n| n.to_string_lossy().into_owned());

@@ -525,6 +525,17 @@ pub fn tune_allocator() {
     }
 }
 
+/// Raises the soft limit of open files to the hard limit: every NAT flow holds a host socket,
+/// and the usual soft limit of 1024 would cap warren near a thousand flows.
+pub fn raise_nofile_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+    {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
+
 /// A listening `SOCK_SEQPACKET` unix socket at `path` (mode from the umask; callers put it
 /// in a 0700 directory), non-blocking.
 ///
