@@ -111,10 +111,15 @@ fn download(a: SocketAddr, bytes: u64, seed: u64) -> Result<String, String> {
 fn sink(bind: &str, hold: bool) -> Result<String, String> {
     let l = std::net::TcpListener::bind(bind_addr(bind)?).map_err(|e| format!("bind {bind}: {e}"))?;
     println!("serving");
-    let mut kept = Vec::new();
+    // Held connections are kept up to 12,000 (oldest dropped first), so one client's 10,000
+    // do not exhaust the next client's file descriptors.
+    let mut kept = std::collections::VecDeque::new();
     for c in l.incoming().flatten() {
         if hold {
-            kept.push(c);
+            if kept.len() >= 12_000 {
+                kept.pop_front();
+            }
+            kept.push_back(c);
         }
     }
     Ok("done".into())

@@ -38,7 +38,7 @@ RUN=$(mktemp -d /tmp/warren-bench.XXXXXX)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$RUN"; }
 trap cleanup EXIT
-ulimit -n 1048576 2>/dev/null || ulimit -n 65536
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 ip link set lo up
 ip addr add 10.200.0.1/32 dev lo
 # pasta wants an outbound interface: a veth whose default route leads to a neighbour that never answers.
@@ -93,7 +93,7 @@ hold_once() {
     local pfx=$1 gw=$2 epid=$3 r0 r1 hp
     r0=$(awk '/VmRSS/{print $2}' "/proc/$epid/status")
     $pfx $NETTOOL hold "$gw" 25403 10000 8 > "$RUN/hold.out" 2>&1 & hp=$!
-    for _ in $(seq 300); do grep -q holding "$RUN/hold.out" 2>/dev/null && break; sleep 0.1; done
+    for _ in $(seq 600); do grep -q holding "$RUN/hold.out" 2>/dev/null && break; sleep 0.1; done
     sleep 1
     r1=$(awk '/VmRSS/{print $2}' "/proc/$epid/status")
     grep -q holding "$RUN/hold.out" && python3 -c "print('%.1f' % (($r1 - $r0) / 10000))" || echo -
