@@ -83,8 +83,11 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct CaptureArgs {
     /// The pcap file to write.
-    #[arg(short = 'w', long = "write", value_name = "FILE")]
-    pub file: PathBuf,
+    #[arg(short = 'w', long = "write", value_name = "FILE", required_unless_present = "stop")]
+    pub file: Option<PathBuf>,
+    /// Stop the capture that runs (e.g. one from `network create --pcap`) and report it.
+    #[arg(long, conflicts_with_all = ["file", "count", "seconds"])]
+    pub stop: bool,
     /// Capture on this bridge network (every container and the gateway).
     #[arg(long, value_name = "NAME", conflicts_with = "api_socket")]
     pub network: Option<String>,
@@ -138,6 +141,10 @@ pub enum NetworkCommand {
         /// DNS upstream for names that are not containers' (default: the host's resolv.conf).
         #[arg(long = "dns-upstream", value_name = "IP[:PORT]")]
         dns_upstream: Vec<String>,
+        /// Record every frame of the network in this pcap file (until the daemon stops or
+        /// `warren capture --network NAME --stop`).
+        #[arg(long, value_name = "FILE")]
+        pcap: Option<PathBuf>,
     },
     /// List networks.
     Ls {

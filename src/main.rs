@@ -131,7 +131,9 @@ fn run(a: RunArgs) -> Result<u8> {
     let no_seccomp = a.net.no_seccomp;
     let capture = open_capture(a.net.pcap.as_deref())?;
     let prep = prepare(a.ports)?;
+    let setup = Progress::start("setting up the container's network");
     let child = ns::spawn_run(&cfg, &a.command)?;
+    drop(setup);
     let pid = child.pid;
     tracing::info!(pid = pid.as_raw(), tap = %cfg.tap_name, "container started");
     log_limits(cfg.limits);
@@ -463,7 +465,9 @@ fn run_on_network(a: RunArgs, network: String) -> Result<u8> {
     let iface: daemon::Iface = serde_json::from_value(answer["iface"].clone()).context("bad join answer")?;
     let name = answer["name"].as_str().unwrap_or_default().to_string();
     let cfg = iface.net_config(true);
+    let setup = Progress::start(&format!("setting up {name} on {}", iface.network));
     let child = ns::spawn_run(&cfg, &a.command)?;
+    drop(setup);
     let pid = child.pid;
     tracing::info!(pid = pid.as_raw(), %name, ip = %iface.ip4, "container started");
     let attach = serde_json::to_value(Request::Attach { pid: pid.as_raw() as u32 })?;
@@ -537,8 +541,10 @@ fn serve_daemon_request(pid: Pid, msg: &serde_json::Value) -> Result<ns::Tap, St
 
 fn network(a: NetworkArgs) -> Result<u8> {
     match a.command {
-        NetworkCommand::Create { name, subnet, gateway, internal, icc, mtu, ipv6, subnet6, dns_upstream } => {
-            let args = daemon::CreateArgs { name, subnet, gateway, internal, icc, mtu, ipv6, subnet6, dns_upstream };
+        NetworkCommand::Create { name, subnet, gateway, internal, icc, mtu, ipv6, subnet6, dns_upstream, pcap } => {
+            let pcap = pcap.map(std::path::absolute).transpose().context("capture file")?;
+            let args =
+                daemon::CreateArgs { name, subnet, gateway, internal, icc, mtu, ipv6, subnet6, dns_upstream, pcap };
             let v = daemon::client::call(&Request::NetworkCreate(args))?;
             println!("{}", v["id"].as_str().unwrap_or_default());
         }
@@ -632,7 +638,6 @@ fn run_in_container(a: RunArgs, name: &str) -> Result<u8> {
 /// time limit or a signal, then stops it and reports the frames written.
 fn capture(a: CaptureArgs) -> Result<u8> {
     use warren::runtime::CaptureCmd;
-    let path = std::path::absolute(&a.file).with_context(|| format!("capture file {}", a.file.display()))?;
     let ask = |cmd: CaptureCmd| -> Result<u64> {
         let v = match (&a.network, &a.api_socket) {
             (Some(n), _) => daemon::client::call(&Request::Capture { network: n.clone(), cmd })?,
@@ -647,6 +652,13 @@ fn capture(a: CaptureArgs) -> Result<u8> {
         };
         Ok(v["frames"].as_u64().unwrap_or(0))
     };
+    if a.stop {
+        let frames = ask(CaptureCmd::Stop)?;
+        eprintln!("capture stopped: {frames} frames written");
+        return Ok(0);
+    }
+    let file = a.file.clone().context("-w FILE is required")?;
+    let path = std::path::absolute(&file).with_context(|| format!("capture file {}", file.display()))?;
     ask(CaptureCmd::Start { path: path.clone(), count: a.count })?;
     let deadline = a.seconds.map(|s| std::time::Instant::now() + Duration::from_secs(s));
     let rt = runtime()?;
@@ -693,4 +705,25 @@ fn man(out_dir: Option<std::path::PathBuf>) -> Result<u8> {
     }
     eprintln!("{} man pages written to {}", pages.len(), dir.display());
     Ok(0)
+}
+
+/// On a terminal, a line saying what warren waits for, erased when the wait is over.
+struct Progress(bool);
+
+impl Progress {
+    fn start(what: &str) -> Self {
+        let tty = warren::sys::isatty(std::io::stderr().as_fd());
+        if tty {
+            eprint!("warren: {what} ...");
+        }
+        Progress(tty)
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if self.0 {
+            eprint!("\r\x1b[K");
+        }
+    }
 }

@@ -298,7 +298,7 @@ _warren() {
             return 0
             ;;
         warren__subcmd__capture)
-            opts="-w -c -v -h -V --write --network --api-socket --count --seconds --verbose --log-format --help --version"
+            opts="-w -c -v -h -V --write --stop --network --api-socket --count --seconds --verbose --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -808,7 +808,7 @@ _warren() {
             return 0
             ;;
         warren__subcmd__network__subcmd__create)
-            opts="-v -h -V --subnet --gateway --internal --icc --mtu --ipv6 --subnet6 --dns-upstream --verbose --log-format --help --version"
+            opts="-v -h -V --subnet --gateway --internal --icc --mtu --ipv6 --subnet6 --dns-upstream --pcap --verbose --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -835,6 +835,10 @@ _warren() {
                     return 0
                     ;;
                 --dns-upstream)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --pcap)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

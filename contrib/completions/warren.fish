@@ -163,6 +163,7 @@ false\t''"
 complete -c warren -n "__fish_warren_using_subcommand network; and __fish_seen_subcommand_from create" -l mtu -d 'MTU of the containers\' interfaces (1280..=65520)' -r
 complete -c warren -n "__fish_warren_using_subcommand network; and __fish_seen_subcommand_from create" -l subnet6 -d 'IPv6 /64 (implies --ipv6)' -r
 complete -c warren -n "__fish_warren_using_subcommand network; and __fish_seen_subcommand_from create" -l dns-upstream -d 'DNS upstream for names that are not containers\' (default: the host\'s resolv.conf)' -r
+complete -c warren -n "__fish_warren_using_subcommand network; and __fish_seen_subcommand_from create" -l pcap -d 'Record every frame of the network in this pcap file (until the daemon stops or `warren capture --network NAME --stop`)' -r -F
 complete -c warren -n "__fish_warren_using_subcommand network; and __fish_seen_subcommand_from create" -l log-format -d 'Log line format on stderr' -r -f -a "text\t'Human-readable lines'
 json\t'One JSON object per line (ts, level, target, message, fields)'"
 complete -c warren -n "__fish_warren_using_subcommand network; and __fish_seen_subcommand_from create" -l internal -d 'No outside access (names and published ports still work)'
@@ -212,6 +213,7 @@ complete -c warren -n "__fish_warren_using_subcommand capture" -s c -l count -d 
 complete -c warren -n "__fish_warren_using_subcommand capture" -l seconds -d 'Stop after this many seconds (default: at --count, or on ^C / SIGTERM)' -r
 complete -c warren -n "__fish_warren_using_subcommand capture" -l log-format -d 'Log line format on stderr' -r -f -a "text\t'Human-readable lines'
 json\t'One JSON object per line (ts, level, target, message, fields)'"
+complete -c warren -n "__fish_warren_using_subcommand capture" -l stop -d 'Stop the capture that runs (e.g. one from `network create --pcap`) and report it'
 complete -c warren -n "__fish_warren_using_subcommand capture" -s v -l verbose -d 'More log output (-v info, -vv debug, -vvv trace); RUST_LOG overrides'
 complete -c warren -n "__fish_warren_using_subcommand capture" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c warren -n "__fish_warren_using_subcommand capture" -s V -l version -d 'Print version'

@@ -88,6 +88,9 @@ pub struct CreateArgs {
     pub subnet6: Option<String>,
     /// DNS upstreams for names that are not local (default: the host's resolv.conf).
     pub dns_upstream: Vec<String>,
+    /// Record every frame of the network in this pcap file while the daemon runs.
+    #[serde(default)]
+    pub pcap: Option<PathBuf>,
 }
 
 /// A network as persisted.
@@ -703,9 +706,21 @@ fn create(state: &Shared, a: CreateArgs) -> Result<Value, String> {
         mtu,
         dns_upstream,
     };
+    let capture = a
+        .pcap
+        .as_deref()
+        .map(|p| {
+            crate::pcap::PcapWriter::create(p, None)
+                .map_err(|e| format!("cannot create capture file {}: {e}", p.display()))
+        })
+        .transpose()?;
     tracing::info!(network = %spec.name, %subnet, "network created");
     let id = spec.id.clone();
-    st.networks.insert(a.name.clone(), start_network(spec));
+    let net = start_network(spec);
+    if let Some(w) = capture {
+        let _ = net.dp.try_send(Command::SetCapture(w));
+    }
+    st.networks.insert(a.name.clone(), net);
     if let Err(e) = st.save() {
         st.networks.remove(&a.name);
         return Err(e);

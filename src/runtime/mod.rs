@@ -83,6 +83,8 @@ pub enum Command {
     PortStats(oneshot::Sender<Vec<bridge::PortStat>>),
     /// Start, query or stop a packet capture; answers the frames written so far.
     Capture(CaptureCmd, oneshot::Sender<Result<u64, String>>),
+    /// Record every frame with this (already created) capture file from now on.
+    SetCapture(crate::pcap::PcapWriter),
 }
 
 /// What to do with the packet capture.
@@ -457,6 +459,7 @@ impl Dataplane {
             Command::Capture(cmd, reply) => {
                 let _ = reply.send(self.capture(cmd));
             }
+            Command::SetCapture(w) => self.set_capture(w),
         }
     }
 
@@ -768,6 +771,10 @@ impl Dataplane {
             self.drain_wakes(now);
             self.run_timers(now);
             self.compact_timers();
+            // A capture is readable as it grows (tshark -r, tail -f | tcpdump -r -).
+            if let Some(c) = &mut self.tx.capture {
+                let _ = c.flush();
+            }
             if until_idle && !self.carrying() {
                 return Ok(());
             }

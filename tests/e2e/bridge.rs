@@ -546,3 +546,33 @@ fn capture_and_stats_of_a_network() {
     let f = w.run(&["stats", "ghost"]);
     assert!(f.stderr.contains("no such network or container: \"ghost\""), "{}", f.stderr);
 }
+
+#[test]
+fn network_created_with_a_capture_file() {
+    require_isolation();
+    let w = World::new("pcapnet");
+    let file = w.rt.join("all.pcap");
+    w.ok(&["network", "create", "rec", "--pcap", file.to_str().unwrap()]);
+    let f = w.once(&["--network", "rec"], &[nettool().to_str().unwrap(), "ping", "10.89.0.1"]);
+    assert_eq!(f.code, 0, "{} {}", f.stdout, f.stderr);
+    // The file grows as frames pass (flushed as the data path goes idle): readable at once.
+    let mut c = Command::new("tshark");
+    c.args(["-n", "-r"]).arg(&file).args([
+        "-Y",
+        "icmp.type == 0 && ip.src == 10.89.0.1",
+        "-T",
+        "fields",
+        "-e",
+        "ip.dst",
+    ]);
+    c.env("HOME", std::env::temp_dir());
+    let t = run_with_deadline(c, SHORT);
+    assert_eq!(t.code, 0, "{}", t.stderr);
+    assert_eq!(t.stdout.trim(), "10.89.0.2", "the gateway's echo reply is in the capture");
+    let f = w.run(&["capture", "--network", "rec", "--stop"]);
+    assert_eq!(f.code, 0, "{}", f.stderr);
+    assert!(f.stderr.contains("capture stopped: ") && f.stderr.contains(" frames written"), "{}", f.stderr);
+    let f = w.run(&["capture", "--network", "rec", "--stop"]);
+    assert_eq!(f.code, 1);
+    assert!(f.stderr.contains("no capture is running"), "{}", f.stderr);
+}

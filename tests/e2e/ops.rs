@@ -409,3 +409,18 @@ fn soak_with_faults_loses_nothing() {
     assert!(field("udp_echoed") > 0, "{line}");
     drop(srv);
 }
+
+#[test]
+fn namespace_setup_shows_progress_on_a_terminal() {
+    require_isolation();
+    let mut c = Command::new("script");
+    let cmd = format!("{} run --no-ipv6 -- sh -c 'echo inside'", warren().display());
+    c.args(["-qec", &cmd, "/dev/null"]);
+    let f = run_with_deadline(c, SHORT);
+    assert_eq!(f.code, 0, "{} {}", f.stdout, f.stderr);
+    assert!(f.stdout.contains("warren: setting up the container's network ..."), "{:?}", f.stdout);
+    assert!(f.stdout.contains("inside"), "{:?}", f.stdout);
+    // Not on a terminal: nothing but the command's output.
+    let f = warren_run(&["--no-ipv6"], &["sh", "-c", "echo inside"], SHORT);
+    assert_eq!((f.stdout.as_str(), f.stderr.as_str()), ("inside\n", ""));
+}
