@@ -17,8 +17,30 @@ fn tshark_count(file: &std::path::Path, filter: &str) -> usize {
     f.stdout.lines().filter(|l| !l.trim().is_empty()).count()
 }
 
-fn temp(name: &str) -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("warren-ops-{}-{name}", std::process::id()))
+/// A file path in the temp directory, removed when dropped (also when the test fails).
+struct TempPath(std::path::PathBuf);
+
+impl std::ops::Deref for TempPath {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::path::Path> for TempPath {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn temp(name: &str) -> TempPath {
+    TempPath(std::env::temp_dir().join(format!("warren-ops-{}-{name}", std::process::id())))
 }
 
 #[test]
@@ -40,7 +62,6 @@ fn pcap_of_a_known_exchange_reads_in_tshark() {
     assert_eq!(tshark_count(&file, &format!("udp.port == {port} && ip.src == 10.0.2.2 && udp.length == 108")), 1);
     assert_eq!(tshark_count(&file, "arp.opcode == 1 && arp.dst.proto_ipv4 == 10.0.2.2"), 1);
     assert_eq!(tshark_count(&file, "arp.opcode == 2 && arp.src.proto_ipv4 == 10.0.2.2"), 1);
-    let _ = std::fs::remove_file(&file);
     // A capture file that cannot be created stops the run before anything starts.
     let f = warren_run(&["--pcap", "/nonexistent/dir/x.pcap"], &["true"], SHORT);
     assert_eq!(f.code, 125);
@@ -83,7 +104,6 @@ fn capture_on_a_running_instance_stops_at_the_count() {
     assert!(f.stderr.contains("3 frames written to"), "{}", f.stderr);
     assert_eq!(tshark_count(&file, "frame"), 3);
     assert!(tshark_count(&file, "tcp.flags.syn == 1") >= 1, "the handshake is in the capture");
-    let _ = std::fs::remove_file(&file);
     // Without a running capture, stop is refused with the reason.
     let f = r.port(&["ls"]);
     assert_eq!(f.code, 0);
@@ -155,7 +175,7 @@ fn more_error_texts() {
     assert!(f.stderr.contains("outbound-addr: no IPv4 address or interface named \"nosuchif0\""), "{}", f.stderr);
     // The instance API: capture state errors and an oversized request.
     let r = Running::start(&["--no-ipv6"], &["sh", "-c", "echo serving; exec sleep 60"]);
-    let file = std::env::temp_dir().join(format!("warren-ops-{}-twice.pcap", std::process::id()));
+    let file = temp("twice.pcap");
     let api = |req: serde_json::Value| -> String {
         use std::io::{Read, Write};
         let mut s = std::os::unix::net::UnixStream::connect(&r.api).unwrap();
@@ -166,13 +186,12 @@ fn more_error_texts() {
         s.read_to_string(&mut out).unwrap();
         out
     };
-    let start = serde_json::json!({"execute": "capture", "arguments": {"start": {"path": file, "count": null}}});
+    let start = serde_json::json!({"execute": "capture", "arguments": {"start": {"path": file.0, "count": null}}});
     assert_eq!(api(start.clone()), r#"{"return":{"frames":0}}"#);
     assert_eq!(api(start), r#"{"error":{"desc":"a capture is already running; stop it first"}}"#);
     let stop = serde_json::json!({"execute": "capture", "arguments": "stop"});
     assert!(api(stop.clone()).starts_with(r#"{"return":{"frames":"#));
     assert_eq!(api(stop), r#"{"error":{"desc":"no capture is running"}}"#);
-    let _ = std::fs::remove_file(&file);
     let big = serde_json::json!({"execute": "port_list", "pad": "x".repeat(8192)});
     assert_eq!(api(big), r#"{"error":{"desc":"bad request: too large message"}}"#);
 }
