@@ -11,7 +11,7 @@
 //! learned from traffic.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -25,7 +25,6 @@ use super::ports::{Agent, Bound, PortInfo};
 use super::{Dataplane, Token};
 use crate::config::NetConfig;
 use crate::dns::Records;
-use crate::forward::{Family, Proto};
 use crate::gateway::Drop;
 use crate::wire;
 
@@ -76,6 +75,15 @@ pub(super) struct BridgePort {
     stat: PortStat,
 }
 
+impl BridgePort {
+    /// The addresses IPAM gave this interface.
+    fn addrs(&self) -> Vec<IpAddr> {
+        let mut v = vec![IpAddr::from(self.ip4)];
+        v.extend(self.ip6.map(IpAddr::from));
+        v
+    }
+}
+
 /// The switch state of a bridge network's dataplane.
 pub(super) struct Bridge {
     ports: FxHashMap<u64, BridgePort>,
@@ -111,9 +119,6 @@ impl Dataplane {
         let Some(b) = self.bridge.as_mut() else {
             return Err(io::Error::other("not a bridge network"));
         };
-        let mut addrs = vec![IpAddr::from(spec.ip4)];
-        addrs.extend(spec.ip6.map(IpAddr::from));
-        self.tx.add_port(spec.mac, write, &addrs);
         let stat = PortStat { id: spec.id, name: spec.name.clone(), ..PortStat::default() };
         let port = BridgePort {
             fd,
@@ -125,6 +130,7 @@ impl Dataplane {
             waker,
             stat,
         };
+        self.tx.add_port(port.mac, write, &port.addrs());
         tracing::info!(id = spec.id, name = %port.name, ip = %port.ip4, "port plugged in");
         b.ports.insert(spec.id, port);
         self.rebuild_records();
@@ -146,9 +152,7 @@ impl Dataplane {
         let Some(b) = self.bridge.as_mut() else { return };
         let mut r = Records::default();
         for p in b.ports.values() {
-            let mut addrs = vec![IpAddr::from(p.ip4)];
-            addrs.extend(p.ip6.map(IpAddr::from));
-            r.add(&p.name, &p.aliases, &addrs);
+            r.add(&p.name, &p.aliases, &p.addrs());
         }
         b.records = r;
     }
@@ -166,21 +170,7 @@ impl Dataplane {
         };
         let (ip4, ip6) = (p.ip4, p.ip6);
         let agent: Option<Arc<Agent>> = agent.map(Agent::new).transpose().map_err(|e| e.to_string())?;
-        let target = move |_: &Self, fwd: &crate::forward::Forward| {
-            let v4 = SocketAddr::new(ip4.into(), fwd.container_port);
-            let want6 = match fwd.container_family {
-                Some(Family::V4) => false,
-                Some(Family::V6) => true,
-                None => fwd.host.is_ipv6(),
-            };
-            match ip6 {
-                Some(a) if want6 => {
-                    let fallback = fwd.container_family.is_none() && fwd.proto == Proto::Tcp;
-                    (SocketAddr::new(a.into(), fwd.container_port), fallback.then_some(v4))
-                }
-                _ => (v4, None),
-            }
-        };
+        let target = move |_: &Self, fwd: &crate::forward::Forward| super::forward_addrs(fwd, ip4, ip6);
         self.publish_with(bound, Some(port), agent, target).map_err(|e| e.to_string())
     }
 

@@ -54,33 +54,17 @@ pub struct TxSink {
 impl TxSink {
     /// Wraps the TAP's write fd.
     pub fn new(fd: OwnedFd, dst_mac: [u8; 6], src_mac: [u8; 6], vnet: bool) -> Self {
-        Self {
-            out: Out::Tap(fd),
-            buf: vec![0u8; FRAME_MAX],
-            dst_mac,
-            src_mac,
-            frames: 0,
-            bytes: 0,
-            errors: 0,
-            vnet,
-            capture: None,
-        }
+        Self::with_out(Out::Tap(fd), dst_mac, src_mac, vnet)
     }
 
     /// A sink writing to the ports of a bridge network (TAPs with vnet headers).
     pub fn bridge(src_mac: [u8; 6]) -> Self {
-        let out = Out::Bridge(BridgeOut::default());
-        Self {
-            out,
-            buf: vec![0u8; FRAME_MAX],
-            dst_mac: [0xff; 6],
-            src_mac,
-            frames: 0,
-            bytes: 0,
-            errors: 0,
-            vnet: true,
-            capture: None,
-        }
+        Self::with_out(Out::Bridge(BridgeOut::default()), [0xff; 6], src_mac, true)
+    }
+
+    fn with_out(out: Out, dst_mac: [u8; 6], src_mac: [u8; 6], vnet: bool) -> Self {
+        let buf = vec![0u8; FRAME_MAX];
+        Self { out, buf, dst_mac, src_mac, frames: 0, bytes: 0, errors: 0, vnet, capture: None }
     }
 
     /// Adds a bridge port (its write fd) and the addresses behind it.
@@ -157,40 +141,32 @@ impl TxSink {
     }
 
     fn send_with(&mut self, hdr: &[u8; VNET_HDR_LEN], len: usize) {
-        let hdr_len = if self.vnet { VNET_HDR_LEN } else { 0 };
-        match &self.out {
-            Out::Tap(fd) => {
-                if let Some(c) = &mut self.capture {
-                    c.write(&self.buf[..len]);
-                }
-                let iov = [IoSlice::new(&hdr[..hdr_len]), IoSlice::new(&self.buf[..len])];
-                self.count(nix::sys::uio::writev(fd, &iov), len);
-            }
-            Out::Bridge(b) => {
-                // The frame goes to the port of its destination address.
-                if let Some(mac) = ip_destination(&self.buf[..len]).and_then(|ip| b.neighbours.get(&ip)) {
-                    self.buf[..6].copy_from_slice(mac);
-                }
-                let dst: [u8; 6] = self.buf[..6].try_into().unwrap_or([0; 6]);
-                if let Some(c) = &mut self.capture {
-                    c.write(&self.buf[..len]);
-                }
-                let iov = [IoSlice::new(&hdr[..hdr_len]), IoSlice::new(&self.buf[..len])];
-                let r = if dst[0] & 1 == 1 {
-                    let mut last = Ok(0);
-                    for fd in b.ports.values() {
-                        last = nix::sys::uio::writev(fd, &iov);
-                    }
-                    last
-                } else {
-                    match b.ports.get(&dst) {
-                        Some(fd) => nix::sys::uio::writev(fd, &iov),
-                        None => Err(nix::errno::Errno::EHOSTUNREACH),
-                    }
-                };
-                self.count(r, len);
-            }
+        if let Out::Bridge(b) = &self.out
+            && let Some(mac) = ip_destination(&self.buf[..len]).and_then(|ip| b.neighbours.get(&ip))
+        {
+            // On a bridge the frame goes to the port of its destination address.
+            self.buf[..6].copy_from_slice(mac);
         }
+        if let Some(c) = &mut self.capture {
+            c.write(&self.buf[..len]);
+        }
+        let hdr_len = if self.vnet { VNET_HDR_LEN } else { 0 };
+        let iov = [IoSlice::new(&hdr[..hdr_len]), IoSlice::new(&self.buf[..len])];
+        let r = match &self.out {
+            Out::Tap(fd) => nix::sys::uio::writev(fd, &iov),
+            Out::Bridge(b) if self.buf[0] & 1 == 1 => {
+                let mut last = Ok(0);
+                for fd in b.ports.values() {
+                    last = nix::sys::uio::writev(fd, &iov);
+                }
+                last
+            }
+            Out::Bridge(b) => match self.buf[..6].try_into().ok().and_then(|dst: [u8; 6]| b.ports.get(&dst)) {
+                Some(fd) => nix::sys::uio::writev(fd, &iov),
+                None => Err(nix::errno::Errno::EHOSTUNREACH),
+            },
+        };
+        self.count(r, len);
     }
 
     fn count(&mut self, r: nix::Result<usize>, len: usize) {

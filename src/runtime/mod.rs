@@ -314,19 +314,7 @@ impl Dataplane {
         if let Some(ip) = fwd.container_ip {
             return (SocketAddr::new(ip, fwd.container_port), None);
         }
-        let v4 = SocketAddr::new(self.cfg.addrs.container.into(), fwd.container_port);
-        let v6 = match fwd.container_family {
-            Some(crate::forward::Family::V4) => false,
-            Some(crate::forward::Family::V6) => true,
-            None => fwd.host.is_ipv6(),
-        };
-        match self.container_v6() {
-            Some(a) if v6 => {
-                let fallback = fwd.container_family.is_none() && fwd.proto == crate::forward::Proto::Tcp;
-                (SocketAddr::new(a.into(), fwd.container_port), fallback.then_some(v4))
-            }
-            _ => (v4, None),
-        }
+        forward_addrs(fwd, self.cfg.addrs.container, self.container_v6())
     }
 
     /// The container's IPv6 address: the static one, or the one it autoconfigures from our
@@ -917,9 +905,8 @@ impl Dataplane {
             match flow.service(&mut self.tx, self.mtu, now, stamp) {
                 // The common case, with the flow already in hand: no second lookup.
                 Verdict::Keep => {
-                    if flow.in_handshake && flow.connected() {
-                        flow.in_handshake = false;
-                        handshake_done(&mut self.handshakes, key.dst.ip());
+                    if flow.connected() {
+                        end_handshake(&mut self.handshakes, &key, flow);
                     }
                     if let Some(at) = flow.poll_at(self.epoch, now, stamp) {
                         arm(&mut self.timers, &mut flow.scheduled, at, Token::Tcp(key), now);
@@ -972,25 +959,22 @@ impl Dataplane {
     }
 
     fn after_tcp(&mut self, key: FlowKey, v: Verdict, now: Instant) {
-        if let Some(flow) = self.tcp.get_mut(&key)
-            && flow.in_handshake
-            && (flow.connected() || v != Verdict::Keep)
-        {
-            flow.in_handshake = false;
-            handshake_done(&mut self.handshakes, key.dst.ip());
-        }
         match v {
             Verdict::Keep => {
                 let stamp = self.stamp(now);
                 let Some(flow) = self.tcp.get_mut(&key) else {
                     return;
                 };
+                if flow.connected() {
+                    end_handshake(&mut self.handshakes, &key, flow);
+                }
                 if let Some(at) = flow.poll_at(self.epoch, now, stamp) {
                     arm(&mut self.timers, &mut flow.scheduled, at, Token::Tcp(key), now);
                 }
             }
             Verdict::Remove => {
-                if let Some(flow) = self.tcp.remove(&key) {
+                if let Some(mut flow) = self.tcp.remove(&key) {
+                    end_handshake(&mut self.handshakes, &key, &mut flow);
                     if let Some(v4) = flow.fallback
                         && flow.refused()
                     {
@@ -1007,7 +991,8 @@ impl Dataplane {
                 }
             }
             Verdict::Unreachable(code) => {
-                if let Some(flow) = self.tcp.remove(&key) {
+                if let Some(mut flow) = self.tcp.remove(&key) {
+                    end_handshake(&mut self.handshakes, &key, &mut flow);
                     self.icmp_error(key.dst.ip(), code, &flow.syn_quote);
                 }
             }
@@ -1051,7 +1036,7 @@ impl Dataplane {
                 Target::Unreachable(code) => return self.icmp_error(dst.ip(), code, ip),
             };
             let outbound = (self.cfg.outbound_v4, self.cfg.outbound_v6);
-            let flow = match UdpFlow::new(target, outbound, dst, self.waker(Token::Udp(key)), now) {
+            let mut flow = match UdpFlow::new(target, outbound, dst, self.waker(Token::Udp(key)), now) {
                 Ok(f) => f,
                 Err(e) => {
                     tracing::debug!(%target, error = %e, "UDP flow failed");
@@ -1064,7 +1049,6 @@ impl Dataplane {
                 }
             };
             tracing::debug!(%src, %dst, %target, "UDP flow");
-            let mut flow = flow;
             flow.set_timeout(self.cfg.limits.udp_timeout);
             if dst.port() == 53 && self.gw.owns_ip(dst.ip()) {
                 flow.watch_dns();
@@ -1084,9 +1068,6 @@ impl Dataplane {
             self.tx.send(len);
             self.stats.icmp_errors += 1;
         }
-        let Some(flow) = self.udp.get_mut(&key) else {
-            return;
-        };
         let alive = flow.service(&key, &mut self.tx, now);
         self.after_udp(key, alive, now);
     }
@@ -1253,6 +1234,25 @@ impl Dataplane {
     }
 }
 
+/// Where a forward leads on a container with these addresses: the family the forward asks
+/// for, else the host address's family when the container has it, else IPv4; plus the IPv4
+/// fallback of a TCP forward that chose IPv6 by default.
+fn forward_addrs(fwd: &Forward, v4: Ipv4Addr, v6: Option<Ipv6Addr>) -> (SocketAddr, Option<SocketAddr>) {
+    let v4 = SocketAddr::new(v4.into(), fwd.container_port);
+    let want6 = match fwd.container_family {
+        Some(crate::forward::Family::V4) => false,
+        Some(crate::forward::Family::V6) => true,
+        None => fwd.host.is_ipv6(),
+    };
+    match v6 {
+        Some(a) if want6 => {
+            let fallback = fwd.container_family.is_none() && fwd.proto == crate::forward::Proto::Tcp;
+            (SocketAddr::new(a.into(), fwd.container_port), fallback.then_some(v4))
+        }
+        _ => (v4, None),
+    }
+}
+
 /// The (device, inode) of a file, to notice it being removed or replaced.
 pub fn file_identity(path: &std::path::Path) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
@@ -1290,12 +1290,16 @@ fn arm(
     }
 }
 
-/// One handshake to `dst` finished (connected or given up).
-fn handshake_done(counts: &mut FxHashMap<IpAddr, usize>, dst: IpAddr) {
-    if let Some(n) = counts.get_mut(&dst) {
+/// The flow's handshake is over (connected or given up): it no longer counts against its
+/// destination's limit.
+fn end_handshake(counts: &mut FxHashMap<IpAddr, usize>, key: &FlowKey, flow: &mut TcpFlow) {
+    if !std::mem::take(&mut flow.in_handshake) {
+        return;
+    }
+    if let Some(n) = counts.get_mut(&key.dst.ip()) {
         *n -= 1;
         if *n == 0 {
-            counts.remove(&dst);
+            counts.remove(&key.dst.ip());
         }
     }
 }
