@@ -502,7 +502,7 @@ fn run_on_network(a: RunArgs, network: String) -> Result<u8> {
                 r = fd.readable() => {
                     let mut g = r?;
                     let mut buf = vec![0u8; daemon::MSG_MAX];
-                    let got = match g.try_io(|f| warren::sys::recv_fds(f.get_ref().as_fd(), &mut buf).map_err(|e| std::io::Error::other(e.to_string()))) {
+                    let got = match g.try_io(|f| warren::sys::recv_fds(f.get_ref().as_fd(), &mut buf).map_err(std::io::Error::from)) {
                         Ok(r) => r,
                         Err(_would_block) => continue,
                     };

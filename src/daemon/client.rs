@@ -80,7 +80,7 @@ impl Conn {
     /// When the daemon is gone.
     pub fn send(&self, v: &Value, fds: &[BorrowedFd<'_>]) -> Result<(), ClientError> {
         crate::sys::send_fds(self.fd.as_fd(), v.to_string().as_bytes(), fds)
-            .map_err(|e| ClientError::Io("send".into(), io::Error::other(e.to_string())))
+            .map_err(|e| ClientError::Io("send".into(), io::Error::from(e)))
     }
 
     /// Receives one message; an `{"error": ...}` answer becomes [`ClientError::Refused`].
@@ -90,7 +90,7 @@ impl Conn {
     pub fn recv(&self) -> Result<(Value, Vec<OwnedFd>), ClientError> {
         let mut buf = vec![0u8; MSG_MAX];
         let (n, fds) = crate::sys::recv_fds(self.fd.as_fd(), &mut buf)
-            .map_err(|e| ClientError::Io("receive".into(), io::Error::other(e.to_string())))?;
+            .map_err(|e| ClientError::Io("receive".into(), io::Error::from(e)))?;
         if n == 0 {
             return Err(ClientError::Io("receive".into(), io::Error::other("the daemon closed the connection")));
         }

@@ -431,14 +431,14 @@ pub fn run(detach: bool) -> Result<(), DaemonError> {
         Err(e) => return Err(DaemonError::Io(format!("read {}", state_file.display()), e)),
     };
     let listener = crate::sys::seqpacket_listen(&sock)
-        .map_err(|e| DaemonError::Io(format!("listen on {}", sock.display()), io::Error::other(e.to_string())))?;
+        .map_err(|e| DaemonError::Io(format!("listen on {}", sock.display()), io::Error::from(e)))?;
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))
             .map_err(io_err(format!("chmod 0600 {}", sock.display())))?;
     }
     if detach {
-        match crate::sys::fork().map_err(|e| DaemonError::Io("fork".into(), io::Error::other(e.to_string())))? {
+        match crate::sys::fork().map_err(|e| DaemonError::Io("fork".into(), io::Error::from(e)))? {
             0 => {
                 let _ = nix::unistd::setsid();
             }
@@ -506,16 +506,11 @@ async fn recv(fd: &AsyncFd<OwnedFd>) -> io::Result<Option<(Value, Vec<OwnedFd>)>
     let mut buf = vec![0u8; MSG_MAX];
     loop {
         let mut g = fd.readable().await?;
-        match g.try_io(|f| {
-            crate::sys::recv_fds(f.get_ref().as_fd(), &mut buf).map_err(|e| io::Error::other(e.to_string()))
-        }) {
+        match g.try_io(|f| crate::sys::recv_fds(f.get_ref().as_fd(), &mut buf).map_err(io::Error::from)) {
             Ok(Ok((0, _))) => return Ok(None),
             Ok(Ok((n, fds))) => {
                 let v = serde_json::from_slice(&buf[..n]).map_err(|e| io::Error::other(format!("bad message: {e}")))?;
                 return Ok(Some((v, fds)));
-            }
-            Ok(Err(e)) if e.to_string().contains("EAGAIN") || e.to_string().contains("Resource temporarily") => {
-                g.clear_ready();
             }
             Ok(Err(e)) => return Err(e),
             Err(_would_block) => {}
@@ -528,10 +523,7 @@ async fn send(fd: &AsyncFd<OwnedFd>, v: &Value, fds: &[std::os::fd::BorrowedFd<'
     let bytes = v.to_string();
     loop {
         let mut g = fd.writable().await?;
-        match g.try_io(|f| {
-            crate::sys::send_fds(f.get_ref().as_fd(), bytes.as_bytes(), fds)
-                .map_err(|e| io::Error::other(e.to_string()))
-        }) {
+        match g.try_io(|f| crate::sys::send_fds(f.get_ref().as_fd(), bytes.as_bytes(), fds).map_err(io::Error::from)) {
             Ok(r) => return r,
             Err(_would_block) => {}
         }

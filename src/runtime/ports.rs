@@ -197,7 +197,7 @@ impl Agent {
         let mut buf = [0u8; 16];
         let (n, mut fds) = loop {
             let mut g = self.fd.readable().await?;
-            match g.try_io(|fd| sys::recv_fds(fd.get_ref().as_fd(), &mut buf).map_err(io::Error::other)) {
+            match g.try_io(|fd| sys::recv_fds(fd.get_ref().as_fd(), &mut buf).map_err(io::Error::from)) {
                 Ok(r) => break r?,
                 Err(_would_block) => continue,
             }

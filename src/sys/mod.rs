@@ -32,6 +32,18 @@ pub enum SysError {
     BadIfName(String),
 }
 
+/// Keeps the OS error's kind (EAGAIN stays `WouldBlock`, so tokio's `try_io` sees it) with
+/// the operation in the message.
+impl From<SysError> for io::Error {
+    fn from(e: SysError) -> Self {
+        let kind = match &e {
+            SysError::Io { err, .. } => err.kind(),
+            SysError::BadIfName(_) => io::ErrorKind::InvalidInput,
+        };
+        io::Error::new(kind, e.to_string())
+    }
+}
+
 fn last(op: impl Into<String>) -> SysError {
     SysError::Io { op: op.into(), err: io::Error::last_os_error() }
 }
