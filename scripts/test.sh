@@ -15,6 +15,9 @@ cargo clippy --release --all-targets -- -D warnings
 echo "== unit tests"
 cargo test --release --lib --bins
 
+echo "== fuzz targets (seed replay, then ${FUZZ_SECONDS:-45} s each, in a netns with only lo)"
+bash scripts/fuzz.sh
+
 echo "== build end-to-end suite"
 cargo build --release --bins --examples
 e2e=$(cargo test --release --test e2e --no-run --message-format=json 2>/dev/null \

@@ -8,6 +8,8 @@
 
 pub mod bridge;
 pub mod device;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ports;
 pub mod tcp;
 pub mod udp;
