@@ -287,6 +287,10 @@ pub struct NetArgs {
     /// Seconds a UDP flow may stay idle once answered (unanswered: at most 30).
     #[arg(long, value_name = "S", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub udp_timeout: u64,
+    /// MiB all TCP flows' buffers may reserve together: flows get 1 MiB each way while less than
+    /// half is reserved, 256 KiB up to three quarters, 32 KiB after; beyond it they are reset and counted.
+    #[arg(long, value_name = "MIB", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1048576))]
+    pub max_buffer_memory: u32,
     /// Most open UDP flows; more are dropped and counted.
     #[arg(long, value_name = "N", default_value_t = 16384, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_udp_flows: u32,
@@ -368,6 +372,7 @@ impl NetArgs {
                 handshakes: self.max_handshakes as usize,
                 udp_timeout: std::time::Duration::from_secs(self.udp_timeout),
                 udp_flows: self.max_udp_flows as usize,
+                buffer_memory: (self.max_buffer_memory as usize) << 20,
                 ..config::Limits::default()
             },
         })

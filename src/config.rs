@@ -208,8 +208,8 @@ impl Addresses6 {
     }
 }
 
-/// Per-container limits on flows; beyond them new TCP flows are reset, UDP and ICMP dropped,
-/// and both counted.
+/// Per-container limits on flows and TCP buffer memory; beyond them new TCP flows are reset,
+/// UDP and ICMP dropped, and both counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Open TCP flows (each has up to 1 MiB + 1 MiB of buffers, touched lazily).
@@ -225,6 +225,9 @@ pub struct Limits {
     /// completed yet (SYNs to a slow or blackholed host); more are reset at once, so one bad
     /// destination cannot hold every flow.
     pub handshakes: usize,
+    /// Bytes all TCP flows' buffers may reserve together (see `runtime::tcp::BufferPool`):
+    /// flows get smaller buffers as it fills; beyond it they are reset.
+    pub buffer_memory: usize,
 }
 
 impl Default for Limits {
@@ -234,6 +237,7 @@ impl Default for Limits {
             udp_flows: 16384,
             ping_flows: 1024,
             handshakes: 1024,
+            buffer_memory: 4096 << 20,
             udp_timeout: std::time::Duration::from_secs(120),
         }
     }

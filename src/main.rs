@@ -300,12 +300,12 @@ fn tsv_row(v: &serde_json::Value, keys: &[&str]) -> String {
 }
 
 fn log_limits(l: warren::config::Limits) {
-    use warren::runtime::tcp::TCP_BUFFER;
     tracing::info!(
         max_tcp_flows = l.tcp_flows,
         max_udp_flows = l.udp_flows,
         max_ping_flows = l.ping_flows,
-        tcp_buffers_per_flow_bytes = 2 * TCP_BUFFER,
+        max_handshakes = l.handshakes,
+        max_buffer_bytes = l.buffer_memory,
         "flow limits (buffers are allocated lazily: idle flows cost only touched pages)"
     );
 }
@@ -330,7 +330,7 @@ fn log_stats(dp: &Dataplane) {
         open_tcp = tcp,
         open_udp = udp,
         open_ping = ping,
-        tcp_buffer_bound_bytes = tcp * 2 * warren::runtime::tcp::TCP_BUFFER,
+        tcp_buffer_bytes = s.tcp_buffer_bytes,
         "data path totals"
     );
     for (name, n) in warren::gateway::DROP_NAMES.iter().zip(s.drops.0) {

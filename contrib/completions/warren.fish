@@ -52,6 +52,7 @@ complete -c warren -n "__fish_warren_using_subcommand run" -l pcap -d 'Write eve
 complete -c warren -n "__fish_warren_using_subcommand run" -l max-tcp-flows -d 'Most open TCP flows; more are reset and counted' -r
 complete -c warren -n "__fish_warren_using_subcommand run" -l max-handshakes -d 'Most outbound TCP connections still connecting to one address; more are reset and counted' -r
 complete -c warren -n "__fish_warren_using_subcommand run" -l udp-timeout -d 'Seconds a UDP flow may stay idle once answered (unanswered: at most 30)' -r
+complete -c warren -n "__fish_warren_using_subcommand run" -l max-buffer-memory -d 'MiB all TCP flows\' buffers may reserve together: flows get 1 MiB each way while less than half is reserved, 256 KiB up to three quarters, 32 KiB after; beyond it they are reset and counted' -r
 complete -c warren -n "__fish_warren_using_subcommand run" -l max-udp-flows -d 'Most open UDP flows; more are dropped and counted' -r
 complete -c warren -n "__fish_warren_using_subcommand run" -l network -d 'Network: a bridge network\'s name (see `warren network`), or none, host, container:NAME' -r
 complete -c warren -n "__fish_warren_using_subcommand run" -l name -d 'Container name on bridge networks (DNS name; default: generated)' -r
@@ -80,6 +81,7 @@ complete -c warren -n "__fish_warren_using_subcommand attach" -l pcap -d 'Write 
 complete -c warren -n "__fish_warren_using_subcommand attach" -l max-tcp-flows -d 'Most open TCP flows; more are reset and counted' -r
 complete -c warren -n "__fish_warren_using_subcommand attach" -l max-handshakes -d 'Most outbound TCP connections still connecting to one address; more are reset and counted' -r
 complete -c warren -n "__fish_warren_using_subcommand attach" -l udp-timeout -d 'Seconds a UDP flow may stay idle once answered (unanswered: at most 30)' -r
+complete -c warren -n "__fish_warren_using_subcommand attach" -l max-buffer-memory -d 'MiB all TCP flows\' buffers may reserve together: flows get 1 MiB each way while less than half is reserved, 256 KiB up to three quarters, 32 KiB after; beyond it they are reset and counted' -r
 complete -c warren -n "__fish_warren_using_subcommand attach" -l max-udp-flows -d 'Most open UDP flows; more are dropped and counted' -r
 complete -c warren -n "__fish_warren_using_subcommand attach" -s p -l publish -d 'Publish a container port: [HOST_IP:][HOST_PORT[-END]:]CONTAINER_PORT[-END][/tcp|/udp]' -r
 complete -c warren -n "__fish_warren_using_subcommand attach" -l api-socket -d 'Path of the API socket (default: $XDG_RUNTIME_DIR/warren/PID.sock)' -r -F

@@ -206,6 +206,8 @@ pub struct Stats {
     pub tcp_bytes_out: u64,
     /// TCP payload bytes relayed host -> container by finished flows.
     pub tcp_bytes_in: u64,
+    /// Buffer bytes the open TCP flows have reserved (of `--max-buffer-memory`).
+    pub tcp_buffer_bytes: u64,
 }
 
 /// Where a container's flow goes on the host.
@@ -242,6 +244,8 @@ pub struct Dataplane {
     wake_buf: Vec<Token>,
     /// Outbound TCP flows whose host connect is in progress, by destination address.
     handshakes: FxHashMap<IpAddr, usize>,
+    /// The TCP flows' buffer budget.
+    buffers: tcp::BufferPool,
     /// The switch of a bridge network (`None`: one container on one TAP).
     bridge: Option<bridge::Bridge>,
 }
@@ -270,6 +274,7 @@ impl Dataplane {
         let epoch = Instant::now();
         let seed = u64::from(std::process::id()) << 32
             ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        let buffers = tcp::BufferPool::new(cfg.limits.buffer_memory);
         Self {
             mtu: cfg.mtu as usize,
             cfg,
@@ -294,6 +299,7 @@ impl Dataplane {
             nat_port: NAT_PORT_FIRST,
             wake_buf: Vec::new(),
             handshakes: FxHashMap::default(),
+            buffers,
             bridge: None,
         }
     }
@@ -526,18 +532,30 @@ impl Dataplane {
         fallback: Option<SocketAddr>,
         now: Instant,
     ) {
-        if self.tcp.len() >= self.cfg.limits.tcp_flows {
+        let lease = (self.tcp.len() < self.cfg.limits.tcp_flows).then(|| self.buffers.lease()).flatten();
+        let Some(lease) = lease else {
             self.stats.limit_drops += 1;
             let _ = socket2::SockRef::from(&stream).set_linger(Some(std::time::Duration::ZERO));
             return;
-        }
+        };
         let tcp = &self.tcp;
         let visible = visible_source(&self.gw, &mut self.nat_port, peer, container, |k| tcp.contains_key(k));
         let key = FlowKey { src: container, dst: visible };
         self.seed = self.seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         let stamp = self.stamp(now);
         let waker = self.waker(Token::Tcp(key));
-        match TcpFlow::inbound(&key, &self.gw_cidrs, stream, waker, &mut self.tx, self.mtu, self.seed, now, stamp) {
+        match TcpFlow::inbound(
+            &key,
+            &self.gw_cidrs,
+            stream,
+            waker,
+            &mut self.tx,
+            self.mtu,
+            self.seed,
+            now,
+            stamp,
+            lease,
+        ) {
             Ok(mut flow) => {
                 tracing::debug!(%peer, seen_as = %visible, %container, "published TCP connection");
                 flow.fallback = fallback;
@@ -599,6 +617,7 @@ impl Dataplane {
         let mut s = self.stats.clone();
         s.frames_out = self.tx.frames;
         s.bytes_out = self.tx.bytes;
+        s.tcp_buffer_bytes = self.buffers.used() as u64;
         s
     }
 
@@ -926,11 +945,16 @@ impl Dataplane {
             return;
         }
         let connecting = self.handshakes.get(&seg.dst.ip()).copied().unwrap_or(0);
-        if self.tcp.len() >= self.cfg.limits.tcp_flows || connecting >= self.cfg.limits.handshakes {
+        let lease = if self.tcp.len() >= self.cfg.limits.tcp_flows || connecting >= self.cfg.limits.handshakes {
+            None
+        } else {
+            self.buffers.lease()
+        };
+        let Some(lease) = lease else {
             self.stats.limit_drops += 1;
             self.reset(seg);
             return;
-        }
+        };
         let target = match self.target(seg.dst, now) {
             Target::Host(t) => t,
             Target::Refuse => return self.reset(seg),
@@ -950,8 +974,19 @@ impl Dataplane {
         tracing::debug!(src = %seg.src, dst = %seg.dst, %target, "TCP flow");
         self.seed = self.seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         let waker = self.waker(Token::Tcp(key));
-        let mut flow =
-            TcpFlow::outbound(&key, &self.gw_cidrs, host, waker, &mut self.tx, self.mtu, self.seed, now, stamp, ip);
+        let mut flow = TcpFlow::outbound(
+            &key,
+            &self.gw_cidrs,
+            host,
+            waker,
+            &mut self.tx,
+            self.mtu,
+            self.seed,
+            now,
+            stamp,
+            ip,
+            lease,
+        );
         flow.ingress(ip, &mut self.tx, self.mtu, stamp);
         let v = flow.service(&mut self.tx, self.mtu, now, stamp);
         *self.handshakes.entry(key.dst.ip()).or_default() += 1;

@@ -12,6 +12,8 @@
 //! connect becomes an RST, an unreachable one an ICMP error, as a real network would answer.
 
 use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -24,9 +26,70 @@ use super::FlowKey;
 use super::device::{FlowDevice, TxSink};
 use crate::wire::Unreachable;
 
-/// Receive and transmit buffer of each smoltcp socket. Memory is allocated zeroed (calloc),
-/// so an idle connection only costs the pages it has touched.
+/// Receive and transmit buffer of each smoltcp socket while the buffer budget is less than
+/// half used. Memory is allocated zeroed (calloc), so an idle connection only costs the pages
+/// it has touched; a busy one can touch all of it, which is what the budget bounds.
 pub const TCP_BUFFER: usize = 1 << 20;
+/// Per-direction buffer of flows opened while the budget is between half and three quarters used.
+pub const TCP_BUFFER_MID: usize = 256 << 10;
+/// Per-direction buffer of flows opened in the last quarter of the budget.
+pub const TCP_BUFFER_MIN: usize = 32 << 10;
+
+/// The TCP buffer memory of one dataplane: every flow reserves its receive and transmit
+/// buffers here when it opens and returns them when it goes (its [`BufferLease`] drops).
+/// New flows get smaller buffers as the budget fills; when not even the smallest fit, the
+/// flow is refused. The sum of all buffers, hence of what flows can ever hold, stays within
+/// the budget.
+#[derive(Debug, Clone)]
+pub struct BufferPool {
+    used: Arc<AtomicUsize>,
+    budget: usize,
+}
+
+impl BufferPool {
+    /// A pool of `budget` bytes.
+    pub fn new(budget: usize) -> Self {
+        Self { used: Arc::new(AtomicUsize::new(0)), budget }
+    }
+
+    /// Bytes reserved by open flows.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// Reserves the buffers of a new flow, or `None` when the budget cannot hold them.
+    pub fn lease(&self) -> Option<BufferLease> {
+        let used = self.used();
+        let size = if used < self.budget / 2 {
+            TCP_BUFFER
+        } else if used < self.budget / 4 * 3 {
+            TCP_BUFFER_MID
+        } else {
+            TCP_BUFFER_MIN
+        };
+        // Tiers are tried from the chosen one down: a small budget still admits small flows.
+        let size = [TCP_BUFFER, TCP_BUFFER_MID, TCP_BUFFER_MIN]
+            .into_iter()
+            .filter(|&s| s <= size)
+            .find(|&s| used + 2 * s <= self.budget)?;
+        self.used.fetch_add(2 * size, Ordering::Relaxed);
+        Some(BufferLease { used: self.used.clone(), size })
+    }
+}
+
+/// The buffers one flow reserved from its [`BufferPool`]; given back on drop.
+#[derive(Debug)]
+pub struct BufferLease {
+    used: Arc<AtomicUsize>,
+    /// Bytes per direction.
+    pub size: usize,
+}
+
+impl Drop for BufferLease {
+    fn drop(&mut self) {
+        self.used.fetch_sub(2 * self.size, Ordering::Relaxed);
+    }
+}
 /// How long the container's SYN waits for the host connect before an ICMP host-unreachable.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(75);
 
@@ -67,6 +130,8 @@ pub struct TcpFlow {
     established: bool,
     /// An outbound flow whose host connect is still counted as a handshake in flight.
     pub in_handshake: bool,
+    /// Its share of the buffer budget (returned when the flow is dropped).
+    _buffers: BufferLease,
 }
 
 /// Converts wall time since `epoch` into smoltcp's clock.
@@ -89,8 +154,9 @@ impl TcpFlow {
         now: Instant,
         stamp: smoltcp::time::Instant,
         syn_ip: &[u8],
+        buffers: BufferLease,
     ) -> Self {
-        let mut flow = Self::build(gateways, host, waker, tx, mtu, seed, now, stamp);
+        let mut flow = Self::build(gateways, host, waker, tx, mtu, seed, now, stamp, buffers);
         let sock = flow.socket();
         sock.pause_synack(true);
         // Cannot fail: the endpoint has a specified port (the SYN's, never 0 past the classifier).
@@ -116,8 +182,9 @@ impl TcpFlow {
         seed: u64,
         now: Instant,
         stamp: smoltcp::time::Instant,
+        buffers: BufferLease,
     ) -> Result<Self, tcp::ConnectError> {
-        let mut flow = Self::build(gateways, host, waker, tx, mtu, seed, now, stamp);
+        let mut flow = Self::build(gateways, host, waker, tx, mtu, seed, now, stamp, buffers);
         flow.connected = true;
         let remote = IpEndpoint::new(key.src.ip().into(), key.src.port());
         let local = IpEndpoint::new(key.dst.ip().into(), key.dst.port());
@@ -136,6 +203,7 @@ impl TcpFlow {
         seed: u64,
         now: Instant,
         stamp: smoltcp::time::Instant,
+        buffers: BufferLease,
     ) -> Self {
         let mut dev = FlowDevice { rx: None, tx, mtu };
         let mut config = Config::new(HardwareAddress::Ip);
@@ -148,8 +216,8 @@ impl TcpFlow {
         });
         iface.set_any_ip(true);
         let mut sock = tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0u8; TCP_BUFFER]),
-            tcp::SocketBuffer::new(vec![0u8; TCP_BUFFER]),
+            tcp::SocketBuffer::new(vec![0u8; buffers.size]),
+            tcp::SocketBuffer::new(vec![0u8; buffers.size]),
         );
         sock.set_nagle_enabled(false);
         sock.set_ack_delay(None);
@@ -172,6 +240,7 @@ impl TcpFlow {
             fallback: None,
             established: false,
             in_handshake: false,
+            _buffers: buffers,
         }
     }
 
@@ -389,5 +458,31 @@ fn connect_failure(e: &io::Error) -> Option<Unreachable> {
         Some(libc::EHOSTUNREACH) | Some(libc::ETIMEDOUT) | Some(libc::EHOSTDOWN) => Some(Unreachable::Host),
         Some(libc::EACCES) | Some(libc::EPERM) => Some(Unreachable::Prohibited),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod buffer_tests {
+    use super::*;
+
+    #[test]
+    fn budget_tiers_then_refusal_then_return() {
+        let pool = BufferPool::new(3 << 20);
+        let a = pool.lease().expect("first");
+        assert_eq!(a.size, TCP_BUFFER);
+        let b = pool.lease().expect("second");
+        assert_eq!(b.size, TCP_BUFFER_MID);
+        let small: Vec<_> = std::iter::from_fn(|| pool.lease()).take(100).collect();
+        assert_eq!(small.len(), 8, "0.5 MiB left / 64 KiB");
+        assert!(small.iter().all(|l| l.size == TCP_BUFFER_MIN));
+        assert_eq!(pool.used(), 3 << 20);
+        drop(small);
+        drop(a);
+        assert_eq!(pool.used(), 2 * TCP_BUFFER_MID);
+        assert_eq!(pool.lease().map(|l| l.size), Some(TCP_BUFFER), "full buffers again");
+        // A budget smaller than full buffers still admits smaller ones.
+        let tiny = BufferPool::new(1 << 20);
+        assert_eq!(tiny.lease().map(|l| l.size), Some(TCP_BUFFER_MID));
+        assert!(BufferPool::new(TCP_BUFFER_MIN).lease().is_none());
     }
 }

@@ -530,6 +530,50 @@ fn doctor_reports_each_check_with_its_fix() {
 }
 
 #[test]
+fn buffer_budget_shrinks_then_refuses_and_is_given_back() {
+    require_isolation();
+    // 3 MiB of TCP buffers: the first flow takes 1 MiB each way, the second 256 KiB, then
+    // 32 KiB flows fill the last 0.5 MiB: 8 of them. Data through a 32 KiB flow arrives intact,
+    // the flow after the budget is full is reset, and closed flows give their share back.
+    let srv = TcpServer::start("127.0.0.1", |mut c| {
+        use std::io::{BufRead, Write};
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(&mut c).read_line(&mut line);
+        let mut it = line.split_whitespace().map(|x| x.parse::<u64>().unwrap_or(0));
+        let (n, seed) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+        let mut buf = vec![0u8; n as usize];
+        Stream::new(seed).fill(&mut buf);
+        let _ = c.write_all(&buf);
+    });
+    let t = nettool();
+    let port = srv.addr.port();
+    let script = format!(
+        "{t} hold 10.0.2.2 {port} 2 4 & sleep 1; {t} download 10.0.2.2 {port} 3000000 1; \
+         {t} hold 10.0.2.2 {port} 9 0; wait; sleep 0.5; {t} download 10.0.2.2 {port} 3000000 2",
+        t = t.display()
+    );
+    let mut cmd = Command::new(warren());
+    cmd.args(["-vv", "run", "--allow-host-loopback", "--max-buffer-memory", "3", "--", "sh", "-c", &script]);
+    let f = run_with_deadline(cmd, SHORT);
+    let lines: Vec<&str> = f.stdout.lines().collect();
+    let ok1 = format!("ok 3000000 {}", stream_hash(1, 3_000_000));
+    let ok2 = format!("ok 3000000 {}", stream_hash(2, 3_000_000));
+    assert!(lines.contains(&ok1.as_str()), "3 MB through 32 KiB buffers, intact: {lines:?}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("FAIL connection 8:") && l.contains("Connection refused")),
+        "8 more flows fit, the 9th is reset: {lines:?}"
+    );
+    assert!(lines.contains(&ok2.as_str()), "the budget was given back: {lines:?}");
+    let totals = f.stderr.lines().find(|l| l.contains("data path totals")).expect("totals");
+    assert!(totals.contains("limit_drops=1"), "{totals}");
+    let mut cmd = Command::new(warren());
+    cmd.args(["run", "--max-buffer-memory", "0", "--", "true"]);
+    let f = run_with_deadline(cmd, SHORT);
+    assert_eq!(f.code, 2, "clap rejects 0: {}", f.stderr);
+    assert!(f.stderr.contains("invalid value '0' for '--max-buffer-memory <MIB>'"), "{}", f.stderr);
+}
+
+#[test]
 fn flow_limit_refuses_the_excess_cleanly() {
     require_isolation();
     // The server answers only after 2 s, so the first connection is surely still open when the
