@@ -91,6 +91,10 @@ pub struct CaptureArgs {
     /// Capture on this bridge network (every container and the gateway).
     #[arg(long, value_name = "NAME", conflicts_with = "api_socket")]
     pub network: Option<String>,
+    /// Capture only what this container of a bridge network sends and receives (plus
+    /// broadcasts), as tcpdump on its interface would; with --network when it is on several.
+    #[arg(long, value_name = "NAME", conflicts_with = "api_socket")]
+    pub container: Option<String>,
     /// API socket of a `warren run`/`attach` instance (default: the only one running).
     #[arg(long, value_name = "PATH")]
     pub api_socket: Option<PathBuf>,

@@ -639,9 +639,14 @@ fn run_in_container(a: RunArgs, name: &str) -> Result<u8> {
 fn capture(a: CaptureArgs) -> Result<u8> {
     use warren::runtime::CaptureCmd;
     let ask = |cmd: CaptureCmd| -> Result<u64> {
-        let v = match (&a.network, &a.api_socket) {
-            (Some(n), _) => daemon::client::call(&Request::Capture { network: n.clone(), cmd })?,
-            (None, p) => {
+        let v = match (&a.network, &a.container, &a.api_socket) {
+            (n, Some(c), _) => daemon::client::call(&Request::Capture {
+                network: n.clone().unwrap_or_default(),
+                container: Some(c.clone()),
+                cmd,
+            })?,
+            (Some(n), None, _) => daemon::client::call(&Request::Capture { network: n.clone(), container: None, cmd })?,
+            (None, None, p) => {
                 let path = match p {
                     Some(p) => p.clone(),
                     None => api::find_socket()?,
@@ -659,7 +664,7 @@ fn capture(a: CaptureArgs) -> Result<u8> {
     }
     let file = a.file.clone().context("-w FILE is required")?;
     let path = std::path::absolute(&file).with_context(|| format!("capture file {}", file.display()))?;
-    ask(CaptureCmd::Start { path: path.clone(), count: a.count })?;
+    ask(CaptureCmd::Start { path: path.clone(), count: a.count, mac: None })?;
     let deadline = a.seconds.map(|s| std::time::Instant::now() + Duration::from_secs(s));
     let rt = runtime()?;
     rt.block_on(async {

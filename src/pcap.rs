@@ -15,6 +15,8 @@ pub struct PcapWriter {
     /// Frames written.
     pub frames: u64,
     limit: Option<u64>,
+    /// Only the frames one interface would see: from or to this MAC, plus group frames.
+    only: Option<[u8; 6]>,
 }
 
 impl PcapWriter {
@@ -35,7 +37,16 @@ impl PcapWriter {
         h.extend_from_slice(&1u32.to_le_bytes()); // LINKTYPE_ETHERNET
         out.write_all(&h)?;
         out.flush()?;
-        Ok(Self { out, frames: 0, limit })
+        Ok(Self { out, frames: 0, limit, only: None })
+    }
+
+    /// Whether the frame limit is reached.
+    /// Keeps only what the interface with this MAC sees: frames from or to it, and broadcast
+    /// and multicast frames (as tcpdump on that interface would show).
+    #[must_use]
+    pub fn only_mac(mut self, mac: [u8; 6]) -> Self {
+        self.only = Some(mac);
+        self
     }
 
     /// Whether the frame limit is reached.
@@ -48,6 +59,13 @@ impl PcapWriter {
     pub fn write(&mut self, frame: &[u8]) -> bool {
         if self.full() {
             return false;
+        }
+        if let Some(mac) = self.only {
+            let (dst, src) = (frame.get(..6), frame.get(6..12));
+            let group = dst.is_some_and(|d| d[0] & 1 == 1);
+            if dst != Some(&mac[..]) && src != Some(&mac[..]) && !group {
+                return false;
+            }
         }
         let t = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
         let cut = frame.len().min(SNAPLEN as usize);

@@ -302,7 +302,7 @@ _warren() {
             return 0
             ;;
         warren__subcmd__capture)
-            opts="-w -c -v -h -V --write --stop --network --api-socket --count --seconds --verbose --log-format --help --version"
+            opts="-w -c -v -h -V --write --stop --network --container --api-socket --count --seconds --verbose --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -317,6 +317,10 @@ _warren() {
                     return 0
                     ;;
                 --network)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --container)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

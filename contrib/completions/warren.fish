@@ -210,6 +210,7 @@ complete -c warren -n "__fish_warren_using_subcommand network; and __fish_seen_s
 complete -c warren -n "__fish_warren_using_subcommand network; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c warren -n "__fish_warren_using_subcommand capture" -s w -l write -d 'The pcap file to write' -r -F
 complete -c warren -n "__fish_warren_using_subcommand capture" -l network -d 'Capture on this bridge network (every container and the gateway)' -r
+complete -c warren -n "__fish_warren_using_subcommand capture" -l container -d 'Capture only what this container of a bridge network sends and receives (plus broadcasts), as tcpdump on its interface would; with --network when it is on several' -r
 complete -c warren -n "__fish_warren_using_subcommand capture" -l api-socket -d 'API socket of a `warren run`/`attach` instance (default: the only one running)' -r -F
 complete -c warren -n "__fish_warren_using_subcommand capture" -s c -l count -d 'Stop after this many frames' -r
 complete -c warren -n "__fish_warren_using_subcommand capture" -l seconds -d 'Stop after this many seconds (default: at --count, or on ^C / SIGTERM)' -r

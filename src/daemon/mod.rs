@@ -232,10 +232,15 @@ pub enum Request {
         /// Container name.
         container: String,
     },
-    /// Packet capture on a network (every frame of every container and of the gateway).
+    /// Packet capture on a network (every frame of every container and of the gateway), or
+    /// of one container's interface on it.
     Capture {
-        /// Network.
+        /// Network (may be empty with `container` on one network only).
+        #[serde(default)]
         network: String,
+        /// Only this container's interface.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        container: Option<String>,
         /// What to do.
         cmd: crate::runtime::CaptureCmd,
     },
@@ -299,6 +304,25 @@ fn random_hex(bytes: usize) -> String {
 
 fn mac_text(m: [u8; 6]) -> String {
     m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+/// The interface of `c` a capture of it watches: the one on `network`, or its only one.
+fn capture_iface<'a>(c: &'a Container, network: &str) -> Result<&'a Iface, String> {
+    if !network.is_empty() {
+        return c
+            .ifaces
+            .iter()
+            .find(|i| i.network == network)
+            .ok_or_else(|| format!("container {:?} is not on network {network:?} (see `warren ps`)", c.name));
+    }
+    match c.ifaces.as_slice() {
+        [one] => Ok(one),
+        [] => Err(format!("container {:?} has no interface yet", c.name)),
+        many => {
+            let names: Vec<&str> = many.iter().map(|i| i.network.as_str()).collect();
+            Err(format!("container {:?} is on networks {}: name one with --network", c.name, names.join(", ")))
+        }
+    }
 }
 
 /// Starts the dataplane task of a network.
@@ -623,7 +647,24 @@ async fn handle(state: &Shared, req: Request) -> Value {
             Some(c) if c.pid != 0 => ok(json!({ "pid": c.pid })),
             _ => err(format!("no such container: {container:?} (see `warren ps`)")),
         },
-        Request::Capture { network, cmd } => {
+        Request::Capture { network, container, mut cmd } => {
+            let mut network = network;
+            if let Some(name) = container {
+                let iface = {
+                    let st = state.borrow();
+                    let Some(c) = st.containers.get(&name) else {
+                        return err(format!("no such container: {name:?} (see `warren ps`)"));
+                    };
+                    match capture_iface(c, &network) {
+                        Ok(i) => i.clone(),
+                        Err(e) => return err(e),
+                    }
+                };
+                if let crate::runtime::CaptureCmd::Start { mac, .. } = &mut cmd {
+                    *mac = Some(iface.mac);
+                }
+                network = iface.network;
+            }
             let Some(dp) = state.borrow().networks.get(&network).map(|n| n.dp.clone()) else {
                 return err(format!("no such network: {network:?}"));
             };

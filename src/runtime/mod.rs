@@ -99,6 +99,9 @@ pub enum CaptureCmd {
         path: std::path::PathBuf,
         /// Stop after this many frames.
         count: Option<u64>,
+        /// Only one interface of a bridge network: frames from or to this MAC (and group frames).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mac: Option<[u8; 6]>,
     },
     /// Frames written so far.
     Status,
@@ -799,20 +802,28 @@ impl Dataplane {
     ///
     /// # Errors
     /// When the file cannot be created or a capture already runs.
-    pub fn start_capture(&mut self, path: &std::path::Path, count: Option<u64>) -> Result<(), String> {
+    pub fn start_capture(
+        &mut self,
+        path: &std::path::Path,
+        count: Option<u64>,
+        mac: Option<[u8; 6]>,
+    ) -> Result<(), String> {
         if self.tx.capture.is_some() {
             return Err("a capture is already running; stop it first".into());
         }
-        let w = crate::pcap::PcapWriter::create(path, count)
+        let mut w = crate::pcap::PcapWriter::create(path, count)
             .map_err(|e| format!("cannot create capture file {}: {e}", path.display()))?;
-        tracing::info!(path = %path.display(), ?count, "capture started");
+        if let Some(m) = mac {
+            w = w.only_mac(m);
+        }
+        tracing::info!(path = %path.display(), ?count, ?mac, "capture started");
         self.tx.capture = Some(w);
         Ok(())
     }
 
     fn capture(&mut self, cmd: CaptureCmd) -> Result<u64, String> {
         match cmd {
-            CaptureCmd::Start { path, count } => self.start_capture(&path, count).map(|()| 0),
+            CaptureCmd::Start { path, count, mac } => self.start_capture(&path, count, mac).map(|()| 0),
             CaptureCmd::Status => match &mut self.tx.capture {
                 Some(c) => {
                     let _ = c.flush();

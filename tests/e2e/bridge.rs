@@ -557,6 +557,58 @@ fn capture_and_stats_of_a_network() {
 }
 
 #[test]
+fn capture_of_one_container_on_a_network() {
+    require_isolation();
+    let w = World::new("capone");
+    w.ok(&["network", "create", "seg"]);
+    let _web = w.start(&["--network", "seg", "--name", "web"], &serve80());
+    let file = w.rt.join("web.pcap");
+    let mut cap = w.cmd(&["capture", "--container", "web", "-w", file.to_str().unwrap(), "--seconds", "3"]);
+    cap.stdin(std::process::Stdio::null());
+    let cap = std::thread::spawn(move || run_with_deadline(cap, Duration::from_secs(60)));
+    // A third container pings the gateway (not web's traffic) and web (web's traffic).
+    let t = nettool();
+    let t = t.to_str().unwrap();
+    let script = format!("{t} ping 10.89.0.1 && {t} ping 10.89.0.2");
+    let deadline = Instant::now() + SHORT;
+    while !cap.is_finished() && Instant::now() < deadline {
+        let f = w.once(&["--network", "seg", "--name", "pinger"], &["sh", "-c", &script]);
+        assert_eq!(f.code, 0, "{} {}", f.stdout, f.stderr);
+    }
+    let f = cap.join().unwrap();
+    assert_eq!(f.code, 0, "{}", f.stderr);
+    let fields = |filter: &str, field: &str| {
+        let mut c = Command::new("tshark");
+        c.args(["-n", "-r"]).arg(&file).args(["-Y", filter, "-T", "fields", "-e", field]);
+        c.env("HOME", std::env::temp_dir());
+        let t = run_with_deadline(c, SHORT);
+        assert_eq!(t.code, 0, "{}", t.stderr);
+        t.stdout.lines().map(str::to_string).collect::<Vec<_>>()
+    };
+    let to_web = fields("icmp.type == 8 && ip.dst == 10.89.0.2", "ip.src");
+    assert!(!to_web.is_empty() && to_web.iter().all(|l| l == "10.89.0.3"), "pings of web captured: {to_web:?}");
+    assert!(!fields("icmp.type == 0 && ip.src == 10.89.0.2", "ip.dst").is_empty(), "web's replies captured");
+    let to_gw = fields("icmp && ip.dst == 10.89.0.1", "ip.src");
+    assert!(to_gw.is_empty(), "the pinger's echo to the gateway is not web's traffic: {to_gw:?}");
+    // Every frame is web's own (02:42:0a:59:00:02) or one the segment floods to it.
+    let others =
+        fields("!(eth.src == 02:42:0a:59:00:02 || eth.dst == 02:42:0a:59:00:02 || eth.dst.ig == 1)", "frame.number");
+    assert!(others.is_empty(), "frames of others: {others:?}");
+    // Errors name the bad value and what is expected.
+    let f = w.run(&["capture", "--container", "ghost", "-w", file.to_str().unwrap()]);
+    assert_eq!(f.code, 1);
+    assert!(f.stderr.contains("no such container: \"ghost\" (see `warren ps`)"), "{}", f.stderr);
+    w.ok(&["network", "create", "seg2"]);
+    let f = w.run(&["capture", "--container", "web", "--network", "seg2", "-w", file.to_str().unwrap()]);
+    assert_eq!(f.code, 1);
+    assert!(f.stderr.contains("container \"web\" is not on network \"seg2\""), "{}", f.stderr);
+    w.ok(&["network", "connect", "seg2", "web"]);
+    let f = w.run(&["capture", "--container", "web", "-w", file.to_str().unwrap()]);
+    assert_eq!(f.code, 1);
+    assert!(f.stderr.contains("container \"web\" is on networks seg, seg2: name one with --network"), "{}", f.stderr);
+}
+
+#[test]
 fn network_created_with_a_capture_file() {
     require_isolation();
     let w = World::new("pcapnet");
