@@ -109,7 +109,7 @@ fn download(a: SocketAddr, bytes: u64, seed: u64) -> Result<String, String> {
 
 /// Accepts connections and closes them at once (or keeps them, `hold`), until killed.
 fn sink(bind: &str, hold: bool) -> Result<String, String> {
-    let l = std::net::TcpListener::bind(bind_addr(bind)?).map_err(|e| format!("bind {bind}: {e}"))?;
+    let l = listen(bind)?;
     println!("serving");
     // Held connections are kept up to 12,000 (oldest dropped first), so one client's 10,000
     // do not exhaust the next client's file descriptors.
@@ -138,7 +138,7 @@ fn hold(a: SocketAddr, n: usize, secs: u64) -> Result<String, String> {
 
 /// Echoes every byte back, one thread per connection, until killed.
 fn rr_serve(bind: &str) -> Result<String, String> {
-    let l = std::net::TcpListener::bind(bind_addr(bind)?).map_err(|e| format!("bind {bind}: {e}"))?;
+    let l = listen(bind)?;
     println!("serving");
     for c in l.incoming().flatten() {
         std::thread::spawn(move || {
@@ -624,6 +624,21 @@ fn serve_conn(mut c: TcpStream) {
 }
 
 /// A server's bind address: `PORT` (on 0.0.0.0) or `ADDR:PORT`.
+/// A listener with a deep accept queue: Rust's default backlog (128) overflows when several
+/// clients connect at once on 2 cores, and every overflow costs the client a 1 s SYN retransmit.
+fn listen(p: &str) -> Result<std::net::TcpListener, String> {
+    let a = bind_addr(p)?;
+    let s = socket2::Socket::new(socket2::Domain::for_address(a), socket2::Type::STREAM, None)
+        .map_err(|e| format!("socket for {p}: {e}"))?;
+    s.set_reuse_address(true).map_err(|e| e.to_string())?;
+    if a.is_ipv6() {
+        let _ = s.set_only_v6(false);
+    }
+    s.bind(&a.into()).map_err(|e| format!("bind {p}: {e}"))?;
+    s.listen(4096).map_err(|e| format!("listen {p}: {e}"))?;
+    Ok(s.into())
+}
+
 fn bind_addr(p: &str) -> Result<SocketAddr, String> {
     if let Ok(port) = p.parse::<u16>() {
         return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
@@ -634,7 +649,7 @@ fn bind_addr(p: &str) -> Result<SocketAddr, String> {
 fn serve(ports: &[&str]) -> Result<String, String> {
     let mut handles = Vec::new();
     for p in ports {
-        let l = std::net::TcpListener::bind(bind_addr(p)?).map_err(|e| format!("bind {p}: {e}"))?;
+        let l = listen(p)?;
         handles.push(std::thread::spawn(move || {
             for c in l.incoming().flatten() {
                 std::thread::spawn(move || serve_conn(c));

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark of warren and its peers on this machine, in one run (run as root).
 #
-# Rows: host loopback, kernel veth (the upper bound), slirp4netns (MTU 65520 and 1500), pasta,
-# warren. Columns: T1 container -> host-loopback service and reverse (iperf3), T2 through a
+# Rows: host loopback, kernel veth (the upper bound), a kernel bridge with two veths (T6),
+# slirp4netns (MTU 65520 and 1500), pasta, RootlessKit's builtin port driver (T2), warren, and
+# a warren bridge network with two containers (T6). Columns: T1 container -> host-loopback service and reverse (iperf3), T2 through a
 # published port from a loopback client and reverse, T2 from a non-loopback client whose
 # address the engine keeps (warren, slirp4netns), T7 four parallel flows out, T3 request/
 # response latency p50/p99 (1-byte round trips), T4 new connections per second out, T8 engine
-# memory per idle connection (10,000 held open). Medians of REPS runs (min-max), engine CPU
+# memory per idle connection (10,000 held open), T5 UDP at 1 Gbit/s offered (received rate and
+# loss), T6 container to container. Medians of REPS runs (min-max), engine CPU
 # seconds per GB and RSS. Everything runs inside a fresh network namespace: nothing leaves
 # this machine. Results go to stdout and docs/BENCHMARKS.md.
 #
@@ -21,12 +23,17 @@ need=()
 command -v iperf3 >/dev/null || need+=(iperf3)
 command -v slirp4netns >/dev/null || need+=(slirp4netns)
 command -v pasta >/dev/null || need+=(passt)
+command -v rootlesskit >/dev/null || need+=(rootlesskit)
 if [ "${#need[@]}" -gt 0 ]; then
     echo "bench: installing ${need[*]}"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
 cargo build --release --bins --examples >/dev/null
+# The micro-benchmarks (benches/hotpath.rs) run inside the namespace below like everything else.
+export HOTPATH
+HOTPATH=$(cargo bench --bench hotpath --no-run --message-format=json 2>/dev/null \
+    | grep -o '"executable":"[^"]*/hotpath-[^"]*"' | tail -n 1 | cut -d'"' -f4)
 WARREN=$PWD/target/release/warren
 export NETTOOL=$PWD/target/release/examples/nettool
 OUT=$PWD/docs/BENCHMARKS.md
@@ -36,7 +43,7 @@ set -euo pipefail
 WARREN=$1 OUT=$2 REPS=$3 DUR=$4
 RUN=$(mktemp -d /tmp/warren-bench.XXXXXX)
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$RUN"; }
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$RUN" "$RUN-rk"; }
 trap cleanup EXIT
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 ip link set lo up
@@ -67,6 +74,22 @@ iperf_once() {
     kill "$s" 2>/dev/null || true; wait "$s" 2>/dev/null || true
     echo "${r:--}"
 }
+
+# T5: UDP at a fixed offered rate (1 Gbit/s of 1400-byte datagrams): "Gb/s received/loss %".
+udp_once() {
+    local srv=$1 cli=$2 args=$3 port=$4
+    $srv iperf3 -s -1 -p "$port" >/dev/null 2>&1 &
+    local s=$!
+    for _ in $(seq 100); do $srv ss -ltnH "sport = :$port" 2>/dev/null | grep -q . && break; sleep 0.02; done
+    local r
+    r=$(timeout $((DUR + 15)) $cli iperf3 -u -b 1G -l 1400 $args -p "$port" -t "$DUR" -J 2>/dev/null | python3 -c 'import json,sys
+d=json.load(sys.stdin)["end"]["sum_received"]; print("%.2f/%.1f" % (d["bits_per_second"]/1e9, d["lost_percent"]))' 2>/dev/null) || r="-"
+    kill "$s" 2>/dev/null || true; wait "$s" 2>/dev/null || true
+    echo "${r:--}"
+}
+median_udp() { python3 -c 'import sys,statistics
+v=[x.split("/") for x in sys.argv[1:] if x!="-"]
+print("%.2f/%.1f%%" % (statistics.median(float(a) for a,b in v), statistics.median(float(b) for a,b in v)) if v else "-")' "$@"; }
 
 declare -A RES CPU
 record() { RES[$1,$2]=$3; }
@@ -136,6 +159,8 @@ measure_engine() { # name holder-pid engine-pid has_fwd keeps_src
     record "$name" t7 "$(median "${vals[@]}")"
     vals=(); for _ in $(seq "$REPS"); do vals+=("$(rr_once "$ns" 10.0.2.2)"); done
     record "$name" t3 "$(median_rr "${vals[@]}")"
+    vals=(); for _ in $(seq "$REPS"); do vals+=("$(udp_once "" "$ns" "-c 10.0.2.2" 25204)"); done
+    record "$name" t5 "$(median_udp "${vals[@]}")"
     vals=(); for _ in $(seq "$REPS"); do vals+=("$(churn_once "$ns" 10.0.2.2)"); done
     record "$name" t4 "$(median "${vals[@]}")"
     record "$name" t8 "$(hold_once "$ns" 10.0.2.2 "$epid")"
@@ -147,6 +172,7 @@ for test in t1 t1r t7; do vals=(); for _ in $(seq "$REPS"); do
     vals+=("$(iperf_once "" "" "$a -c 127.0.0.1 -p 25201" 25201)"); done
     record loopback $test "$(median "${vals[@]}")"; done
 vals=(); for _ in $(seq "$REPS"); do vals+=("$(rr_once "" 127.0.0.1)"); done; record loopback t3 "$(median_rr "${vals[@]}")"
+vals=(); for _ in $(seq "$REPS"); do vals+=("$(udp_once "" "" "-c 127.0.0.1" 25204)"); done; record loopback t5 "$(median_udp "${vals[@]}")"
 vals=(); for _ in $(seq "$REPS"); do vals+=("$(churn_once "" 127.0.0.1)"); done; record loopback t4 "$(median "${vals[@]}")"
 
 echo "== kernel veth"
@@ -167,6 +193,7 @@ for test in t1 t1r t2 t2r; do vals=(); for _ in $(seq "$REPS"); do
     record veth $test "$(median "${vals[@]}")"; done
 vals=(); for _ in $(seq "$REPS"); do vals+=("$(iperf_once "" "$VNS" "-P 4 -c 10.203.0.1 -p 25201" 25201)"); done; record veth t7 "$(median "${vals[@]}")"
 vals=(); for _ in $(seq "$REPS"); do vals+=("$(rr_once "$VNS" 10.203.0.1)"); done; record veth t3 "$(median_rr "${vals[@]}")"
+vals=(); for _ in $(seq "$REPS"); do vals+=("$(udp_once "" "$VNS" "-c 10.203.0.1" 25204)"); done; record veth t5 "$(median_udp "${vals[@]}")"
 vals=(); for _ in $(seq "$REPS"); do vals+=("$(churn_once "$VNS" 10.203.0.1)"); done; record veth t4 "$(median "${vals[@]}")"
 
 slirp_api() { python3 - "$1" "$2" <<'PY'
@@ -196,6 +223,60 @@ for _ in $(seq 100); do nsenter -t "$h" -n ip route 2>/dev/null | grep -q defaul
 measure_engine pasta "$h" "$e" 1 0
 kill "$e" "$h"; wait "$e" "$h" 2>/dev/null || true
 
+echo "== rootlesskit (builtin port driver, slirp4netns for the rest; as warren-ci: it refuses root)"
+rk=$RUN-rk; mkdir -p "$rk"; chown warren-ci "$rk"   # beside $RUN (0700 root): warren-ci must reach it
+as_ci="setpriv --reuid=warren-ci --regid=warren-ci --init-groups env HOME=$rk XDG_RUNTIME_DIR=$rk"
+$as_ci rootlesskit --state-dir "$rk/state" --net=slirp4netns --mtu=65520 --disable-host-loopback \
+    --port-driver=builtin sleep 3600 >"$rk/log" 2>&1 &
+e=$!; PIDS+=("$e")
+for _ in $(seq 200); do [ -S "$rk/state/api.sock" ] && [ -s "$rk/state/child_pid" ] && break; sleep 0.05; done
+if [ -s "$rk/state/child_pid" ] && $as_ci rootlessctl --socket "$rk/state/api.sock" add-ports 127.0.0.1:25301:5201/tcp >/dev/null; then
+    ns=$(in_ns "$(cat "$rk/state/child_pid")")
+    for test in t2 t2r; do vals=(); for _ in $(seq "$REPS"); do
+        a=""; [ $test = t2r ] && a="-R"
+        vals+=("$(iperf_once "$ns" "" "$a -c 127.0.0.1 -p 25301" 5201)"); done
+        record rootlesskit-builtin $test "$(median "${vals[@]}")"; done
+    CPU[rootlesskit-builtin,rss]=$(awk '/VmRSS/{r=$2} /VmHWM/{h=$2} END{printf "%.0f/%.0f", r/1024, h/1024}' "/proc/$e/status" 2>/dev/null || echo -)
+else
+    echo "rootlesskit did not start: $(tail -n 2 "$rk/log")"
+fi
+kill "$e" 2>/dev/null || true; wait "$e" 2>/dev/null || true
+
+echo "== T6 kernel bridge + veth pairs in a user-owned namespace"
+holder; b=$H
+BNS=$(in_ns "$b")
+c=()
+for i in 1 2; do
+    $BNS unshare --net sleep 3600 >/dev/null 2>&1 & c[$i]=$!; PIDS+=("${c[$i]}")
+    for _ in $(seq 100); do [ "$(readlink /proc/${c[$i]}/ns/net)" != "$(readlink /proc/$b/ns/net)" ] && break; sleep 0.02; done
+done
+$BNS sh -c "ip link add br0 type bridge; ip link set br0 up; ip link set br0 mtu 65520
+    ip link add vb1 mtu 65520 type veth peer name eth0 mtu 65520 netns ${c[1]}; ip link set vb1 master br0; ip link set vb1 up
+    ip link add vb2 mtu 65520 type veth peer name eth0 mtu 65520 netns ${c[2]}; ip link set vb2 master br0; ip link set vb2 up"
+for i in 1 2; do $(in_ns "${c[$i]}") sh -c "ip link set lo up; ip addr add 10.204.0.$i/24 dev eth0; ip link set eth0 up"; done
+vals=(); for _ in $(seq "$REPS"); do vals+=("$(iperf_once "$(in_ns "${c[1]}")" "$(in_ns "${c[2]}")" "-c 10.204.0.1" 5201)"); done
+record kernel-bridge t6 "$(median "${vals[@]}")"
+kill "${c[1]}" "${c[2]}" "$b"; wait "${c[1]}" "${c[2]}" "$b" 2>/dev/null || true
+
+echo "== T6 warren bridge network (two containers)"
+export XDG_RUNTIME_DIR=$RUN/xdg XDG_DATA_HOME=$RUN/xdgdata
+mkdir -p -m 0700 "$XDG_RUNTIME_DIR" "$XDG_DATA_HOME"
+"$WARREN" network create benchnet --subnet 10.89.0.0/24 --mtu 65520 >/dev/null
+PIDS+=("$(cat "$XDG_RUNTIME_DIR/warren/daemon.pid")")
+"$WARREN" run --network benchnet --name srv -- sleep 3600 >/dev/null 2>&1 & PIDS+=("$!")
+"$WARREN" run --network benchnet --name cli -- sleep 3600 >/dev/null 2>&1 & PIDS+=("$!")
+for _ in $(seq 100); do [ "$("$WARREN" ps --json | python3 -c 'import json,sys; print(sum(1 for c in json.load(sys.stdin) if c["pid"]))')" = 2 ] && break; sleep 0.1; done
+pid_of() { "$WARREN" ps --json | python3 -c 'import json,sys; print([c["pid"] for c in json.load(sys.stdin) if c["name"]==sys.argv[1]][0])' "$1"; }
+dpid=$(cat "$XDG_RUNTIME_DIR/warren/daemon.pid")
+cpu0=$(stat_cpu "$dpid")
+vals=(); for _ in $(seq "$REPS"); do vals+=("$(iperf_once "$(in_ns "$(pid_of srv)")" "$(in_ns "$(pid_of cli)")" "-c 10.89.0.2" 5201)"); done
+cpu1=$(stat_cpu "$dpid")
+record warren-bridge t6 "$(median "${vals[@]}")"
+gb=$(python3 -c "import sys; v=[float(x) for x in sys.argv[1:] if x!='-']; print(sum(v)*$DUR/8)" "${vals[@]}")
+CPU[warren-bridge,t1]=$(python3 -c "t=($cpu1-$cpu0)/100; g=$gb; print('%.2f' % (t/g) if g>0 else '-')")
+CPU[warren-bridge,rss]=$(awk '/VmRSS/{r=$2} /VmHWM/{h=$2} END{printf "%.0f/%.0f", r/1024, h/1024}' "/proc/$dpid/status" 2>/dev/null || echo -)
+unset XDG_RUNTIME_DIR XDG_DATA_HOME
+
 echo "== warren"
 holder; h=$H
 "$WARREN" attach --pid "$h" --allow-host-loopback -p 127.0.0.1:25301:5201 -p 10.200.0.1:25302:5201 \
@@ -206,46 +287,63 @@ sleep 0.2
 measure_engine warren "$h" "$e" 1 1
 kill "$e" "$h"; wait "$e" "$h" 2>/dev/null || true
 
+echo "== micro-benchmarks (cargo bench --bench hotpath)"
+MICRO=$("$HOTPATH" --bench 2>&1 | tail -n 4 || echo "the micro-benchmarks failed")
+echo "$MICRO"
+
 # Table.
-cols=(t1 t1r t2 t2r t2s t7 t3 t4 t8)
-hdr="| engine | T1 out Gb/s | T1 -R Gb/s | T2 fwd (lo client) | T2 fwd -R | T2 fwd, source kept | T7 4 flows out Gb/s | T3 latency p50/p99 us | T4 conn/s out | T8 KiB per idle conn | CPU s/GB (T1 out) | RSS MiB now/peak |"
+cols=(t1 t1r t2 t2r t2s t7 t3 t4 t5 t6 t8)
+hdr="| engine | T1 out Gb/s | T1 -R Gb/s | T2 fwd (lo client) | T2 fwd -R | T2 fwd, source kept | T7 4 flows out Gb/s | T3 latency p50/p99 us | T4 conn/s out | T5 UDP 1 Gb/s offered: Gb/s/loss | T6 container to container Gb/s | T8 KiB per idle conn | CPU s/GB (T1 out; T6 for bridges) | RSS MiB now/peak |"
 {
 echo "# Benchmarks"
 echo
 echo "Generated by \`scripts/bench.sh\` on $(date -u +%Y-%m-%d), $(nproc) CPUs, kernel $(uname -r),"
-echo "$(slirp4netns --version | head -1), iperf3 $(iperf3 --version | head -1 | awk '{print $2}'), Debian $(cat /etc/debian_version)."
+echo "$(slirp4netns --version | head -1), $(pasta --version 2>/dev/null | head -1), rootlesskit $(rootlesskit --version | awk '{print $3}'),"
+echo "iperf3 $(iperf3 --version | head -1 | awk '{print $2}'), Debian $(cat /etc/debian_version)."
 echo "Medians of $REPS runs of ${DUR}s (min-max), receiver side. MTU 65520 unless named."
 echo
 echo "$hdr"
-echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
-for row in loopback veth slirp4netns-65520 slirp4netns-1500 pasta warren; do
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+for row in loopback veth kernel-bridge slirp4netns-65520 slirp4netns-1500 pasta rootlesskit-builtin warren warren-bridge; do
     line="| $row"
     for c in "${cols[@]}"; do line+=" | ${RES[$row,$c]:--}"; done
     line+=" | ${CPU[$row,t1]:--} | ${CPU[$row,rss]:--} |"
     echo "$line"
 done
 echo
-echo "Ratios of warren's medians:"
+echo "Ratios of warren's medians (T6: warren-bridge against the kernel bridge):"
 echo
-for c in t1 t1r t2 t2r t2s t7 t4; do
-    python3 - "$c" "${RES[warren,$c]:--}" "${RES[slirp4netns-65520,$c]:--}" "${RES[pasta,$c]:--}" "${RES[veth,$c]:--}" <<'PY'
+for c in t1 t1r t2 t2r t2s t7 t4 t5 t6; do
+    w=${RES[warren,$c]:--}; [ $c = t6 ] && w=${RES[warren-bridge,t6]:--}
+    python3 - "$c" "$w" "${RES[slirp4netns-65520,$c]:--}" "${RES[pasta,$c]:--}" "${RES[rootlesskit-builtin,$c]:--}" "${RES[veth,$c]:--}" "${RES[kernel-bridge,$c]:--}" <<'PY'
 import sys
-c, w, s, p, v = sys.argv[1:]
-f = lambda x: float(x.split()[0]) if x != "-" else None
-w, s, p, v = map(f, (w, s, p, v))
+c, w, *peers = sys.argv[1:]
+f = lambda x: float(x.split()[0].split("/")[0]) if x != "-" else None
+w = f(w)
 if w is None: sys.exit()
 parts = []
-for name, x in (("slirp4netns", s), ("pasta", p), ("veth", v)):
+for name, x in zip(("slirp4netns", "pasta", "rootlesskit builtin", "veth", "kernel bridge"), map(f, peers)):
     if x: parts.append("%.2fx %s" % (w / x, name))
 print("- %s: %s" % (c, ", ".join(parts)))
 PY
 done
 echo
 echo "T3 (lower is better): warren ${RES[warren,t3]:--} us p50/p99; slirp4netns ${RES[slirp4netns-65520,t3]:--}; pasta ${RES[pasta,t3]:--}; veth ${RES[veth,t3]:--}; loopback ${RES[loopback,t3]:--}."
+echo "T5 loss (lower is better): warren ${RES[warren,t5]:--}; slirp4netns ${RES[slirp4netns-65520,t5]:--}; pasta ${RES[pasta,t5]:--}; veth ${RES[veth,t5]:--}."
 echo "T8 (lower is better): KiB of engine RSS per idle connection: warren ${RES[warren,t8]:--}; slirp4netns ${RES[slirp4netns-65520,t8]:--}; pasta ${RES[pasta,t8]:--}."
 echo
-echo "Not measured yet: T5 (UDP at a fixed rate), T6 (bridge networks against a kernel bridge),"
-echo "RootlessKit's builtin port driver, MTU 1500 with TSO for warren."
+echo "Micro-benchmarks of the hot path (\`cargo bench --bench hotpath\`, no namespaces, median of 5 rounds):"
+echo
+echo '```'
+echo "$MICRO"
+echo '```'
+echo
+echo "Not measured yet: MTU 1500 with TSO for warren."
 } | tee "$OUT.tmp"
+# Hand-written analysis below the marker survives a new run.
+marker='<!-- analysis: kept by scripts/bench.sh -->'
+if grep -qxF "$marker" "$OUT" 2>/dev/null; then
+    { echo; awk -v m="$marker" 'f || $0 == m { f = 1; print }' "$OUT"; } >> "$OUT.tmp"
+fi
 mv "$OUT.tmp" "$OUT"
 INNER

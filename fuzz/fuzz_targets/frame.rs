@@ -8,6 +8,10 @@ use libfuzzer_sys::fuzz_target;
 static ISOLATED: std::sync::Once = std::sync::Once::new();
 
 fuzz_target!(|data: &[u8]| {
-    ISOLATED.call_once(warren::runtime::fuzzing::assert_isolated);
+    ISOLATED.call_once(|| {
+        warren::runtime::fuzzing::assert_isolated();
+        // As the warren binary does: TCP buffers from mmap, not memset by calloc.
+        warren::sys::tune_allocator();
+    });
     warren::runtime::fuzzing::run(data);
 });

@@ -83,26 +83,41 @@ fn records(mut rest: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
     })
 }
 
-/// Runs one input through a fresh dataplane. Returns the frames it sent back (single mode)
-/// or delivered to the ports (bridge mode), for tests.
-pub fn run(input: &[u8]) -> usize {
-    let Some((&mode, rest)) = input.split_first() else { return 0 };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
-    let _guard = rt.enter();
-    let now = Instant::now();
-    if mode & 1 == 0 {
+/// A dataplane driven by hand: a single container or a bridge network with the two ports of
+/// [`PORT_IPS`], each behind a socketpair standing in for its TAP. Used by the fuzz targets
+/// and by the micro-benchmarks (`cargo bench`).
+/// One rig at a time per thread (it keeps a tokio runtime entered).
+pub struct Rig {
+    dp: Dataplane,
+    /// The container ends: one in single mode, one per port on a bridge.
+    ends: Vec<UnixDatagram>,
+    bridge: bool,
+    buf: Vec<u8>,
+    /// Keeps the runtime entered while the rig lives (host sockets register with it).
+    _guard: tokio::runtime::EnterGuard<'static>,
+}
+
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RT.get_or_init(|| tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime"))
+}
+
+impl Rig {
+    /// One container (10.0.2.100, fd00::100) behind the usual gateway; `host_loopback`:
+    /// 10.0.2.2 reaches the host's 127.0.0.1.
+    pub fn single(host_loopback: bool) -> Self {
+        let guard = runtime().enter();
         let (tap, container) = UnixDatagram::pair().expect("socketpair");
+        tap.set_nonblocking(true).expect("nonblocking");
         container.set_nonblocking(true).expect("nonblocking");
-        let mut dp = Dataplane::new(single_config(mode & 4 != 0), OwnedFd::from(tap), CONTAINER_MAC, false);
-        for (i, (flags, frame)) in records(rest).enumerate() {
-            dp.frame(frame, flags & 2 != 0, now + Duration::from_millis(i as u64));
-            let t = now + Duration::from_millis(i as u64);
-            dp.drain_wakes(t);
-            dp.run_timers(t);
-        }
-        drain(&container)
-    } else {
-        let mut dp = Dataplane::new_bridge(bridge_config(mode & 2 == 0));
+        let dp = Dataplane::new(single_config(host_loopback), OwnedFd::from(tap), CONTAINER_MAC, false);
+        Self { _guard: guard, dp, ends: vec![container], bridge: false, buf: vec![0u8; 70_000] }
+    }
+
+    /// A bridge network 10.89.0.0/24 with two containers plugged in.
+    pub fn bridge(icc: bool) -> Self {
+        let guard = runtime().enter();
+        let mut dp = Dataplane::new_bridge(bridge_config(icc));
         let mut ends = Vec::new();
         for (id, ip4) in PORT_IPS.iter().enumerate() {
             let (tap, container) = UnixDatagram::pair().expect("socketpair");
@@ -121,31 +136,68 @@ pub fn run(input: &[u8]) -> usize {
             dp.add_port(spec).expect("a port");
             ends.push(container);
         }
-        for (i, (flags, frame)) in records(rest).enumerate() {
-            let port = (flags & 1) as usize;
-            let mut frame = frame.to_vec();
-            if flags & 4 != 0 && frame.len() >= crate::wire::VNET_HDR_LEN + 12 {
-                let at = crate::wire::VNET_HDR_LEN + 6;
-                frame[at..at + 6].copy_from_slice(&mac_for(PORT_IPS[port]));
-            }
+        Self { _guard: guard, dp, ends, bridge: true, buf: vec![0u8; 70_000] }
+    }
+
+    /// Hands one frame to the dataplane: in single mode as the TAP reader does (`trusted`:
+    /// the kernel vouched for its checksum); on a bridge `port` sends it, vnet header
+    /// included, and the switch reads it. Then due wake-ups and timers run.
+    pub fn feed(&mut self, port: usize, frame: &[u8], trusted: bool, now: Instant) {
+        if self.bridge {
+            let port = port % self.ends.len();
             // A full socket buffer just loses the frame, as a TAP would.
-            let _ = ends[port].send(&frame);
-            let t = now + Duration::from_millis(i as u64);
-            dp.service_port(port as u64, t);
-            dp.drain_wakes(t);
-            dp.run_timers(t);
+            let _ = self.ends[port].send(frame);
+            self.dp.service_port(port as u64, now);
+        } else {
+            self.dp.frame(frame, trusted, now);
         }
-        ends.iter().map(drain).sum()
+        self.dp.drain_wakes(now);
+        self.dp.run_timers(now);
+    }
+
+    /// Reads and counts what reached the containers.
+    pub fn drain(&mut self) -> usize {
+        let mut n = 0;
+        for e in &self.ends {
+            while e.recv(&mut self.buf).is_ok() {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Reads what reached container `port` (single mode: 0) into `out`, frame by frame.
+    pub fn recv(&mut self, port: usize, out: &mut Vec<Vec<u8>>) {
+        while let Ok(n) = self.ends[port].recv(&mut self.buf) {
+            out.push(self.buf[..n].to_vec());
+        }
+    }
+
+    /// The dataplane's counters.
+    pub fn stats(&self) -> super::Stats {
+        self.dp.stats()
     }
 }
 
-fn drain(s: &UnixDatagram) -> usize {
-    let mut buf = vec![0u8; 70_000];
-    let mut n = 0;
-    while s.recv(&mut buf).is_ok() {
-        n += 1;
+/// Runs one input through a fresh dataplane. Returns the frames it sent back (single mode)
+/// or delivered to the ports (bridge mode), for tests.
+pub fn run(input: &[u8]) -> usize {
+    let Some((&mode, rest)) = input.split_first() else { return 0 };
+    let now = Instant::now();
+    let mut rig = if mode & 1 == 0 { Rig::single(mode & 4 != 0) } else { Rig::bridge(mode & 2 == 0) };
+    for (i, (flags, frame)) in records(rest).enumerate() {
+        let t = now + Duration::from_millis(i as u64);
+        let port = (flags & 1) as usize;
+        if rig.bridge && flags & 4 != 0 && frame.len() >= crate::wire::VNET_HDR_LEN + 12 {
+            let mut frame = frame.to_vec();
+            let at = crate::wire::VNET_HDR_LEN + 6;
+            frame[at..at + 6].copy_from_slice(&mac_for(PORT_IPS[port]));
+            rig.feed(port, &frame, flags & 2 != 0, t);
+        } else {
+            rig.feed(port, frame, flags & 2 != 0, t);
+        }
     }
-    n
+    rig.drain()
 }
 
 #[cfg(test)]

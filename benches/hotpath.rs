@@ -1,0 +1,152 @@
+//! Micro-benchmarks of the data path's hot spots, without namespaces or TAP devices
+//! (`cargo bench`): frames enter through `runtime::fuzzing::Rig`, the same entry points the
+//! TAP and bridge-port readers use, and leave through real host sockets or socketpairs.
+//! Each case prints nanoseconds per operation (median of 5 rounds). Timings are for spotting
+//! regressions on one machine, never test assertions; host traffic goes to 127.0.0.1 only.
+//!
+//! - udp_nat: a container datagram -> classify -> UDP flow lookup -> send on the host socket.
+//! - udp_nat_1k_flows: the same spread over 1,000 flows (flow lookup at scale).
+//! - switch_forward: a bridge port's frame -> anti-spoof check -> the other port's socket.
+//! - tcp_flow_setup: a container SYN -> a new flow (smoltcp Interface, buffers, host connect).
+
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use smoltcp::wire::{Ipv4Packet, TcpPacket};
+use warren::daemon::ipam::mac_for;
+use warren::runtime::fuzzing::{CONTAINER_MAC, PORT_IPS, Rig};
+use warren::wire;
+
+const GATEWAY_MAC: [u8; 6] = [0x52, 0x55, 10, 0, 2, 2];
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn report(name: &str, per_op: f64, unit_note: &str) {
+    println!("{name:<20} {per_op:>10.0} ns/op  {unit_note}");
+}
+
+fn udp_frame(sport: u16, dport: u16, payload: usize) -> Vec<u8> {
+    let mut f = vec![0u8; 14 + 20 + 8 + payload];
+    let src = SocketAddr::from(([10, 0, 2, 100], sport));
+    let dst = SocketAddr::from(([10, 0, 2, 2], dport));
+    let n = wire::udp(&mut f, GATEWAY_MAC, CONTAINER_MAC, src, dst, payload);
+    f.truncate(n);
+    f
+}
+
+fn udp_nat(flows: u16) {
+    let sink = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let port = sink.local_addr().expect("addr").port();
+    let frames: Vec<Vec<u8>> = (0..flows).map(|i| udp_frame(20000 + i, port, 1400)).collect();
+    let mut rig = Rig::single(true);
+    let now = Instant::now();
+    for f in &frames {
+        rig.feed(0, f, true, now);
+    }
+    let n = 200_000;
+    let rounds: Vec<f64> = (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            for i in 0..n {
+                rig.feed(0, &frames[i % frames.len()], true, now);
+            }
+            t.elapsed().as_nanos() as f64 / n as f64
+        })
+        .collect();
+    let name = if flows == 1 { "udp_nat".to_string() } else { format!("udp_nat_{}k_flows", flows / 1000) };
+    let ns = median(rounds);
+    report(&name, ns, &format!("(1400-byte datagrams: {:.1} Gbit/s of payload)", 1400.0 * 8.0 / ns));
+    assert!(rig.stats().udp_flows >= u64::from(flows), "the flows were created");
+}
+
+fn switch_forward() {
+    let mut rig = Rig::bridge(true);
+    let mut f = vec![0u8; wire::VNET_HDR_LEN + 14 + 20 + 8 + 1400];
+    let src = SocketAddr::from((PORT_IPS[0], 5000));
+    let dst = SocketAddr::from((PORT_IPS[1], 5001));
+    let n = wire::udp(&mut f[wire::VNET_HDR_LEN..], mac_for(PORT_IPS[1]), mac_for(PORT_IPS[0]), src, dst, 1400);
+    f.truncate(wire::VNET_HDR_LEN + n);
+    f[0] = wire::VNET_F_DATA_VALID;
+    let now = Instant::now();
+    let n = 100_000;
+    let mut out = Vec::new();
+    let rounds: Vec<f64> = (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            for i in 0..n {
+                rig.feed(0, &f, true, now);
+                if i % 32 == 31 {
+                    out.clear();
+                    rig.recv(1, &mut out);
+                }
+            }
+            t.elapsed().as_nanos() as f64 / n as f64
+        })
+        .collect();
+    report("switch_forward", median(rounds), "(1400-byte frames, incl. the receiver's read)");
+}
+
+fn syn(sport: u16, dport: u16) -> Vec<u8> {
+    let mut f = vec![0u8; 14 + 40];
+    wire::eth_ipv4(&mut f, GATEWAY_MAC, CONTAINER_MAC);
+    let ip = &mut f[14..];
+    ip[..20].copy_from_slice(&[0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0, 10, 0, 2, 100, 10, 0, 2, 2]);
+    Ipv4Packet::new_unchecked(&mut ip[..]).fill_checksum();
+    let [s0, s1] = sport.to_be_bytes();
+    let [d0, d1] = dport.to_be_bytes();
+    ip[20..40].copy_from_slice(&[s0, s1, d0, d1, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0]);
+    let mut t = TcpPacket::new_unchecked(&mut ip[20..40]);
+    t.fill_checksum(&Ipv4Addr::new(10, 0, 2, 100).into(), &Ipv4Addr::new(10, 0, 2, 2).into());
+    f
+}
+
+fn tcp_flow_setup() {
+    warren::sys::raise_nofile_limit();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let port = listener.local_addr().expect("addr").port();
+    // Fewer than --max-handshakes (1024): the rig never polls the reactor, so connects stay in flight.
+    let n: u16 = 1000;
+    let rounds: Vec<f64> = (0..5)
+        .map(|r| {
+            let mut rig = Rig::single(true);
+            let frames: Vec<Vec<u8>> = (0..n).map(|i| syn(10000 + i + r * n, port)).collect();
+            let now = Instant::now();
+            let t = Instant::now();
+            for f in &frames {
+                rig.feed(0, f, true, now);
+            }
+            let ns = t.elapsed().as_nanos() as f64 / f64::from(n);
+            let s = rig.stats();
+            assert!(s.tcp_flows == u64::from(n) && s.tcp_resets == 0, "every SYN made a flow: {s:?}");
+            while listener.accept().is_ok() {}
+            drop(rig);
+            std::thread::sleep(Duration::from_millis(50));
+            while listener.accept().is_ok() {}
+            ns
+        })
+        .collect();
+    report("tcp_flow_setup", median(rounds), "(SYN -> flow with host connect in progress)");
+}
+
+fn main() {
+    // As the warren binary does: big buffers come from mmap (lazily zeroed pages), not memset.
+    warren::sys::tune_allocator();
+    warren::sys::raise_nofile_limit();
+    // `cargo bench` passes --bench; a filter argument picks cases by name.
+    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let want = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
+    if want("udp_nat") {
+        udp_nat(1);
+        udp_nat(1000);
+    }
+    if want("switch_forward") {
+        switch_forward();
+    }
+    if want("tcp_flow_setup") {
+        tcp_flow_setup();
+    }
+}
