@@ -76,6 +76,9 @@ pub enum Command {
         /// Fork into the background (what on-demand start uses).
         #[arg(long)]
         detach: bool,
+        /// Do not load the seccomp allowlist once the daemon serves (on by default).
+        #[arg(long)]
+        no_seccomp: bool,
     },
 }
 

@@ -116,11 +116,34 @@ fn allowed() -> Vec<libc::c_long> {
     v
 }
 
+/// What the bridge-network daemon needs beyond the data path: it saves its networks
+/// (create the data directory, write a temporary file, rename it over the old one).
+fn daemon_extra() -> Vec<libc::c_long> {
+    let mut v = vec![libc::SYS_mkdirat, libc::SYS_renameat, libc::SYS_renameat2, libc::SYS_fsync];
+    #[cfg(target_arch = "x86_64")]
+    v.extend([libc::SYS_mkdir, libc::SYS_rename]);
+    v
+}
+
 /// Loads the allowlist into the calling process (and every thread it starts later).
 ///
 /// # Errors
 /// [`HardenError`] when the architecture is unknown or the kernel refuses the filter.
 pub fn apply_seccomp_allowlist() -> Result<(), HardenError> {
+    apply(allowed())
+}
+
+/// Loads the daemon's allowlist: the data path's plus saving its state.
+///
+/// # Errors
+/// As [`apply_seccomp_allowlist`].
+pub fn apply_daemon_seccomp_allowlist() -> Result<(), HardenError> {
+    let mut v = allowed();
+    v.extend(daemon_extra());
+    apply(v)
+}
+
+fn apply(allowed: Vec<libc::c_long>) -> Result<(), HardenError> {
     let arch = if cfg!(target_arch = "x86_64") {
         TargetArch::x86_64
     } else if cfg!(target_arch = "aarch64") {
@@ -128,8 +151,7 @@ pub fn apply_seccomp_allowlist() -> Result<(), HardenError> {
     } else {
         return Err(HardenError::Arch);
     };
-    let rules: BTreeMap<i64, Vec<seccompiler::SeccompRule>> =
-        allowed().into_iter().map(|nr| (nr, Vec::new())).collect();
+    let rules: BTreeMap<i64, Vec<seccompiler::SeccompRule>> = allowed.into_iter().map(|nr| (nr, Vec::new())).collect();
     let filter = SeccompFilter::new(rules, SeccompAction::Errno(libc::EPERM as u32), SeccompAction::Allow, arch)
         .map_err(|e| HardenError::Filter(e.to_string()))?;
     let prog: BpfProgram =

@@ -46,7 +46,9 @@ fn main() -> ExitCode {
         Command::Capture(a) => (capture(a), 1),
         Command::Completions { shell } => (write_stdout(&warren::cli::completions(shell)), 1),
         Command::Man { out_dir } => (man(out_dir), 1),
-        Command::Daemon { detach } => (daemon::run(detach).map(|()| 0).map_err(anyhow::Error::from), 1),
+        Command::Daemon { detach, no_seccomp } => {
+            (daemon::run(detach, !no_seccomp).map(|()| 0).map_err(anyhow::Error::from), 1)
+        }
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -370,7 +370,7 @@ _warren() {
             return 0
             ;;
         warren__subcmd__daemon)
-            opts="-v -h -V --detach --verbose --log-format --help --version"
+            opts="-v -h -V --detach --no-seccomp --verbose --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

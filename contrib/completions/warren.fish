@@ -240,6 +240,7 @@ complete -c warren -n "__fish_warren_using_subcommand man" -s V -l version -d 'P
 complete -c warren -n "__fish_warren_using_subcommand daemon" -l log-format -d 'Log line format on stderr' -r -f -a "text\t'Human-readable lines'
 json\t'One JSON object per line (ts, level, target, message, fields)'"
 complete -c warren -n "__fish_warren_using_subcommand daemon" -l detach -d 'Fork into the background (what on-demand start uses)'
+complete -c warren -n "__fish_warren_using_subcommand daemon" -l no-seccomp -d 'Do not load the seccomp allowlist once the daemon serves (on by default)'
 complete -c warren -n "__fish_warren_using_subcommand daemon" -s v -l verbose -d 'More log output (-v info, -vv debug, -vvv trace); RUST_LOG overrides'
 complete -c warren -n "__fish_warren_using_subcommand daemon" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c warren -n "__fish_warren_using_subcommand daemon" -s V -l version -d 'Print version'

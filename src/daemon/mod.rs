@@ -426,11 +426,14 @@ fn err(e: impl std::fmt::Display) -> Value {
 }
 
 /// Runs the daemon until SIGTERM/SIGINT. With `detach`, forks into the background first
-/// (the parent returns at once) and starts a new session.
+/// (the parent returns at once) and starts a new session. With `seccomp`, the daemon's
+/// allowlist is loaded once its socket, state and pid file exist (a kernel without seccomp
+/// gets a warning): it then only does socket I/O, reads resolv.conf, writes captures and
+/// saves its networks; namespaces and TAPs are made by the `warren run` processes.
 ///
 /// # Errors
 /// When the socket cannot be bound or the state cannot be read.
-pub fn run(detach: bool) -> Result<(), DaemonError> {
+pub fn run(detach: bool, seccomp: bool) -> Result<(), DaemonError> {
     let dir = runtime_dir();
     let io_err = |what: String| move |e: io::Error| DaemonError::Io(what, e);
     {
@@ -471,6 +474,12 @@ pub fn run(detach: bool) -> Result<(), DaemonError> {
     }
     let pidfile = dir.join("daemon.pid");
     let _ = std::fs::write(&pidfile, format!("{}\n", std::process::id()));
+    if seccomp {
+        match crate::harden::apply_daemon_seccomp_allowlist() {
+            Ok(()) => tracing::debug!("seccomp allowlist loaded"),
+            Err(e) => tracing::warn!(error = %e, "daemon running without the seccomp allowlist"),
+        }
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

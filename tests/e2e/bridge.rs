@@ -356,6 +356,10 @@ fn networks_survive_a_daemon_restart() {
     let w = World::new("restart");
     let id = w.ok(&["network", "create", "keep", "--subnet", "10.77.0.0/24", "--gateway", "10.77.0.254", "--internal"]);
     let before = w.inspect("keep");
+    // The daemon serves under its seccomp allowlist, and saved the network under it too.
+    let pid = w.daemon_pid().expect("a daemon pid");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(status.lines().any(|l| l == "Seccomp:\t2"), "the daemon runs under its allowlist");
     w.stop_daemon();
     assert!(w.daemon_pid().is_none() || !std::path::Path::new(&format!("/proc/{}", w.daemon_pid().unwrap())).exists());
     // The next command starts a new daemon, which loads the network as it was; on a terminal
