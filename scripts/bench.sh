@@ -70,8 +70,10 @@ iperf_once() {
     local s=$!
     for _ in $(seq 100); do $srv ss -ltnH "sport = :$port" 2>/dev/null | grep -q . && break; sleep 0.02; done
     local r
-    r=$(timeout $((DUR + 15)) $cli iperf3 $args -t "$DUR" -J 2>/dev/null | gbps 2>/dev/null) || r="-"
+    r=$(timeout $((DUR + 15)) $cli iperf3 $args -t "$DUR" -J 2>"$RUN/iperf.err" > "$RUN/iperf.json"; gbps < "$RUN/iperf.json" 2>/dev/null) || r="-"
     kill "$s" 2>/dev/null || true; wait "$s" 2>/dev/null || true
+    # A failed measurement says why on stderr (the table shows "-").
+    [ "${r:--}" = - ] && echo "iperf3 $args failed: $(head -c 300 "$RUN/iperf.err") $(grep -o '"error":[^}]*' "$RUN/iperf.json" | head -c 200)" >&2
     echo "${r:--}"
 }
 
@@ -269,7 +271,9 @@ for _ in $(seq 100); do [ "$("$WARREN" ps --json | python3 -c 'import json,sys; 
 pid_of() { "$WARREN" ps --json | python3 -c 'import json,sys; print([c["pid"] for c in json.load(sys.stdin) if c["name"]==sys.argv[1]][0])' "$1"; }
 dpid=$(cat "$XDG_RUNTIME_DIR/warren/daemon.pid")
 cpu0=$(stat_cpu "$dpid")
-vals=(); for _ in $(seq "$REPS"); do vals+=("$(iperf_once "$(in_ns "$(pid_of srv)")" "$(in_ns "$(pid_of cli)")" "-c 10.89.0.2" 5201)"); done
+# The two join concurrently: IPAM's order decides who is .2, so ask for srv's address.
+srv_ip=$("$WARREN" ps --json | python3 -c 'import json,sys; print([c["addresses"][0].split("=")[1] for c in json.load(sys.stdin) if c["name"]=="srv"][0])')
+vals=(); for _ in $(seq "$REPS"); do vals+=("$(iperf_once "$(in_ns "$(pid_of srv)")" "$(in_ns "$(pid_of cli)")" "-c $srv_ip" 5201)"); done
 cpu1=$(stat_cpu "$dpid")
 record warren-bridge t6 "$(median "${vals[@]}")"
 gb=$(python3 -c "import sys; v=[float(x) for x in sys.argv[1:] if x!='-']; print(sum(v)*$DUR/8)" "${vals[@]}")
