@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
 secs=${FUZZ_SECONDS:-45}
-targets=(frame dns api specs)
+targets=(frame dns dhcp api specs)
 
 if ! cargo fuzz --version 2>/dev/null | grep -q '0.13'; then
     echo "-- installing cargo-fuzz"

@@ -20,6 +20,8 @@ have curl || need_pkgs+=(curl)
 have slirp4netns || need_pkgs+=(slirp4netns)
 # tshark reads the pcap files warren writes (the capture tests check them with it).
 have tshark || need_pkgs+=(tshark)
+# busybox udhcpc: a real DHCP client for the DHCP test.
+have busybox || need_pkgs+=(busybox)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
     echo "setup: installing ${need_pkgs[*]}"
     export DEBIAN_FRONTEND=noninteractive

@@ -118,6 +118,12 @@ pub enum Packet<'a> {
         /// Address asked about (a gateway address).
         target: Ipv6Addr,
     },
+    /// DHCPv4 message to the server port (from 0.0.0.0 or the container, to the broadcast or
+    /// the gateway): answer it.
+    Dhcp {
+        /// The UDP payload (a BOOTREQUEST).
+        payload: &'a [u8],
+    },
     /// IPv6 router solicitation: answer with a router advertisement.
     RouterSolicit {
         /// Solicitor's address (unspecified before it has one).
@@ -306,6 +312,9 @@ fn classify_ipv4<'a>(payload: &'a [u8], gw: &GatewayAddrs, l4_trusted: bool) -> 
         return Err(Drop::Fragment);
     }
     let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    if let Some(payload) = dhcp_request(payload, &ip, gw, l4_trusted)? {
+        return Ok(Packet::Dhcp { payload });
+    }
     if !gw.net.contains(&src) || gw.owns(src) {
         return Err(Drop::Spoofed);
     }
@@ -340,6 +349,32 @@ fn classify_ipv4<'a>(payload: &'a [u8], gw: &GatewayAddrs, l4_trusted: bool) -> 
         }
         proto => classify_l4(whole, body, proto, src.into(), dst.into(), l4_trusted),
     }
+}
+
+/// A DHCP client's message: UDP to port 67 from 0.0.0.0 (no address yet) or a segment
+/// address, sent to the broadcast address or to the gateway. `Ok(None)`: not DHCP.
+fn dhcp_request<'a>(
+    payload: &'a [u8],
+    ip: &Ipv4Packet<&[u8]>,
+    gw: &GatewayAddrs,
+    l4_trusted: bool,
+) -> Result<Option<&'a [u8]>, Drop> {
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    let from_ok = src.is_unspecified() || (gw.net.contains(&src) && !gw.owns(src));
+    let to_ok = dst.is_broadcast() || dst == gw.gateway;
+    if ip.next_header() != IpProtocol::Udp || !from_ok || !to_ok {
+        return Ok(None);
+    }
+    let body = payload.get(usize::from(ip.header_len())..usize::from(ip.total_len())).ok_or(Drop::Malformed)?;
+    let u = UdpPacket::new_checked(body).map_err(|_| Drop::Malformed)?;
+    if u.dst_port() != crate::dhcp::SERVER_PORT {
+        return Ok(None);
+    }
+    // IPv4 UDP may go without a checksum (0); one that is there must be right.
+    if !l4_trusted && u.checksum() != 0 && !u.verify_checksum(&src.into(), &dst.into()) {
+        return Err(Drop::BadChecksum);
+    }
+    Ok(Some(&body[8..usize::from(u.len())]))
 }
 
 /// ICMPv6 types handled here.
@@ -555,6 +590,43 @@ mod tests {
         assert_eq!(classify(&buf[..n], &gw(), false).unwrap_err(), Drop::Spoofed);
         let n = wire::udp(&mut buf, G, C, src, "[fe80::1]:9".parse().unwrap(), 0);
         assert_eq!(classify(&buf[..n], &gw(), false).unwrap_err(), Drop::NotRoutable);
+    }
+
+    #[test]
+    fn dhcp_from_nowhere_to_the_broadcast_is_classified() {
+        let mut buf = vec![0u8; 400];
+        let from = "0.0.0.0:68".parse().unwrap();
+        let n = wire::udp(&mut buf, [0xff; 6], C, from, "255.255.255.255:67".parse().unwrap(), 300);
+        assert!(
+            matches!(classify(&buf[..n], &gw(), false).unwrap().1, Packet::Dhcp { payload } if payload.len() == 300)
+        );
+        // The same from a bound client to the gateway (renewal).
+        let n = wire::udp(&mut buf, G, C, "10.0.2.100:68".parse().unwrap(), "10.0.2.2:67".parse().unwrap(), 300);
+        assert!(matches!(classify(&buf[..n], &gw(), false).unwrap().1, Packet::Dhcp { .. }));
+        // Other broadcasts stay unroutable; other sources stay spoofed; checksums are checked.
+        let n = wire::udp(&mut buf, [0xff; 6], C, from, "255.255.255.255:9".parse().unwrap(), 10);
+        assert_eq!(classify(&buf[..n], &gw(), false).unwrap_err(), Drop::Spoofed);
+        let n = wire::udp(
+            &mut buf,
+            [0xff; 6],
+            C,
+            "10.0.2.100:68".parse().unwrap(),
+            "255.255.255.255:9".parse().unwrap(),
+            10,
+        );
+        assert_eq!(classify(&buf[..n], &gw(), false).unwrap_err(), Drop::NotRoutable);
+        let n = wire::udp(
+            &mut buf,
+            [0xff; 6],
+            C,
+            "10.9.9.9:68".parse().unwrap(),
+            "255.255.255.255:67".parse().unwrap(),
+            10,
+        );
+        assert_eq!(classify(&buf[..n], &gw(), false).unwrap_err(), Drop::Spoofed);
+        let n = wire::udp(&mut buf, [0xff; 6], C, from, "255.255.255.255:67".parse().unwrap(), 300);
+        buf[n - 1] ^= 0xff;
+        assert_eq!(classify(&buf[..n], &gw(), false).unwrap_err(), Drop::BadChecksum);
     }
 
     #[test]

@@ -50,6 +50,7 @@ single ping6 "$N" ping fd99:200::1
 single ping-gateway "$N" ping 10.0.2.2
 single ping6-gateway "$N" ping fd00::2
 single mld sh -c "sleep 0.3"
+single dhcp busybox udhcpc -i tap0 -f -q -n -t 3 -T 1 -s /bin/true
 # A bridge network: b fetches from a by name, asks names, pings it and the outside.
 export XDG_RUNTIME_DIR=$tmp/rt XDG_DATA_HOME=$tmp/data
 mkdir -p "$XDG_RUNTIME_DIR" && chmod 0700 "$XDG_RUNTIME_DIR"

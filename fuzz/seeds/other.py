@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Seeds for the dns, api and specs targets. dns: the DNS payloads of the captured queries
-in corpus/frame/dns-*.seed (UDP to port 53); api and specs: requests and specs as users and
+"""Seeds for the dns, dhcp, api and specs targets. dns: the DNS payloads of the captured
+queries in corpus/frame/dns-*.seed (UDP to port 53); dhcp: busybox udhcpc's messages in
+corpus/frame/dhcp.seed (UDP to port 67); api and specs: requests and specs as users and
 Podman/RootlessKit write them. usage: other.py FUZZ_DIR"""
 import os
 import struct
@@ -22,6 +23,14 @@ def write(target, name, data):
     os.makedirs(f"{fuzz}/corpus/{target}", exist_ok=True)
     open(f"{fuzz}/corpus/{target}/{name}", "wb").write(data)
 
+
+n = 0
+for f in records(f"{fuzz}/corpus/frame/dhcp.seed"):
+    if f[12:14] == b"\x08\x00" and f[23] == 17:
+        l4 = 14 + (f[14] & 15) * 4
+        if f[l4 + 2:l4 + 4] == b"\x00\x43":
+            write("dhcp", f"udhcpc-{n}", f[l4 + 8:])
+            n += 1
 
 n = 0
 for seed in ("dns-a", "dns-aaaa"):

@@ -865,6 +865,7 @@ impl Dataplane {
                 let len = wire::neighbor_advert(&mut self.tx.buf, self.tx.src_mac, target, mac, src, true);
                 self.tx.send(len);
             }
+            Packet::Dhcp { payload } => self.dhcp(mac, payload),
             Packet::RouterSolicit { src } => {
                 let all_nodes = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
                 let dst = if src.is_unspecified() { all_nodes } else { src };
@@ -910,6 +911,38 @@ impl Dataplane {
             return Target::Unreachable(Unreachable::Net);
         }
         Target::Host(dst)
+    }
+
+    /// Answers a DHCP client with the container's own address (single-container networks;
+    /// bridge networks' containers are configured from IPAM and never ask).
+    fn dhcp(&mut self, mac: [u8; 6], payload: &[u8]) {
+        if self.bridge.is_some() {
+            self.stats.drops.count(gateway::Drop::NotRoutable);
+            return;
+        }
+        let Some(req) = crate::dhcp::parse(payload) else {
+            self.stats.drops.count(gateway::Drop::Malformed);
+            return;
+        };
+        let a = &self.cfg.addrs;
+        let lease = crate::dhcp::Lease {
+            ip: a.container,
+            prefix: a.net.prefix_len(),
+            server: a.gateway,
+            router: self.cfg.default_route.then_some(a.gateway),
+            dns: (!matches!(self.cfg.dns, crate::config::DnsUpstreams::Disabled)).then_some(a.dns),
+            mtu: u16::try_from(self.cfg.mtu).unwrap_or(u16::MAX),
+            seconds: 86400,
+        };
+        let Some(reply) = crate::dhcp::reply(&req, &lease) else { return };
+        let at = wire::udp_payload_offset(IpAddr::V4(a.gateway));
+        let Some(slot) = self.tx.buf.get_mut(at..at + reply.len()) else { return };
+        slot.copy_from_slice(&reply);
+        let src = SocketAddr::from((a.gateway, crate::dhcp::SERVER_PORT));
+        let dst = SocketAddr::from((Ipv4Addr::BROADCAST, crate::dhcp::CLIENT_PORT));
+        tracing::debug!(kind = req.kind, ip = %lease.ip, "DHCP answered");
+        let len = wire::udp(&mut self.tx.buf, mac, self.tx.src_mac, src, dst, reply.len());
+        self.tx.send(len);
     }
 
     fn reset(&mut self, seg: &TcpSeg) {

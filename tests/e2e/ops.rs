@@ -443,3 +443,30 @@ fn namespace_setup_shows_progress_on_a_terminal() {
     let f = warren_run(&["--no-ipv6"], &["sh", "-c", "echo inside"], SHORT);
     assert_eq!((f.stdout.as_str(), f.stderr.as_str()), ("inside\n", ""));
 }
+
+#[test]
+fn a_dhcp_client_gets_the_containers_own_address() {
+    require_isolation();
+    // busybox udhcpc, a real DHCP client, asks warren's gateway; its script prints what it got.
+    let script = temp("udhcpc.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\necho \"$1 ip=$ip subnet=$subnet router=$router dns=$dns mtu=$mtu lease=$lease server=$serverid\"\n",
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let cmd = format!("busybox udhcpc -i tap0 -f -q -n -t 3 -T 1 -s {}", script.display());
+    let f = warren_run(&["-vv", "--no-ipv6"], &["sh", "-c", &cmd], SHORT);
+    assert_eq!(f.code, 0, "{}\n{}", f.stdout, f.stderr);
+    let bound =
+        "bound ip=10.0.2.100 subnet=255.255.255.0 router=10.0.2.2 dns=10.0.2.3 mtu=65520 lease=86400 server=10.0.2.2";
+    assert!(f.stdout.lines().any(|l| l == bound), "{}", f.stdout);
+    // Another subnet and MTU: the lease follows.
+    let f = warren_run(&["--cidr", "10.9.8.0/25", "--no-ipv6", "--mtu", "1500"], &["sh", "-c", &cmd], SHORT);
+    assert_eq!(f.code, 0, "{}\n{}", f.stdout, f.stderr);
+    assert!(f.stdout.contains("bound ip=10.9.8.100 subnet=255.255.255.128 router=10.9.8.2"), "{}", f.stdout);
+    assert!(f.stdout.contains("mtu=1500"), "{}", f.stdout);
+}
