@@ -2,7 +2,8 @@
 # Side-by-side benchmark of warren and its peers on this machine, in one run (run as root).
 #
 # Rows: host loopback, kernel veth (the upper bound), a kernel bridge with two veths (T6),
-# slirp4netns (MTU 65520 and 1500), pasta, RootlessKit's builtin port driver (T2), warren, and
+# slirp4netns (MTU 65520 and 1500), pasta, RootlessKit's builtin port driver (T2), warren (MTU
+# 65520 and 1500), and
 # a warren bridge network with two containers (T6). Columns: T1 container -> host-loopback service and reverse (iperf3), T2 through a
 # published port from a loopback client and reverse, T2 from a non-loopback client whose
 # address the engine keeps (warren, slirp4netns), T7 four parallel flows out, T3 request/
@@ -281,15 +282,18 @@ CPU[warren-bridge,t1]=$(python3 -c "t=($cpu1-$cpu0)/100; g=$gb; print('%.2f' % (
 CPU[warren-bridge,rss]=$(awk '/VmRSS/{r=$2} /VmHWM/{h=$2} END{printf "%.0f/%.0f", r/1024, h/1024}' "/proc/$dpid/status" 2>/dev/null || echo -)
 unset XDG_RUNTIME_DIR XDG_DATA_HOME
 
-echo "== warren"
-holder; h=$H
-"$WARREN" attach --pid "$h" --allow-host-loopback -p 127.0.0.1:25301:5201 -p 10.200.0.1:25302:5201 \
-    --api-socket "$RUN/warren.sock" >/dev/null 2>&1 &
-e=$!; PIDS+=("$e")
-for _ in $(seq 100); do [ -S "$RUN/warren.sock" ] && break; sleep 0.05; done
-sleep 0.2
-measure_engine warren "$h" "$e" 1 1
-kill "$e" "$h"; wait "$e" "$h" 2>/dev/null || true
+for mtu in 65520 1500; do
+    name=warren; [ "$mtu" = 1500 ] && name=warren-1500
+    echo "== $name"
+    holder; h=$H
+    "$WARREN" attach --pid "$h" --mtu "$mtu" --allow-host-loopback -p 127.0.0.1:25301:5201 \
+        -p 10.200.0.1:25302:5201 --api-socket "$RUN/warren.sock" >/dev/null 2>&1 &
+    e=$!; PIDS+=("$e")
+    for _ in $(seq 100); do [ -S "$RUN/warren.sock" ] && break; sleep 0.05; done
+    sleep 0.2
+    measure_engine "$name" "$h" "$e" 1 1
+    kill "$e" "$h"; wait "$e" "$h" 2>/dev/null || true; rm -f "$RUN/warren.sock"
+done
 
 echo "== micro-benchmarks (cargo bench --bench hotpath)"
 MICRO=$("$HOTPATH" --bench 2>&1 | tail -n 4 || echo "the micro-benchmarks failed")
@@ -308,7 +312,7 @@ echo "Medians of $REPS runs of ${DUR}s (min-max), receiver side. MTU 65520 unles
 echo
 echo "$hdr"
 echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
-for row in loopback veth kernel-bridge slirp4netns-65520 slirp4netns-1500 pasta rootlesskit-builtin warren warren-bridge; do
+for row in loopback veth kernel-bridge slirp4netns-65520 slirp4netns-1500 pasta rootlesskit-builtin warren warren-1500 warren-bridge; do
     line="| $row"
     for c in "${cols[@]}"; do line+=" | ${RES[$row,$c]:--}"; done
     line+=" | ${CPU[$row,t1]:--} | ${CPU[$row,rss]:--} |"
@@ -332,6 +336,14 @@ print("- %s: %s" % (c, ", ".join(parts)))
 PY
 done
 echo
+python3 - "${RES[warren-1500,t1]:--}" "${RES[slirp4netns-1500,t1]:--}" "${RES[warren-1500,t1r]:--}" "${RES[slirp4netns-1500,t1r]:--}" <<'PY'
+import sys
+f = lambda x: float(x.split()[0]) if x != "-" else None
+w, s, wr, sr = map(f, sys.argv[1:])
+if w and s and wr and sr:
+    print("- MTU 1500, T1 out / -R: %.2fx / %.2fx slirp4netns at 1500" % (w / s, wr / sr))
+PY
+echo
 echo "T3 (lower is better): warren ${RES[warren,t3]:--} us p50/p99; slirp4netns ${RES[slirp4netns-65520,t3]:--}; pasta ${RES[pasta,t3]:--}; veth ${RES[veth,t3]:--}; loopback ${RES[loopback,t3]:--}."
 echo "T5 loss (lower is better): warren ${RES[warren,t5]:--}; slirp4netns ${RES[slirp4netns-65520,t5]:--}; pasta ${RES[pasta,t5]:--}; veth ${RES[veth,t5]:--}."
 echo "T8 (lower is better): KiB of engine RSS per idle connection: warren ${RES[warren,t8]:--}; slirp4netns ${RES[slirp4netns-65520,t8]:--}; pasta ${RES[pasta,t8]:--}."
@@ -342,7 +354,7 @@ echo '```'
 echo "$MICRO"
 echo '```'
 echo
-echo "Not measured yet: MTU 1500 with TSO for warren."
+echo "warren-1500: the container's MTU is 1500; warren's segments toward it are not offloaded (no GSO)."
 } | tee "$OUT.tmp"
 # Hand-written analysis below the marker survives a new run.
 marker='<!-- analysis: kept by scripts/bench.sh -->'
