@@ -14,6 +14,8 @@ have script || need_pkgs+=(bsdutils)
 have getent || need_pkgs+=(libc-bin)
 have useradd || need_pkgs+=(passwd)
 have gcc || need_pkgs+=(gcc)
+# libfuzzer-sys builds libFuzzer (C++) for the fuzz targets.
+have g++ || need_pkgs+=(g++)
 [ -x /usr/bin/python3 ] || need_pkgs+=(python3-minimal)
 have curl || need_pkgs+=(curl)
 # The real slirp4netns: the compatibility suite runs every scenario against it too.
