@@ -37,6 +37,8 @@ HOTPATH=$(cargo bench --bench hotpath --no-run --message-format=json 2>/dev/null
     | grep -o '"executable":"[^"]*/hotpath-[^"]*"' | tail -n 1 | cut -d'"' -f4)
 WARREN=$PWD/target/release/warren
 export NETTOOL=$PWD/target/release/examples/nettool
+# Deep accept queues for the servers: with 128, 8 churning clients overflow them (T4).
+export NETTOOL_BACKLOG=4096
 OUT=$PWD/docs/BENCHMARKS.md
 
 exec unshare --net -- bash -s "$WARREN" "$OUT" "$REPS" "$DURATION" <<'INNER'
