@@ -360,9 +360,11 @@ fn dhcp_request<'a>(
     l4_trusted: bool,
 ) -> Result<Option<&'a [u8]>, Drop> {
     let (src, dst) = (ip.src_addr(), ip.dst_addr());
-    let from_ok = src.is_unspecified() || (gw.net.contains(&src) && !gw.owns(src));
-    let to_ok = dst.is_broadcast() || dst == gw.gateway;
-    if ip.next_header() != IpProtocol::Udp || !from_ok || !to_ok {
+    // Cheapest tests first: this runs for every IPv4 packet.
+    if ip.next_header() != IpProtocol::Udp || !(dst.is_broadcast() || dst == gw.gateway) {
+        return Ok(None);
+    }
+    if !(src.is_unspecified() || (gw.net.contains(&src) && !gw.owns(src))) {
         return Ok(None);
     }
     let body = payload.get(usize::from(ip.header_len())..usize::from(ip.total_len())).ok_or(Drop::Malformed)?;

@@ -40,7 +40,6 @@ impl PcapWriter {
         Ok(Self { out, frames: 0, limit, only: None })
     }
 
-    /// Whether the frame limit is reached.
     /// Keeps only what the interface with this MAC sees: frames from or to it, and broadcast
     /// and multicast frames (as tcpdump on that interface would show).
     #[must_use]

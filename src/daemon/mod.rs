@@ -656,8 +656,7 @@ async fn handle(state: &Shared, req: Request) -> Value {
             Some(c) if c.pid != 0 => ok(json!({ "pid": c.pid })),
             _ => err(format!("no such container: {container:?} (see `warren ps`)")),
         },
-        Request::Capture { network, container, mut cmd } => {
-            let mut network = network;
+        Request::Capture { mut network, container, mut cmd } => {
             if let Some(name) = container {
                 let iface = {
                     let st = state.borrow();

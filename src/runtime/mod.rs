@@ -526,6 +526,12 @@ impl Dataplane {
         self.inbound_tcp(stream, peer, container, fallback, now);
     }
 
+    /// The buffers of a new TCP flow, if the flow limit, `more` (a further limit of the
+    /// caller's) and the buffer budget all allow one.
+    fn admit_tcp(&self, more: bool) -> Option<tcp::BufferLease> {
+        (more && self.tcp.len() < self.cfg.limits.tcp_flows).then(|| self.buffers.lease()).flatten()
+    }
+
     /// Opens the userspace-stack connection of a published-port client to `container`.
     fn inbound_tcp(
         &mut self,
@@ -535,8 +541,7 @@ impl Dataplane {
         fallback: Option<SocketAddr>,
         now: Instant,
     ) {
-        let lease = (self.tcp.len() < self.cfg.limits.tcp_flows).then(|| self.buffers.lease()).flatten();
-        let Some(lease) = lease else {
+        let Some(lease) = self.admit_tcp(true) else {
             self.stats.limit_drops += 1;
             let _ = socket2::SockRef::from(&stream).set_linger(Some(std::time::Duration::ZERO));
             return;
@@ -989,12 +994,7 @@ impl Dataplane {
             return;
         }
         let connecting = self.handshakes.get(&seg.dst.ip()).copied().unwrap_or(0);
-        let lease = if self.tcp.len() >= self.cfg.limits.tcp_flows || connecting >= self.cfg.limits.handshakes {
-            None
-        } else {
-            self.buffers.lease()
-        };
-        let Some(lease) = lease else {
+        let Some(lease) = self.admit_tcp(connecting < self.cfg.limits.handshakes) else {
             self.stats.limit_drops += 1;
             self.reset(seg);
             return;
