@@ -18,14 +18,82 @@ pub const VNET_F_NEEDS_CSUM: u8 = 1;
 /// `virtio_net_hdr.flags`: the checksum was already verified.
 pub const VNET_F_DATA_VALID: u8 = 2;
 
+/// `virtio_net_hdr.gso_type`: a TCP/IPv4 segment larger than `gso_size`.
+pub const VNET_GSO_TCPV4: u8 = 1;
+/// `virtio_net_hdr.gso_type`: a TCP/IPv6 segment larger than `gso_size`.
+pub const VNET_GSO_TCPV6: u8 = 4;
+/// `virtio_net_hdr.gso_type` flag: the segment carries ECN bits (CWR) to keep on the first cut.
+pub const VNET_GSO_ECN: u8 = 0x80;
+
 /// Reads a frame's `virtio_net_hdr`: whether its L4 checksum can be trusted without checking
-/// (the sending kernel says so), or `None` for a GSO frame (never negotiated; dropped).
+/// (the sending kernel says so), or `None` for a kind of GSO frame the TAP never offers (UDP
+/// fragmentation offload and unknown types; dropped). A TCP GSO frame (TSO) is one segment of
+/// up to 64 KiB whose IP length covers all of it: warren's stack takes it as it is.
 pub fn vnet_trusted(hdr: &[u8]) -> Option<bool> {
     let (flags, gso_type) = (*hdr.first()?, *hdr.get(1)?);
-    if gso_type != 0 {
+    match gso_type & !VNET_GSO_ECN {
+        0 | VNET_GSO_TCPV4 | VNET_GSO_TCPV6 => Some(flags & (VNET_F_NEEDS_CSUM | VNET_F_DATA_VALID) != 0),
+        _ => None,
+    }
+}
+
+/// Turns the `virtio_net_hdr` of a TCP frame with a partial checksum (`hdr`, from
+/// [`vnet_needs_csum`]) into a GSO header when its payload exceeds what the container takes in
+/// one segment: `mss` is the MSS the container announced, `ip` the IP packet whose TCP header
+/// starts at `l4`. The container's kernel then takes the whole segment as if it had arrived in
+/// `mss`-sized pieces and been merged (GRO), instead of warren cutting and sending each piece.
+pub fn vnet_gso(hdr: &mut [u8; VNET_HDR_LEN], ip: &[u8], l4: usize, mss: u16) {
+    let Some(&off) = ip.get(l4 + 12) else { return };
+    let thl = usize::from(off >> 4) * 4;
+    // The announced MSS counts no TCP options; each cut segment repeats ours.
+    let seg = usize::from(mss).saturating_sub(thl.saturating_sub(20));
+    if seg == 0 || ip.len() <= l4 + thl + seg {
+        return;
+    }
+    hdr[1] = if ip[0] >> 4 == 4 { VNET_GSO_TCPV4 } else { VNET_GSO_TCPV6 };
+    hdr[2..4].copy_from_slice(&((ETH_LEN + l4 + thl) as u16).to_ne_bytes());
+    hdr[4..6].copy_from_slice(&(seg as u16).to_ne_bytes());
+}
+
+/// Finds the MSS option of a TCP SYN (or SYN-ACK) in `ip` and sets it to `mss`, returning
+/// the value it had. `None` when `ip` is not a TCP SYN with that option. The TCP checksum is
+/// left stale: the packet goes only to warren's own stack, which does not verify it.
+pub fn rewrite_syn_mss(ip: &mut [u8], mss: u16) -> Option<u16> {
+    let l4 = match ip.first()? >> 4 {
+        4 => usize::from(ip.first()? & 0x0f) * 4,
+        6 if *ip.get(6)? == 6 => IPV6_LEN,
+        _ => return None,
+    };
+    if ip[0] >> 4 == 4 && *ip.get(9)? != 6 {
         return None;
     }
-    Some(flags & (VNET_F_NEEDS_CSUM | VNET_F_DATA_VALID) != 0)
+    let tcp = ip.get_mut(l4..)?;
+    if tcp.get(13)? & 0x02 == 0 {
+        return None;
+    }
+    let thl = usize::from(tcp.get(12)? >> 4) * 4;
+    let opts = tcp.get_mut(20..thl)?;
+    let mut i = 0;
+    while i < opts.len() {
+        match opts[i] {
+            0 => return None,
+            1 => i += 1,
+            kind => {
+                let len = usize::from(*opts.get(i + 1)?);
+                if len < 2 {
+                    return None;
+                }
+                if kind == 2 && len == 4 {
+                    let v = opts.get_mut(i + 2..i + 4)?;
+                    let old = u16::from_be_bytes([v[0], v[1]]);
+                    v.copy_from_slice(&mss.to_be_bytes());
+                    return Some(old);
+                }
+                i += len;
+            }
+        }
+    }
+    None
 }
 
 /// The `virtio_net_hdr` of a TCP/IPv4 frame whose checksum field holds only the
@@ -705,7 +773,9 @@ mod tests {
         assert_eq!(vnet_needs_csum(34, 16)[0], VNET_F_NEEDS_CSUM);
         assert_eq!(vnet_trusted(&[1, 0, 0, 0, 0, 0, 0, 0, 0, 0]), Some(true));
         assert_eq!(vnet_trusted(&[0; 10]), Some(false));
-        assert_eq!(vnet_trusted(&[0, 1, 0, 0, 0, 0, 0, 0, 0, 0]), None, "GSO frames are refused");
+        assert_eq!(vnet_trusted(&[1, 1, 0, 0, 0, 0, 0, 0, 0, 0]), Some(true), "TSO frames are taken");
+        assert_eq!(vnet_trusted(&[1, 0x84, 0, 0, 0, 0, 0, 0, 0, 0]), Some(true), "TCPv6 TSO with ECN");
+        assert_eq!(vnet_trusted(&[1, 3, 0, 0, 0, 0, 0, 0, 0, 0]), None, "UFO was never offered");
     }
 
     #[test]
@@ -723,5 +793,54 @@ mod tests {
         assert_eq!(a.target_ip, Ipv4Addr::new(10, 0, 2, 100));
         assert!(parse_arp(&eth.payload[..27]).is_none());
         assert!(parse_eth(&buf[..13]).is_none());
+    }
+
+    /// An IPv4 TCP packet with `flags`, options NOP,WS,MSS(`mss`) and `payload` bytes.
+    fn tcp4(flags: u8, mss: u16, payload: usize) -> Vec<u8> {
+        let mut p = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 64, 6, 0, 0, 10, 0, 2, 100, 10, 0, 2, 2];
+        p.extend_from_slice(&[0x13, 0x88, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x80, flags, 0xff, 0xff, 0, 0, 0, 0]);
+        let [hi, lo] = mss.to_be_bytes();
+        p.extend_from_slice(&[1, 3, 3, 7, 2, 4, hi, lo, 1, 1, 1, 1]);
+        p.resize(p.len() + payload, 0xab);
+        let len = (p.len() as u16).to_be_bytes();
+        p[2..4].copy_from_slice(&len);
+        p
+    }
+
+    #[test]
+    fn syn_mss_is_found_past_other_options_and_rewritten() {
+        let mut syn = tcp4(0x02, 1460, 0);
+        assert_eq!(rewrite_syn_mss(&mut syn, 65460), Some(1460));
+        assert_eq!(&syn[44..48], &[2, 4, 0xff, 0xb4]);
+        assert_eq!(&syn[40..44], &[1, 3, 3, 7], "other options untouched");
+        let mut synack = tcp4(0x12, 1400, 0);
+        assert_eq!(rewrite_syn_mss(&mut synack, 9000), Some(1400));
+        let mut ack = tcp4(0x10, 1460, 0);
+        assert_eq!(rewrite_syn_mss(&mut ack, 9000), None, "only SYNs carry an MSS to rewrite");
+        let mut cut = tcp4(0x02, 1460, 0);
+        cut[32] = 0x60; // data offset 24: the MSS option lies past the header
+        assert_eq!(rewrite_syn_mss(&mut cut, 9000), None);
+        let mut udp = tcp4(0x02, 1460, 0);
+        udp[9] = 17;
+        assert_eq!(rewrite_syn_mss(&mut udp, 9000), None);
+        for bad in [vec![], vec![0x45], tcp4(0x02, 1460, 0)[..30].to_vec()] {
+            let mut bad = bad;
+            assert_eq!(rewrite_syn_mss(&mut bad, 9000), None, "short input is not a SYN");
+        }
+    }
+
+    #[test]
+    fn gso_header_only_for_segments_larger_than_the_mss() {
+        let big = tcp4(0x10, 0, 60000);
+        let mut h = vnet_needs_csum(ETH_LEN + 20, 16);
+        vnet_gso(&mut h, &big, 20, 1460);
+        assert_eq!(h[1], VNET_GSO_TCPV4);
+        assert_eq!(u16::from_ne_bytes([h[2], h[3]]) as usize, ETH_LEN + 20 + 32, "headers before the payload");
+        assert_eq!(u16::from_ne_bytes([h[4], h[5]]), 1460 - 12, "the MSS less our options");
+        assert_eq!(h[0], VNET_F_NEEDS_CSUM);
+        let small = tcp4(0x10, 0, 1448);
+        let mut h = vnet_needs_csum(ETH_LEN + 20, 16);
+        vnet_gso(&mut h, &small, 20, 1460);
+        assert_eq!(h, vnet_needs_csum(ETH_LEN + 20, 16), "a segment that fits goes as it is");
     }
 }

@@ -14,7 +14,7 @@ use rustc_hash::FxHashMap;
 use smoltcp::phy::{self, Checksum, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 
-use crate::wire::{ETH_LEN, FRAME_MAX, VNET_HDR_LEN, eth_for_ip, tcp_partial_checksum, vnet_needs_csum};
+use crate::wire::{ETH_LEN, FRAME_MAX, VNET_HDR_LEN, eth_for_ip, tcp_partial_checksum, vnet_gso, vnet_needs_csum};
 
 /// Where frames go: the one TAP of a container, or the ports of a bridge network.
 enum Out {
@@ -119,10 +119,17 @@ impl TxSink {
 
     /// Writes `buf[..len]` (a TCP frame whose checksum smoltcp left out) with the
     /// pseudo-header sum and a NEEDS_CSUM header: the container's kernel trusts or completes it.
+    /// A segment larger than `gso_mss` (the container's MSS; 0 for none) goes as one GSO frame.
     /// Without a vnet header the checksum is completed here.
-    pub fn send_tcp_offloaded(&mut self, len: usize) {
+    pub fn send_tcp_offloaded(&mut self, len: usize, gso_mss: u16) {
         match tcp_partial_checksum(&mut self.buf[ETH_LEN..len]) {
-            Some(ihl) if self.vnet => self.send_with(&vnet_needs_csum(ETH_LEN + ihl, 16), len),
+            Some(ihl) if self.vnet => {
+                let mut hdr = vnet_needs_csum(ETH_LEN + ihl, 16);
+                if gso_mss != 0 {
+                    vnet_gso(&mut hdr, &self.buf[ETH_LEN..len], ihl, gso_mss);
+                }
+                self.send_with(&hdr, len);
+            }
             Some(ihl) => {
                 let l4 = &mut self.buf[ETH_LEN + ihl..len];
                 let sum = !smoltcp::wire::checksum::data(l4);
@@ -206,12 +213,14 @@ pub struct FlowDevice<'a> {
     pub tx: &'a mut TxSink,
     /// IP MTU.
     pub mtu: usize,
+    /// The container's MSS when the stack may send larger segments (as GSO frames); else 0.
+    pub gso: u16,
 }
 
 /// Receive token over a borrowed packet.
 pub struct Rx<'a>(&'a [u8]);
-/// Transmit token over the TAP's frame buffer.
-pub struct Tx<'a>(&'a mut TxSink);
+/// Transmit token over the TAP's frame buffer, with the flow's GSO segment size.
+pub struct Tx<'a>(&'a mut TxSink, u16);
 
 impl phy::Device for FlowDevice<'_> {
     type RxToken<'b>
@@ -225,11 +234,11 @@ impl phy::Device for FlowDevice<'_> {
 
     fn receive(&mut self, _timestamp: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
         let pkt = self.rx.take()?;
-        Some((Rx(pkt), Tx(self.tx)))
+        Some((Rx(pkt), Tx(self.tx, self.gso)))
     }
 
     fn transmit(&mut self, _timestamp: Instant) -> Option<Self::TxToken<'_>> {
-        Some(Tx(self.tx))
+        Some(Tx(self.tx, self.gso))
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
@@ -263,7 +272,7 @@ impl phy::TxToken for Tx<'_> {
         let (dst, src) = (sink.dst_mac, sink.src_mac);
         let r = f(&mut sink.buf[ETH_LEN..ETH_LEN + len]);
         eth_for_ip(&mut sink.buf, dst, src);
-        sink.send_tcp_offloaded(ETH_LEN + len);
+        sink.send_tcp_offloaded(ETH_LEN + len, self.1);
         r
     }
 }

@@ -43,6 +43,8 @@ use udp::{PingFlow, PingKey, UdpFlow};
 
 /// Frames read from the TAP before other events get a turn.
 const RX_BATCH: usize = 64;
+/// The IP MTU of TCP flows' stacks when the TAP takes GSO frames: the largest warren offers.
+const TSO_MTU: usize = 65520;
 
 /// A flow as the container addressed it: its own endpoint and the destination.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -225,7 +227,8 @@ pub struct Dataplane {
     cfg: NetConfig,
     gw: GatewayAddrs,
     gw_cidrs: Vec<IpCidr>,
-    mtu: usize,
+    /// The IP MTU of the TCP flows' stacks (larger than the container's with GSO).
+    tcp_mtu: usize,
     tx: TxSink,
     tcp: FxHashMap<FlowKey, TcpFlow>,
     udp: FxHashMap<FlowKey, UdpFlow>,
@@ -278,8 +281,12 @@ impl Dataplane {
         let seed = u64::from(std::process::id()) << 32
             ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
         let buffers = tcp::BufferPool::new(cfg.limits.buffer_memory);
+        // With vnet headers the TAP takes GSO frames: TCP flows send segments as large as at
+        // the largest MTU whatever the container's, and the container's kernel takes each as
+        // if merged from MSS-sized pieces (see TcpFlow::ingress).
+        let tcp_mtu = if tx.vnet { (cfg.mtu as usize).max(TSO_MTU) } else { cfg.mtu as usize };
         Self {
-            mtu: cfg.mtu as usize,
+            tcp_mtu,
             cfg,
             gw,
             gw_cidrs,
@@ -558,7 +565,7 @@ impl Dataplane {
             stream,
             waker,
             &mut self.tx,
-            self.mtu,
+            self.tcp_mtu,
             self.seed,
             now,
             stamp,
@@ -567,7 +574,7 @@ impl Dataplane {
             Ok(mut flow) => {
                 tracing::debug!(%peer, seen_as = %visible, %container, "published TCP connection");
                 flow.fallback = fallback;
-                let v = flow.service(&mut self.tx, self.mtu, now, stamp);
+                let v = flow.service(&mut self.tx, self.tcp_mtu, now, stamp);
                 self.tcp.insert(key, flow);
                 self.stats.inbound_tcp += 1;
                 self.after_tcp(key, v, now);
@@ -737,7 +744,7 @@ impl Dataplane {
         shutdown: impl Future<Output = ()>,
         until_idle: bool,
     ) -> io::Result<()> {
-        let mut rx = vec![0u8; wire::VNET_HDR_LEN + wire::ETH_LEN + 65536];
+        let mut rx = vec![0u8; wire::VNET_HDR_LEN + wire::FRAME_MAX];
         let wake = self.wake.clone();
         tokio::pin!(shutdown);
         enum Event<'a> {
@@ -867,6 +874,7 @@ impl Dataplane {
                 self.tx.send(len);
             }
             Packet::NeighborSolicit { src, target } => {
+                tracing::debug!(%src, %target, "neighbour solicitation answered");
                 let len = wire::neighbor_advert(&mut self.tx.buf, self.tx.src_mac, target, mac, src, true);
                 self.tx.send(len);
             }
@@ -971,8 +979,8 @@ impl Dataplane {
         let key = FlowKey { src: seg.src, dst: seg.dst };
         let stamp = self.stamp(now);
         if let Some(flow) = self.tcp.get_mut(&key) {
-            flow.ingress(ip, &mut self.tx, self.mtu, stamp);
-            match flow.service(&mut self.tx, self.mtu, now, stamp) {
+            flow.ingress(ip, &mut self.tx, self.tcp_mtu, stamp);
+            match flow.service(&mut self.tx, self.tcp_mtu, now, stamp) {
                 // The common case, with the flow already in hand: no second lookup.
                 Verdict::Keep => {
                     if flow.connected() {
@@ -1024,15 +1032,15 @@ impl Dataplane {
             host,
             waker,
             &mut self.tx,
-            self.mtu,
+            self.tcp_mtu,
             self.seed,
             now,
             stamp,
             ip,
             lease,
         );
-        flow.ingress(ip, &mut self.tx, self.mtu, stamp);
-        let v = flow.service(&mut self.tx, self.mtu, now, stamp);
+        flow.ingress(ip, &mut self.tx, self.tcp_mtu, stamp);
+        let v = flow.service(&mut self.tx, self.tcp_mtu, now, stamp);
         *self.handshakes.entry(key.dst.ip()).or_default() += 1;
         self.tcp.insert(key, flow);
         self.stats.tcp_flows += 1;
@@ -1231,7 +1239,7 @@ impl Dataplane {
             Token::Tcp(key) => {
                 let stamp = self.stamp(now);
                 if let Some(flow) = self.tcp.get_mut(&key) {
-                    let v = flow.service(&mut self.tx, self.mtu, now, stamp);
+                    let v = flow.service(&mut self.tx, self.tcp_mtu, now, stamp);
                     self.after_tcp(key, v, now);
                 }
             }

@@ -24,7 +24,7 @@ use tokio::net::TcpStream;
 
 use super::FlowKey;
 use super::device::{FlowDevice, TxSink};
-use crate::wire::Unreachable;
+use crate::wire::{self, IPV6_LEN, Unreachable};
 
 /// Receive and transmit buffer of each smoltcp socket while the buffer budget is less than
 /// half used. Memory is allocated zeroed (calloc), so an idle connection only costs the pages
@@ -130,6 +130,9 @@ pub struct TcpFlow {
     established: bool,
     /// An outbound flow whose host connect is still counted as a handshake in flight.
     pub in_handshake: bool,
+    /// The MSS the container announced when it is smaller than what the stack may send: the
+    /// stack was told a larger one and its bigger segments go out as GSO frames of this size.
+    gso_mss: u16,
     /// Its share of the buffer budget (returned when the flow is dropped).
     _buffers: BufferLease,
 }
@@ -205,7 +208,7 @@ impl TcpFlow {
         stamp: smoltcp::time::Instant,
         buffers: BufferLease,
     ) -> Self {
-        let mut dev = FlowDevice { rx: None, tx, mtu };
+        let mut dev = FlowDevice { rx: None, tx, mtu, gso: 0 };
         let mut config = Config::new(HardwareAddress::Ip);
         config.random_seed = seed;
         let mut iface = Interface::new(config, &mut dev, stamp);
@@ -240,13 +243,34 @@ impl TcpFlow {
             fallback: None,
             established: false,
             in_handshake: false,
+            gso_mss: 0,
             _buffers: buffers,
         }
     }
 
     /// Feeds one IP packet of this flow from the container into its stack.
+    ///
+    /// The container's SYN (or SYN-ACK) announces an MSS cut to its interface MTU. Where the
+    /// TAP takes GSO frames and `mtu` (the stack's) is larger, the stack is shown a SYN
+    /// announcing the larger MSS and remembers the real one: it then sends segments of up to
+    /// 64 KiB, each written as one GSO frame, the way a kernel sends over a TSO device.
     pub fn ingress(&mut self, pkt: &[u8], tx: &mut TxSink, mtu: usize, stamp: smoltcp::time::Instant) {
-        let mut dev = FlowDevice { rx: Some(pkt), tx, mtu };
+        let mut syn = [0u8; SYN_COPY];
+        let pkt = match (tx.vnet && pkt.len() <= SYN_COPY).then(|| &mut syn[..pkt.len()]) {
+            Some(copy) if is_syn(pkt) => {
+                copy.copy_from_slice(pkt);
+                let big = mtu.saturating_sub(IPV6_LEN + 20).min(usize::from(u16::MAX)) as u16;
+                match wire::rewrite_syn_mss(copy, big) {
+                    Some(mss) if mss < big => {
+                        self.gso_mss = mss;
+                        &*copy
+                    }
+                    _ => pkt,
+                }
+            }
+            _ => pkt,
+        };
+        let mut dev = FlowDevice { rx: Some(pkt), tx, mtu, gso: self.gso_mss };
         self.iface.poll(stamp, &mut dev, &mut self.sockets);
     }
 
@@ -274,7 +298,7 @@ impl TcpFlow {
                     if now.duration_since(self.created) >= CONNECT_TIMEOUT {
                         return Verdict::Unreachable(Unreachable::Host);
                     }
-                    let mut dev = FlowDevice { rx: None, tx, mtu };
+                    let mut dev = FlowDevice { rx: None, tx, mtu, gso: self.gso_mss };
                     self.iface.poll(stamp, &mut dev, &mut self.sockets);
                     // The container may have given up (RST) while we were connecting.
                     return self.verdict();
@@ -291,6 +315,7 @@ impl TcpFlow {
                             None => self.socket().abort(),
                         }
                     } else {
+                        tracing::debug!(after = ?now.duration_since(self.created), "host connected");
                         self.connected = true;
                         self.socket().pause_synack(false);
                     }
@@ -303,7 +328,7 @@ impl TcpFlow {
                 progress |= self.container_to_host(&mut cx);
                 progress |= self.host_to_container(&mut cx);
             }
-            let mut dev = FlowDevice { rx: None, tx, mtu };
+            let mut dev = FlowDevice { rx: None, tx, mtu, gso: self.gso_mss };
             let changed = self.iface.poll(stamp, &mut dev, &mut self.sockets);
             progress |= changed == smoltcp::iface::PollResult::SocketStateChanged;
             if !progress {
@@ -449,6 +474,18 @@ impl TcpFlow {
             _ => Verdict::Keep,
         }
     }
+}
+
+/// Longest SYN copied to rewrite its MSS (headers and options; a SYN with data is left alone).
+const SYN_COPY: usize = 128;
+
+/// Whether an IP packet (already classified as TCP) has the SYN flag.
+fn is_syn(ip: &[u8]) -> bool {
+    let l4 = match ip.first().map(|b| b >> 4) {
+        Some(4) => usize::from(ip[0] & 0x0f) * 4,
+        _ => IPV6_LEN,
+    };
+    ip.get(l4 + 13).is_some_and(|f| f & 0x02 != 0)
 }
 
 /// Which ICMP error, if any, a failed host connect maps to (None: answer with RST).

@@ -184,6 +184,24 @@ fn a_gib_between_two_containers_verified() {
     let n = 1u64 << 30;
     let line = w.tool(&["--network", "bulk"], &["fetch", "10.89.0.2", "80", &n.to_string(), "77"]);
     assert_eq!(line, format!("ok {n} {}", stream_hash(77, n)));
+    // At the default MTU (1500) the containers' kernels exchange TSO frames of up to 64 KiB
+    // through the switch, and the gateway takes and sends them for NATed flows too.
+    w.ok(&["network", "create", "small", "--subnet", "10.78.0.0/24"]);
+    let _web2 = w.start(&["--network", "small", "--name", "web2"], &serve80());
+    let m = 256u64 << 20;
+    let srv = TcpServer::download(REMOTE_IP);
+    let script = format!(
+        "{t} fetch 10.78.0.2 80 {m} 78 && {t} download {REMOTE_IP} {p} {m} 79",
+        t = nettool().display(),
+        p = srv.addr.port()
+    );
+    let f = w.once(&["--network", "small", "--name", "client"], &["sh", "-c", &script]);
+    let want = [format!("ok {m} {}", stream_hash(78, m)), format!("ok {m} {}", stream_hash(79, m))];
+    assert_eq!(f.stdout.lines().collect::<Vec<_>>(), want, "{}", f.stderr);
+    let s: serde_json::Value = serde_json::from_str(&w.ok(&["stats", "web2", "--json"])).unwrap();
+    let port = &s["small"]["interfaces"][0];
+    let per_frame = port["bytes_in"].as_u64().unwrap() / port["frames_in"].as_u64().unwrap().max(1);
+    assert!(per_frame > 3000, "web2 sent GSO frames into the switch: {s}");
 }
 
 #[test]
@@ -229,7 +247,13 @@ fn internal_network_has_no_way_out() {
     );
     let f = w.once(&["--network", "vault"], &["sh", "-c", &script]);
     let lines: Vec<&str> = f.stdout.lines().collect();
-    assert!(lines.first().is_some_and(|l| l.starts_with("error raw=Some(101)")), "no way out: {}", f.stdout);
+    assert!(
+        lines.first().is_some_and(|l| l.starts_with("error raw=Some(101)")),
+        "no way out: code {} stdout {:?} stderr {:?}",
+        f.code,
+        f.stdout,
+        f.stderr
+    );
     assert_eq!(lines.get(1), Some(&"rcode=0 10.89.0.2"), "{}", f.stdout);
     assert!(lines.last().is_some_and(|l| l.starts_with("ok 1000 ")), "containers reach each other: {}", f.stdout);
     assert_eq!(srv.accepted.load(std::sync::atomic::Ordering::SeqCst), 0, "nothing left the network");

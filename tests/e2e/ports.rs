@@ -9,6 +9,7 @@ use crate::util::*;
 
 const MIB: u64 = 1 << 20;
 const SHORT: Duration = Duration::from_secs(30);
+const LONG: Duration = Duration::from_secs(300);
 
 fn remote() -> Option<IpAddr> {
     Some(REMOTE_IP.parse().unwrap())
@@ -168,6 +169,37 @@ fn one_gib_each_way_through_both_paths() {
     put_and_check(lo, None, gib, 12);
     get_and_check(rem, remote(), gib, 13);
     put_and_check(rem, remote(), gib, 14);
+}
+
+#[test]
+fn mtu_1500_moves_64_kib_segments_both_ways_intact() {
+    require_isolation();
+    assert!(has_remote_ip());
+    // At MTU 1500 the container's kernel hands over TCP in GSO frames of up to 64 KiB (the TAP
+    // offers TSO) and warren sends it 64 KiB segments marked with its MSS: per frame, both ways,
+    // far more than one MTU moves. Outbound flows in both families and a published port.
+    let port = free_port("0.0.0.0");
+    let spec = format!("{port}:80");
+    let r = Running::start(&["--mtu", "1500", "-p", &spec], &serve());
+    let n = 64 * MIB;
+    let to = SocketAddr::new(remote().unwrap(), port);
+    get_and_check(to, remote(), n, 11);
+    put_and_check(to, remote(), n, 12);
+    for ip in [REMOTE_IP, REMOTE_IP6] {
+        let srv = TcpServer::download(ip);
+        let p = srv.addr.port().to_string();
+        let got = r.nettool(&["download", ip, &p, &n.to_string(), "13"], LONG);
+        assert_eq!(got, format!("ok {n} {}", stream_hash(13, n)), "download from {ip}");
+        let sink = TcpServer::upload_sink(ip);
+        let p = sink.addr.port().to_string();
+        let got = r.nettool(&["upload", ip, &p, &n.to_string(), "14"], LONG);
+        assert_eq!(got, format!("{n} {}", stream_hash(14, n)), "upload to {ip}");
+    }
+    let st = r.stats();
+    let per_frame = |bytes: &str, frames: &str| st[bytes].as_u64().unwrap() / st[frames].as_u64().unwrap().max(1);
+    assert!(per_frame("bytes_in", "frames_in") > 3000, "GSO frames from the container: {st}");
+    assert!(per_frame("bytes_out", "frames_out") > 3000, "GSO frames to the container: {st}");
+    assert_eq!(st["drops"]["malformed"], 0, "{st}");
 }
 
 #[test]

@@ -402,11 +402,17 @@ pub fn warren_run(net_args: &[&str], argv: &[&str], limit: Duration) -> Finished
 }
 
 /// Runs nettool inside a fresh `warren run`, asserting both succeed; returns nettool's line.
+///
+/// warren logs at debug level (flows, host connects), and a failing nettool is followed by the
+/// container's addresses and neighbours: all of it is printed only when the assertion fails.
 pub fn nettool_in(net_args: &[&str], tool_args: &[&str], limit: Duration) -> String {
     let tool = nettool();
-    let mut argv = vec![tool.to_str().unwrap()];
+    let script = r#""$@" || { rc=$?; ip addr; ip neigh; ip -6 neigh; ip -6 route; exit $rc; }"#;
+    let mut argv = vec!["sh", "-c", script, "sh", tool.to_str().unwrap()];
     argv.extend_from_slice(tool_args);
-    let f = warren_run(net_args, &argv, limit);
+    let mut cmd = Command::new(warren());
+    cmd.arg("run").args(net_args).arg("--").args(&argv).env("RUST_LOG", "warren=debug");
+    let f = run_with_deadline(cmd, limit);
     assert_eq!(f.code, 0, "nettool {tool_args:?} failed: stdout={:?} stderr={:?}", f.stdout, f.stderr);
     f.stdout.trim().to_string()
 }
@@ -463,6 +469,37 @@ impl Running {
             .nth(nth)
             .unwrap_or_else(|| panic!("no published {proto} line #{nth} in {lines:?}"));
         line.split_whitespace().nth(2).unwrap().parse().unwrap()
+    }
+
+    /// The container's first process (the command warren started).
+    pub fn container_pid(&self) -> String {
+        let pid = self.guard.0.as_ref().expect("running").id();
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .expect("the container runs")
+            .to_string()
+    }
+
+    /// Runs `nettool ARGS` inside the container's namespaces and returns its trimmed stdout,
+    /// asserting it succeeded.
+    pub fn nettool(&self, args: &[&str], limit: Duration) -> String {
+        let mut c = Command::new("nsenter");
+        c.args(["--preserve-credentials", "-U", "-n", "-t", &self.container_pid()]).arg(nettool()).args(args);
+        let f = run_with_deadline(c, limit);
+        assert_eq!(f.code, 0, "nettool {args:?} in the container failed: {} {}", f.stdout, f.stderr);
+        f.stdout.trim().to_string()
+    }
+
+    /// `warren stats --json` of this instance: the `stats` object.
+    pub fn stats(&self) -> serde_json::Value {
+        let mut cmd = Command::new(warren());
+        cmd.args(["stats", "--json", "--api-socket"]).arg(&self.api);
+        let f = run_with_deadline(cmd, Duration::from_secs(30));
+        assert_eq!(f.code, 0, "{}", f.stderr);
+        let mut v: serde_json::Value = serde_json::from_str(&f.stdout).unwrap();
+        v["stats"].take()
     }
 
     /// `warren port ARGS --api-socket X`.
