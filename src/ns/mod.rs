@@ -186,8 +186,38 @@ fn configure_tap(cfg: &NetConfig, configure: bool) -> Result<(OwnedFd, [u8; 6]),
     {
         ctl.add_default_route6(name, a6.gateway).map_err(|e| e.to_string())?;
     }
+    if let Some(a6) = cfg.addrs6
+        && cfg.static_ipv6
+    {
+        wait_until_usable(a6.container)?;
+    }
     let mac = ctl.mac(name).map_err(|e| e.to_string())?;
     Ok((fd, mac))
+}
+
+/// Waits until the kernel no longer marks `addr` tentative. Even without duplicate address
+/// detection (accept_dad=0) an address added before the link came up stays tentative until
+/// the kernel's address work queue runs: a loaded machine can delay that past the command's
+/// first connect, which then takes the link-local address as its source (a connection that
+/// cannot leave the segment).
+fn wait_until_usable(addr: Ipv6Addr) -> Result<(), String> {
+    const TENTATIVE: u32 = 0x40;
+    let want = addr.octets().iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let table = fs::read_to_string("/proc/net/if_inet6").map_err(|e| format!("read /proc/net/if_inet6: {e}"))?;
+        let flags = table.lines().find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.first() == Some(&want.as_str())).then(|| f.get(4).and_then(|x| u32::from_str_radix(x, 16).ok()))?
+        });
+        match flags {
+            Some(f) if f & TENTATIVE == 0 => return Ok(()),
+            _ if std::time::Instant::now() >= deadline => {
+                return Err(format!("IPv6 address {addr} is still not usable after 20 s (flags {flags:?})"));
+            }
+            _ => std::thread::sleep(std::time::Duration::from_millis(1)),
+        }
+    }
 }
 
 /// Writes a per-interface IPv6 sysctl of the current network namespace.

@@ -1001,16 +1001,16 @@ impl Dataplane {
             self.reset(seg);
             return;
         }
+        let target = match self.target(seg.dst, now) {
+            Target::Host(t) => t,
+            Target::Refuse => return self.reset(seg),
+            Target::Unreachable(code) => return self.icmp_error(seg.dst.ip(), code, ip),
+        };
         let connecting = self.handshakes.get(&seg.dst.ip()).copied().unwrap_or(0);
         let Some(lease) = self.admit_tcp(connecting < self.cfg.limits.handshakes) else {
             self.stats.limit_drops += 1;
             self.reset(seg);
             return;
-        };
-        let target = match self.target(seg.dst, now) {
-            Target::Host(t) => t,
-            Target::Refuse => return self.reset(seg),
-            Target::Unreachable(code) => return self.icmp_error(seg.dst.ip(), code, ip),
         };
         let host = match connect_nonblocking(target, self.cfg.outbound_v4, self.cfg.outbound_v6) {
             Ok(h) => h,
