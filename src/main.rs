@@ -333,6 +333,7 @@ fn log_stats(dp: &Dataplane) {
         open_udp = udp,
         open_ping = ping,
         tcp_buffer_bytes = s.tcp_buffer_bytes,
+        tcp_stacks_reused = s.tcp_stacks_reused,
         "data path totals"
     );
     for (name, n) in warren::gateway::DROP_NAMES.iter().zip(s.drops.0) {
@@ -389,6 +390,11 @@ fn attach(a: AttachArgs) -> Result<u8> {
         (None, Some(netns)) => Target::Path { netns, userns: a.userns },
         (None, None) => anyhow::bail!("attach needs --pid PID or --netns PATH"),
     };
+    // Taken before configuring: once the set-up is visible, the namespace may go at any moment.
+    let netns_identity = match &target {
+        Target::Path { netns, .. } => warren::runtime::file_identity(netns),
+        Target::Pid(_) => None,
+    };
     let tap = ns::spawn_attach(&cfg, &target)?;
     log_limits(cfg.limits);
     let pidfd = match &target {
@@ -404,7 +410,7 @@ fn attach(a: AttachArgs) -> Result<u8> {
             dp.set_capture(w);
         }
         let commands = start_ports(&mut dp, prep, tap.agent)?;
-        let stop = stop_signal(target, pidfd);
+        let stop = stop_signal(target, pidfd, netns_identity);
         let fd = warren::sys::async_fd(tap.fd).context("register the TAP")?;
         let r = dp.run(&fd, Some(commands), stop).await;
         if r.is_ok() {
@@ -418,7 +424,7 @@ fn attach(a: AttachArgs) -> Result<u8> {
 }
 
 /// Completes on SIGTERM/SIGINT or when the attach target is gone.
-async fn stop_signal(target: Target, pidfd: Option<OwnedFd>) {
+async fn stop_signal(target: Target, pidfd: Option<OwnedFd>, netns_identity: Option<(u64, u64)>) {
     let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
     let gone = async {
@@ -429,10 +435,7 @@ async fn stop_signal(target: Target, pidfd: Option<OwnedFd>) {
                 }
                 tracing::info!(pid, "target process exited");
             }
-            (Target::Path { netns, .. }, _) => {
-                let first = warren::runtime::file_identity(&netns);
-                warren::runtime::wait_path_gone(&netns, first).await;
-            }
+            (Target::Path { netns, .. }, _) => warren::runtime::wait_path_gone(&netns, netns_identity).await,
             _ => std::future::pending().await,
         }
     };

@@ -115,6 +115,9 @@ fn run(a: SlirpArgs) -> Result<(), String> {
         default_route: true,
         bridge: None,
     };
+    // Taken before configuring: once the set-up is visible, the namespace may go at any moment
+    // (a first look after that would find nothing and never watch).
+    let netns_identity = warren::runtime::file_identity(std::path::Path::new(&a.target));
     // The TAP: handed over as an fd (tapfd mode, no fork), or opened inside by a helper.
     let (fd, mac, agent, vnet, pidfd) = if a.netns_type == NetnsType::TapFd {
         let raw: i32 = a.target.parse().map_err(|_| "FD must be a non-negative integer".to_string())?;
@@ -155,7 +158,6 @@ fn run(a: SlirpArgs) -> Result<(), String> {
         }
         None => None,
     };
-    let netns_identity = warren::runtime::file_identity(std::path::Path::new(&a.target));
     if a.sandbox {
         // Before any thread exists: entering a user namespace needs a single-threaded process.
         let userns = match (a.netns_type, &a.userns_path) {
@@ -171,7 +173,13 @@ fn run(a: SlirpArgs) -> Result<(), String> {
     let watched = match a.netns_type {
         NetnsType::Path => {
             let p = std::path::PathBuf::from(&a.target);
-            let first = netns_identity.filter(|id| warren::runtime::file_identity(&p) == Some(*id));
+            // A sandbox may hide the path: then it cannot be watched. Without one, a path
+            // already gone is watched all the same (and is found gone at the first look).
+            let first = if a.sandbox {
+                netns_identity.filter(|id| warren::runtime::file_identity(&p) == Some(*id))
+            } else {
+                netns_identity
+            };
             if first.is_none() {
                 tracing::debug!(path = %p.display(), "namespace path not visible here: not watched");
             }
