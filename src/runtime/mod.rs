@@ -45,6 +45,10 @@ use udp::{PingFlow, PingKey, UdpFlow};
 const RX_BATCH: usize = 64;
 /// The IP MTU of TCP flows' stacks when the TAP takes GSO frames: the largest warren offers.
 const TSO_MTU: usize = 65520;
+/// Most spare flow stacks kept. Each holds the touched pages of its two buffers (a few
+/// pages for the short flows that leave one; at worst, a hostile container's out-of-order
+/// data, two full buffers), so this bounds the memory they keep.
+const SPARES: usize = 8;
 
 /// A flow as the container addressed it: its own endpoint and the destination.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -213,6 +217,8 @@ pub struct Stats {
     pub tcp_bytes_in: u64,
     /// Buffer bytes the open TCP flows have reserved (of `--max-buffer-memory`).
     pub tcp_buffer_bytes: u64,
+    /// TCP flows that started on the stack of a finished short flow (no new buffers).
+    pub tcp_stacks_reused: u64,
 }
 
 /// Where a container's flow goes on the host.
@@ -252,6 +258,8 @@ pub struct Dataplane {
     handshakes: FxHashMap<IpAddr, usize>,
     /// The TCP flows' buffer budget.
     buffers: tcp::BufferPool,
+    /// Stacks of finished short flows, reused by new ones (at most [`SPARES`]).
+    spares: Vec<tcp::Spare>,
     /// The switch of a bridge network (`None`: one container on one TAP).
     bridge: Option<bridge::Bridge>,
 }
@@ -310,6 +318,7 @@ impl Dataplane {
             wake_buf: Vec::new(),
             handshakes: FxHashMap::default(),
             buffers,
+            spares: Vec::new(),
             bridge: None,
         }
     }
@@ -559,6 +568,7 @@ impl Dataplane {
         self.seed = self.seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         let stamp = self.stamp(now);
         let waker = self.waker(Token::Tcp(key));
+        let spare = self.take_spare(lease.size);
         match TcpFlow::inbound(
             &key,
             &self.gw_cidrs,
@@ -570,6 +580,7 @@ impl Dataplane {
             now,
             stamp,
             lease,
+            spare,
         ) {
             Ok(mut flow) => {
                 tracing::debug!(%peer, seen_as = %visible, %container, "published TCP connection");
@@ -1026,6 +1037,7 @@ impl Dataplane {
         tracing::debug!(src = %seg.src, dst = %seg.dst, %target, "TCP flow");
         self.seed = self.seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         let waker = self.waker(Token::Tcp(key));
+        let spare = self.take_spare(lease.size);
         let mut flow = TcpFlow::outbound(
             &key,
             &self.gw_cidrs,
@@ -1038,6 +1050,7 @@ impl Dataplane {
             stamp,
             ip,
             lease,
+            spare,
         );
         flow.ingress(ip, &mut self.tx, self.tcp_mtu, stamp);
         let v = flow.service(&mut self.tx, self.tcp_mtu, now, stamp);
@@ -1077,15 +1090,33 @@ impl Dataplane {
                     }
                     self.stats.tcp_bytes_out += flow.bytes_out;
                     self.stats.tcp_bytes_in += flow.bytes_in;
+                    self.keep_spare(flow);
                 }
             }
             Verdict::Unreachable(code) => {
                 if let Some(mut flow) = self.tcp.remove(&key) {
                     end_handshake(&mut self.handshakes, &key, &mut flow);
                     self.icmp_error(key.dst.ip(), code, &flow.syn_quote);
+                    self.keep_spare(flow);
                 }
             }
         }
+    }
+
+    /// Keeps a finished flow's stack for a later flow, if there is room and it qualifies.
+    fn keep_spare(&mut self, flow: TcpFlow) {
+        if self.spares.len() < SPARES
+            && let Some(s) = flow.into_spare()
+        {
+            self.spares.push(s);
+        }
+    }
+
+    /// A spare stack whose buffers have `size` bytes, if one is kept.
+    fn take_spare(&mut self, size: usize) -> Option<tcp::Spare> {
+        let i = self.spares.iter().position(|s| s.size == size)?;
+        self.stats.tcp_stacks_reused += 1;
+        Some(self.spares.swap_remove(i))
     }
 
     fn udp_datagram(&mut self, ip: &[u8], src: SocketAddr, dst: SocketAddr, payload: &[u8], now: Instant) {

@@ -93,6 +93,22 @@ impl Drop for BufferLease {
 /// How long the container's SYN waits for the host connect before an ICMP host-unreachable.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(75);
 
+/// The stack of a finished short flow, kept to serve a later one: its smoltcp interface and
+/// socket, whose buffers' few touched pages stay mapped. A new flow on a spare skips the
+/// interface set-up, the two buffer mmaps, their page faults and, when it ends, the munmaps:
+/// together most of what opening and closing a NATed connection costs warren.
+pub struct Spare {
+    iface: Interface,
+    sockets: SocketSet<'static>,
+    handle: SocketHandle,
+    /// Bytes per direction of its buffers (a [`BufferLease`] size).
+    pub size: usize,
+}
+
+/// A flow that relayed at most this many bytes (both ways) leaves its stack as a [`Spare`]:
+/// its buffers have few pages touched, so keeping them costs little memory.
+const SPARE_MAX_BYTES: u64 = 64 << 10;
+
 /// What the dataplane must do after servicing a flow.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -158,8 +174,9 @@ impl TcpFlow {
         stamp: smoltcp::time::Instant,
         syn_ip: &[u8],
         buffers: BufferLease,
+        spare: Option<Spare>,
     ) -> Self {
-        let mut flow = Self::build(gateways, host, waker, tx, mtu, seed, now, stamp, buffers);
+        let mut flow = Self::build(gateways, host, waker, tx, mtu, seed, now, stamp, buffers, spare);
         let sock = flow.socket();
         sock.pause_synack(true);
         // Cannot fail: the endpoint has a specified port (the SYN's, never 0 past the classifier).
@@ -186,8 +203,9 @@ impl TcpFlow {
         now: Instant,
         stamp: smoltcp::time::Instant,
         buffers: BufferLease,
+        spare: Option<Spare>,
     ) -> Result<Self, tcp::ConnectError> {
-        let mut flow = Self::build(gateways, host, waker, tx, mtu, seed, now, stamp, buffers);
+        let mut flow = Self::build(gateways, host, waker, tx, mtu, seed, now, stamp, buffers, spare);
         flow.connected = true;
         let remote = IpEndpoint::new(key.src.ip().into(), key.src.port());
         let local = IpEndpoint::new(key.dst.ip().into(), key.dst.port());
@@ -207,25 +225,36 @@ impl TcpFlow {
         now: Instant,
         stamp: smoltcp::time::Instant,
         buffers: BufferLease,
+        spare: Option<Spare>,
     ) -> Self {
-        let mut dev = FlowDevice { rx: None, tx, mtu, gso: 0 };
-        let mut config = Config::new(HardwareAddress::Ip);
-        config.random_seed = seed;
-        let mut iface = Interface::new(config, &mut dev, stamp);
-        iface.update_ip_addrs(|a| {
-            for g in gateways {
-                let _ = a.push(*g);
+        let (iface, sockets, handle) = match spare {
+            Some(Spare { iface, mut sockets, handle, size }) if size == buffers.size => {
+                // listen()/connect() reset the rest of the socket's state.
+                sockets.get_mut::<tcp::Socket>(handle).pause_synack(false);
+                (iface, sockets, handle)
             }
-        });
-        iface.set_any_ip(true);
-        let mut sock = tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0u8; buffers.size]),
-            tcp::SocketBuffer::new(vec![0u8; buffers.size]),
-        );
-        sock.set_nagle_enabled(false);
-        sock.set_ack_delay(None);
-        let mut sockets = SocketSet::new(Vec::with_capacity(1));
-        let handle = sockets.add(sock);
+            _ => {
+                let mut dev = FlowDevice { rx: None, tx, mtu, gso: 0 };
+                let mut config = Config::new(HardwareAddress::Ip);
+                config.random_seed = seed;
+                let mut iface = Interface::new(config, &mut dev, stamp);
+                iface.update_ip_addrs(|a| {
+                    for g in gateways {
+                        let _ = a.push(*g);
+                    }
+                });
+                iface.set_any_ip(true);
+                let mut sock = tcp::Socket::new(
+                    tcp::SocketBuffer::new(vec![0u8; buffers.size]),
+                    tcp::SocketBuffer::new(vec![0u8; buffers.size]),
+                );
+                sock.set_nagle_enabled(false);
+                sock.set_ack_delay(None);
+                let mut sockets = SocketSet::new(Vec::with_capacity(1));
+                let handle = sockets.add(sock);
+                (iface, sockets, handle)
+            }
+        };
         Self {
             iface,
             sockets,
@@ -446,6 +475,19 @@ impl TcpFlow {
     /// Whether the container refused the connection (reset before it was established).
     pub fn refused(&self) -> bool {
         !self.established && self.sockets.get::<tcp::Socket>(self.handle).state() == tcp::State::Closed
+    }
+
+    /// The flow's stack as a [`Spare`] for a later flow, if the flow moved little (its
+    /// buffers have few pages touched) and left nothing unread in them. The host socket
+    /// closes as when the flow is dropped.
+    pub fn into_spare(mut self) -> Option<Spare> {
+        let moved = self.bytes_in + self.bytes_out;
+        let sock = self.socket();
+        if moved > SPARE_MAX_BYTES || sock.recv_queue() != 0 || sock.send_queue() != 0 {
+            return None;
+        }
+        sock.abort();
+        Some(Spare { iface: self.iface, sockets: self.sockets, handle: self.handle, size: self._buffers.size })
     }
 
     /// Gives up the flow, returning its host socket (for a retry elsewhere).

@@ -203,6 +203,36 @@ fn mtu_1500_moves_64_kib_segments_both_ways_intact() {
 }
 
 #[test]
+fn short_connections_reuse_stacks_and_stay_intact() {
+    require_isolation();
+    // Short flows leave their smoltcp stack (interface, socket, buffers) for the next one;
+    // whatever a reused stack held before must never reach the next connection. Sizes cross
+    // the reuse limit (64 KiB both ways) and buffer page boundaries; uploads and downloads
+    // alternate so each stack serves both directions in turn.
+    let port = free_port("0.0.0.0");
+    let spec = format!("{port}:80");
+    let r = Running::start(&["-p", &spec], &serve());
+    let to = SocketAddr::new(remote().unwrap(), port);
+    for i in 0..120u64 {
+        let n = [1, 4095, 4097, 20_000, 65_000, 70_000][i as usize % 6] + i;
+        if i % 2 == 0 {
+            get_and_check(to, remote(), n, 1000 + i);
+        } else {
+            put_and_check(to, remote(), n, 1000 + i);
+        }
+    }
+    let srv = TcpServer::download(REMOTE_IP);
+    let p = srv.addr.port().to_string();
+    for i in 0..5u64 {
+        let n = (3000 * i + 1).to_string();
+        let got = r.nettool(&["download", REMOTE_IP, &p, &n, &i.to_string()], SHORT);
+        assert_eq!(got, format!("ok {n} {}", stream_hash(i, 3000 * i + 1)), "outbound flow {i}");
+    }
+    let st = r.stats();
+    assert!(st["tcp_stacks_reused"].as_u64().unwrap() >= 60, "short flows reused stacks: {st}");
+}
+
+#[test]
 fn two_hundred_concurrent_forwarded_connections() {
     require_isolation();
     let port = free_port("0.0.0.0");
