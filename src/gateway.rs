@@ -421,6 +421,11 @@ fn classify_ipv6<'a>(payload: &'a [u8], gw: &GatewayAddrs6, l4_trusted: bool) ->
                 }
                 return Ok(Packet::NeighborSolicit { src, target });
             }
+            // Other link-scoped messages (MLD, router and neighbour advertisements, redirects)
+            // are never answered; they come from the link-local address as they should.
+            if matches!(kind, 130..=132 | 134 | 136 | 137 | 143) {
+                return Err(Drop::OtherIcmp);
+            }
             check_v6_endpoints(src, dst, gw)?;
             if kind != ICMP6_ECHO_REQUEST || i.msg_code() != 0 {
                 return Err(Drop::OtherIcmp);
@@ -435,6 +440,9 @@ fn classify_ipv6<'a>(payload: &'a [u8], gw: &GatewayAddrs6, l4_trusted: bool) ->
             })
         }
         IpProtocol::Ipv6Frag => Err(Drop::Fragment),
+        // Multicast listener reports (MLD, behind a router-alert option) that every container
+        // sends from its link-local address at start: nothing to route, and not spoofing.
+        IpProtocol::HopByHop => Err(Drop::OtherProtocol),
         proto => {
             check_v6_endpoints(src, dst, gw)?;
             classify_l4(whole, body, proto, src.into(), dst.into(), l4_trusted)
@@ -576,6 +584,33 @@ mod tests {
         off.v6 = None;
         let ns = neighbor_solicit("fd00::100", "fd00::2");
         assert_eq!(classify(&ns, &off, false).unwrap_err(), Drop::OtherEtherType);
+    }
+
+    #[test]
+    fn link_local_chatter_is_not_spoofing() {
+        // An MLDv2 report as Linux sends it at start: link-local source, hop-by-hop header.
+        let mut mld = neighbor_solicit("fe80::1", "fd00::2");
+        mld[20] = 0; // next header: hop-by-hop
+        assert_eq!(classify(&mld, &gw(), false).unwrap_err(), Drop::OtherProtocol);
+        // A neighbour advertisement (unsolicited, from the link-local address).
+        let mut na = neighbor_solicit("fe80::1", "fd00::2");
+        na[54] = 136;
+        let (src, dst) = (
+            Ipv6Addr::from(<[u8; 16]>::try_from(&na[22..38]).unwrap()),
+            Ipv6Addr::from(<[u8; 16]>::try_from(&na[38..54]).unwrap()),
+        );
+        Icmpv6Packet::new_unchecked(&mut na[54..]).fill_checksum(&src, &dst);
+        assert_eq!(classify(&na, &gw(), false).unwrap_err(), Drop::OtherIcmp);
+        // An echo request from the link-local address to a remote host still is.
+        let mut echo = neighbor_solicit("fe80::1", "fd00::2");
+        echo[38..54].copy_from_slice(&"2001:db8::1".parse::<Ipv6Addr>().unwrap().octets());
+        echo[54] = 128;
+        let (src, dst) = (
+            Ipv6Addr::from(<[u8; 16]>::try_from(&echo[22..38]).unwrap()),
+            Ipv6Addr::from(<[u8; 16]>::try_from(&echo[38..54]).unwrap()),
+        );
+        Icmpv6Packet::new_unchecked(&mut echo[54..]).fill_checksum(&src, &dst);
+        assert_eq!(classify(&echo, &gw(), false).unwrap_err(), Drop::Spoofed);
     }
 
     #[test]
