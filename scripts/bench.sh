@@ -3,14 +3,14 @@
 #
 # Rows: host loopback, kernel veth (the upper bound), a kernel bridge with two veths (T6),
 # slirp4netns (MTU 65520 and 1500), pasta, RootlessKit's builtin port driver (T2), warren (MTU
-# 65520 and 1500), and
-# a warren bridge network with two containers (T6). Columns: T1 container -> host-loopback service and reverse (iperf3), T2 through a
-# published port from a loopback client and reverse, T2 from a non-loopback client whose
-# address the engine keeps (warren, slirp4netns), T7 four parallel flows out, T3 request/
-# response latency p50/p99 (1-byte round trips), T4 new connections per second out, T8 engine
-# memory per idle connection (10,000 held open), T5 UDP at 1 Gbit/s offered (received rate and
-# loss), T6 container to container. Medians of REPS runs (min-max), engine CPU
-# seconds per GB and RSS. Everything runs inside a fresh network namespace: nothing leaves
+# 65520 and 1500), and a warren bridge network with two containers (T6). Columns: T1
+# container -> host-loopback service and reverse (iperf3), T2 through a published port from a
+# loopback client and reverse, T2 from a non-loopback client whose address the engine keeps
+# (warren, slirp4netns), T7 four parallel flows out, T3 request/response latency p50/p99
+# (1-byte round trips), T4 new connections per second out, T8 engine memory per idle
+# connection (10,000 held open), T5 UDP at 1 Gbit/s offered (received rate and loss), T6
+# container to container. Medians of REPS runs (min-max), engine CPU seconds per GB and RSS.
+# Everything runs inside a fresh network namespace: nothing leaves
 # this machine. Results go to stdout and docs/BENCHMARKS.md.
 #
 #   bash scripts/bench.sh            # REPS=3 DURATION=3 by default; BENCH_OUT=FILE writes elsewhere
@@ -117,10 +117,10 @@ churn_once() {
     python3 -c "print('%.0f' % (20000 / ($t1 - $t0)))"
 }
 # T8: KiB of engine RSS per idle connection, 10,000 held open (90 s to open them).
-# A hold server of its own per engine, stopped afterwards: one shared server kept the previous
-# engines' connections open on its side, and new connections whose source port matched one of
-# those got a challenge ACK and a 1 s SYN retransmission instead of a SYN-ACK (T8 then did not
-# complete in 60 s, intermittently, for whichever engine came later).
+# A hold server of its own per engine, stopped afterwards. One shared server kept the earlier
+# engines' connections open on its side; with it T8 intermittently did not complete in 60 s
+# for a later engine, and by hand a second and third round of 10,000 took 4.7 s instead of 3.0
+# (likely new connections landing on source ports of those stale server-side sockets).
 hold_once() {
     local pfx=$1 gw=$2 epid=$3 r0 r1 hp sp port=$((26000 + $3 % 1000))
     timeout 300 $NETTOOL hold-serve "0.0.0.0:$port" >/dev/null 2>&1 & sp=$!
