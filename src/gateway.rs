@@ -87,8 +87,8 @@ pub struct TcpSeg {
     pub src: SocketAddr,
     /// Destination as the container addressed it.
     pub dst: SocketAddr,
-    /// SYN without ACK: a new connection attempt.
-    pub syn_only: bool,
+    /// SYN flag (without ACK: a new connection attempt).
+    pub syn: bool,
     /// RST flag.
     pub rst: bool,
     /// Sequence number.
@@ -261,7 +261,6 @@ fn classify_l4<'a>(
     match proto {
         IpProtocol::Tcp => {
             let t = TcpPacket::new_checked(body).map_err(|_| Drop::Malformed)?;
-            let syn_only = t.syn() && !t.ack();
             // The stack does not verify TCP checksums (see runtime::device): every segment the
             // sending kernel did not vouch for is checked here.
             if !l4_trusted && !t.verify_checksum(&s, &d) {
@@ -270,7 +269,7 @@ fn classify_l4<'a>(
             let seg = TcpSeg {
                 src: SocketAddr::new(src, t.src_port()),
                 dst: SocketAddr::new(dst, t.dst_port()),
-                syn_only,
+                syn: t.syn(),
                 rst: t.rst(),
                 seq: t.seq_number().0 as u32,
                 ack: t.ack().then(|| t.ack_number().0 as u32),

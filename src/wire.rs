@@ -8,7 +8,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use smoltcp::wire::{IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket, TcpSeqNumber, UdpPacket, checksum};
+use smoltcp::wire::{IpProtocol, Ipv4Packet, Ipv6Packet, TcpOption, TcpPacket, TcpSeqNumber, UdpPacket, checksum};
 
 /// Length of the `virtio_net_hdr` before every frame on the TAP fd.
 pub const VNET_HDR_LEN: usize = 10;
@@ -60,37 +60,25 @@ pub fn vnet_gso(hdr: &mut [u8; VNET_HDR_LEN], ip: &[u8], l4: usize, mss: u16) {
 /// left stale: the packet goes only to warren's own stack, which does not verify it.
 pub fn rewrite_syn_mss(ip: &mut [u8], mss: u16) -> Option<u16> {
     let l4 = match ip.first()? >> 4 {
-        4 => usize::from(ip.first()? & 0x0f) * 4,
-        6 if *ip.get(6)? == 6 => IPV6_LEN,
+        4 => Ipv4Packet::new_checked(&*ip).ok().filter(|p| p.next_header() == IpProtocol::Tcp)?.header_len().into(),
+        6 => Ipv6Packet::new_checked(&*ip).ok().filter(|p| p.next_header() == IpProtocol::Tcp).map(|_| IPV6_LEN)?,
         _ => return None,
     };
-    if ip[0] >> 4 == 4 && *ip.get(9)? != 6 {
+    let mut tcp = TcpPacket::new_checked(ip.get_mut(l4..)?).ok()?;
+    if !tcp.syn() {
         return None;
     }
-    let tcp = ip.get_mut(l4..)?;
-    if tcp.get(13)? & 0x02 == 0 {
-        return None;
-    }
-    let thl = usize::from(tcp.get(12)? >> 4) * 4;
-    let opts = tcp.get_mut(20..thl)?;
-    let mut i = 0;
-    while i < opts.len() {
-        match opts[i] {
-            0 => return None,
-            1 => i += 1,
-            kind => {
-                let len = usize::from(*opts.get(i + 1)?);
-                if len < 2 {
-                    return None;
-                }
-                if kind == 2 && len == 4 {
-                    let v = opts.get_mut(i + 2..i + 4)?;
-                    let old = u16::from_be_bytes([v[0], v[1]]);
-                    v.copy_from_slice(&mss.to_be_bytes());
-                    return Some(old);
-                }
-                i += len;
+    let opts = tcp.options_mut();
+    let mut at = 0;
+    while at < opts.len() {
+        let (rest, opt) = TcpOption::parse(&opts[at..]).ok()?;
+        match opt {
+            TcpOption::EndOfList => return None,
+            TcpOption::MaxSegmentSize(old) => {
+                opts[at + 2..at + 4].copy_from_slice(&mss.to_be_bytes());
+                return Some(old);
             }
+            _ => at = opts.len() - rest.len(),
         }
     }
     None

@@ -206,9 +206,10 @@ fn wait_until_usable(addr: Ipv6Addr) -> Result<(), String> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
         let table = fs::read_to_string("/proc/net/if_inet6").map_err(|e| format!("read /proc/net/if_inet6: {e}"))?;
+        // Lines: address, ifindex, prefix length, scope, flags, name (all hex but the name).
         let flags = table.lines().find_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.first() == Some(&want.as_str())).then(|| f.get(4).and_then(|x| u32::from_str_radix(x, 16).ok()))?
+            let mut f = l.split_whitespace();
+            (f.next() == Some(want.as_str())).then(|| f.nth(3).and_then(|x| u32::from_str_radix(x, 16).ok()))?
         });
         match flags {
             Some(f) if f & TENTATIVE == 0 => return Ok(()),

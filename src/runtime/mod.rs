@@ -990,7 +990,7 @@ impl Dataplane {
         let key = FlowKey { src: seg.src, dst: seg.dst };
         let stamp = self.stamp(now);
         if let Some(flow) = self.tcp.get_mut(&key) {
-            flow.ingress(ip, &mut self.tx, self.tcp_mtu, stamp);
+            flow.ingress(ip, seg.syn, &mut self.tx, self.tcp_mtu, stamp);
             match flow.service(&mut self.tx, self.tcp_mtu, now, stamp) {
                 // The common case, with the flow already in hand: no second lookup.
                 Verdict::Keep => {
@@ -1008,7 +1008,7 @@ impl Dataplane {
         if seg.rst {
             return;
         }
-        if !seg.syn_only {
+        if !seg.syn || seg.ack.is_some() {
             self.reset(seg);
             return;
         }
@@ -1052,7 +1052,7 @@ impl Dataplane {
             lease,
             spare,
         );
-        flow.ingress(ip, &mut self.tx, self.tcp_mtu, stamp);
+        flow.ingress(ip, true, &mut self.tx, self.tcp_mtu, stamp);
         let v = flow.service(&mut self.tx, self.tcp_mtu, now, stamp);
         *self.handshakes.entry(key.dst.ip()).or_default() += 1;
         self.tcp.insert(key, flow);

@@ -277,28 +277,30 @@ impl TcpFlow {
         }
     }
 
-    /// Feeds one IP packet of this flow from the container into its stack.
+    /// Feeds one IP packet of this flow from the container into its stack; `syn`: it has the
+    /// SYN flag (as the classifier read it).
     ///
     /// The container's SYN (or SYN-ACK) announces an MSS cut to its interface MTU. Where the
     /// TAP takes GSO frames and `mtu` (the stack's) is larger, the stack is shown a SYN
     /// announcing the larger MSS and remembers the real one: it then sends segments of up to
     /// 64 KiB, each written as one GSO frame, the way a kernel sends over a TSO device.
-    pub fn ingress(&mut self, pkt: &[u8], tx: &mut TxSink, mtu: usize, stamp: smoltcp::time::Instant) {
-        let mut syn = [0u8; SYN_COPY];
-        let pkt = match (tx.vnet && pkt.len() <= SYN_COPY).then(|| &mut syn[..pkt.len()]) {
-            Some(copy) if is_syn(pkt) => {
-                copy.copy_from_slice(pkt);
-                let big = mtu.saturating_sub(IPV6_LEN + 20).min(usize::from(u16::MAX)) as u16;
-                match wire::rewrite_syn_mss(copy, big) {
-                    Some(mss) if mss < big => {
-                        self.gso_mss = mss;
-                        &*copy
-                    }
-                    _ => pkt,
-                }
+    pub fn ingress(&mut self, pkt: &[u8], syn: bool, tx: &mut TxSink, mtu: usize, stamp: smoltcp::time::Instant) {
+        if syn && tx.vnet && pkt.len() <= SYN_COPY {
+            let mut copy = [0u8; SYN_COPY];
+            let copy = &mut copy[..pkt.len()];
+            copy.copy_from_slice(pkt);
+            let big = mtu.saturating_sub(IPV6_LEN + 20).min(usize::from(u16::MAX)) as u16;
+            if let Some(mss) = wire::rewrite_syn_mss(copy, big)
+                && mss < big
+            {
+                self.gso_mss = mss;
+                return self.feed(copy, tx, mtu, stamp);
             }
-            _ => pkt,
-        };
+        }
+        self.feed(pkt, tx, mtu, stamp);
+    }
+
+    fn feed(&mut self, pkt: &[u8], tx: &mut TxSink, mtu: usize, stamp: smoltcp::time::Instant) {
         let mut dev = FlowDevice { rx: Some(pkt), tx, mtu, gso: self.gso_mss };
         self.iface.poll(stamp, &mut dev, &mut self.sockets);
     }
@@ -520,15 +522,6 @@ impl TcpFlow {
 
 /// Longest SYN copied to rewrite its MSS (headers and options; a SYN with data is left alone).
 const SYN_COPY: usize = 128;
-
-/// Whether an IP packet (already classified as TCP) has the SYN flag.
-fn is_syn(ip: &[u8]) -> bool {
-    let l4 = match ip.first().map(|b| b >> 4) {
-        Some(4) => usize::from(ip[0] & 0x0f) * 4,
-        _ => IPV6_LEN,
-    };
-    ip.get(l4 + 13).is_some_and(|f| f & 0x02 != 0)
-}
 
 /// Which ICMP error, if any, a failed host connect maps to (None: answer with RST).
 fn connect_failure(e: &io::Error) -> Option<Unreachable> {

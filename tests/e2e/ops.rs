@@ -347,12 +347,7 @@ fn a_hundred_thousand_connections_leave_nothing_behind() {
     let t = nettool();
     let r = Running::start(&["--no-ipv6"], &["sh", "-c", "echo serving; exec sleep 600"]);
     let warren_pid = r.guard.0.as_ref().unwrap().id();
-    let container = std::fs::read_to_string(format!("/proc/{warren_pid}/task/{warren_pid}/children"))
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string();
+    let container = r.container_pid();
     let churn = |n: &str| {
         let mut c = Command::new("nsenter");
         c.args(["--preserve-credentials", "-U", "-n", "-t", &container]).arg(&t);
