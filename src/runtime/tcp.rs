@@ -109,6 +109,19 @@ pub struct Spare {
 /// its buffers have few pages touched, so keeping them costs little memory.
 const SPARE_MAX_BYTES: u64 = 64 << 10;
 
+/// The container's first data segments of a flow that are acknowledged at once whatever their
+/// size (as a kernel's quick-ACK mode does): its slow start never waits for a delayed ACK.
+pub const QUICK_ACKS: u8 = 16;
+/// Past the first [`QUICK_ACKS`], a segment carrying at least this much (bulk data) has its
+/// acknowledgement delayed by up to [`ACK_DELAY`]; a smaller one (a request, the tail of a
+/// write) is acknowledged at once, so a sender holding small writes back until its last small
+/// segment is acknowledged (Nagle) never stalls.
+pub const BULK_SEGMENT: u32 = 1024;
+/// How long the acknowledgement of bulk data may wait for a second segment to cover; the
+/// stack acknowledges at once when a full segment's worth is unacknowledged. Halves the ACK
+/// frames of a bulk upload: each is a TAP write that runs the container's TCP on warren's time.
+pub const ACK_DELAY: smoltcp::time::Duration = smoltcp::time::Duration::from_millis(1);
+
 /// What the dataplane must do after servicing a flow.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -149,6 +162,8 @@ pub struct TcpFlow {
     /// The MSS the container announced when it is smaller than what the stack may send: the
     /// stack was told a larger one and its bigger segments go out as GSO frames of this size.
     gso_mss: u16,
+    /// Data segments from the container still acknowledged at once whatever their size.
+    quick_acks: u8,
     /// Its share of the buffer budget (returned when the flow is dropped).
     _buffers: BufferLease,
 }
@@ -230,7 +245,9 @@ impl TcpFlow {
         let (iface, sockets, handle) = match spare {
             Some(Spare { iface, mut sockets, handle, size }) if size == buffers.size => {
                 // listen()/connect() reset the rest of the socket's state.
-                sockets.get_mut::<tcp::Socket>(handle).pause_synack(false);
+                let sock = sockets.get_mut::<tcp::Socket>(handle);
+                sock.pause_synack(false);
+                sock.set_ack_delay(None);
                 (iface, sockets, handle)
             }
             _ => {
@@ -273,6 +290,7 @@ impl TcpFlow {
             established: false,
             in_handshake: false,
             gso_mss: 0,
+            quick_acks: QUICK_ACKS,
             _buffers: buffers,
         }
     }
@@ -284,7 +302,27 @@ impl TcpFlow {
     /// TAP takes GSO frames and `mtu` (the stack's) is larger, the stack is shown a SYN
     /// announcing the larger MSS and remembers the real one: it then sends segments of up to
     /// 64 KiB, each written as one GSO frame, the way a kernel sends over a TSO device.
-    pub fn ingress(&mut self, pkt: &[u8], syn: bool, tx: &mut TxSink, mtu: usize, stamp: smoltcp::time::Instant) {
+    ///
+    /// `seg_len` (the sequence space it uses) counts it towards the quick acknowledgements.
+    pub fn ingress(
+        &mut self,
+        pkt: &[u8],
+        syn: bool,
+        seg_len: u32,
+        tx: &mut TxSink,
+        mtu: usize,
+        stamp: smoltcp::time::Instant,
+    ) {
+        if !syn && seg_len > 0 {
+            let delay = if self.quick_acks > 0 {
+                self.quick_acks -= 1;
+                None
+            } else {
+                (seg_len >= BULK_SEGMENT).then_some(ACK_DELAY)
+            };
+            // Turned off while a delayed ACK is pending, the stack still sends it when due.
+            self.socket().set_ack_delay(delay);
+        }
         if syn && tx.vnet && pkt.len() <= SYN_COPY {
             let mut copy = [0u8; SYN_COPY];
             let copy = &mut copy[..pkt.len()];

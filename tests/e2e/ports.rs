@@ -203,6 +203,49 @@ fn mtu_1500_moves_64_kib_segments_both_ways_intact() {
 }
 
 #[test]
+fn bulk_data_is_acked_every_second_segment_small_segments_at_once() {
+    require_isolation();
+    // Past a flow's first segments, warren delays the ACK of bulk data from the container until
+    // a second segment arrives (or 1 ms passes): about one ACK frame per two data frames. A
+    // small segment (a request, the tail of a write) is still acknowledged at once, before
+    // any reply: a sender holding small writes back for that ACK (Nagle) never waits.
+    let r = Running::start(&[], &serve());
+    let frames = |st: &serde_json::Value| (st["frames_in"].as_u64().unwrap(), st["frames_out"].as_u64().unwrap());
+    let n = 64 * MIB;
+    let sink = TcpServer::upload_sink(REMOTE_IP);
+    let p = sink.addr.port().to_string();
+    let (in0, out0) = frames(&r.stats());
+    let got = r.nettool(&["upload", REMOTE_IP, &p, &n.to_string(), "21"], LONG);
+    assert_eq!(got, format!("{n} {}", stream_hash(21, n)), "upload");
+    let (in1, out1) = frames(&r.stats());
+    let (data, acks) = (in1 - in0, out1 - out0);
+    // Every data frame acknowledged would make acks >= data; window updates after a full
+    // buffer drains add a few.
+    assert!(acks * 10 <= data * 8, "ACK frames {acks} for {data} frames of bulk data");
+
+    let echo = TcpServer::start(REMOTE_IP, |mut c| {
+        let mut b = [0u8; 64];
+        while let Ok(k) = c.read(&mut b) {
+            if k == 0 || c.write_all(&b[..k]).is_err() {
+                return;
+            }
+        }
+    });
+    let p = echo.addr.port().to_string();
+    let (in0, out0) = frames(&r.stats());
+    let got = r.nettool(&["rr", REMOTE_IP, &p, "300"], SHORT);
+    assert_eq!(got.split_whitespace().count(), 2, "rr printed p50 p99: {got}");
+    let (in1, out1) = frames(&r.stats());
+    // Each one-byte request gets its own ACK and then the reply: two frames per round trip.
+    assert!(
+        out1 - out0 >= 2 * 300,
+        "{} frames to the container for 300 round trips ({} from it)",
+        out1 - out0,
+        in1 - in0
+    );
+}
+
+#[test]
 fn short_connections_reuse_stacks_and_stay_intact() {
     require_isolation();
     // Short flows leave their smoltcp stack (interface, socket, buffers) for the next one;
