@@ -105,6 +105,17 @@ pub struct Spare {
     pub size: usize,
 }
 
+/// The delayed-ACK setting for a data segment of `seg_len` from the container, with
+/// `quick_left` quick acknowledgements left (this one would take one) and receive buffers of
+/// `buffer` bytes.
+/// Delaying needs a window that holds two of the largest segments: the stack acknowledges
+/// early only once more than one segment's worth is unacknowledged, so with a smaller window
+/// every round trip would wait the whole delay.
+fn ack_delay(quick_left: u8, seg_len: u32, buffer: usize) -> Option<smoltcp::time::Duration> {
+    let window_holds_two = buffer >= 4 * usize::from(u16::MAX);
+    (quick_left == 0 && seg_len >= BULK_SEGMENT && window_holds_two).then_some(ACK_DELAY)
+}
+
 /// A flow that relayed at most this many bytes (both ways) leaves its stack as a [`Spare`]:
 /// its buffers have few pages touched, so keeping them costs little memory.
 const SPARE_MAX_BYTES: u64 = 64 << 10;
@@ -162,7 +173,7 @@ pub struct TcpFlow {
     /// The MSS the container announced when it is smaller than what the stack may send: the
     /// stack was told a larger one and its bigger segments go out as GSO frames of this size.
     gso_mss: u16,
-    /// Data segments from the container still acknowledged at once whatever their size.
+    /// Data segments from the container still acknowledged at once (see [`ack_delay`]).
     quick_acks: u8,
     /// Its share of the buffer budget (returned when the flow is dropped).
     _buffers: BufferLease,
@@ -314,12 +325,8 @@ impl TcpFlow {
         stamp: smoltcp::time::Instant,
     ) {
         if !syn && seg_len > 0 {
-            let delay = if self.quick_acks > 0 {
-                self.quick_acks -= 1;
-                None
-            } else {
-                (seg_len >= BULK_SEGMENT).then_some(ACK_DELAY)
-            };
+            let delay = ack_delay(self.quick_acks, seg_len, self._buffers.size);
+            self.quick_acks = self.quick_acks.saturating_sub(1);
             // Turned off while a delayed ACK is pending, the stack still sends it when due.
             self.socket().set_ack_delay(delay);
         }
@@ -574,6 +581,18 @@ fn connect_failure(e: &io::Error) -> Option<Unreachable> {
 #[cfg(test)]
 mod buffer_tests {
     use super::*;
+
+    #[test]
+    fn only_bulk_data_past_slow_start_with_room_for_two_segments_waits_for_its_ack() {
+        let big = TCP_BUFFER;
+        assert_eq!(ack_delay(0, 65_000, big), Some(ACK_DELAY), "bulk data past the quick ACKs");
+        assert_eq!(ack_delay(0, BULK_SEGMENT, big), Some(ACK_DELAY));
+        assert_eq!(ack_delay(1, 65_000, big), None, "slow start: quick ACKs left");
+        assert_eq!(ack_delay(0, BULK_SEGMENT - 1, big), None, "a request or a write's tail");
+        assert_eq!(ack_delay(0, 1, big), None);
+        assert_eq!(ack_delay(0, 65_000, TCP_BUFFER_MID), Some(ACK_DELAY), "256 KiB holds two");
+        assert_eq!(ack_delay(0, 30_000, TCP_BUFFER_MIN), None, "32 KiB cannot hold two segments");
+    }
 
     #[test]
     fn budget_tiers_then_refusal_then_return() {
