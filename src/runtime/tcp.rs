@@ -105,17 +105,6 @@ pub struct Spare {
     pub size: usize,
 }
 
-/// The delayed-ACK setting for a data segment of `seg_len` from the container, with
-/// `quick_left` quick acknowledgements left (this one would take one) and receive buffers of
-/// `buffer` bytes.
-/// Delaying needs a window that holds two of the largest segments: the stack acknowledges
-/// early only once more than one segment's worth is unacknowledged, so with a smaller window
-/// every round trip would wait the whole delay.
-fn ack_delay(quick_left: u8, seg_len: u32, buffer: usize) -> Option<smoltcp::time::Duration> {
-    let window_holds_two = buffer >= 4 * usize::from(u16::MAX);
-    (quick_left == 0 && seg_len >= BULK_SEGMENT && window_holds_two).then_some(ACK_DELAY)
-}
-
 /// A flow that relayed at most this many bytes (both ways) leaves its stack as a [`Spare`]:
 /// its buffers have few pages touched, so keeping them costs little memory.
 const SPARE_MAX_BYTES: u64 = 64 << 10;
@@ -132,6 +121,17 @@ pub const BULK_SEGMENT: u32 = 1024;
 /// stack acknowledges at once when a full segment's worth is unacknowledged. Halves the ACK
 /// frames of a bulk upload: each is a TAP write that runs the container's TCP on warren's time.
 pub const ACK_DELAY: smoltcp::time::Duration = smoltcp::time::Duration::from_millis(1);
+
+/// The delayed-ACK setting for a data segment of `seg_len` from the container, with
+/// `quick_left` quick acknowledgements left (this one would take one) and receive buffers of
+/// `buffer` bytes. Delaying needs buffers of at least four of the largest segments: the stack
+/// acknowledges early only once more than one segment's worth is unacknowledged, so the
+/// sender must be able to have two in flight even while part of the buffer is still occupied;
+/// with a smaller window every round trip would wait the whole delay.
+fn ack_delay(quick_left: u8, seg_len: u32, buffer: usize) -> Option<smoltcp::time::Duration> {
+    let window_holds_two = buffer >= 4 * usize::from(u16::MAX);
+    (quick_left == 0 && seg_len >= BULK_SEGMENT && window_holds_two).then_some(ACK_DELAY)
+}
 
 /// What the dataplane must do after servicing a flow.
 #[derive(Debug, PartialEq, Eq)]
@@ -314,7 +314,7 @@ impl TcpFlow {
     /// announcing the larger MSS and remembers the real one: it then sends segments of up to
     /// 64 KiB, each written as one GSO frame, the way a kernel sends over a TSO device.
     ///
-    /// `seg_len` (the sequence space it uses) counts it towards the quick acknowledgements.
+    /// `seg_len` (the sequence space it uses) decides how it is acknowledged ([`ack_delay`]).
     pub fn ingress(
         &mut self,
         pkt: &[u8],
