@@ -990,7 +990,7 @@ impl Dataplane {
         let key = FlowKey { src: seg.src, dst: seg.dst };
         let stamp = self.stamp(now);
         if let Some(flow) = self.tcp.get_mut(&key) {
-            flow.ingress(ip, seg.syn, seg.seg_len, &mut self.tx, self.tcp_mtu, stamp);
+            flow.ingress(ip, seg, &mut self.tx, self.tcp_mtu, stamp);
             match flow.service(&mut self.tx, self.tcp_mtu, now, stamp) {
                 // The common case, with the flow already in hand: no second lookup.
                 Verdict::Keep => {
@@ -1052,7 +1052,7 @@ impl Dataplane {
             lease,
             spare,
         );
-        flow.ingress(ip, true, seg.seg_len, &mut self.tx, self.tcp_mtu, stamp);
+        flow.ingress(ip, seg, &mut self.tx, self.tcp_mtu, stamp);
         let v = flow.service(&mut self.tx, self.tcp_mtu, now, stamp);
         *self.handshakes.entry(key.dst.ip()).or_default() += 1;
         self.tcp.insert(key, flow);

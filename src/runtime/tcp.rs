@@ -24,6 +24,7 @@ use tokio::net::TcpStream;
 
 use super::FlowKey;
 use super::device::{FlowDevice, TxSink};
+use crate::gateway::TcpSeg;
 use crate::wire::{self, IPV6_LEN, Unreachable};
 
 /// Receive and transmit buffer of each smoltcp socket while the buffer budget is less than
@@ -306,31 +307,23 @@ impl TcpFlow {
         }
     }
 
-    /// Feeds one IP packet of this flow from the container into its stack; `syn`: it has the
-    /// SYN flag (as the classifier read it).
+    /// Feeds one IP packet of this flow from the container into its stack; `seg` is what the
+    /// classifier read of it.
     ///
     /// The container's SYN (or SYN-ACK) announces an MSS cut to its interface MTU. Where the
     /// TAP takes GSO frames and `mtu` (the stack's) is larger, the stack is shown a SYN
     /// announcing the larger MSS and remembers the real one: it then sends segments of up to
     /// 64 KiB, each written as one GSO frame, the way a kernel sends over a TSO device.
     ///
-    /// `seg_len` (the sequence space it uses) decides how it is acknowledged ([`ack_delay`]).
-    pub fn ingress(
-        &mut self,
-        pkt: &[u8],
-        syn: bool,
-        seg_len: u32,
-        tx: &mut TxSink,
-        mtu: usize,
-        stamp: smoltcp::time::Instant,
-    ) {
-        if !syn && seg_len > 0 {
-            let delay = ack_delay(self.quick_acks, seg_len, self._buffers.size);
+    /// The sequence space it uses decides how it is acknowledged ([`ack_delay`]).
+    pub fn ingress(&mut self, pkt: &[u8], seg: &TcpSeg, tx: &mut TxSink, mtu: usize, stamp: smoltcp::time::Instant) {
+        if !seg.syn && seg.seg_len > 0 {
+            let delay = ack_delay(self.quick_acks, seg.seg_len, self._buffers.size);
             self.quick_acks = self.quick_acks.saturating_sub(1);
             // Turned off while a delayed ACK is pending, the stack still sends it when due.
             self.socket().set_ack_delay(delay);
         }
-        if syn && tx.vnet && pkt.len() <= SYN_COPY {
+        if seg.syn && tx.vnet && pkt.len() <= SYN_COPY {
             let mut copy = [0u8; SYN_COPY];
             let copy = &mut copy[..pkt.len()];
             copy.copy_from_slice(pkt);
