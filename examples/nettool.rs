@@ -15,6 +15,7 @@
 //! nettool hold HOST PORT N SECS                # open N idle connections, keep them SECS
 //! nettool rr-serve ADDR:PORT                   # echo every byte back (request/response)
 //! nettool rr HOST PORT N                       # N 1-byte round trips; print p50 and p99 in us
+//! nettool late-echo ADDR:PORT MS               # echo what each read returns, MS ms later
 //! nettool parallel HOST PORT CONNS BYTES       # CONNS concurrent downloads, seeds 1..=CONNS
 //! nettool udp-echo HOST PORT COUNT             # datagrams of varied sizes, echoed back
 //! nettool refused HOST PORT                    # expect ECONNREFUSED
@@ -147,6 +148,26 @@ fn rr_serve(bind: &str) -> Result<String, String> {
             let mut b = [0u8; 1];
             while let Ok(1) = c.read(&mut b) {
                 if c.write_all(&b).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    Ok("done".into())
+}
+
+/// Echoes each chunk read `ms` milliseconds after reading it, one thread per connection,
+/// until killed: the container speaks first after a pause the client chose.
+fn late_echo(bind: &str, ms: u64) -> Result<String, String> {
+    let l = listen(bind)?;
+    println!("serving");
+    for c in l.incoming().flatten() {
+        std::thread::spawn(move || {
+            let mut c = c;
+            let mut b = vec![0u8; 1 << 16];
+            while let Ok(n @ 1..) = c.read(&mut b) {
+                std::thread::sleep(Duration::from_millis(ms));
+                if c.write_all(&b[..n]).is_err() {
                     break;
                 }
             }
@@ -720,6 +741,7 @@ fn main() -> ExitCode {
         ["hold-serve", bind] => sink(bind, true),
         ["hold", h, p, n, secs] => hold(addr(h, p), n.parse().unwrap(), secs.parse().unwrap()),
         ["rr-serve", bind] => rr_serve(bind),
+        ["late-echo", bind, ms] => late_echo(bind, ms.parse().unwrap()),
         ["rr", h, p, n] => rr(addr(h, p), n.parse().unwrap()),
         ["fetch", h, p, n, seed] => fetch(addr(h, p), n.parse().unwrap(), seed.parse().unwrap()),
         ["halfclose", h, p, n, seed] => halfclose(addr(h, p), n.parse().unwrap(), seed.parse().unwrap()),

@@ -301,6 +301,10 @@ pub struct NetArgs {
     /// Most open UDP flows; more are dropped and counted.
     #[arg(long, value_name = "N", default_value_t = 16384, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_udp_flows: u32,
+    /// TAP queues, each served by its own data-path thread; the container's kernel spreads its
+    /// flows over them (default: one per CPU, at most 4).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=i64::from(config::QUEUES_MAX)))]
+    pub queues: Option<u8>,
 }
 
 /// `warren run`.
@@ -374,6 +378,7 @@ impl NetArgs {
             outbound_v6: None,
             default_route: true,
             bridge: None,
+            queues: self.queues.map_or_else(config::default_queues, usize::from),
             limits: config::Limits {
                 tcp_flows: self.max_tcp_flows as usize,
                 handshakes: self.max_handshakes as usize,

@@ -274,6 +274,17 @@ pub struct NetConfig {
     pub default_route: bool,
     /// Bridge-network behaviour when this is the gateway of a multi-container segment.
     pub bridge: Option<BridgeOpts>,
+    /// TAP queues, each served by its own data-path thread (1: one queue, one thread).
+    pub queues: usize,
+}
+
+/// Most TAP queues (data-path threads) a container may ask for.
+pub const QUEUES_MAX: u8 = 16;
+
+/// The default number of TAP queues: one per CPU this process may run on, at most 4 (the
+/// container, its peers and the host's kernel work need the CPUs too).
+pub fn default_queues() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
 }
 
 /// How a bridge network's gateway treats its containers.

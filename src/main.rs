@@ -141,12 +141,21 @@ fn run(a: RunArgs) -> Result<u8> {
     log_limits(cfg.limits);
     let tx_fd = child.tap.fd.try_clone().context("dup the TAP fd")?;
     let rt = runtime()?;
+    let mut dp = Dataplane::new(cfg, tx_fd, child.tap.mac, true);
+    if let Some(w) = capture {
+        dp.set_capture(w);
+    }
+    // The queues' threads start before the seccomp filter, which then covers them too.
+    let mut queues = match dp.spawn_queues(child.tap.queues, DRAIN_GRACE) {
+        Ok(q) => q,
+        Err(e) => {
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+            return Err(anyhow::Error::from(e).context("start the TAP queues' threads"));
+        }
+    };
     harden(no_seccomp);
     let code = rt.block_on(async move {
-        let mut dp = Dataplane::new(cfg, tx_fd, child.tap.mac, true);
-        if let Some(w) = capture {
-            dp.set_capture(w);
-        }
         let commands = match start_ports(&mut dp, prep, child.tap.agent) {
             Ok(c) => c,
             Err(e) => {
@@ -162,11 +171,13 @@ fn run(a: RunArgs) -> Result<u8> {
             code = &mut supervise => Ok(code),
             r = dp.run(&tap, Some(commands), std::future::pending()) => Err(r),
         };
+        // The other queues' threads drain (or end) alongside.
+        queues.stop();
         if r.is_ok() {
             // Bytes the command wrote just before exiting may still be on their way.
             let _ = dp.drain(&tap, DRAIN_GRACE).await;
         }
-        log_stats(&dp);
+        log_stats(&dp, &queues.join());
         match r {
             Ok(code) => Ok(code),
             Err(e) => {
@@ -240,9 +251,12 @@ fn inspect(a: InspectArgs, what: &str) -> Result<u8> {
         }
         println!("open_flows\t{}", ret.get("flows").cloned().unwrap_or_default());
     } else {
-        println!("PROTO\tCONTAINER\tPEER\tHOST\tAGE_S\tBYTES_OUT\tBYTES_IN");
+        println!("PROTO\tCONTAINER\tPEER\tHOST\tAGE_S\tBYTES_OUT\tBYTES_IN\tTHREAD");
         for f in ret.get("flows").and_then(|f| f.as_array()).cloned().unwrap_or_default() {
-            println!("{}", tsv_row(&f, &["proto", "container", "peer", "host", "age_s", "bytes_out", "bytes_in"]));
+            println!(
+                "{}",
+                tsv_row(&f, &["proto", "container", "peer", "host", "age_s", "bytes_out", "bytes_in", "thread"])
+            );
         }
     }
     Ok(0)
@@ -312,8 +326,12 @@ fn log_limits(l: warren::config::Limits) {
     );
 }
 
-fn log_stats(dp: &Dataplane) {
-    let s = dp.stats();
+/// Logs the totals of the data path: thread 0's `dp` and the other queues' threads.
+fn log_stats(dp: &Dataplane, others: &[warren::runtime::Stats]) {
+    let mut s = dp.stats();
+    for o in others {
+        s.merge(o);
+    }
     let (tcp, udp, ping) = dp.flow_counts();
     tracing::debug!(
         frames_in = s.frames_in,
@@ -334,7 +352,10 @@ fn log_stats(dp: &Dataplane) {
         open_ping = ping,
         tcp_buffer_bytes = s.tcp_buffer_bytes,
         tcp_stacks_reused = s.tcp_stacks_reused,
-        "data path totals"
+        queues = s.queues,
+        handed_over = s.handed_over,
+        handover_drops = s.handover_drops,
+        "data path totals (open flows: thread 0's)"
     );
     for (name, n) in warren::gateway::DROP_NAMES.iter().zip(s.drops.0) {
         if n > 0 {
@@ -403,20 +424,23 @@ fn attach(a: AttachArgs) -> Result<u8> {
     };
     let tx_fd = tap.fd.try_clone().context("dup the TAP fd")?;
     let rt = runtime()?;
+    let mut dp = Dataplane::new(cfg, tx_fd, tap.mac, true);
+    if let Some(w) = capture {
+        dp.set_capture(w);
+    }
+    // The queues' threads start before the seccomp filter, which then covers them too.
+    let mut queues = dp.spawn_queues(tap.queues, DRAIN_GRACE).context("start the TAP queues' threads")?;
     harden(a.net.no_seccomp);
     rt.block_on(async move {
-        let mut dp = Dataplane::new(cfg, tx_fd, tap.mac, true);
-        if let Some(w) = capture {
-            dp.set_capture(w);
-        }
         let commands = start_ports(&mut dp, prep, tap.agent)?;
         let stop = stop_signal(target, pidfd, netns_identity);
         let fd = warren::sys::async_fd(tap.fd).context("register the TAP")?;
         let r = dp.run(&fd, Some(commands), stop).await;
+        queues.stop();
         if r.is_ok() {
             let _ = dp.drain(&fd, DRAIN_GRACE).await;
         }
-        log_stats(&dp);
+        log_stats(&dp, &queues.join());
         r.context("TAP device failed")
     })?;
     drop(rt);

@@ -80,6 +80,11 @@ impl PcapWriter {
         ok && !self.full()
     }
 
+    /// Takes no frame from now on (others holding the capture may still try to write).
+    pub fn close(&mut self) {
+        self.limit = Some(self.frames);
+    }
+
     /// Flushes what is buffered.
     ///
     /// # Errors

@@ -113,6 +113,7 @@ fn run(a: SlirpArgs) -> Result<(), String> {
         outbound_v6: a.outbound_addr6.as_deref().map(outbound_v6).transpose()?,
         limits: Default::default(),
         default_route: true,
+        queues: 1,
         bridge: None,
     };
     // Taken before configuring: once the set-up is visible, the namespace may go at any moment

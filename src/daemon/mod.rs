@@ -166,6 +166,7 @@ impl Iface {
             outbound_v6: None,
             limits: Default::default(),
             default_route: first,
+            queues: 1,
             bridge: None,
         }
     }
@@ -348,6 +349,7 @@ fn start_network(spec: NetworkSpec) -> Network {
         outbound_v6: None,
         limits: Default::default(),
         default_route: true,
+        queues: 1,
         bridge: Some(BridgeOpts { internal: spec.internal, icc: spec.icc }),
     };
     let (tx, rx) = mpsc::channel(64);
@@ -759,7 +761,7 @@ fn create(state: &Shared, a: CreateArgs) -> Result<Value, String> {
     let id = spec.id.clone();
     let net = start_network(spec);
     if let Some(w) = capture {
-        let _ = net.dp.try_send(Command::SetCapture(w));
+        let _ = net.dp.try_send(Command::SetCapture(Some(std::sync::Arc::new(std::sync::Mutex::new(w)))));
     }
     st.networks.insert(a.name.clone(), net);
     if let Err(e) = st.save() {

@@ -65,6 +65,8 @@ pub struct Tap {
     /// Socket to the agent: a process inside the container's namespaces that opens sockets
     /// there on request (the kernel fast path of published ports). See [`agent_request`].
     pub agent: OwnedFd,
+    /// The fds of the TAP's other queues (multiqueue, `NetConfig::queues` > 1), non-blocking.
+    pub queues: Vec<OwnedFd>,
 }
 
 /// Agent request: connect a TCP socket to `target` inside the container's network namespace:
@@ -150,9 +152,9 @@ pub struct RunChild {
 /// already be there, with CAP_NET_ADMIN in the namespace's owner) and returns the TAP.
 /// Opens the TAP in the current network namespace and, when `configure`, brings up `lo` and
 /// the TAP with MTU, MAC, address and default route (slirp4netns `--configure`).
-fn configure_tap(cfg: &NetConfig, configure: bool) -> Result<(OwnedFd, [u8; 6]), String> {
+fn configure_tap(cfg: &NetConfig, configure: bool) -> Result<(Vec<OwnedFd>, [u8; 6]), String> {
     let ctl = sys::IfCtl::new().map_err(|e| e.to_string())?;
-    let fd = sys::open_tap(&cfg.tap_name).map_err(|e| tun_hint(e.to_string()))?;
+    let fd = sys::open_tap(&cfg.tap_name, cfg.queues).map_err(|e| tun_hint(e.to_string()))?;
     let name = cfg.tap_name.as_str();
     if !configure {
         let mac = ctl.mac(name).map_err(|e| e.to_string())?;
@@ -256,7 +258,9 @@ fn report(sock: &UnixStream, r: Result<Option<Tap>, String>) {
         Ok(Some(tap)) => {
             let mut msg = [b'O'; 7];
             msg[1..].copy_from_slice(&tap.mac);
-            let _ = sys::send_fds(sock.as_fd(), &msg, &[tap.fd.as_fd(), tap.agent.as_fd()]);
+            let mut fds = vec![tap.fd.as_fd(), tap.agent.as_fd()];
+            fds.extend(tap.queues.iter().map(AsFd::as_fd));
+            let _ = sys::send_fds(sock.as_fd(), &msg, &fds);
         }
         Err(e) => {
             let mut msg = Vec::with_capacity(e.len() + 1);
@@ -273,12 +277,13 @@ fn receive(sock: &UnixStream) -> Result<Option<Tap>, NsError> {
     let (n, mut fds) = sys::recv_fds(sock.as_fd(), &mut buf)?;
     match buf.first() {
         Some(b'N') if n == 1 => Ok(None),
-        Some(b'O') if n == 7 && fds.len() == 2 => {
+        Some(b'O') if n == 7 && fds.len() >= 2 => {
             let mut mac = [0u8; 6];
             mac.copy_from_slice(&buf[1..7]);
+            let queues = fds.split_off(2);
             let agent = fds.pop().expect("two fds");
             let fd = fds.pop().expect("two fds");
-            Ok(Some(Tap { fd, mac, agent }))
+            Ok(Some(Tap { fd, mac, agent, queues }))
         }
         Some(b'E') => Err(NsError::Child(String::from_utf8_lossy(&buf[1..n]).into_owned())),
         _ => Err(NsError::Child("namespace setup failed before reporting (child died)".into())),
@@ -516,7 +521,7 @@ fn child_setup(cfg: Option<&NetConfig>, host_net: bool, resolv: Option<&Path>) -
         let _ = mount(Some("proc"), "/proc", Some("proc"), proc_flags, None::<&str>);
         return Ok(None);
     };
-    let (fd, mac) = configure_tap(cfg, true)?;
+    let (mut fds, mac) = configure_tap(cfg, true)?;
     let target = Path::new("/etc/resolv.conf");
     if let Some(resolv) = resolv
         && target.exists()
@@ -529,7 +534,9 @@ fn child_setup(cfg: Option<&NetConfig>, host_net: bool, resolv: Option<&Path>) -
     let proc_flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let _ = mount(Some("proc"), "/proc", Some("proc"), proc_flags, None::<&str>);
     let agent = spawn_agent()?;
-    Ok(Some(Tap { fd, mac, agent }))
+    let queues = fds.split_off(1);
+    let fd = fds.pop().ok_or("no TAP queue was opened")?;
+    Ok(Some(Tap { fd, mac, agent, queues }))
 }
 
 /// Minimal init: runs the command as PID 2, forwards signals to it, reaps every child and
@@ -645,9 +652,11 @@ pub fn spawn_attach_with(cfg: &NetConfig, target: &Target, configure: bool) -> R
             }
             nix::sched::setns(&netns, CloneFlags::CLONE_NEWNET)
                 .map_err(|e| format!("cannot enter the target's network namespace: {e}"))?;
-            let (fd, mac) = configure_tap(cfg, configure)?;
+            let (mut fds, mac) = configure_tap(cfg, configure)?;
             let agent = spawn_agent()?;
-            Ok(Tap { fd, mac, agent })
+            let queues = fds.split_off(1);
+            let fd = fds.pop().ok_or("no TAP queue was opened")?;
+            Ok(Tap { fd, mac, agent, queues })
         })();
         let code = i32::from(r.is_err());
         report(&child_sock, r.map(Some));

@@ -30,6 +30,9 @@ pub struct BridgeOut {
     neighbours: FxHashMap<IpAddr, [u8; 6]>,
 }
 
+/// A packet capture, shared by the data-path threads of a multiqueue TAP.
+pub type Capture = std::sync::Arc<std::sync::Mutex<crate::pcap::PcapWriter>>;
+
 /// The TAP's write side: a reusable frame buffer and counters.
 pub struct TxSink {
     out: Out,
@@ -48,7 +51,7 @@ pub struct TxSink {
     /// Whether frames carry a `virtio_net_hdr` (TAPs warren opens do; an adopted fd may not).
     pub vnet: bool,
     /// Packet capture of every frame in and out, when one runs.
-    pub capture: Option<crate::pcap::PcapWriter>,
+    pub capture: Option<Capture>,
 }
 
 impl TxSink {
@@ -142,8 +145,10 @@ impl TxSink {
 
     /// Records a frame in the capture, if one runs.
     pub fn record(&mut self, frame: &[u8]) {
-        if let Some(c) = &mut self.capture {
-            c.write(frame);
+        if let Some(c) = &self.capture
+            && let Ok(mut w) = c.lock()
+        {
+            w.write(frame);
         }
     }
 
@@ -154,8 +159,10 @@ impl TxSink {
             // On a bridge the frame goes to the port of its destination address.
             self.buf[..6].copy_from_slice(mac);
         }
-        if let Some(c) = &mut self.capture {
-            c.write(&self.buf[..len]);
+        if let Some(c) = &self.capture
+            && let Ok(mut w) = c.lock()
+        {
+            w.write(&self.buf[..len]);
         }
         let hdr_len = if self.vnet { VNET_HDR_LEN } else { 0 };
         let iov = [IoSlice::new(&hdr[..hdr_len]), IoSlice::new(&self.buf[..len])];

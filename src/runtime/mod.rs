@@ -1,4 +1,5 @@
-//! The async shell: one task owns the TAP, every flow and the timers of a container network.
+//! The async shell: one task owns a TAP queue, its flows and their timers (one thread per
+//! queue of a multiqueue TAP, see [`queues`]).
 //!
 //! Host sockets are not given tasks of their own. Each flow registers a small waker with the
 //! tokio reactor that pushes the flow's key onto a wake queue; the dataplane task drains the
@@ -11,6 +12,7 @@ pub mod device;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod ports;
+pub mod queues;
 pub mod tcp;
 pub mod udp;
 
@@ -91,8 +93,8 @@ pub enum Command {
     PortStats(oneshot::Sender<Vec<bridge::PortStat>>),
     /// Start, query or stop a packet capture; answers the frames written so far.
     Capture(CaptureCmd, oneshot::Sender<Result<u64, String>>),
-    /// Record every frame with this (already created) capture file from now on.
-    SetCapture(crate::pcap::PcapWriter),
+    /// Record every frame with this (already created) capture file from now on; `None`: stop.
+    SetCapture(Option<device::Capture>),
 }
 
 /// What to do with the packet capture.
@@ -132,6 +134,8 @@ pub struct FlowInfo {
     pub bytes_out: u64,
     /// Payload bytes host -> container so far (TCP).
     pub bytes_in: u64,
+    /// The data-path thread (TAP queue) that owns the flow.
+    pub thread: usize,
 }
 
 enum ListenSock {
@@ -219,6 +223,40 @@ pub struct Stats {
     pub tcp_buffer_bytes: u64,
     /// TCP flows that started on the stack of a finished short flow (no new buffers).
     pub tcp_stacks_reused: u64,
+    /// Data-path threads, one per TAP queue.
+    pub queues: u64,
+    /// Frames read on one queue for a flow of another queue's thread, passed to it.
+    pub handed_over: u64,
+    /// Such frames dropped because the owner's handoff queue was full.
+    pub handover_drops: u64,
+}
+
+impl Stats {
+    /// Adds another data-path thread's counters (the buffer reservation is shared: kept).
+    pub fn merge(&mut self, o: &Stats) {
+        self.frames_in += o.frames_in;
+        self.bytes_in += o.bytes_in;
+        self.frames_out += o.frames_out;
+        self.bytes_out += o.bytes_out;
+        for (a, b) in self.drops.0.iter_mut().zip(o.drops.0) {
+            *a += b;
+        }
+        self.tcp_flows += o.tcp_flows;
+        self.udp_flows += o.udp_flows;
+        self.ping_flows += o.ping_flows;
+        self.tcp_resets += o.tcp_resets;
+        self.icmp_errors += o.icmp_errors;
+        self.limit_drops += o.limit_drops;
+        self.inbound_tcp += o.inbound_tcp;
+        self.fast_path_tcp += o.fast_path_tcp;
+        self.tcp_bytes_out += o.tcp_bytes_out;
+        self.tcp_bytes_in += o.tcp_bytes_in;
+        self.tcp_buffer_bytes = self.tcp_buffer_bytes.max(o.tcp_buffer_bytes);
+        self.tcp_stacks_reused += o.tcp_stacks_reused;
+        self.queues += o.queues;
+        self.handed_over += o.handed_over;
+        self.handover_drops += o.handover_drops;
+    }
 }
 
 /// Where a container's flow goes on the host.
@@ -254,14 +292,21 @@ pub struct Dataplane {
     nat_port: u16,
     /// The wake queue's spare buffer (see `drain_wakes`).
     wake_buf: Vec<Token>,
-    /// Outbound TCP flows whose host connect is in progress, by destination address.
-    handshakes: FxHashMap<IpAddr, usize>,
     /// The TCP flows' buffer budget.
     buffers: tcp::BufferPool,
     /// Stacks of finished short flows, reused by new ones (at most [`SPARES`]).
     spares: Vec<tcp::Spare>,
     /// The switch of a bridge network (`None`: one container on one TAP).
     bridge: Option<bridge::Bridge>,
+    /// Which data-path thread (TAP queue) this is; thread 0 owns the published ports and
+    /// the API (see [`queues`]).
+    thread: usize,
+    /// What the data-path threads of the container share (limits, handshakes, handoff).
+    shared: Arc<queues::Shared>,
+    /// Thread 0: the command channels of the other queues' threads.
+    workers: Vec<mpsc::Sender<Command>>,
+    /// Thread 0: frames of its flows that other threads read.
+    handoff_rx: Option<mpsc::Receiver<queues::HandedFrame>>,
 }
 
 impl Dataplane {
@@ -288,7 +333,7 @@ impl Dataplane {
         let epoch = Instant::now();
         let seed = u64::from(std::process::id()) << 32
             ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-        let buffers = tcp::BufferPool::new(cfg.limits.buffer_memory);
+        let buffers = tcp::BufferPool::new(cfg.limits.buffer_memory, cfg.limits.tcp_flows);
         // With vnet headers the TAP takes GSO frames: TCP flows send segments as large as at
         // the largest MTU whatever the container's, and the container's kernel takes each as
         // if merged from MSS-sized pieces (see TcpFlow::ingress).
@@ -316,10 +361,13 @@ impl Dataplane {
             udp_in_client: FxHashMap::default(),
             nat_port: NAT_PORT_FIRST,
             wake_buf: Vec::new(),
-            handshakes: FxHashMap::default(),
             buffers,
             spares: Vec::new(),
             bridge: None,
+            thread: 0,
+            shared: Arc::default(),
+            workers: Vec::new(),
+            handoff_rx: None,
         }
     }
 
@@ -459,7 +507,12 @@ impl Dataplane {
                 let _ = reply.send(self.unpublish(&ids));
             }
             Command::Stats(reply) => {
-                let _ = reply.send((self.stats(), self.flows(Instant::now())));
+                let mine = (self.stats(), self.flows(Instant::now()));
+                if self.workers.is_empty() {
+                    let _ = reply.send(mine);
+                } else {
+                    tokio::spawn(queues::gather(mine, self.workers.clone(), reply));
+                }
             }
             Command::AddPort(spec, reply) => {
                 let _ = reply.send(self.add_port(spec).map_err(|e| e.to_string()));
@@ -474,7 +527,7 @@ impl Dataplane {
             Command::Capture(cmd, reply) => {
                 let _ = reply.send(self.capture(cmd));
             }
-            Command::SetCapture(w) => self.set_capture(w),
+            Command::SetCapture(w) => self.tx.capture = w,
         }
     }
 
@@ -542,10 +595,21 @@ impl Dataplane {
         self.inbound_tcp(stream, peer, container, fallback, now);
     }
 
-    /// The buffers of a new TCP flow, if the flow limit, `more` (a further limit of the
-    /// caller's) and the buffer budget all allow one.
-    fn admit_tcp(&self, more: bool) -> Option<tcp::BufferLease> {
-        (more && self.tcp.len() < self.cfg.limits.tcp_flows).then(|| self.buffers.lease()).flatten()
+    /// The buffers of a new TCP flow, if the flow limit and the buffer budget allow one.
+    fn admit_tcp(&self) -> Option<tcp::BufferLease> {
+        self.buffers.lease()
+    }
+
+    /// Counts a new handshake towards `dst` if fewer than `--max-handshakes` are in progress
+    /// (on every thread: checked and counted under one lock).
+    fn begin_handshake(&self, dst: IpAddr) -> bool {
+        let Ok(mut h) = self.shared.handshakes.lock() else { return false };
+        let n = h.entry(dst).or_default();
+        if *n >= self.cfg.limits.handshakes {
+            return false;
+        }
+        *n += 1;
+        true
     }
 
     /// Opens the userspace-stack connection of a published-port client to `container`.
@@ -557,7 +621,7 @@ impl Dataplane {
         fallback: Option<SocketAddr>,
         now: Instant,
     ) {
-        let Some(lease) = self.admit_tcp(true) else {
+        let Some(lease) = self.admit_tcp() else {
             self.stats.limit_drops += 1;
             let _ = socket2::SockRef::from(&stream).set_linger(Some(std::time::Duration::ZERO));
             return;
@@ -569,6 +633,11 @@ impl Dataplane {
         let stamp = self.stamp(now);
         let waker = self.waker(Token::Tcp(key));
         let spare = self.take_spare(lease.size);
+        // Claimed before the SYN goes out: the container answers it within the write, on the
+        // queue the flow's hash picks, which may be another thread's.
+        if let Some(h) = &self.shared.handoff {
+            h.claim(key);
+        }
         match TcpFlow::inbound(
             &key,
             &self.gw_cidrs,
@@ -590,7 +659,12 @@ impl Dataplane {
                 self.stats.inbound_tcp += 1;
                 self.after_tcp(key, v, now);
             }
-            Err(e) => tracing::debug!(%peer, error = ?e, "published TCP connection refused by the stack"),
+            Err(e) => {
+                if let Some(h) = &self.shared.handoff {
+                    h.release(&key);
+                }
+                tracing::debug!(%peer, error = ?e, "published TCP connection refused by the stack");
+            }
         }
     }
 
@@ -610,6 +684,9 @@ impl Dataplane {
                 tracing::debug!(%peer, seen_as = %visible, %container, "published UDP client");
                 self.udp_in.insert(key, InboundUdp { listener, client: peer, last: now, scheduled: None });
                 self.udp_in_client.insert((listener, peer), key);
+                if let Some(h) = &self.shared.handoff {
+                    h.claim(key);
+                }
                 key
             }
         };
@@ -633,6 +710,9 @@ impl Dataplane {
             let ck = (e.listener, e.client);
             self.udp_in.remove(&key);
             self.udp_in_client.remove(&ck);
+            if let Some(h) = &self.shared.handoff {
+                h.release(&key);
+            }
         } else {
             self.schedule_udp_in(key, now);
         }
@@ -641,6 +721,7 @@ impl Dataplane {
     /// Current counters.
     pub fn stats(&self) -> Stats {
         let mut s = self.stats.clone();
+        s.queues = 1;
         s.frames_out = self.tx.frames;
         s.bytes_out = self.tx.bytes;
         s.tcp_buffer_bytes = self.buffers.used() as u64;
@@ -661,6 +742,7 @@ impl Dataplane {
                 age_s: secs(f.created()),
                 bytes_out: f.bytes_out,
                 bytes_in: f.bytes_in,
+                thread: self.thread,
             })
             .collect();
         v.extend(self.udp.keys().map(|k| FlowInfo {
@@ -671,6 +753,7 @@ impl Dataplane {
             age_s: 0,
             bytes_out: 0,
             bytes_in: 0,
+            thread: self.thread,
         }));
         v.extend(self.udp_in.iter().map(|(k, e)| FlowInfo {
             proto: "udp-in",
@@ -680,6 +763,7 @@ impl Dataplane {
             age_s: secs(e.last),
             bytes_out: 0,
             bytes_in: 0,
+            thread: self.thread,
         }));
         v.extend(self.ping.keys().map(|k| FlowInfo {
             proto: "icmp",
@@ -689,6 +773,7 @@ impl Dataplane {
             age_s: 0,
             bytes_out: 0,
             bytes_in: 0,
+            thread: self.thread,
         }));
         v
     }
@@ -751,7 +836,22 @@ impl Dataplane {
     async fn run_until(
         &mut self,
         tap: Option<&AsyncFd<OwnedFd>>,
+        commands: Option<mpsc::Receiver<Command>>,
+        shutdown: impl Future<Output = ()>,
+        until_idle: bool,
+    ) -> io::Result<()> {
+        // Kept across `run` and `drain`: the other threads keep handing frames over.
+        let mut handoff = self.handoff_rx.take();
+        let r = self.run_loop(tap, commands, &mut handoff, shutdown, until_idle).await;
+        self.handoff_rx = handoff;
+        r
+    }
+
+    async fn run_loop(
+        &mut self,
+        tap: Option<&AsyncFd<OwnedFd>>,
         mut commands: Option<mpsc::Receiver<Command>>,
+        handoff: &mut Option<mpsc::Receiver<queues::HandedFrame>>,
         shutdown: impl Future<Output = ()>,
         until_idle: bool,
     ) -> io::Result<()> {
@@ -764,6 +864,7 @@ impl Dataplane {
             Wake,
             Timer,
             Command(Option<Command>),
+            Handed(Option<queues::HandedFrame>),
         }
         loop {
             let next = self.timers.peek().map(|Reverse((t, _))| *t);
@@ -780,6 +881,7 @@ impl Dataplane {
                 () = wake.notify.notified() => Event::Wake,
                 () = sleep => Event::Timer,
                 c = async { match commands.as_mut() { Some(c) => c.recv().await, None => std::future::pending().await } } => Event::Command(c),
+                h = async { match handoff.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => Event::Handed(h),
             };
             match ev {
                 Event::Stop => return Ok(()),
@@ -800,6 +902,14 @@ impl Dataplane {
                 }
                 Event::Command(Some(c)) => self.command(c),
                 Event::Command(None) => commands = None,
+                Event::Handed(Some(f)) => {
+                    let now = Instant::now();
+                    self.handed(&f, now);
+                    while let Some(f) = handoff.as_mut().and_then(|h| h.try_recv().ok()) {
+                        self.handed(&f, now);
+                    }
+                }
+                Event::Handed(None) => *handoff = None,
                 Event::Wake | Event::Timer => {}
             }
             let now = Instant::now();
@@ -807,8 +917,10 @@ impl Dataplane {
             self.run_timers(now);
             self.compact_timers();
             // A capture is readable as it grows (tshark -r, tail -f | tcpdump -r -).
-            if let Some(c) = &mut self.tx.capture {
-                let _ = c.flush();
+            if let Some(c) = &self.tx.capture
+                && let Ok(mut w) = c.lock()
+            {
+                let _ = w.flush();
             }
             if until_idle && !self.carrying() {
                 return Ok(());
@@ -816,9 +928,13 @@ impl Dataplane {
         }
     }
 
-    /// Records every frame in and out with this writer from now on.
+    /// Records every frame in and out with this writer from now on (every queue's thread).
     pub fn set_capture(&mut self, w: crate::pcap::PcapWriter) {
-        self.tx.capture = Some(w);
+        let c = Arc::new(Mutex::new(w));
+        for q in &self.workers {
+            let _ = q.try_send(Command::SetCapture(Some(c.clone())));
+        }
+        self.tx.capture = Some(c);
     }
 
     /// Starts a packet capture of every frame in and out to a new pcap file.
@@ -840,25 +956,32 @@ impl Dataplane {
             w = w.only_mac(m);
         }
         tracing::info!(path = %path.display(), ?count, ?mac, "capture started");
-        self.tx.capture = Some(w);
+        self.set_capture(w);
         Ok(())
     }
 
     fn capture(&mut self, cmd: CaptureCmd) -> Result<u64, String> {
         match cmd {
             CaptureCmd::Start { path, count, mac } => self.start_capture(&path, count, mac).map(|()| 0),
-            CaptureCmd::Status => match &mut self.tx.capture {
+            CaptureCmd::Status => match &self.tx.capture {
                 Some(c) => {
-                    let _ = c.flush();
-                    Ok(c.frames)
+                    let mut w = c.lock().map_err(|_| "the capture failed".to_string())?;
+                    let _ = w.flush();
+                    Ok(w.frames)
                 }
                 None => Err("no capture is running".into()),
             },
             CaptureCmd::Stop => match self.tx.capture.take() {
-                Some(mut c) => {
-                    c.flush().map_err(|e| format!("write the capture: {e}"))?;
-                    tracing::info!(frames = c.frames, "capture stopped");
-                    Ok(c.frames)
+                Some(c) => {
+                    for q in &self.workers {
+                        let _ = q.try_send(Command::SetCapture(None));
+                    }
+                    let mut w = c.lock().map_err(|_| "the capture failed".to_string())?;
+                    // Other threads may hold it a moment longer: they write nothing more.
+                    w.close();
+                    w.flush().map_err(|e| format!("write the capture: {e}"))?;
+                    tracing::info!(frames = w.frames, "capture stopped");
+                    Ok(w.frames)
                 }
                 None => Err("no capture is running".into()),
             },
@@ -870,6 +993,25 @@ impl Dataplane {
         self.tx.record(frame);
         self.stats.frames_in += 1;
         self.stats.bytes_in += frame.len() as u64;
+        self.dispatch(frame, trusted, now);
+    }
+
+    /// On a thread other than 0: passes the frame of a flow that thread 0 owns (a published
+    /// port's client; `local`: this thread has a flow of that key) to thread 0.
+    fn hand_over(&mut self, key: &FlowKey, local: bool, frame: &[u8], trusted: bool) -> bool {
+        let Some(h) = &self.shared.handoff else { return false };
+        if self.thread == 0 || local || !h.owns(key) {
+            return false;
+        }
+        if h.send(frame, trusted) {
+            self.stats.handed_over += 1;
+        } else {
+            self.stats.handover_drops += 1;
+        }
+        true
+    }
+
+    fn dispatch(&mut self, frame: &[u8], trusted: bool, now: Instant) {
         let (mac, pkt) = match gateway::classify(frame, &self.gw, trusted) {
             Ok(x) => x,
             Err(why) => {
@@ -896,8 +1038,20 @@ impl Dataplane {
                 let dst_mac = if src.is_unspecified() { wire::ipv6_multicast_mac(all_nodes) } else { mac };
                 self.router_advert(dst, dst_mac);
             }
-            Packet::Tcp { ip, seg } => self.tcp_segment(ip, &seg, now),
-            Packet::Udp { ip, src, dst, payload } => self.udp_datagram(ip, src, dst, payload, now),
+            Packet::Tcp { ip, seg } => {
+                let key = FlowKey { src: seg.src, dst: seg.dst };
+                if self.thread != 0 && self.hand_over(&key, self.tcp.contains_key(&key), frame, trusted) {
+                    return;
+                }
+                self.tcp_segment(ip, &seg, now);
+            }
+            Packet::Udp { ip, src, dst, payload } => {
+                let key = FlowKey { src, dst };
+                if self.thread != 0 && self.hand_over(&key, self.udp.contains_key(&key), frame, trusted) {
+                    return;
+                }
+                self.udp_datagram(ip, src, dst, payload, now);
+            }
             Packet::Echo { ip, src, dst, ident, seq, data } => self.echo(ip, src, dst, ident, seq, data, now),
         }
     }
@@ -995,7 +1149,7 @@ impl Dataplane {
                 // The common case, with the flow already in hand: no second lookup.
                 Verdict::Keep => {
                     if flow.connected() {
-                        end_handshake(&mut self.handshakes, &key, flow);
+                        end_handshake(&self.shared.handshakes, &key, flow);
                     }
                     if let Some(at) = flow.poll_at(self.epoch, now, stamp) {
                         arm(&mut self.timers, &mut flow.scheduled, at, Token::Tcp(key), now);
@@ -1017,8 +1171,16 @@ impl Dataplane {
             Target::Refuse => return self.reset(seg),
             Target::Unreachable(code) => return self.icmp_error(seg.dst.ip(), code, ip),
         };
-        let connecting = self.handshakes.get(&seg.dst.ip()).copied().unwrap_or(0);
-        let Some(lease) = self.admit_tcp(connecting < self.cfg.limits.handshakes) else {
+        let lease = if self.begin_handshake(seg.dst.ip()) {
+            let lease = self.admit_tcp();
+            if lease.is_none() {
+                undo_handshake(&self.shared.handshakes, seg.dst.ip());
+            }
+            lease
+        } else {
+            None
+        };
+        let Some(lease) = lease else {
             self.stats.limit_drops += 1;
             self.reset(seg);
             return;
@@ -1026,6 +1188,7 @@ impl Dataplane {
         let host = match connect_nonblocking(target, self.cfg.outbound_v4, self.cfg.outbound_v6) {
             Ok(h) => h,
             Err(e) => {
+                undo_handshake(&self.shared.handshakes, seg.dst.ip());
                 tracing::debug!(%target, error = %e, "host connect failed at once");
                 return match e.raw_os_error() {
                     Some(libc::ENETUNREACH) => self.icmp_error(seg.dst.ip(), Unreachable::Net, ip),
@@ -1054,7 +1217,6 @@ impl Dataplane {
         );
         flow.ingress(ip, seg, &mut self.tx, self.tcp_mtu, stamp);
         let v = flow.service(&mut self.tx, self.tcp_mtu, now, stamp);
-        *self.handshakes.entry(key.dst.ip()).or_default() += 1;
         self.tcp.insert(key, flow);
         self.stats.tcp_flows += 1;
         self.after_tcp(key, v, now);
@@ -1068,7 +1230,7 @@ impl Dataplane {
                     return;
                 };
                 if flow.connected() {
-                    end_handshake(&mut self.handshakes, &key, flow);
+                    end_handshake(&self.shared.handshakes, &key, flow);
                 }
                 if let Some(at) = flow.poll_at(self.epoch, now, stamp) {
                     arm(&mut self.timers, &mut flow.scheduled, at, Token::Tcp(key), now);
@@ -1076,7 +1238,10 @@ impl Dataplane {
             }
             Verdict::Remove => {
                 if let Some(mut flow) = self.tcp.remove(&key) {
-                    end_handshake(&mut self.handshakes, &key, &mut flow);
+                    if let Some(h) = &self.shared.handoff {
+                        h.release(&key);
+                    }
+                    end_handshake(&self.shared.handshakes, &key, &mut flow);
                     if let Some(v4) = flow.fallback
                         && flow.refused()
                     {
@@ -1095,7 +1260,10 @@ impl Dataplane {
             }
             Verdict::Unreachable(code) => {
                 if let Some(mut flow) = self.tcp.remove(&key) {
-                    end_handshake(&mut self.handshakes, &key, &mut flow);
+                    if let Some(h) = &self.shared.handoff {
+                        h.release(&key);
+                    }
+                    end_handshake(&self.shared.handshakes, &key, &mut flow);
                     self.icmp_error(key.dst.ip(), code, &flow.syn_quote);
                     self.keep_spare(flow);
                 }
@@ -1146,17 +1314,17 @@ impl Dataplane {
             return;
         }
         if !self.udp.contains_key(&key) {
-            if self.udp.len() >= self.cfg.limits.udp_flows {
+            let Some(slot) = queues::Slot::take(&self.shared.udp_flows, self.cfg.limits.udp_flows) else {
                 self.stats.limit_drops += 1;
                 return;
-            }
+            };
             let target = match self.target(dst, now) {
                 Target::Host(t) => t,
                 Target::Refuse => return self.icmp_error(dst.ip(), Unreachable::Port, ip),
                 Target::Unreachable(code) => return self.icmp_error(dst.ip(), code, ip),
             };
             let outbound = (self.cfg.outbound_v4, self.cfg.outbound_v6);
-            let mut flow = match UdpFlow::new(target, outbound, dst, self.waker(Token::Udp(key)), now) {
+            let mut flow = match UdpFlow::new(target, outbound, dst, self.waker(Token::Udp(key)), now, slot) {
                 Ok(f) => f,
                 Err(e) => {
                     tracing::debug!(%target, error = %e, "UDP flow failed");
@@ -1221,11 +1389,11 @@ impl Dataplane {
         }
         let key = PingKey { src, dst, ident };
         if !self.ping.contains_key(&key) {
-            if self.ping.len() >= self.cfg.limits.ping_flows {
+            let Some(slot) = queues::Slot::take(&self.shared.ping_flows, self.cfg.limits.ping_flows) else {
                 self.stats.limit_drops += 1;
                 return;
-            }
-            match PingFlow::new(dst, self.waker(Token::Ping(key)), now) {
+            };
+            match PingFlow::new(dst, self.waker(Token::Ping(key)), now, slot) {
                 Ok(f) => {
                     self.ping.insert(key, f);
                     self.stats.ping_flows += 1;
@@ -1412,14 +1580,20 @@ fn arm(
 
 /// The flow's handshake is over (connected or given up): it no longer counts against its
 /// destination's limit.
-fn end_handshake(counts: &mut FxHashMap<IpAddr, usize>, key: &FlowKey, flow: &mut TcpFlow) {
+fn end_handshake(counts: &Mutex<FxHashMap<IpAddr, usize>>, key: &FlowKey, flow: &mut TcpFlow) {
     if !std::mem::take(&mut flow.in_handshake) {
         return;
     }
-    if let Some(n) = counts.get_mut(&key.dst.ip()) {
+    undo_handshake(counts, key.dst.ip());
+}
+
+/// Takes one handshake towards `dst` off the count.
+fn undo_handshake(counts: &Mutex<FxHashMap<IpAddr, usize>>, dst: IpAddr) {
+    let Ok(mut counts) = counts.lock() else { return };
+    if let Some(n) = counts.get_mut(&dst) {
         *n -= 1;
         if *n == 0 {
-            counts.remove(&key.dst.ip());
+            counts.remove(&dst);
         }
     }
 }
@@ -1515,6 +1689,7 @@ mod tests {
             limits: Default::default(),
             default_route: true,
             bridge: None,
+            queues: 1,
         }
     }
 

@@ -36,21 +36,23 @@ pub const TCP_BUFFER_MID: usize = 256 << 10;
 /// Per-direction buffer of flows opened in the last quarter of the budget.
 pub const TCP_BUFFER_MIN: usize = 32 << 10;
 
-/// The TCP buffer memory of one dataplane: every flow reserves its receive and transmit
-/// buffers here when it opens and returns them when it goes (its [`BufferLease`] drops).
-/// New flows get smaller buffers as the budget fills; when not even the smallest fit, the
-/// flow is refused. The sum of all buffers, hence of what flows can ever hold, stays within
-/// the budget.
+/// The TCP buffer memory and flow count of one container (all its data-path threads): every
+/// flow reserves its receive and transmit buffers here when it opens and returns them when it
+/// goes (its [`BufferLease`] drops). New flows get smaller buffers as the budget fills; when
+/// not even the smallest fit, or `--max-tcp-flows` are open, the flow is refused. The sum of
+/// all buffers, hence of what flows can ever hold, stays within the budget.
 #[derive(Debug, Clone)]
 pub struct BufferPool {
     used: Arc<AtomicUsize>,
+    flows: Arc<AtomicUsize>,
     budget: usize,
+    max_flows: usize,
 }
 
 impl BufferPool {
-    /// A pool of `budget` bytes.
-    pub fn new(budget: usize) -> Self {
-        Self { used: Arc::new(AtomicUsize::new(0)), budget }
+    /// A pool of `budget` bytes for at most `max_flows` flows.
+    pub fn new(budget: usize, max_flows: usize) -> Self {
+        Self { used: Arc::new(AtomicUsize::new(0)), flows: Arc::new(AtomicUsize::new(0)), budget, max_flows }
     }
 
     /// Bytes reserved by open flows.
@@ -58,8 +60,19 @@ impl BufferPool {
         self.used.load(Ordering::Relaxed)
     }
 
-    /// Reserves the buffers of a new flow, or `None` when the budget cannot hold them.
+    /// Reserves the buffers of a new flow, or `None` when the flow limit is reached or the
+    /// budget cannot hold them.
     pub fn lease(&self) -> Option<BufferLease> {
+        let max = self.max_flows;
+        self.flows.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < max).then_some(n + 1)).ok()?;
+        let lease = self.reserve();
+        if lease.is_none() {
+            self.flows.fetch_sub(1, Ordering::Relaxed);
+        }
+        lease
+    }
+
+    fn reserve(&self) -> Option<BufferLease> {
         let used = self.used();
         let size = if used < self.budget / 2 {
             TCP_BUFFER
@@ -74,14 +87,16 @@ impl BufferPool {
             .filter(|&s| s <= size)
             .find(|&s| used + 2 * s <= self.budget)?;
         self.used.fetch_add(2 * size, Ordering::Relaxed);
-        Some(BufferLease { used: self.used.clone(), size })
+        Some(BufferLease { used: self.used.clone(), flows: self.flows.clone(), size })
     }
 }
 
-/// The buffers one flow reserved from its [`BufferPool`]; given back on drop.
+/// The buffers (and the place in the flow limit) one flow reserved from its [`BufferPool`];
+/// given back on drop.
 #[derive(Debug)]
 pub struct BufferLease {
     used: Arc<AtomicUsize>,
+    flows: Arc<AtomicUsize>,
     /// Bytes per direction.
     pub size: usize,
 }
@@ -89,6 +104,7 @@ pub struct BufferLease {
 impl Drop for BufferLease {
     fn drop(&mut self) {
         self.used.fetch_sub(2 * self.size, Ordering::Relaxed);
+        self.flows.fetch_sub(1, Ordering::Relaxed);
     }
 }
 /// How long the container's SYN waits for the host connect before an ICMP host-unreachable.
@@ -589,7 +605,7 @@ mod buffer_tests {
 
     #[test]
     fn budget_tiers_then_refusal_then_return() {
-        let pool = BufferPool::new(3 << 20);
+        let pool = BufferPool::new(3 << 20, usize::MAX);
         let a = pool.lease().expect("first");
         assert_eq!(a.size, TCP_BUFFER);
         let b = pool.lease().expect("second");
@@ -603,8 +619,24 @@ mod buffer_tests {
         assert_eq!(pool.used(), 2 * TCP_BUFFER_MID);
         assert_eq!(pool.lease().map(|l| l.size), Some(TCP_BUFFER), "full buffers again");
         // A budget smaller than full buffers still admits smaller ones.
-        let tiny = BufferPool::new(1 << 20);
+        let tiny = BufferPool::new(1 << 20, usize::MAX);
         assert_eq!(tiny.lease().map(|l| l.size), Some(TCP_BUFFER_MID));
-        assert!(BufferPool::new(TCP_BUFFER_MIN).lease().is_none());
+        assert!(BufferPool::new(TCP_BUFFER_MIN, usize::MAX).lease().is_none());
+    }
+
+    #[test]
+    fn flow_limit_is_shared_by_clones_and_given_back() {
+        let pool = BufferPool::new(64 << 20, 2);
+        let other_thread = pool.clone();
+        let a = pool.lease().expect("first");
+        let b = other_thread.lease().expect("second");
+        assert!(pool.lease().is_none() && other_thread.lease().is_none(), "two flows at most");
+        drop(a);
+        let c = other_thread.lease().expect("a place again");
+        drop((b, c));
+        // A refusal for want of memory does not keep a place.
+        let full = BufferPool::new(TCP_BUFFER_MIN, 1);
+        assert!(full.lease().is_none());
+        assert_eq!(full.flows.load(Ordering::Relaxed), 0);
     }
 }

@@ -47,6 +47,8 @@ pub struct UdpFlow {
     dns: Option<std::collections::VecDeque<(u16, Vec<u8>, Instant)>>,
     /// Idle timeout once answered.
     timeout: Duration,
+    /// Its place in `--max-udp-flows`.
+    _slot: super::queues::Slot,
 }
 
 impl UdpFlow {
@@ -61,6 +63,7 @@ impl UdpFlow {
         reply_src: SocketAddr,
         waker: Waker,
         now: Instant,
+        slot: super::queues::Slot,
     ) -> io::Result<Self> {
         let bind = outbound_source(target, outbound).unwrap_or(match target {
             SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
@@ -79,6 +82,7 @@ impl UdpFlow {
             scheduled: None,
             dns: None,
             timeout: UDP_REPLIED_TIMEOUT,
+            _slot: slot,
         })
     }
 
@@ -236,6 +240,8 @@ pub struct PingFlow {
     /// Expiry deadline last put on the timer heap.
     pub scheduled: Option<Instant>,
     v6: bool,
+    /// Its place in the ping flow limit.
+    _slot: super::queues::Slot,
 }
 
 impl PingFlow {
@@ -243,14 +249,22 @@ impl PingFlow {
     ///
     /// # Errors
     /// `EACCES` when the caller's group is outside `ping_group_range`; others as the kernel says.
-    pub fn new(dst: IpAddr, waker: Waker, now: Instant) -> io::Result<Self> {
+    pub fn new(dst: IpAddr, waker: Waker, now: Instant, slot: super::queues::Slot) -> io::Result<Self> {
         let s = match dst {
             IpAddr::V4(_) => Socket::new(Domain::IPV4, Type::DGRAM.nonblocking(), Some(Protocol::ICMPV4))?,
             IpAddr::V6(_) => Socket::new(Domain::IPV6, Type::DGRAM.nonblocking(), Some(Protocol::ICMPV6))?,
         };
         s.connect(&SocketAddr::new(dst, 0).into())?;
         let v6 = dst.is_ipv6();
-        Ok(Self { sock: crate::sys::async_socket(s)?, buf: vec![0u8; 65536], last: now, waker, scheduled: None, v6 })
+        Ok(Self {
+            sock: crate::sys::async_socket(s)?,
+            buf: vec![0u8; 65536],
+            last: now,
+            waker,
+            scheduled: None,
+            v6,
+            _slot: slot,
+        })
     }
 
     /// Sends an echo request with the container's sequence number and data.

@@ -44,6 +44,16 @@ impl From<SysError> for io::Error {
     }
 }
 
+impl SysError {
+    /// The OS error number, when a syscall failed.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            Self::Io { err, .. } => err.raw_os_error(),
+            Self::BadIfName(_) => None,
+        }
+    }
+}
+
 fn last(op: impl Into<String>) -> SysError {
     SysError::Io { op: op.into(), err: io::Error::last_os_error() }
 }
@@ -92,10 +102,32 @@ const TUN_F_TSO_ECN: libc::c_uint = 0x08;
 /// the container's kernel hands over TCP in segments of up to 64 KiB, each marked with the
 /// segment size it would have cut it into (`gso_type`/`gso_size`).
 ///
+/// With `queues` > 1 the device is multiqueue (`IFF_MULTI_QUEUE`) and one fd per queue comes
+/// back: the kernel steers each of the container's flows to one queue (by a hash of its
+/// addresses and ports, or to the queue that last carried a frame of the flow from warren).
+/// An existing single-queue device (created by another tool) is attached with one queue.
+///
 /// # Errors
 /// Fails when `/dev/net/tun` cannot be opened or the ioctl is refused (no CAP_NET_ADMIN in
 /// the namespace's owning user namespace, or a non-TAP device of that name exists).
-pub fn open_tap(name: &str) -> Result<OwnedFd, SysError> {
+pub fn open_tap(name: &str, queues: usize) -> Result<Vec<OwnedFd>, SysError> {
+    let flags = libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR;
+    if queues <= 1 {
+        return Ok(vec![open_tap_queue(name, flags)?]);
+    }
+    let first = match open_tap_queue(name, flags | libc::IFF_MULTI_QUEUE) {
+        // A single-queue device of that name already exists: it can only be attached as such.
+        Err(e) if e.errno() == Some(libc::EINVAL) => return Ok(vec![open_tap_queue(name, flags)?]),
+        r => r?,
+    };
+    let mut fds = vec![first];
+    for _ in 1..queues {
+        fds.push(open_tap_queue(name, flags | libc::IFF_MULTI_QUEUE)?);
+    }
+    Ok(fds)
+}
+
+fn open_tap_queue(name: &str, flags: libc::c_int) -> Result<OwnedFd, SysError> {
     let mut req = ifreq_with_name(name)?;
     // SAFETY: the path is a valid NUL-terminated string; open has no other preconditions.
     let fd = unsafe { libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC | libc::O_NONBLOCK) };
@@ -104,7 +136,7 @@ pub fn open_tap(name: &str) -> Result<OwnedFd, SysError> {
     }
     // SAFETY: fd was just returned by open and is owned by nobody else.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as libc::c_short;
+    req.ifr_ifru.ifru_flags = flags as libc::c_short;
     // SAFETY: TUNSETIFF reads and writes one ifreq, which lives on our stack for the call.
     let rc = unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF as _, &mut req) };
     if rc < 0 {
@@ -433,12 +465,13 @@ pub fn send_fd(sock: BorrowedFd<'_>, payload: &[u8], fd: BorrowedFd<'_>) -> Resu
     send_fds(sock, payload, &[fd])
 }
 
-/// Receives a message and the fds passed with it (at most 4) from `sock`.
+/// Receives a message and the fds passed with it (at most 20: a TAP's 16 queues and a few
+/// more) from `sock`.
 ///
 /// # Errors
 /// Fails if the socket read fails; `WouldBlock` on a non-blocking socket with nothing queued.
 pub fn recv_fds(sock: BorrowedFd<'_>, buf: &mut [u8]) -> Result<(usize, Vec<OwnedFd>), SysError> {
-    let mut space = nix::cmsg_space!([RawFd; 4]);
+    let mut space = nix::cmsg_space!([RawFd; 20]);
     let mut iov = [io::IoSliceMut::new(buf)];
     let msg = recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
         .map_err(|e| nix_err("recvmsg(SCM_RIGHTS)", e))?;

@@ -8,6 +8,7 @@ mod bridge;
 mod ipv6;
 mod ops;
 mod ports;
+mod queues;
 mod slirp;
 mod util;
 

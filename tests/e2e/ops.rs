@@ -142,6 +142,7 @@ fn more_error_texts() {
         assert!(f.stderr.contains(msg), "{args:?}: {}", f.stderr);
     };
     check(&["flows", "web"], 1, "warren flows takes no TARGET");
+    check(&["run", "--queues", "17", "--", "true"], 2, "invalid value '17' for '--queues <N>': 17 is not in 1..=16");
     check(
         &["run", "--network", "dev", "--pcap", "/tmp/x.pcap", "--", "true"],
         125,
