@@ -92,6 +92,9 @@ fn outbound_v6(spec: &str) -> Result<Ipv6Addr, String> {
     Err(format!("outbound-addr6: no IPv6 address or interface named {spec:?}"))
 }
 
+/// How long TCP flows may still carry data after the namespace or the exit signal went.
+const DRAIN_GRACE: Duration = Duration::from_secs(10);
+
 fn run(a: SlirpArgs) -> Result<(), String> {
     for w in &a.warnings {
         println!("{w}");
@@ -113,14 +116,15 @@ fn run(a: SlirpArgs) -> Result<(), String> {
         outbound_v6: a.outbound_addr6.as_deref().map(outbound_v6).transpose()?,
         limits: Default::default(),
         default_route: true,
-        queues: 1,
+        // One queue per CPU (at most 4) when warren opens the TAP; an adopted fd is one queue.
+        queues: config::default_queues(),
         bridge: None,
     };
     // Taken before configuring: once the set-up is visible, the namespace may go at any moment
     // (a first look after that would find nothing and never watch).
     let netns_identity = warren::runtime::file_identity(std::path::Path::new(&a.target));
     // The TAP: handed over as an fd (tapfd mode, no fork), or opened inside by a helper.
-    let (fd, mac, agent, vnet, pidfd) = if a.netns_type == NetnsType::TapFd {
+    let (fd, mac, agent, vnet, pidfd, queue_fds) = if a.netns_type == NetnsType::TapFd {
         let raw: i32 = a.target.parse().map_err(|_| "FD must be a non-negative integer".to_string())?;
         let fd = warren::sys::adopt_inherited_fd(raw).map_err(|e| format!("tapfd {raw}: {e}"))?;
         let flags = warren::sys::tap_flags(fd.as_fd()).map_err(|e| format!("tapfd {raw}: not a TAP device: {e}"))?;
@@ -130,7 +134,7 @@ fn run(a: SlirpArgs) -> Result<(), String> {
         nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK))
             .map_err(|e| format!("tapfd {raw}: {e}"))?;
         // The container's MAC is learned from its first frame.
-        (fd, [0xff; 6], None, flags & libc::IFF_VNET_HDR != 0, None)
+        (fd, [0xff; 6], None, flags & libc::IFF_VNET_HDR != 0, None, Vec::new())
     } else {
         let target = match a.netns_type {
             NetnsType::Pid => {
@@ -149,7 +153,7 @@ fn run(a: SlirpArgs) -> Result<(), String> {
         let tap = ns::spawn_attach_with(&cfg, &target, a.configure).map_err(|e| e.to_string())?;
         eprintln!("sent tapfd={} for {tap_name}", tap.fd.as_raw_fd());
         eprintln!("received tapfd={}", tap.fd.as_raw_fd());
-        (tap.fd, tap.mac, Some(tap.agent), true, pidfd)
+        (tap.fd, tap.mac, Some(tap.agent), true, pidfd, tap.queues)
     };
     print_banner(&a, &cfg);
     let api = match &a.api_socket {
@@ -193,13 +197,16 @@ fn run(a: SlirpArgs) -> Result<(), String> {
     let exit_fd = a.exit_fd.map(|fd| warren::sys::adopt_inherited_fd(fd).map_err(|e| format!("exit-fd {fd}: {e}")));
     let exit_fd = exit_fd.transpose()?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let tx_fd = fd.try_clone().map_err(|e| e.to_string())?;
+    let mut dp = Dataplane::new(cfg, tx_fd, mac, vnet);
+    // The other queues' threads: after the sandbox (which needs a single thread), before the
+    // seccomp filter (which then covers them).
+    let mut queues = dp.spawn_queues(queue_fds, DRAIN_GRACE).map_err(|e| format!("TAP queue threads: {e}"))?;
     if a.seccomp {
         // Everything that needed more (namespaces, the TAP, listeners, the runtime) exists now.
         warren::harden::apply_seccomp_allowlist().map_err(|e| e.to_string())?;
     }
-    let tx_fd = fd.try_clone().map_err(|e| e.to_string())?;
     let r = rt.block_on(async move {
-        let mut dp = Dataplane::new(cfg, tx_fd, mac, vnet);
         if let Some(agent) = agent {
             dp.set_agent(Agent::new(agent).map_err(|e| e.to_string())?);
         }
@@ -219,7 +226,9 @@ fn run(a: SlirpArgs) -> Result<(), String> {
         }
         let stop = stop(exit_fd, pidfd, watched);
         let r = dp.run(&fd, Some(rx), stop).await;
-        let _ = dp.drain(&fd, Duration::from_secs(10)).await;
+        queues.stop();
+        let _ = dp.drain(&fd, DRAIN_GRACE).await;
+        queues.join();
         r.map_err(|e| format!("do_slirp: {e}"))
     });
     eprintln!("do_slirp is exiting");

@@ -130,6 +130,8 @@ struct Observed {
     outbound_ok: bool,
     exit_code: i32,
     socket_removed: bool,
+    /// The answer to warren's `stats` request (slirp4netns has none).
+    stats: String,
 }
 
 fn scenario(engine: &Path, host_port: u16, outbound: &TcpServer) -> Observed {
@@ -186,6 +188,7 @@ fn scenario(engine: &Path, host_port: u16, outbound: &TcpServer) -> Observed {
     };
     let out = inside(&format!("{} download 10.0.2.2 {} 1048576 4", nettool().display(), outbound.addr.port()));
     let outbound_ok = out.trim() == format!("ok 1048576 {}", stream_hash(4, 1 << 20));
+    let stats = api(&sock, r#"{"execute":"stats"}"#);
     replies.push(api(&sock, "{nope"));
     replies.push(api(&sock, r#"{"execute":"frobnicate"}"#));
     replies.push(api(&sock, r#"{"execute":"add_hostfwd","arguments":{"proto":"sctp","host_port":1,"guest_port":1}}"#));
@@ -221,6 +224,7 @@ fn scenario(engine: &Path, host_port: u16, outbound: &TcpServer) -> Observed {
         link,
         route,
         api: replies,
+        stats,
         forward_ok,
         outbound_ok,
         exit_code: code,
@@ -245,6 +249,9 @@ fn configure_ready_exit_api_forward_and_outbound_match() {
     assert!(ours.forward_ok && ours.outbound_ok);
     assert_eq!(ours.exit_code, 0);
     assert!(ours.socket_removed);
+    // The TAP warren-slirp4netns creates has a queue (and a data-path thread) per CPU, up to 4.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    assert!(ours.stats.contains(&format!("\"queues\":{cpus},")), "{}", ours.stats);
     for (n, o) in &seen[1..] {
         // Port numbers differ between the runs: compare the API replies with them masked.
         let mask = |v: &[String]| -> Vec<String> {
