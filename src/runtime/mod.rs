@@ -1786,4 +1786,52 @@ mod tests {
         assert_eq!(stats.drops.0[gateway::Drop::Malformed as usize], 1);
         assert_eq!(stats.drops.0[gateway::Drop::OtherEtherType as usize], 1);
     }
+
+    /// Every counter of another thread is added (a field added to `Stats` but not to `merge`
+    /// fails here), except the buffer reservation, which all threads share.
+    #[test]
+    fn merge_adds_every_counter_but_the_shared_reservation() {
+        let one = serde_json::to_value(Stats::default()).unwrap();
+        let mut drops = DropCounters::default();
+        drops.0.fill(1);
+        let mut s = Stats { drops, ..Stats::default() };
+        let fields = one.as_object().unwrap().keys().filter(|k| *k != "drops").count();
+        let mut set = 0;
+        for (name, field) in [
+            ("frames_in", &mut s.frames_in),
+            ("bytes_in", &mut s.bytes_in),
+            ("frames_out", &mut s.frames_out),
+            ("bytes_out", &mut s.bytes_out),
+            ("tcp_flows", &mut s.tcp_flows),
+            ("udp_flows", &mut s.udp_flows),
+            ("ping_flows", &mut s.ping_flows),
+            ("tcp_resets", &mut s.tcp_resets),
+            ("icmp_errors", &mut s.icmp_errors),
+            ("limit_drops", &mut s.limit_drops),
+            ("inbound_tcp", &mut s.inbound_tcp),
+            ("fast_path_tcp", &mut s.fast_path_tcp),
+            ("tcp_bytes_out", &mut s.tcp_bytes_out),
+            ("tcp_bytes_in", &mut s.tcp_bytes_in),
+            ("tcp_buffer_bytes", &mut s.tcp_buffer_bytes),
+            ("tcp_stacks_reused", &mut s.tcp_stacks_reused),
+            ("queues", &mut s.queues),
+            ("handed_over", &mut s.handed_over),
+            ("handover_drops", &mut s.handover_drops),
+        ] {
+            assert!(one.get(name).is_some(), "{name} is a field");
+            *field = 1;
+            set += 1;
+        }
+        assert_eq!(set, fields, "every field of Stats is listed here");
+        let other = s.clone();
+        s.merge(&other);
+        let merged = serde_json::to_value(&s).unwrap();
+        for (k, v) in merged.as_object().unwrap() {
+            match (k.as_str(), v) {
+                ("drops", d) => assert!(d.as_object().unwrap().values().all(|n| n == 2), "{d}"),
+                ("tcp_buffer_bytes", n) => assert_eq!(n, 1, "shared, not added"),
+                (k, n) => assert_eq!(n, 2, "{k}"),
+            }
+        }
+    }
 }
