@@ -33,6 +33,16 @@ fn wait_line(r: &Running, line: &str) {
     }
 }
 
+/// A path removed when the test ends, however it ends (the API socket of a process the test
+/// kills).
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// Accepts connections and reads each until EOF.
 fn holder() -> TcpServer {
     TcpServer::start("127.0.0.1", |mut c| {
@@ -131,4 +141,40 @@ fn published_clients_idle_past_the_kernels_steering_keep_their_flows() {
     assert_eq!(st["tcp_resets"], 0, "{st}");
     // Each of the 16 flows hashes to the other queue with probability 1/2.
     assert!(st["handed_over"].as_u64().unwrap() > 0, "frames read on queue 1 reached thread 0: {st}");
+}
+
+#[test]
+fn a_single_queue_tap_made_by_another_tool_is_served_as_one_queue() {
+    require_isolation();
+    let (_holder, pid) = namespace_holder();
+    let pid = pid.to_string();
+    let mut mk = Command::new("nsenter");
+    mk.args(["--preserve-credentials", "-U", "-n", "-t", &pid, "ip", "tuntap", "add", "dev", "tap0", "mode", "tap"]);
+    let f = run_with_deadline(mk, SHORT);
+    assert_eq!(f.code, 0, "ip tuntap add: {}", f.stderr);
+    let api = RemoveOnDrop(std::env::temp_dir().join(format!("warren-test-{}-sq.sock", std::process::id())));
+    let mut attach = Command::new(warren());
+    attach.args(["attach", "--pid", &pid, "--allow-host-loopback", "--queues", "2", "--api-socket"]).arg(&api.0);
+    attach.stdin(std::process::Stdio::null());
+    let _attach = Guard(Some(attach.spawn().expect("warren attach")));
+    let srv = TcpServer::download("127.0.0.1");
+    let n = 4 * MIB;
+    let deadline = Instant::now() + SHORT;
+    loop {
+        let mut cmd = Command::new("nsenter");
+        cmd.args(["--preserve-credentials", "-U", "-n", "-t", &pid]).arg(nettool());
+        cmd.args(["download", "10.0.2.2", &srv.addr.port().to_string(), &n.to_string(), "6"]);
+        let f = run_with_deadline(cmd, SHORT);
+        if f.code == 0 {
+            assert_eq!(f.stdout.trim(), format!("ok {n} {}", stream_hash(6, n)));
+            break;
+        }
+        assert!(Instant::now() < deadline, "download through the attached TAP never worked: {}", f.stderr);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut c = Command::new(warren());
+    c.args(["stats", "--json", "--api-socket"]).arg(&api.0);
+    let f = run_with_deadline(c, SHORT);
+    let v: serde_json::Value = serde_json::from_str(&f.stdout).unwrap_or_else(|e| panic!("{e}: {}", f.stderr));
+    assert_eq!(v["stats"]["queues"], 1, "{v}");
 }
