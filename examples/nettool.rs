@@ -29,7 +29,8 @@
 //! nettool ask HOST PORT WORDS...               # send the words as a line; print local addr and reply
 //! nettool udp-ask HOST PORT TEXT               # one datagram; print local addr and reply
 //! nettool serve PORT...                        # TCP server: "peer" | "get N SEED" | "put" per line
-//! nettool udp-serve PORT                       # UDP server: answers "from ADDR " + the datagram
+//! nettool udp-serve PORT [MS]                  # UDP server: answers "from ADDR " + the datagram
+//!                                              # (MS ms later when given)
 //!                                              # (PORT binds 0.0.0.0; ADDR:PORT, e.g. [::]:80, binds ADDR)
 //! ```
 
@@ -687,15 +688,23 @@ fn serve(ports: &[&str]) -> Result<String, String> {
     Ok("done".into())
 }
 
-fn udp_serve(port: &str) -> Result<String, String> {
-    let s = UdpSocket::bind(bind_addr(port)?).map_err(|e| e.to_string())?;
+fn udp_serve(port: &str, delay: Duration) -> Result<String, String> {
+    let s = std::sync::Arc::new(UdpSocket::bind(bind_addr(port)?).map_err(|e| e.to_string())?);
     println!("serving");
     let mut buf = vec![0u8; 65536];
     loop {
         let (n, from) = s.recv_from(&mut buf).map_err(|e| e.to_string())?;
         let mut reply = format!("from {from} ").into_bytes();
         reply.extend_from_slice(&buf[..n]);
-        let _ = s.send_to(&reply, from);
+        if delay.is_zero() {
+            let _ = s.send_to(&reply, from);
+        } else {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(delay);
+                let _ = s.send_to(&reply, from);
+            });
+        }
     }
 }
 
@@ -787,7 +796,8 @@ fn main() -> ExitCode {
             Err("no UDP reply".to_string())
         })(),
         ["serve", ports @ ..] if !ports.is_empty() => serve(ports),
-        ["udp-serve", p] => udp_serve(p),
+        ["udp-serve", p] => udp_serve(p, Duration::ZERO),
+        ["udp-serve", p, ms] => udp_serve(p, Duration::from_millis(ms.parse().unwrap())),
         ["peer", h, p] => connect(addr(h, p)).and_then(|mut s| {
             let mut line = String::new();
             s.read_to_string(&mut line).map_err(|e| e.to_string())?;

@@ -178,3 +178,32 @@ fn a_single_queue_tap_made_by_another_tool_is_served_as_one_queue() {
     let v: serde_json::Value = serde_json::from_str(&f.stdout).unwrap_or_else(|e| panic!("{e}: {}", f.stderr));
     assert_eq!(v["stats"]["queues"], 1, "{v}");
 }
+
+#[test]
+fn published_udp_clients_answered_after_the_kernels_steering_expired_get_their_replies() {
+    require_isolation();
+    let port = free_port("0.0.0.0");
+    let spec = format!("{port}:53/udp");
+    let tool = nettool();
+    // The container answers each datagram 6 s later, by then following the flow's hash.
+    let r = Running::start(&["--queues", "2", "-p", &spec], &[tool.to_str().unwrap(), "udp-serve", "53", "6000"]);
+    let to = SocketAddr::new(REMOTE_IP.parse().unwrap(), port);
+    let clients: Vec<std::net::UdpSocket> = (0..16)
+        .map(|i| {
+            let s = std::net::UdpSocket::bind((REMOTE_IP, 0)).unwrap();
+            s.set_read_timeout(Some(SHORT)).unwrap();
+            s.send_to(format!("question {i}").as_bytes(), to).unwrap();
+            s
+        })
+        .collect();
+    for (i, s) in clients.iter().enumerate() {
+        let mut b = [0u8; 512];
+        let (n, from) = s.recv_from(&mut b).unwrap_or_else(|e| panic!("client {i}: no reply: {e}"));
+        assert_eq!(from, to, "the reply comes from the published port");
+        let reply = String::from_utf8_lossy(&b[..n]).into_owned();
+        let me = s.local_addr().unwrap();
+        assert_eq!(reply, format!("from {me} question {i}"), "the container saw the client's own address");
+    }
+    let st = r.stats();
+    assert!(st["handed_over"].as_u64().unwrap() > 0, "replies read on queue 1 reached thread 0: {st}");
+}
