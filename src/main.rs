@@ -59,6 +59,28 @@ fn main() -> ExitCode {
     }
 }
 
+/// `println!` for a command's output: when the reader of stdout has gone (`warren flows |
+/// head`), the process ends quietly with status 0 instead of panicking.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($t)*)
+            && e.kind() == std::io::ErrorKind::BrokenPipe
+        {
+            std::process::exit(0);
+        }
+    }};
+}
+
+/// `println!` for what a running container's warren prints: a closed stdout is ignored (the
+/// container keeps its network).
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
 fn init_tracing(verbose: u8, format: warren::cli::LogFormat) {
     let level = match verbose {
         0 => "warn",
@@ -113,7 +135,7 @@ fn start_ports(dp: &mut Dataplane, prep: Prepared, agent: OwnedFd) -> Result<tok
     let infos = dp.publish(prep.bound).context("publish ports")?;
     for (info, req) in infos.iter().zip(&prep.requested) {
         if req.host.port() == 0 {
-            println!("published {} {} -> {}", info.proto, info.host, info.container);
+            say!("published {} {} -> {}", info.proto, info.host, info.container);
         }
     }
     let (tx, rx) = tokio::sync::mpsc::channel(16);
@@ -209,18 +231,18 @@ fn inspect(a: InspectArgs, what: &str) -> Result<u8> {
         }
         let v = daemon::client::call(&Request::Stats { target })?;
         if a.json {
-            println!("{v}");
+            out!("{v}");
             return Ok(0);
         }
         for (net, s) in v.as_object().cloned().unwrap_or_default() {
             if let Some(g) = s.get("gateway").and_then(|g| g.as_object()) {
                 for (k, x) in g.iter().filter(|(_, x)| !x.is_object()) {
-                    println!("{net}\tgateway.{k}\t{x}");
+                    out!("{net}\tgateway.{k}\t{x}");
                 }
             }
             for p in s["interfaces"].as_array().cloned().unwrap_or_default() {
                 for k in ["frames_in", "bytes_in", "spoofed", "icc_dropped"] {
-                    println!("{net}\t{}.{k}\t{}", tsv_row(&p, &["name"]), p[k]);
+                    out!("{net}\t{}.{k}\t{}", tsv_row(&p, &["name"]), p[k]);
                 }
             }
         }
@@ -233,7 +255,7 @@ fn inspect(a: InspectArgs, what: &str) -> Result<u8> {
     let v = api::request(&path, &serde_json::json!({ "execute": what }))?;
     let ret = v.get("return").cloned().unwrap_or_default();
     if a.json {
-        println!("{ret}");
+        out!("{ret}");
         return Ok(0);
     }
     if what == "stats" {
@@ -242,18 +264,18 @@ fn inspect(a: InspectArgs, what: &str) -> Result<u8> {
                 match v.as_object() {
                     Some(drops) => {
                         for (reason, n) in drops.iter().filter(|(_, n)| n.as_u64() != Some(0)) {
-                            println!("drops.{reason}\t{n}");
+                            out!("drops.{reason}\t{n}");
                         }
                     }
-                    None => println!("{k}\t{v}"),
+                    None => out!("{k}\t{v}"),
                 }
             }
         }
-        println!("open_flows\t{}", ret.get("flows").cloned().unwrap_or_default());
+        out!("open_flows\t{}", ret.get("flows").cloned().unwrap_or_default());
     } else {
-        println!("PROTO\tCONTAINER\tPEER\tHOST\tAGE_S\tBYTES_OUT\tBYTES_IN\tTHREAD");
+        out!("PROTO\tCONTAINER\tPEER\tHOST\tAGE_S\tBYTES_OUT\tBYTES_IN\tTHREAD");
         for f in ret.get("flows").and_then(|f| f.as_array()).cloned().unwrap_or_default() {
-            println!(
+            out!(
                 "{}",
                 tsv_row(&f, &["proto", "container", "peer", "host", "age_s", "bytes_out", "bytes_in", "thread"])
             );
@@ -266,7 +288,7 @@ fn doctor(json: bool) -> Result<u8> {
     use warren::doctor::{self, Status};
     let checks = doctor::run();
     if json {
-        println!("{}", serde_json::to_string(&checks)?);
+        out!("{}", serde_json::to_string(&checks)?);
     } else {
         print!("{}", doctor::render(&checks));
     }
@@ -300,11 +322,11 @@ fn port(a: PortArgs) -> Result<u8> {
 fn print_ports(v: &serde_json::Value, json: bool) {
     let ports = v.pointer("/return/ports").and_then(|p| p.as_array()).cloned().unwrap_or_default();
     if json {
-        println!("{}", serde_json::Value::Array(ports));
+        out!("{}", serde_json::Value::Array(ports));
         return;
     }
     for p in ports {
-        println!("{}", tsv_row(&p, &["id", "proto", "host", "container"]));
+        out!("{}", tsv_row(&p, &["id", "proto", "host", "container"]));
     }
 }
 
@@ -512,12 +534,7 @@ fn run_on_network(a: RunArgs, network: String) -> Result<u8> {
     };
     for (p, req) in ports.iter().zip(&requested) {
         if req.host.port() == 0 {
-            println!(
-                "published {} {} -> {}",
-                tsv_row(p, &["proto"]),
-                tsv_row(p, &["host"]),
-                tsv_row(p, &["container"])
-            );
+            say!("published {} {} -> {}", tsv_row(p, &["proto"]), tsv_row(p, &["host"]), tsv_row(p, &["container"]));
         }
     }
     let rt = runtime()?;
@@ -575,27 +592,27 @@ fn network(a: NetworkArgs) -> Result<u8> {
             let args =
                 daemon::CreateArgs { name, subnet, gateway, internal, icc, mtu, ipv6, subnet6, dns_upstream, pcap };
             let v = daemon::client::call(&Request::NetworkCreate(args))?;
-            println!("{}", v["id"].as_str().unwrap_or_default());
+            out!("{}", v["id"].as_str().unwrap_or_default());
         }
         NetworkCommand::Ls { json } => {
             let v = daemon::client::call(&Request::NetworkLs)?;
             if json {
-                println!("{v}");
+                out!("{v}");
             } else {
-                println!("NETWORK ID\tNAME\tSUBNET\tSUBNET6\tINTERNAL\tICC\tCONTAINERS");
+                out!("NETWORK ID\tNAME\tSUBNET\tSUBNET6\tINTERNAL\tICC\tCONTAINERS");
                 for n in v.as_array().cloned().unwrap_or_default() {
-                    println!("{}", tsv_row(&n, &["id", "name", "subnet", "subnet6", "internal", "icc", "containers"]));
+                    out!("{}", tsv_row(&n, &["id", "name", "subnet", "subnet6", "internal", "icc", "containers"]));
                 }
             }
         }
         NetworkCommand::Inspect { names } => {
             let v = daemon::client::call(&Request::NetworkInspect { names })?;
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            out!("{}", serde_json::to_string_pretty(&v)?);
         }
         NetworkCommand::Rm { names } => {
             let v = daemon::client::call(&Request::NetworkRm { names })?;
             for n in v.as_array().cloned().unwrap_or_default() {
-                println!("{}", n.as_str().unwrap_or_default());
+                out!("{}", n.as_str().unwrap_or_default());
             }
         }
         NetworkCommand::Connect { network, container, aliases, ip } => {
@@ -611,17 +628,17 @@ fn network(a: NetworkArgs) -> Result<u8> {
 fn ps(json: bool) -> Result<u8> {
     let v = daemon::client::call(&Request::Ps)?;
     if json {
-        println!("{v}");
+        out!("{v}");
         return Ok(0);
     }
-    println!("NAME\tPID\tNETWORKS\tADDRESSES\tPORTS");
+    out!("NAME\tPID\tNETWORKS\tADDRESSES\tPORTS");
     for c in v.as_array().cloned().unwrap_or_default() {
         let list = |k: &str| {
             c[k].as_array()
                 .map(|a| a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(","))
                 .unwrap_or_default()
         };
-        println!(
+        out!(
             "{}\t{}\t{}\t{}\t{}",
             tsv_row(&c, &["name"]),
             c["pid"],

@@ -193,6 +193,15 @@ fn more_error_texts() {
     let stop = serde_json::json!({"execute": "capture", "arguments": "stop"});
     assert!(api(stop.clone()).starts_with(r#"{"return":{"frames":"#));
     assert_eq!(api(stop), r#"{"error":{"desc":"no capture is running"}}"#);
+    // Output to a reader that has gone (`warren flows | head`): a quiet exit, no panic.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut c = Command::new(warren());
+    c.args(["flows", "--api-socket"]).arg(&r.api);
+    c.stdin(std::process::Stdio::null()).stdout(writer).stderr(std::process::Stdio::piped());
+    let gone = c.spawn().unwrap().wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&gone.stderr);
+    assert_eq!((gone.status.code(), err.as_ref()), (Some(0), ""), "warren flows into a closed pipe");
     let big = serde_json::json!({"execute": "port_list", "pad": "x".repeat(8192)});
     assert_eq!(api(big), r#"{"error":{"desc":"bad request: too large message"}}"#);
 }
