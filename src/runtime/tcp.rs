@@ -185,6 +185,8 @@ pub struct TcpFlow {
     pub fallback: Option<std::net::SocketAddr>,
     /// Whether the connection with the container was ever established.
     established: bool,
+    /// The stack took the container's SYN (it answers or will answer with a SYN-ACK).
+    syn_taken: bool,
     /// An outbound flow whose host connect is still counted as a handshake in flight.
     pub in_handshake: bool,
     /// The MSS the container announced when it is smaller than what the stack may send: the
@@ -316,6 +318,7 @@ impl TcpFlow {
             bytes_in: 0,
             fallback: None,
             established: false,
+            syn_taken: false,
             in_handshake: false,
             gso_mss: 0,
             quick_acks: QUICK_ACKS,
@@ -560,7 +563,17 @@ impl TcpFlow {
         ) {
             self.established = true;
         }
+        if sock.state() == tcp::State::SynReceived {
+            self.syn_taken = true;
+        }
         match sock.state() {
+            // A reset in SYN-RECEIVED puts the stack back to LISTEN: the container gave the
+            // connection up during the handshake (its connect timed out while the host's was
+            // slow, and it answered our late SYN-ACK with a reset). Nothing more will come.
+            tcp::State::Listen if self.syn_taken => {
+                let _ = socket2::SockRef::from(&self.host).set_linger(Some(Duration::ZERO));
+                Verdict::Remove
+            }
             tcp::State::Closed => {
                 if !(self.host_eof && self.host_shut) {
                     // The container reset the connection (or we aborted it): reset the host.

@@ -613,3 +613,69 @@ fn flow_limit_refuses_the_excess_cleanly() {
     assert_eq!(f.code, 2, "clap rejects 0: {}", f.stderr);
     assert!(f.stderr.contains("--max-tcp-flows"), "{}", f.stderr);
 }
+
+#[test]
+fn a_connect_the_container_gave_up_during_a_slow_host_handshake_leaves_no_flow() {
+    require_isolation();
+    // A host service whose accept queue is full: warren's connect to it waits for a free slot
+    // (the kernel drops its SYNs and it retries after 1 s, 3 s, ...) while the container's
+    // SYN waits for its SYN-ACK.
+    let l = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    l.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+    l.listen(0).unwrap();
+    let addr: std::net::SocketAddr = l.local_addr().unwrap().as_socket().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..2 {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.set_nonblocking(true).unwrap();
+        let _ = s.connect(&addr.into());
+        fillers.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    // The container gives up after 0.5 s (closing a connecting socket sends nothing), then
+    // lives on; the host's queue is drained after that, so warren's retried connect succeeds
+    // and its SYN-ACK reaches a container that answers with a reset.
+    let py = format!(
+        r#"
+import socket, time
+s = socket.socket(); s.settimeout(0.5)
+try:
+    s.connect(("10.0.2.2", {port})); print("connected")
+except OSError as e:
+    print("gave up")
+s.close()
+print("serving", flush=True)
+time.sleep(60)
+"#,
+        port = addr.port()
+    );
+    let r = Running::start(&["--allow-host-loopback", "--no-ipv6"], &["/usr/bin/python3", "-c", &py]);
+    assert!(r.stdout.lock().unwrap().iter().any(|l| l == "gave up"), "{:?}", r.stdout.lock().unwrap());
+    l.set_nonblocking(true).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let st = stop.clone();
+    let acceptor = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        while !st.load(std::sync::atomic::Ordering::SeqCst) {
+            match l.accept() {
+                Ok((c, _)) => held.push(c),
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+        held.len()
+    });
+    let tcp_flows = || {
+        let mut c = Command::new(warren());
+        c.args(["flows", "--json", "--api-socket"]).arg(&r.api);
+        let v: serde_json::Value = serde_json::from_str(&run_with_deadline(c, SHORT).stdout).unwrap();
+        v["flows"].as_array().unwrap().iter().filter(|f| f["proto"] == "tcp").count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tcp_flows() > 0 {
+        assert!(Instant::now() < deadline, "the abandoned flow is still open after 20 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(acceptor.join().unwrap() >= 3, "warren's retried connect reached the service");
+    assert!(r.stats()["tcp_flows"].as_u64().unwrap() == 1, "one flow, now gone");
+}
