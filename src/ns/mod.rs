@@ -152,13 +152,16 @@ pub struct RunChild {
 /// already be there, with CAP_NET_ADMIN in the namespace's owner) and returns the TAP.
 /// Opens the TAP in the current network namespace and, when `configure`, brings up `lo` and
 /// the TAP with MTU, MAC, address and default route (slirp4netns `--configure`).
-fn configure_tap(cfg: &NetConfig, configure: bool) -> Result<(Vec<OwnedFd>, [u8; 6]), String> {
+/// Returns the first queue's fd, the other queues' fds and the TAP's MAC.
+fn configure_tap(cfg: &NetConfig, configure: bool) -> Result<(OwnedFd, Vec<OwnedFd>, [u8; 6]), String> {
     let ctl = sys::IfCtl::new().map_err(|e| e.to_string())?;
-    let fd = sys::open_tap(&cfg.tap_name, cfg.queues).map_err(|e| tun_hint(e.to_string()))?;
+    let mut queues = sys::open_tap(&cfg.tap_name, cfg.queues).map_err(|e| tun_hint(e.to_string()))?;
+    // open_tap returns at least one fd.
+    let fd = queues.remove(0);
     let name = cfg.tap_name.as_str();
     if !configure {
         let mac = ctl.mac(name).map_err(|e| e.to_string())?;
-        return Ok((fd, mac));
+        return Ok((fd, queues, mac));
     }
     ctl.set_up("lo").map_err(|e| e.to_string())?;
     if let Some(mac) = cfg.mac {
@@ -194,7 +197,7 @@ fn configure_tap(cfg: &NetConfig, configure: bool) -> Result<(Vec<OwnedFd>, [u8;
         wait_until_usable(a6.container)?;
     }
     let mac = ctl.mac(name).map_err(|e| e.to_string())?;
-    Ok((fd, mac))
+    Ok((fd, queues, mac))
 }
 
 /// Waits until the kernel no longer marks `addr` tentative. Even without duplicate address
@@ -521,7 +524,7 @@ fn child_setup(cfg: Option<&NetConfig>, host_net: bool, resolv: Option<&Path>) -
         let _ = mount(Some("proc"), "/proc", Some("proc"), proc_flags, None::<&str>);
         return Ok(None);
     };
-    let (mut fds, mac) = configure_tap(cfg, true)?;
+    let (fd, queues, mac) = configure_tap(cfg, true)?;
     let target = Path::new("/etc/resolv.conf");
     if let Some(resolv) = resolv
         && target.exists()
@@ -534,8 +537,6 @@ fn child_setup(cfg: Option<&NetConfig>, host_net: bool, resolv: Option<&Path>) -
     let proc_flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let _ = mount(Some("proc"), "/proc", Some("proc"), proc_flags, None::<&str>);
     let agent = spawn_agent()?;
-    let queues = fds.split_off(1);
-    let fd = fds.pop().ok_or("no TAP queue was opened")?;
     Ok(Some(Tap { fd, mac, agent, queues }))
 }
 
@@ -652,10 +653,8 @@ pub fn spawn_attach_with(cfg: &NetConfig, target: &Target, configure: bool) -> R
             }
             nix::sched::setns(&netns, CloneFlags::CLONE_NEWNET)
                 .map_err(|e| format!("cannot enter the target's network namespace: {e}"))?;
-            let (mut fds, mac) = configure_tap(cfg, configure)?;
+            let (fd, queues, mac) = configure_tap(cfg, configure)?;
             let agent = spawn_agent()?;
-            let queues = fds.split_off(1);
-            let fd = fds.pop().ok_or("no TAP queue was opened")?;
             Ok(Tap { fd, mac, agent, queues })
         })();
         let code = i32::from(r.is_err());

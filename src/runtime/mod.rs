@@ -595,9 +595,21 @@ impl Dataplane {
         self.inbound_tcp(stream, peer, container, fallback, now);
     }
 
-    /// The buffers of a new TCP flow, if the flow limit and the buffer budget allow one.
-    fn admit_tcp(&self) -> Option<tcp::BufferLease> {
-        self.buffers.lease()
+    /// Thread 0 opens a flow towards the container: listed, so other threads pass its frames
+    /// on (before its first frame goes out: the container answers within that write).
+    fn claim(&self, key: FlowKey) {
+        if let Some(h) = &self.shared.handoff {
+            h.claim(key);
+        }
+    }
+
+    /// A flow of thread 0's ended (other threads never claim).
+    fn release(&self, key: &FlowKey) {
+        if self.thread == 0
+            && let Some(h) = &self.shared.handoff
+        {
+            h.release(key);
+        }
     }
 
     /// Counts a new handshake towards `dst` if fewer than `--max-handshakes` are in progress
@@ -621,7 +633,7 @@ impl Dataplane {
         fallback: Option<SocketAddr>,
         now: Instant,
     ) {
-        let Some(lease) = self.admit_tcp() else {
+        let Some(lease) = self.buffers.lease() else {
             self.stats.limit_drops += 1;
             let _ = socket2::SockRef::from(&stream).set_linger(Some(std::time::Duration::ZERO));
             return;
@@ -635,9 +647,7 @@ impl Dataplane {
         let spare = self.take_spare(lease.size);
         // Claimed before the SYN goes out: the container answers it within the write, on the
         // queue the flow's hash picks, which may be another thread's.
-        if let Some(h) = &self.shared.handoff {
-            h.claim(key);
-        }
+        self.claim(key);
         match TcpFlow::inbound(
             &key,
             &self.gw_cidrs,
@@ -660,9 +670,7 @@ impl Dataplane {
                 self.after_tcp(key, v, now);
             }
             Err(e) => {
-                if let Some(h) = &self.shared.handoff {
-                    h.release(&key);
-                }
+                self.release(&key);
                 tracing::debug!(%peer, error = ?e, "published TCP connection refused by the stack");
             }
         }
@@ -684,9 +692,7 @@ impl Dataplane {
                 tracing::debug!(%peer, seen_as = %visible, %container, "published UDP client");
                 self.udp_in.insert(key, InboundUdp { listener, client: peer, last: now, scheduled: None });
                 self.udp_in_client.insert((listener, peer), key);
-                if let Some(h) = &self.shared.handoff {
-                    h.claim(key);
-                }
+                self.claim(key);
                 key
             }
         };
@@ -710,9 +716,7 @@ impl Dataplane {
             let ck = (e.listener, e.client);
             self.udp_in.remove(&key);
             self.udp_in_client.remove(&ck);
-            if let Some(h) = &self.shared.handoff {
-                h.release(&key);
-            }
+            self.release(&key);
         } else {
             self.schedule_udp_in(key, now);
         }
@@ -996,11 +1000,11 @@ impl Dataplane {
         self.dispatch(frame, trusted, now);
     }
 
-    /// On a thread other than 0: passes the frame of a flow that thread 0 owns (a published
-    /// port's client; `local`: this thread has a flow of that key) to thread 0.
-    fn hand_over(&mut self, key: &FlowKey, local: bool, frame: &[u8], trusted: bool) -> bool {
+    /// On a thread other than 0, for a frame of no flow of its own: passes it to thread 0 if
+    /// thread 0 owns the flow (a published port's client).
+    fn hand_over(&mut self, key: &FlowKey, frame: &[u8], trusted: bool) -> bool {
         let Some(h) = &self.shared.handoff else { return false };
-        if self.thread == 0 || local || !h.owns(key) {
+        if self.thread == 0 || !h.owns(key) {
             return false;
         }
         if h.send(frame, trusted) {
@@ -1038,20 +1042,8 @@ impl Dataplane {
                 let dst_mac = if src.is_unspecified() { wire::ipv6_multicast_mac(all_nodes) } else { mac };
                 self.router_advert(dst, dst_mac);
             }
-            Packet::Tcp { ip, seg } => {
-                let key = FlowKey { src: seg.src, dst: seg.dst };
-                if self.thread != 0 && self.hand_over(&key, self.tcp.contains_key(&key), frame, trusted) {
-                    return;
-                }
-                self.tcp_segment(ip, &seg, now);
-            }
-            Packet::Udp { ip, src, dst, payload } => {
-                let key = FlowKey { src, dst };
-                if self.thread != 0 && self.hand_over(&key, self.udp.contains_key(&key), frame, trusted) {
-                    return;
-                }
-                self.udp_datagram(ip, src, dst, payload, now);
-            }
+            Packet::Tcp { ip, seg } => self.tcp_segment(frame, trusted, ip, &seg, now),
+            Packet::Udp { ip, src, dst, payload } => self.udp_datagram(frame, trusted, ip, src, dst, payload, now),
             Packet::Echo { ip, src, dst, ident, seq, data } => self.echo(ip, src, dst, ident, seq, data, now),
         }
     }
@@ -1140,7 +1132,8 @@ impl Dataplane {
         stack_time(self.epoch, now)
     }
 
-    fn tcp_segment(&mut self, ip: &[u8], seg: &TcpSeg, now: Instant) {
+    /// `frame`/`trusted`: the whole frame, in case another thread owns the flow.
+    fn tcp_segment(&mut self, frame: &[u8], trusted: bool, ip: &[u8], seg: &TcpSeg, now: Instant) {
         let key = FlowKey { src: seg.src, dst: seg.dst };
         let stamp = self.stamp(now);
         if let Some(flow) = self.tcp.get_mut(&key) {
@@ -1159,6 +1152,9 @@ impl Dataplane {
             }
             return;
         }
+        if self.hand_over(&key, frame, trusted) {
+            return;
+        }
         if seg.rst {
             return;
         }
@@ -1172,7 +1168,7 @@ impl Dataplane {
             Target::Unreachable(code) => return self.icmp_error(seg.dst.ip(), code, ip),
         };
         let lease = if self.begin_handshake(seg.dst.ip()) {
-            let lease = self.admit_tcp();
+            let lease = self.buffers.lease();
             if lease.is_none() {
                 undo_handshake(&self.shared.handshakes, seg.dst.ip());
             }
@@ -1238,9 +1234,7 @@ impl Dataplane {
             }
             Verdict::Remove => {
                 if let Some(mut flow) = self.tcp.remove(&key) {
-                    if let Some(h) = &self.shared.handoff {
-                        h.release(&key);
-                    }
+                    self.release(&key);
                     end_handshake(&self.shared.handshakes, &key, &mut flow);
                     if let Some(v4) = flow.fallback
                         && flow.refused()
@@ -1260,9 +1254,7 @@ impl Dataplane {
             }
             Verdict::Unreachable(code) => {
                 if let Some(mut flow) = self.tcp.remove(&key) {
-                    if let Some(h) = &self.shared.handoff {
-                        h.release(&key);
-                    }
+                    self.release(&key);
                     end_handshake(&self.shared.handshakes, &key, &mut flow);
                     self.icmp_error(key.dst.ip(), code, &flow.syn_quote);
                     self.keep_spare(flow);
@@ -1287,7 +1279,18 @@ impl Dataplane {
         Some(self.spares.swap_remove(i))
     }
 
-    fn udp_datagram(&mut self, ip: &[u8], src: SocketAddr, dst: SocketAddr, payload: &[u8], now: Instant) {
+    /// `frame`/`trusted`: the whole frame, in case another thread owns the flow.
+    #[allow(clippy::too_many_arguments)]
+    fn udp_datagram(
+        &mut self,
+        frame: &[u8],
+        trusted: bool,
+        ip: &[u8],
+        src: SocketAddr,
+        dst: SocketAddr,
+        payload: &[u8],
+        now: Instant,
+    ) {
         if dst.port() == 53
             && let Some(b) = &self.bridge
             && self.gw.owns_ip(dst.ip())
@@ -1314,6 +1317,9 @@ impl Dataplane {
             return;
         }
         if !self.udp.contains_key(&key) {
+            if self.hand_over(&key, frame, trusted) {
+                return;
+            }
             let Some(slot) = queues::Slot::take(&self.shared.udp_flows, self.cfg.limits.udp_flows) else {
                 self.stats.limit_drops += 1;
                 return;

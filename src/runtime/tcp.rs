@@ -24,6 +24,7 @@ use tokio::net::TcpStream;
 
 use super::FlowKey;
 use super::device::{FlowDevice, TxSink};
+use super::queues::Slot;
 use crate::gateway::TcpSeg;
 use crate::wire::{self, IPV6_LEN, Unreachable};
 
@@ -63,16 +64,8 @@ impl BufferPool {
     /// Reserves the buffers of a new flow, or `None` when the flow limit is reached or the
     /// budget cannot hold them.
     pub fn lease(&self) -> Option<BufferLease> {
-        let max = self.max_flows;
-        self.flows.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < max).then_some(n + 1)).ok()?;
-        let lease = self.reserve();
-        if lease.is_none() {
-            self.flows.fetch_sub(1, Ordering::Relaxed);
-        }
-        lease
-    }
-
-    fn reserve(&self) -> Option<BufferLease> {
+        // Given back by dropping it if the budget cannot hold the buffers.
+        let slot = Slot::take(&self.flows, self.max_flows)?;
         let used = self.used();
         let size = if used < self.budget / 2 {
             TCP_BUFFER
@@ -87,7 +80,7 @@ impl BufferPool {
             .filter(|&s| s <= size)
             .find(|&s| used + 2 * s <= self.budget)?;
         self.used.fetch_add(2 * size, Ordering::Relaxed);
-        Some(BufferLease { used: self.used.clone(), flows: self.flows.clone(), size })
+        Some(BufferLease { used: self.used.clone(), _slot: slot, size })
     }
 }
 
@@ -96,7 +89,7 @@ impl BufferPool {
 #[derive(Debug)]
 pub struct BufferLease {
     used: Arc<AtomicUsize>,
-    flows: Arc<AtomicUsize>,
+    _slot: Slot,
     /// Bytes per direction.
     pub size: usize,
 }
@@ -104,7 +97,6 @@ pub struct BufferLease {
 impl Drop for BufferLease {
     fn drop(&mut self) {
         self.used.fetch_sub(2 * self.size, Ordering::Relaxed);
-        self.flows.fetch_sub(1, Ordering::Relaxed);
     }
 }
 /// How long the container's SYN waits for the host connect before an ICMP host-unreachable.
