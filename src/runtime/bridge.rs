@@ -187,6 +187,7 @@ impl Dataplane {
         let mut rx = std::mem::take(&mut b.rx);
         let mut more = false;
         let mut gone = false;
+        self.batching = true;
         for _ in 0..PORT_BATCH {
             let Some(p) = b.ports.get_mut(&id) else { break };
             let waker = p.waker.clone();
@@ -257,6 +258,7 @@ impl Dataplane {
         }
         b.rx = rx;
         self.bridge = Some(b);
+        self.end_batch(now);
         if gone {
             self.remove_port(id);
         }

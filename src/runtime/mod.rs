@@ -307,6 +307,11 @@ pub struct Dataplane {
     workers: Vec<mpsc::Sender<Command>>,
     /// Thread 0: frames of its flows that other threads read.
     handoff_rx: Option<mpsc::Receiver<queues::HandedFrame>>,
+    /// Within a batch of frames read from the TAP (or a bridge port): TCP flows fed segments
+    /// are serviced once when it ends ([`Dataplane::end_batch`]).
+    batching: bool,
+    /// The TCP flows fed segments in the current batch, in order.
+    pending: Vec<FlowKey>,
 }
 
 impl Dataplane {
@@ -368,6 +373,8 @@ impl Dataplane {
             shared: Arc::default(),
             workers: Vec::new(),
             handoff_rx: None,
+            batching: false,
+            pending: Vec::new(),
         }
     }
 
@@ -890,6 +897,8 @@ impl Dataplane {
             match ev {
                 Event::Stop => return Ok(()),
                 Event::Tap(mut guard) => {
+                    self.batching = true;
+                    let mut failed = None;
                     for _ in 0..RX_BATCH {
                         match guard.try_io(|fd| nix::unistd::read(fd.get_ref(), &mut rx).map_err(io::Error::from)) {
                             Ok(Ok(n)) if !self.tx.vnet => self.frame(&rx[..n], false, Instant::now()),
@@ -899,9 +908,16 @@ impl Dataplane {
                                 None => self.stats.drops.count(gateway::Drop::Malformed),
                             },
                             Ok(Ok(_)) => self.stats.drops.count(gateway::Drop::Malformed),
-                            Ok(Err(e)) => return Err(e),
+                            Ok(Err(e)) => {
+                                failed = Some(e);
+                                break;
+                            }
                             Err(_would_block) => break,
                         }
+                    }
+                    self.end_batch(Instant::now());
+                    if let Some(e) = failed {
+                        return Err(e);
                     }
                 }
                 Event::Command(Some(c)) => self.command(c),
@@ -1138,6 +1154,14 @@ impl Dataplane {
         let stamp = self.stamp(now);
         if let Some(flow) = self.tcp.get_mut(&key) {
             flow.ingress(ip, seg, &mut self.tx, self.tcp_mtu, stamp);
+            if self.batching {
+                // Answered when the batch ends: one ACK and one host write for all of them.
+                if !flow.pending {
+                    flow.pending = true;
+                    self.pending.push(key);
+                }
+                return;
+            }
             match flow.service(&mut self.tx, self.tcp_mtu, now, stamp) {
                 // The common case, with the flow already in hand: no second lookup.
                 Verdict::Keep => {
@@ -1464,6 +1488,21 @@ impl Dataplane {
             Token::Listener(id) => self.service_listener(id, now),
             Token::Port(id) => self.service_port(id, now),
         }
+    }
+
+    /// Ends a batch of frames read from the container: services each TCP flow fed segments
+    /// in it once. The stack then answers them together (one ACK for several segments, as a
+    /// kernel's GRO makes it) and moves their bytes to the host in one write.
+    fn end_batch(&mut self, now: Instant) {
+        self.batching = false;
+        let mut keys = std::mem::take(&mut self.pending);
+        for key in keys.drain(..) {
+            if let Some(flow) = self.tcp.get_mut(&key) {
+                flow.pending = false;
+                self.service(Token::Tcp(key), now);
+            }
+        }
+        self.pending = keys;
     }
 
     fn drain_wakes(&mut self, now: Instant) {
@@ -1839,5 +1878,131 @@ mod tests {
                 (k, n) => assert_eq!(n, 2, "{k}"),
             }
         }
+    }
+
+    /// A TCP segment from the container (10.0.2.100:40000) to 10.0.2.2:`port`.
+    fn segment(port: u16, flags: u8, seq: u32, ack: u32, payload: &[u8]) -> Vec<u8> {
+        let len = 40 + payload.len();
+        let mut f = vec![0u8; 14 + len];
+        wire::eth_ipv4(&mut f, [0x52, 0x55, 10, 0, 2, 2], C);
+        let ip = &mut f[14..];
+        let tot = (len as u16).to_be_bytes();
+        ip[..20].copy_from_slice(&[0x45, 0, tot[0], tot[1], 0, 0, 0x40, 0, 64, 6, 0, 0, 10, 0, 2, 100, 10, 0, 2, 2]);
+        smoltcp::wire::Ipv4Packet::new_unchecked(&mut ip[..]).fill_checksum();
+        let t = &mut ip[20..];
+        t[..4].copy_from_slice(&[0x9c, 0x40, (port >> 8) as u8, port as u8]);
+        t[4..8].copy_from_slice(&seq.to_be_bytes());
+        t[8..12].copy_from_slice(&ack.to_be_bytes());
+        t[12..20].copy_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+        t[20..].copy_from_slice(payload);
+        let mut tp = smoltcp::wire::TcpPacket::new_unchecked(&mut t[..]);
+        tp.fill_checksum(&Ipv4Addr::new(10, 0, 2, 100).into(), &Ipv4Addr::new(10, 0, 2, 2).into());
+        f
+    }
+
+    /// (SYN, ACK flags, seq, ack) of a TCP frame from warren.
+    fn tcp_of(frame: &[u8]) -> Option<(bool, bool, u32, u32)> {
+        let ip = smoltcp::wire::Ipv4Packet::new_checked(frame.get(14..)?).ok()?;
+        let t = smoltcp::wire::TcpPacket::new_checked(ip.payload()).ok()?;
+        Some((t.syn(), t.ack(), t.seq_number().0 as u32, t.ack_number().0 as u32))
+    }
+
+    /// Segments the container wrote back to back reach warren in one read batch: the stack
+    /// answers them with one ACK for all (not one per segment, as feeding and answering each
+    /// in turn did) and the host gets every byte, in order.
+    #[test]
+    fn segments_read_in_one_batch_get_one_ack() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let (tap, container) = UnixDatagram::pair().unwrap();
+        tap.set_nonblocking(true).unwrap();
+        container.set_nonblocking(true).unwrap();
+        let tap: OwnedFd = tap.into();
+        let tx = tap.try_clone().unwrap();
+        let data: Vec<u8> = (0..4000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let (acks, got) = rt.block_on(async {
+            let mut cfg = cfg();
+            cfg.allow_host_loopback = true;
+            let mut dp = Dataplane::new(cfg, tx, C, false);
+            let fd = crate::sys::async_fd(tap).unwrap();
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let driver = async {
+                let mut buf = vec![0u8; 70000];
+                container.send(&segment(port, 0x02, 1000, 0, &[])).unwrap();
+                let mut isn = None;
+                for _ in 0..500 {
+                    if let Ok(n) = container.recv(&mut buf)
+                        && let Some((true, true, seq, 1001)) = tcp_of(&buf[..n])
+                    {
+                        isn = Some(seq);
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                let isn = isn.expect("a SYN-ACK");
+                // The handshake's ACK and four data segments, queued before warren reads any.
+                container.send(&segment(port, 0x10, 1001, isn + 1, &[])).unwrap();
+                for (i, chunk) in data.chunks(1000).enumerate() {
+                    container.send(&segment(port, 0x18, 1001 + 1000 * i as u32, isn + 1, chunk)).unwrap();
+                }
+                let mut acks = Vec::new();
+                let mut got = Vec::new();
+                let mut host = None;
+                for _ in 0..300 {
+                    while let Ok(n) = container.recv(&mut buf) {
+                        if let Some((false, true, _, ack)) = tcp_of(&buf[..n]) {
+                            acks.push(ack);
+                        }
+                    }
+                    if host.is_none() {
+                        host = listener.accept().ok().map(|(s, _)| s);
+                        if let Some(h) = &host {
+                            h.set_nonblocking(true).unwrap();
+                        }
+                    }
+                    if let Some(h) = &mut host {
+                        let mut b = [0u8; 8192];
+                        while let Ok(n) = std::io::Read::read(h, &mut b) {
+                            if n == 0 {
+                                break;
+                            }
+                            got.extend_from_slice(&b[..n]);
+                        }
+                    }
+                    if got.len() == data.len() && acks.contains(&5001) {
+                        // Long enough for any further answer to show.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        while let Ok(n) = container.recv(&mut buf) {
+                            if let Some((false, true, _, ack)) = tcp_of(&buf[..n]) {
+                                acks.push(ack);
+                            }
+                        }
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                let _ = stop.send(());
+                (acks, got)
+            };
+            let (r, out) = tokio::join!(
+                dp.run(&fd, None, async {
+                    let _ = stopped.await;
+                }),
+                driver
+            );
+            r.unwrap();
+            out
+        });
+        assert!(
+            got == data,
+            "the host got {} of {} bytes, in order: {}",
+            got.len(),
+            data.len(),
+            got == data[..got.len()]
+        );
+        assert!(acks.contains(&5001), "all four segments acknowledged: {acks:?}");
+        assert!(acks.iter().all(|a| *a == 5001), "one answer for the batch, no ACK of a part: {acks:?}");
     }
 }

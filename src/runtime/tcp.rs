@@ -168,6 +168,8 @@ pub struct TcpFlow {
     pub syn_quote: Vec<u8>,
     /// The smoltcp deadline last put on the dataplane's timer heap.
     pub scheduled: Option<Instant>,
+    /// Fed segments of the current TAP read batch; serviced when the batch ends.
+    pub pending: bool,
     /// Bytes relayed container -> host.
     pub bytes_out: u64,
     /// Bytes relayed host -> container.
@@ -306,6 +308,7 @@ impl TcpFlow {
             created: now,
             syn_quote: Vec::new(),
             scheduled: None,
+            pending: false,
             bytes_out: 0,
             bytes_in: 0,
             fallback: None,
@@ -349,9 +352,11 @@ impl TcpFlow {
         self.feed(pkt, tx, mtu, stamp);
     }
 
+    /// Ingress only: what the stack sends in return (ACKs, data the window now lets out)
+    /// waits for [`TcpFlow::service`], so a batch of segments gets one answer.
     fn feed(&mut self, pkt: &[u8], tx: &mut TxSink, mtu: usize, stamp: smoltcp::time::Instant) {
         let mut dev = FlowDevice { rx: Some(pkt), tx, mtu, gso: self.gso_mss };
-        self.iface.poll(stamp, &mut dev, &mut self.sockets);
+        self.iface.poll_ingress_single(stamp, &mut dev, &mut self.sockets);
     }
 
     /// The next time the flow needs servicing without new input: smoltcp's timers
