@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::wire::{HardwareAddress, IpCidr, IpEndpoint};
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 use super::FlowKey;
@@ -449,12 +450,19 @@ impl TcpFlow {
         while !self.host_shut && sock.can_recv() {
             let host = &self.host;
             match sock.recv(|buf| match host.try_write(buf) {
-                Ok(n) => (n, Ok(n)),
+                Ok(n) => (n, Ok((n, buf.len()))),
                 Err(e) => (0, Err(e)),
             }) {
-                Ok(Ok(n)) => {
+                Ok(Ok((n, offered))) => {
                     self.bytes_out += n as u64;
                     moved = true;
+                    if n < offered {
+                        // A short write filled the socket's buffer: no write to EAGAIN for it.
+                        drained(&self.host, Interest::WRITABLE);
+                        if self.host.poll_write_ready(cx).is_pending() {
+                            return moved;
+                        }
+                    }
                 }
                 Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {
                     if self.host.poll_write_ready(cx).is_pending() {
@@ -496,17 +504,24 @@ impl TcpFlow {
         while !self.host_eof && sock.can_send() {
             let host = &self.host;
             match sock.send(|buf| match host.try_read(buf) {
-                Ok(n) => (n, Ok(n)),
+                Ok(n) => (n, Ok((n, buf.len()))),
                 Err(e) => (0, Err(e)),
             }) {
-                Ok(Ok(0)) => {
+                Ok(Ok((0, _))) => {
                     self.host_eof = true;
                     sock.close();
                     return true;
                 }
-                Ok(Ok(n)) => {
+                Ok(Ok((n, asked))) => {
                     self.bytes_in += n as u64;
                     moved = true;
+                    if n < asked {
+                        // A short read emptied the socket: no read to EAGAIN for it.
+                        drained(&self.host, Interest::READABLE);
+                        if self.host.poll_read_ready(cx).is_pending() {
+                            return moved;
+                        }
+                    }
                 }
                 Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {
                     if self.host.poll_read_ready(cx).is_pending() {
@@ -582,6 +597,15 @@ impl TcpFlow {
             _ => Verdict::Keep,
         }
     }
+}
+
+/// Marks `interest` not ready on `host` after a short read (its receive queue is empty) or a
+/// short write (its send buffer is full), as tokio's own `poll_read`/`poll_write` do: the
+/// next attempt then waits for the reactor instead of costing a syscall that returns EAGAIN
+/// (one per request/response round trip). Safe against a race: readiness the reactor saw
+/// after this call's snapshot, and a peer's FIN, are never cleared.
+fn drained(host: &TcpStream, interest: Interest) {
+    let _ = host.try_io(interest, || Err::<(), _>(io::ErrorKind::WouldBlock.into()));
 }
 
 /// Longest SYN copied to rewrite its MSS (headers and options; a SYN with data is left alone).
