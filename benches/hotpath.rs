@@ -8,6 +8,8 @@
 //! - udp_nat_1k_flows: the same spread over 1,000 flows (flow lookup at scale).
 //! - switch_forward: a bridge port's frame -> anti-spoof check -> the other port's socket.
 //! - tcp_flow_setup: a container SYN -> a new flow (smoltcp Interface, buffers, host connect).
+//! - tcp_upload: an established flow's data segments, read in bursts of 8 as from the TAP ->
+//!   the flow's stack -> one host write and one ACK per burst (the dataplane's own loop).
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
@@ -132,6 +134,28 @@ fn tcp_flow_setup() {
     report("tcp_flow_setup", median(rounds), "(SYN -> flow with host connect in progress)");
 }
 
+fn tcp_upload() {
+    // 8 segments of 8000 bytes per burst: the 64 KiB window a SYN without window scaling gets.
+    let (bursts, per, seg) = (4000, 8, 8000);
+    let rounds: Vec<(f64, f64)> = (0..5)
+        .map(|_| {
+            let (took, got, acks) = warren::runtime::fuzzing::tcp_upload(bursts, per, seg);
+            assert!(got >= (bursts * per * seg) as u64, "the service got every byte");
+            (took.as_nanos() as f64 / (got as f64 / seg as f64), acks as f64 / bursts as f64)
+        })
+        .collect();
+    let ns = median(rounds.iter().map(|r| r.0).collect());
+    let acks = median(rounds.iter().map(|r| r.1).collect());
+    report(
+        "tcp_upload",
+        ns,
+        &format!(
+            "(8000-byte segments, {:.1} Gbit/s of payload; {acks:.2} ACK frames per burst of 8)",
+            8000.0 * 8.0 / ns
+        ),
+    );
+}
+
 fn main() {
     // As the warren binary does: big buffers come from mmap (lazily zeroed pages), not memset.
     warren::sys::tune_allocator();
@@ -148,5 +172,8 @@ fn main() {
     }
     if want("tcp_flow_setup") {
         tcp_flow_setup();
+    }
+    if want("tcp_upload") {
+        tcp_upload();
     }
 }

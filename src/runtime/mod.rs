@@ -1880,26 +1880,6 @@ mod tests {
         }
     }
 
-    /// A TCP segment from the container (10.0.2.100:40000) to 10.0.2.2:`port`.
-    fn segment(port: u16, flags: u8, seq: u32, ack: u32, payload: &[u8]) -> Vec<u8> {
-        let len = 40 + payload.len();
-        let mut f = vec![0u8; 14 + len];
-        wire::eth_ipv4(&mut f, [0x52, 0x55, 10, 0, 2, 2], C);
-        let ip = &mut f[14..];
-        let tot = (len as u16).to_be_bytes();
-        ip[..20].copy_from_slice(&[0x45, 0, tot[0], tot[1], 0, 0, 0x40, 0, 64, 6, 0, 0, 10, 0, 2, 100, 10, 0, 2, 2]);
-        smoltcp::wire::Ipv4Packet::new_unchecked(&mut ip[..]).fill_checksum();
-        let t = &mut ip[20..];
-        t[..4].copy_from_slice(&[0x9c, 0x40, (port >> 8) as u8, port as u8]);
-        t[4..8].copy_from_slice(&seq.to_be_bytes());
-        t[8..12].copy_from_slice(&ack.to_be_bytes());
-        t[12..20].copy_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
-        t[20..].copy_from_slice(payload);
-        let mut tp = smoltcp::wire::TcpPacket::new_unchecked(&mut t[..]);
-        tp.fill_checksum(&Ipv4Addr::new(10, 0, 2, 100).into(), &Ipv4Addr::new(10, 0, 2, 2).into());
-        f
-    }
-
     /// (SYN, ACK flags, seq, ack) of a TCP frame from warren.
     fn tcp_of(frame: &[u8]) -> Option<(bool, bool, u32, u32)> {
         let ip = smoltcp::wire::Ipv4Packet::new_checked(frame.get(14..)?).ok()?;
@@ -1930,7 +1910,7 @@ mod tests {
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
             let driver = async {
                 let mut buf = vec![0u8; 70000];
-                container.send(&segment(port, 0x02, 1000, 0, &[])).unwrap();
+                container.send(&fuzzing::tcp_segment(port, 0x02, 1000, 0, &[])).unwrap();
                 let mut isn = None;
                 for _ in 0..500 {
                     if let Ok(n) = container.recv(&mut buf)
@@ -1943,9 +1923,9 @@ mod tests {
                 }
                 let isn = isn.expect("a SYN-ACK");
                 // The handshake's ACK and four data segments, queued before warren reads any.
-                container.send(&segment(port, 0x10, 1001, isn + 1, &[])).unwrap();
+                container.send(&fuzzing::tcp_segment(port, 0x10, 1001, isn + 1, &[])).unwrap();
                 for (i, chunk) in data.chunks(1000).enumerate() {
-                    container.send(&segment(port, 0x18, 1001 + 1000 * i as u32, isn + 1, chunk)).unwrap();
+                    container.send(&fuzzing::tcp_segment(port, 0x18, 1001 + 1000 * i as u32, isn + 1, chunk)).unwrap();
                 }
                 let mut acks = Vec::new();
                 let mut got = Vec::new();
