@@ -10,6 +10,8 @@
 //! - tcp_flow_setup: a container SYN -> a new flow (smoltcp Interface, buffers, host connect).
 //! - tcp_upload: an established flow's data segments, read in bursts of 8 as from the TAP ->
 //!   the flow's stack -> one host write and one ACK per burst (the dataplane's own loop).
+//! - tcp_download: a loopback service's bytes -> host read -> the flow's stack -> GSO frames
+//!   of up to 64 KiB to the container, which acknowledges each burst (every byte checked).
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
@@ -156,6 +158,24 @@ fn tcp_upload() {
     );
 }
 
+fn tcp_download() {
+    let bytes = 256u64 << 20;
+    let rounds: Vec<(f64, f64)> = (0..5)
+        .map(|_| {
+            let (took, got, frames) = warren::runtime::fuzzing::tcp_download(bytes);
+            assert_eq!(got, bytes, "every byte arrived");
+            (took.as_nanos() as f64 / (got as f64 / 65536.0), got as f64 / frames as f64)
+        })
+        .collect();
+    let ns = median(rounds.iter().map(|r| r.0).collect());
+    let per_frame = median(rounds.iter().map(|r| r.1).collect());
+    report(
+        "tcp_download",
+        ns,
+        &format!("(per 64 KiB: {:.1} Gbit/s of payload; {:.0} bytes per frame, GSO)", 65536.0 * 8.0 / ns, per_frame),
+    );
+}
+
 fn main() {
     // As the warren binary does: big buffers come from mmap (lazily zeroed pages), not memset.
     warren::sys::tune_allocator();
@@ -175,5 +195,8 @@ fn main() {
     }
     if want("tcp_upload") {
         tcp_upload();
+    }
+    if want("tcp_download") {
+        tcp_download();
     }
 }

@@ -1910,7 +1910,7 @@ mod tests {
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
             let driver = async {
                 let mut buf = vec![0u8; 70000];
-                container.send(&fuzzing::tcp_segment(port, 0x02, 1000, 0, &[])).unwrap();
+                container.send(&fuzzing::tcp_segment(port, 0x02, 1000, 0, &[], &[])).unwrap();
                 let mut isn = None;
                 for _ in 0..500 {
                     if let Ok(n) = container.recv(&mut buf)
@@ -1923,9 +1923,11 @@ mod tests {
                 }
                 let isn = isn.expect("a SYN-ACK");
                 // The handshake's ACK and four data segments, queued before warren reads any.
-                container.send(&fuzzing::tcp_segment(port, 0x10, 1001, isn + 1, &[])).unwrap();
+                container.send(&fuzzing::tcp_segment(port, 0x10, 1001, isn + 1, &[], &[])).unwrap();
                 for (i, chunk) in data.chunks(1000).enumerate() {
-                    container.send(&fuzzing::tcp_segment(port, 0x18, 1001 + 1000 * i as u32, isn + 1, chunk)).unwrap();
+                    container
+                        .send(&fuzzing::tcp_segment(port, 0x18, 1001 + 1000 * i as u32, isn + 1, &[], chunk))
+                        .unwrap();
                 }
                 let mut acks = Vec::new();
                 let mut got = Vec::new();
