@@ -457,11 +457,9 @@ impl TcpFlow {
                     self.bytes_out += n as u64;
                     moved = true;
                     if n < offered {
-                        // A short write filled the socket's buffer: no write to EAGAIN for it.
+                        // A short write filled the socket's buffer: the next try is refused
+                        // without a syscall and waits for the reactor (the arm below).
                         drained(&self.host, Interest::WRITABLE);
-                        if self.host.poll_write_ready(cx).is_pending() {
-                            return moved;
-                        }
                     }
                 }
                 Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -516,11 +514,9 @@ impl TcpFlow {
                     self.bytes_in += n as u64;
                     moved = true;
                     if n < asked {
-                        // A short read emptied the socket: no read to EAGAIN for it.
+                        // A short read emptied the socket: the next try is refused without a
+                        // syscall and waits for the reactor (the arm below).
                         drained(&self.host, Interest::READABLE);
-                        if self.host.poll_read_ready(cx).is_pending() {
-                            return moved;
-                        }
                     }
                 }
                 Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -601,8 +597,8 @@ impl TcpFlow {
 
 /// Marks `interest` not ready on `host` after a short read (its receive queue is empty) or a
 /// short write (its send buffer is full), as tokio's own `poll_read`/`poll_write` do: the
-/// next attempt then waits for the reactor instead of costing a syscall that returns EAGAIN
-/// (one per request/response round trip). Safe against a race: readiness the reactor saw
+/// next `try_read`/`try_write` then returns `WouldBlock` from tokio's readiness cache instead
+/// of a syscall that returns EAGAIN (one per request/response round trip). Safe against a race: readiness the reactor saw
 /// after this call's snapshot, and a peer's FIN, are never cleared.
 fn drained(host: &TcpStream, interest: Interest) {
     let _ = host.try_io(interest, || Err::<(), _>(io::ErrorKind::WouldBlock.into()));
