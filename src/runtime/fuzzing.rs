@@ -245,87 +245,66 @@ pub fn tcp_upload(bursts: usize, per_burst: usize, seg: usize) -> (Duration, u64
         }
         n
     });
-    let (tap, container) = UnixDatagram::pair().expect("socketpair");
-    tap.set_nonblocking(true).expect("nonblocking");
-    container.set_nonblocking(true).expect("nonblocking");
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
-    let (took, acks, sent) = rt.block_on(async {
-        let tap = OwnedFd::from(tap);
-        // With vnet headers, as from a TAP: the container's kernel vouches for the checksums.
-        let mut dp = Dataplane::new(single_config(true), tap.try_clone().expect("dup"), CONTAINER_MAC, true);
-        let fd = crate::sys::async_fd(tap).expect("async fd");
-        let container = tokio::net::UnixDatagram::from_std(container).expect("register");
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let driver = async {
-            let mut buf = vec![0u8; 70_000];
-            let ack_of = |f: &[u8]| -> Option<(bool, u32, u32)> {
-                let ip = smoltcp::wire::Ipv4Packet::new_checked(f.get(VNET + 14..)?).ok()?;
-                let t = smoltcp::wire::TcpPacket::new_checked(ip.payload()).ok()?;
-                let n = if t.syn() { t.seq_number().0 as u32 } else { t.ack_number().0 as u32 };
-                t.ack().then(|| (t.syn(), n, u32::from(t.window_len())))
-            };
-            let answer = async |buf: &mut Vec<u8>| {
-                let n = tokio::time::timeout(Duration::from_secs(5), container.recv(buf))
-                    .await
-                    .expect("warren answers within 5 s")
-                    .expect("recv");
-                buf[..n].to_vec()
-            };
-            container.send(&vnet(tcp_segment(port, 0x02, 1000, 0, &[], &[]))).await.expect("send");
-            let isn = loop {
-                if let Some((true, isn, _)) = ack_of(&answer(&mut buf).await) {
-                    break isn.wrapping_add(1);
+    // With vnet headers, as from a TAP: the container's kernel vouches for the checksums.
+    let (took, acks, sent) = with_dataplane(true, async |container| {
+        let mut buf = vec![0u8; 70_000];
+        let ack_of = |f: &[u8]| -> Option<(bool, u32, u32)> {
+            let ip = smoltcp::wire::Ipv4Packet::new_checked(f.get(VNET + 14..)?).ok()?;
+            let t = smoltcp::wire::TcpPacket::new_checked(ip.payload()).ok()?;
+            let n = if t.syn() { t.seq_number().0 as u32 } else { t.ack_number().0 as u32 };
+            t.ack().then(|| (t.syn(), n, u32::from(t.window_len())))
+        };
+        let answer = async |buf: &mut Vec<u8>| {
+            let n = tokio::time::timeout(Duration::from_secs(5), container.recv(buf))
+                .await
+                .expect("warren answers within 5 s")
+                .expect("recv");
+            buf[..n].to_vec()
+        };
+        container.send(&vnet(tcp_segment(port, 0x02, 1000, 0, &[], &[]))).await.expect("send");
+        let isn = loop {
+            if let Some((true, isn, _)) = ack_of(&answer(&mut buf).await) {
+                break isn.wrapping_add(1);
+            }
+        };
+        container.send(&vnet(tcp_segment(port, 0x10, 1001, isn, &[], &[]))).await.expect("send");
+        // One frame, its sequence number patched for each segment (checksums are offloaded).
+        let mut f = vnet(tcp_segment(port, 0x18, 0, isn, &[], &vec![0x5au8; seg]));
+        let seq_at = VNET + 14 + 20 + 4;
+        let mut acked = 1001u32;
+        let mut wnd = (per_burst * seg) as u32;
+        let mut probe = false;
+        let mut acks = 0;
+        let t = Instant::now();
+        for _ in 0..bursts {
+            let want = acked.wrapping_add((per_burst * seg) as u32);
+            // Sends from the last acknowledged byte as far as the window allows; again
+            // when an ACK moves or reopens it, or (a probe) after 200 ms without one.
+            while want.wrapping_sub(acked) as i32 > 0 {
+                // A closed window waits for warren's update (a probe after 200 ms without).
+                let limit = acked.wrapping_add(if probe { wnd.max(1) } else { wnd }).min(want);
+                let mut seq = acked;
+                while limit.wrapping_sub(seq) as i32 > 0 {
+                    f[seq_at..seq_at + 4].copy_from_slice(&seq.to_be_bytes());
+                    // Written back to back: the dataplane reads them as one burst.
+                    let _ = container.try_send(&f);
+                    seq = seq.wrapping_add(seg as u32);
                 }
-            };
-            container.send(&vnet(tcp_segment(port, 0x10, 1001, isn, &[], &[]))).await.expect("send");
-            // One frame, its sequence number patched for each segment (checksums are offloaded).
-            let mut f = vnet(tcp_segment(port, 0x18, 0, isn, &[], &vec![0x5au8; seg]));
-            let seq_at = VNET + 14 + 20 + 4;
-            let mut acked = 1001u32;
-            let mut wnd = (per_burst * seg) as u32;
-            let mut probe = false;
-            let mut acks = 0;
-            let t = Instant::now();
-            for _ in 0..bursts {
-                let want = acked.wrapping_add((per_burst * seg) as u32);
-                // Sends from the last acknowledged byte as far as the window allows; again
-                // when an ACK moves or reopens it, or (a probe) after 200 ms without one.
-                while want.wrapping_sub(acked) as i32 > 0 {
-                    // A closed window waits for warren's update (a probe after 200 ms without).
-                    let limit = acked.wrapping_add(if probe { wnd.max(1) } else { wnd }).min(want);
-                    let mut seq = acked;
-                    while limit.wrapping_sub(seq) as i32 > 0 {
-                        f[seq_at..seq_at + 4].copy_from_slice(&seq.to_be_bytes());
-                        // Written back to back: the dataplane reads them as one burst.
-                        let _ = container.try_send(&f);
-                        seq = seq.wrapping_add(seg as u32);
-                    }
-                    let r = tokio::time::timeout(Duration::from_millis(200), container.recv(&mut buf)).await;
-                    probe = r.is_err();
-                    if let Ok(r) = r {
-                        let n = r.expect("recv");
-                        if let Some((false, a, w)) = ack_of(&buf[..n]) {
-                            acks += 1;
-                            if a.wrapping_sub(acked) as i32 > 0 {
-                                acked = a;
-                            }
-                            wnd = w;
+                let r = tokio::time::timeout(Duration::from_millis(200), container.recv(&mut buf)).await;
+                probe = r.is_err();
+                if let Ok(r) = r {
+                    let n = r.expect("recv");
+                    if let Some((false, a, w)) = ack_of(&buf[..n]) {
+                        acks += 1;
+                        if a.wrapping_sub(acked) as i32 > 0 {
+                            acked = a;
                         }
+                        wnd = w;
                     }
                 }
             }
-            let took = t.elapsed();
-            let _ = stop.send(());
-            (took, acks, u64::from(acked.wrapping_sub(1001)))
-        };
-        let (r, out) = tokio::join!(
-            dp.run(&fd, None, async {
-                let _ = stopped.await;
-            }),
-            driver
-        );
-        r.expect("the dataplane runs");
-        out
+        }
+        (t.elapsed(), acks, u64::from(acked.wrapping_sub(1001)))
     });
     // The dataplane is gone: its host socket closed, the service saw the end.
     let got = service.join().expect("the service thread");
@@ -337,9 +316,9 @@ pub fn tcp_upload(bursts: usize, per_burst: usize, seg: usize) -> (Duration, u64
 /// the TAP reader runs it (a socketpair stands in for the TAP). The container's SYN
 /// announces MSS 1460 and window scaling, so warren sends GSO frames of up to 64 KiB as to a
 /// real container; the container acknowledges each burst of frames it reads, with a 128 KiB
-/// window (what the socketpair holds). For the micro-benchmarks. Returns the time from the handshake to the FIN, the
-/// bytes received in order (each checked against the service's pattern), and the data
-/// frames they came in.
+/// window (what the socketpair holds). For the micro-benchmarks. Returns the time from the
+/// handshake to the FIN, the bytes received in order (each checked against the service's
+/// pattern), and the data frames they came in.
 ///
 /// # Panics
 /// If warren stops answering for 5 s or a byte arrives wrong (a broken data path).
@@ -358,80 +337,93 @@ pub fn tcp_download(bytes: u64) -> (Duration, u64, usize) {
             left -= n as u64;
         }
     });
+    let out = with_dataplane(true, async |container| {
+        // MSS 1460, NOP, window scale 7.
+        let opts = [2, 4, 0x05, 0xb4, 1, 3, 3, 7];
+        container.send(&vnet(tcp_segment(port, 0x02, 1000, 0, &opts, &[]))).await.expect("send");
+        let mut buf = vec![0u8; 70_000];
+        // The pattern from any offset into it: compared a frame's payload at a time.
+        let expect: Vec<u8> = (0..251 + 70_000).map(pattern).collect();
+        let (mut next, mut got, mut frames, mut fin) = (0u32, 0u64, 0usize, false);
+        let mut t = Instant::now();
+        while !fin {
+            let n = tokio::time::timeout(Duration::from_secs(5), container.recv(&mut buf))
+                .await
+                .expect("warren answers within 5 s")
+                .expect("recv");
+            let mut answered = Some(n);
+            while let Some(n) = answered.take() {
+                let Some(ip) = buf.get(VNET + 14..n).and_then(|b| smoltcp::wire::Ipv4Packet::new_checked(b).ok())
+                else {
+                    continue;
+                };
+                let Ok(tcp) = smoltcp::wire::TcpPacket::new_checked(ip.payload()) else { continue };
+                let seq = tcp.seq_number().0 as u32;
+                if tcp.syn() {
+                    next = seq.wrapping_add(1);
+                    t = Instant::now();
+                } else if seq == next {
+                    let data = tcp.payload();
+                    if !data.is_empty() {
+                        frames += 1;
+                        let off = (got % 251) as usize;
+                        assert!(data == &expect[off..off + data.len()], "bytes from {got} arrived wrong");
+                        got += data.len() as u64;
+                        next = next.wrapping_add(data.len() as u32);
+                    }
+                    if tcp.fin() {
+                        next = next.wrapping_add(1);
+                        fin = true;
+                    }
+                }
+                // What else is already queued belongs to the same burst.
+                answered = container.try_recv(&mut buf).ok();
+            }
+            let mut ack = vnet(tcp_segment(port, if fin { 0x11 } else { 0x10 }, 1001, next, &[], &[]));
+            // A window of 128 KiB (1024 << 7): what a socketpair queues without dropping
+            // (about 208 KiB), where a TAP would take a thousand frames. The checksum is
+            // offloaded, so the field is patched after the fact.
+            ack[VNET + 14 + 20 + 14..VNET + 14 + 20 + 16].copy_from_slice(&1024u16.to_be_bytes());
+            container.send(&ack).await.expect("send");
+        }
+        (t.elapsed(), got, frames)
+    });
+    service.join().expect("the service thread");
+    out
+}
+
+/// Runs `driver` against a [`Dataplane`] (one container, host loopback allowed; `vnet`: the
+/// TAP carries vnet headers) in its own run loop, as the TAP reader runs it, with `driver`
+/// holding the container's end of a socketpair standing in for the TAP. The dataplane stops
+/// when `driver` is done.
+///
+/// # Panics
+/// If the dataplane fails.
+pub(crate) fn with_dataplane<T>(vnet: bool, driver: impl AsyncFnOnce(&tokio::net::UnixDatagram) -> T) -> T {
     let (tap, container) = UnixDatagram::pair().expect("socketpair");
     tap.set_nonblocking(true).expect("nonblocking");
     container.set_nonblocking(true).expect("nonblocking");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
-    let out = rt.block_on(async {
+    rt.block_on(async {
         let tap = OwnedFd::from(tap);
-        let mut dp = Dataplane::new(single_config(true), tap.try_clone().expect("dup"), CONTAINER_MAC, true);
+        let mut dp = Dataplane::new(single_config(true), tap.try_clone().expect("dup"), CONTAINER_MAC, vnet);
         let fd = crate::sys::async_fd(tap).expect("async fd");
         let container = tokio::net::UnixDatagram::from_std(container).expect("register");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let driver = async {
-            // MSS 1460, NOP, window scale 7.
-            let opts = [2, 4, 0x05, 0xb4, 1, 3, 3, 7];
-            container.send(&vnet(tcp_segment(port, 0x02, 1000, 0, &opts, &[]))).await.expect("send");
-            let mut buf = vec![0u8; 70_000];
-            // The pattern from any offset into it: compared a frame's payload at a time.
-            let expect: Vec<u8> = (0..251 + 70_000).map(pattern).collect();
-            let (mut next, mut got, mut frames, mut fin) = (0u32, 0u64, 0usize, false);
-            let mut t = Instant::now();
-            while !fin {
-                let n = tokio::time::timeout(Duration::from_secs(5), container.recv(&mut buf))
-                    .await
-                    .expect("warren answers within 5 s")
-                    .expect("recv");
-                let mut answered = Some(n);
-                while let Some(n) = answered.take() {
-                    let Some(ip) = buf.get(VNET + 14..n).and_then(|b| smoltcp::wire::Ipv4Packet::new_checked(b).ok())
-                    else {
-                        continue;
-                    };
-                    let Ok(tcp) = smoltcp::wire::TcpPacket::new_checked(ip.payload()) else { continue };
-                    let seq = tcp.seq_number().0 as u32;
-                    if tcp.syn() {
-                        next = seq.wrapping_add(1);
-                        t = Instant::now();
-                    } else if seq == next {
-                        let data = tcp.payload();
-                        if !data.is_empty() {
-                            frames += 1;
-                            let off = (got % 251) as usize;
-                            assert!(data == &expect[off..off + data.len()], "bytes from {got} arrived wrong");
-                            got += data.len() as u64;
-                            next = next.wrapping_add(data.len() as u32);
-                        }
-                        if tcp.fin() {
-                            next = next.wrapping_add(1);
-                            fin = true;
-                        }
-                    }
-                    // What else is already queued belongs to the same burst.
-                    answered = container.try_recv(&mut buf).ok();
-                }
-                let mut ack = vnet(tcp_segment(port, if fin { 0x11 } else { 0x10 }, 1001, next, &[], &[]));
-                // A window of 128 KiB (1024 << 7): what a socketpair queues without dropping
-                // (about 208 KiB), where a TAP would take a thousand frames. The checksum is
-                // offloaded, so the field is patched after the fact.
-                ack[VNET + 14 + 20 + 14..VNET + 14 + 20 + 16].copy_from_slice(&1024u16.to_be_bytes());
-                container.send(&ack).await.expect("send");
-            }
-            let took = t.elapsed();
+        let driven = async {
+            let out = driver(&container).await;
             let _ = stop.send(());
-            (took, got, frames)
+            out
         };
         let (r, out) = tokio::join!(
             dp.run(&fd, None, async {
                 let _ = stopped.await;
             }),
-            driver
+            driven
         );
         r.expect("the dataplane runs");
         out
-    });
-    service.join().expect("the service thread");
-    out
+    })
 }
 
 /// `frame` behind a vnet header saying its kernel vouched for the checksums, as a TAP with

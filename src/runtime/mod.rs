@@ -1895,87 +1895,66 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         listener.set_nonblocking(true).unwrap();
-        let (tap, container) = UnixDatagram::pair().unwrap();
-        tap.set_nonblocking(true).unwrap();
-        container.set_nonblocking(true).unwrap();
-        let tap: OwnedFd = tap.into();
-        let tx = tap.try_clone().unwrap();
         let data: Vec<u8> = (0..4000u32).map(|i| (i * 7 % 251) as u8).collect();
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let (acks, got) = rt.block_on(async {
-            let mut cfg = cfg();
-            cfg.allow_host_loopback = true;
-            let mut dp = Dataplane::new(cfg, tx, C, false);
-            let fd = crate::sys::async_fd(tap).unwrap();
-            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            let driver = async {
-                let mut buf = vec![0u8; 70000];
-                container.send(&fuzzing::tcp_segment(port, 0x02, 1000, 0, &[], &[])).unwrap();
-                let mut isn = None;
-                for _ in 0..500 {
-                    if let Ok(n) = container.recv(&mut buf)
-                        && let Some((true, true, seq, 1001)) = tcp_of(&buf[..n])
-                    {
-                        isn = Some(seq);
-                        break;
+        let (acks, got) = fuzzing::with_dataplane(false, async |container| {
+            let mut buf = vec![0u8; 70000];
+            // Awaited: tokio learns the socket is writable, so the try_sends below go at once.
+            container.send(&fuzzing::tcp_segment(port, 0x02, 1000, 0, &[], &[])).await.unwrap();
+            let mut isn = None;
+            for _ in 0..500 {
+                if let Ok(n) = container.try_recv(&mut buf)
+                    && let Some((true, true, seq, 1001)) = tcp_of(&buf[..n])
+                {
+                    isn = Some(seq);
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let isn = isn.expect("a SYN-ACK");
+            // The handshake's ACK and four data segments, queued before warren reads any.
+            container.try_send(&fuzzing::tcp_segment(port, 0x10, 1001, isn + 1, &[], &[])).unwrap();
+            for (i, chunk) in data.chunks(1000).enumerate() {
+                container
+                    .try_send(&fuzzing::tcp_segment(port, 0x18, 1001 + 1000 * i as u32, isn + 1, &[], chunk))
+                    .unwrap();
+            }
+            let mut acks = Vec::new();
+            let mut got = Vec::new();
+            let mut host = None;
+            for _ in 0..300 {
+                while let Ok(n) = container.try_recv(&mut buf) {
+                    if let Some((false, true, _, ack)) = tcp_of(&buf[..n]) {
+                        acks.push(ack);
                     }
-                    tokio::time::sleep(Duration::from_millis(10)).await;
                 }
-                let isn = isn.expect("a SYN-ACK");
-                // The handshake's ACK and four data segments, queued before warren reads any.
-                container.send(&fuzzing::tcp_segment(port, 0x10, 1001, isn + 1, &[], &[])).unwrap();
-                for (i, chunk) in data.chunks(1000).enumerate() {
-                    container
-                        .send(&fuzzing::tcp_segment(port, 0x18, 1001 + 1000 * i as u32, isn + 1, &[], chunk))
-                        .unwrap();
+                if host.is_none() {
+                    host = listener.accept().ok().map(|(s, _)| s);
+                    if let Some(h) = &host {
+                        h.set_nonblocking(true).unwrap();
+                    }
                 }
-                let mut acks = Vec::new();
-                let mut got = Vec::new();
-                let mut host = None;
-                for _ in 0..300 {
-                    while let Ok(n) = container.recv(&mut buf) {
+                if let Some(h) = &mut host {
+                    let mut b = [0u8; 8192];
+                    while let Ok(n) = std::io::Read::read(h, &mut b) {
+                        if n == 0 {
+                            break;
+                        }
+                        got.extend_from_slice(&b[..n]);
+                    }
+                }
+                if got.len() == data.len() && acks.contains(&5001) {
+                    // Long enough for any further answer to show.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    while let Ok(n) = container.try_recv(&mut buf) {
                         if let Some((false, true, _, ack)) = tcp_of(&buf[..n]) {
                             acks.push(ack);
                         }
                     }
-                    if host.is_none() {
-                        host = listener.accept().ok().map(|(s, _)| s);
-                        if let Some(h) = &host {
-                            h.set_nonblocking(true).unwrap();
-                        }
-                    }
-                    if let Some(h) = &mut host {
-                        let mut b = [0u8; 8192];
-                        while let Ok(n) = std::io::Read::read(h, &mut b) {
-                            if n == 0 {
-                                break;
-                            }
-                            got.extend_from_slice(&b[..n]);
-                        }
-                    }
-                    if got.len() == data.len() && acks.contains(&5001) {
-                        // Long enough for any further answer to show.
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        while let Ok(n) = container.recv(&mut buf) {
-                            if let Some((false, true, _, ack)) = tcp_of(&buf[..n]) {
-                                acks.push(ack);
-                            }
-                        }
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    break;
                 }
-                let _ = stop.send(());
-                (acks, got)
-            };
-            let (r, out) = tokio::join!(
-                dp.run(&fd, None, async {
-                    let _ = stopped.await;
-                }),
-                driver
-            );
-            r.unwrap();
-            out
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            (acks, got)
         });
         assert!(
             got == data,
