@@ -1154,14 +1154,17 @@ impl Dataplane {
         let stamp = self.stamp(now);
         if let Some(flow) = self.tcp.get_mut(&key) {
             flow.ingress(ip, seg, &mut self.tx, self.tcp_mtu, stamp);
-            if self.batching {
-                // Answered when the batch ends: one ACK and one host write for all of them.
+            // Answered when the batch ends: one ACK and one host write for all of them. Not a
+            // SYN or RST: a reset may end the flow, and a SYN reusing its ports later in the
+            // same burst must then find no flow and open a new one, not meet the closed stack.
+            if self.batching && !seg.syn && !seg.rst {
                 if !flow.pending {
                     flow.pending = true;
                     self.pending.push(key);
                 }
                 return;
             }
+            flow.pending = false;
             match flow.service(&mut self.tx, self.tcp_mtu, now, stamp) {
                 // The common case, with the flow already in hand: no second lookup.
                 Verdict::Keep => {
@@ -1497,7 +1500,10 @@ impl Dataplane {
         self.batching = false;
         let mut keys = std::mem::take(&mut self.pending);
         for key in keys.drain(..) {
-            if let Some(flow) = self.tcp.get_mut(&key) {
+            // Not pending any more: serviced early (a SYN or RST came), or gone and replaced.
+            if let Some(flow) = self.tcp.get_mut(&key)
+                && flow.pending
+            {
                 flow.pending = false;
                 self.service(Token::Tcp(key), now);
             }
@@ -1965,5 +1971,62 @@ mod tests {
         );
         assert!(acks.contains(&5001), "all four segments acknowledged: {acks:?}");
         assert!(acks.iter().all(|a| *a == 5001), "one answer for the batch, no ACK of a part: {acks:?}");
+    }
+
+    /// A client that closes with a reset and at once reconnects from the same port (a
+    /// kernel may pick it again) puts both in one read burst: the SYN must open a new flow
+    /// and be answered with a SYN-ACK, not meet the old, reset stack and be refused.
+    #[test]
+    fn a_reset_and_a_reconnect_in_one_batch_open_a_new_flow() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let (answer, accepted) = fuzzing::with_dataplane(false, async |container| {
+            let mut buf = vec![0u8; 70000];
+            container.send(&fuzzing::tcp_segment(port, 0x02, 1000, 0, &[], &[])).await.unwrap();
+            let mut isn = None;
+            for _ in 0..500 {
+                if let Ok(n) = container.try_recv(&mut buf)
+                    && let Some((true, true, seq, 1001)) = tcp_of(&buf[..n])
+                {
+                    isn = Some(seq);
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let isn = isn.expect("a SYN-ACK");
+            container.send(&fuzzing::tcp_segment(port, 0x10, 1001, isn + 1, &[], &[])).await.unwrap();
+            let mut accepted = 0;
+            for _ in 0..300 {
+                if listener.accept().is_ok() {
+                    accepted += 1;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            // The reset and the new SYN from the same port, queued before warren reads either.
+            container.try_send(&fuzzing::tcp_segment(port, 0x14, 1001, isn + 1, &[], &[])).unwrap();
+            container.try_send(&fuzzing::tcp_segment(port, 0x02, 90000, 0, &[], &[])).unwrap();
+            let mut answer = None;
+            for _ in 0..300 {
+                while let Ok(n) = container.try_recv(&mut buf) {
+                    let Some(ip) = smoltcp::wire::Ipv4Packet::new_checked(&buf[14..n]).ok() else { continue };
+                    let Ok(t) = smoltcp::wire::TcpPacket::new_checked(ip.payload()) else { continue };
+                    if t.ack_number().0 as u32 == 90001 {
+                        answer.get_or_insert((t.syn(), t.rst()));
+                    }
+                }
+                if listener.accept().is_ok() {
+                    accepted += 1;
+                }
+                if answer.is_some() && accepted == 2 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            (answer, accepted)
+        });
+        assert_eq!(answer, Some((true, false)), "the new SYN answered by a SYN-ACK (syn, rst)");
+        assert_eq!(accepted, 2, "both connections reached the service");
     }
 }
