@@ -6,6 +6,8 @@
 //!
 //! - udp_nat: a container datagram -> classify -> UDP flow lookup -> send on the host socket.
 //! - udp_nat_1k_flows: the same spread over 1,000 flows (flow lookup at scale).
+//! - udp_nat_burst: the same in TAP read bursts of 16 datagrams of one flow, which go to the
+//!   host socket in one segmented send (UDP GSO) when the burst ends.
 //! - switch_forward: a bridge port's frame -> anti-spoof check -> the other port's socket.
 //! - tcp_flow_setup: a container SYN -> a new flow (smoltcp Interface, buffers, host connect).
 //! - tcp_upload: an established flow's data segments, read in bursts of 8 as from the TAP ->
@@ -64,6 +66,29 @@ fn udp_nat(flows: u16) {
     let ns = median(rounds);
     report(&name, ns, &format!("(1400-byte datagrams: {:.1} Gbit/s of payload)", 1400.0 * 8.0 / ns));
     assert!(rig.stats().udp_flows >= u64::from(flows), "the flows were created");
+}
+
+fn udp_nat_burst() {
+    let sink = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let port = sink.local_addr().expect("addr").port();
+    let frame = udp_frame(20000, port, 1400);
+    let mut rig = Rig::single(true);
+    let now = Instant::now();
+    rig.feed(0, &frame, true, now);
+    let (n, burst) = (200_000, 16);
+    let rounds: Vec<f64> = (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            for i in 0..n {
+                rig.feed_burst(0, &frame, true, now, i % burst != burst - 1);
+            }
+            t.elapsed().as_nanos() as f64 / n as f64
+        })
+        .collect();
+    let ns = median(rounds);
+    report("udp_nat_burst", ns, &format!("(bursts of {burst}: {:.1} Gbit/s of payload)", 1400.0 * 8.0 / ns));
+    let batched = rig.stats().udp_batched;
+    assert!(batched >= 5 * n as u64, "the bursts went out in batches: {batched}");
 }
 
 fn switch_forward() {
@@ -186,6 +211,7 @@ fn main() {
     if want("udp_nat") {
         udp_nat(1);
         udp_nat(1000);
+        udp_nat_burst();
     }
     if want("switch_forward") {
         switch_forward();

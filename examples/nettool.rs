@@ -18,6 +18,7 @@
 //! nettool late-echo ADDR:PORT MS               # echo what each read returns, MS ms later
 //! nettool parallel HOST PORT CONNS BYTES       # CONNS concurrent downloads, seeds 1..=CONNS
 //! nettool udp-echo HOST PORT COUNT             # datagrams of varied sizes, echoed back
+//! nettool udp-blast HOST PORT COUNT SIZE       # datagrams in runs of 32, 1 ms apart; no answer
 //! nettool refused HOST PORT                    # expect ECONNREFUSED
 //! nettool connect-error HOST PORT              # print the connect error kind
 //! nettool dns SERVER NAME [tcp|aaaa]           # A (or AAAA) query; print the addresses
@@ -449,6 +450,32 @@ fn udp_echo(a: SocketAddr, count: usize) -> Result<String, String> {
     Ok(format!("ok {count}"))
 }
 
+/// The datagram `i` of a `udp-blast` of `size`-byte datagrams: every seventh is half as long
+/// (so batches end on a shorter one); it starts with `i` and the rest is derived from `i`.
+fn blast_datagram(i: u32, size: usize, out: &mut Vec<u8>) {
+    let n = if i % 7 == 6 { size / 2 } else { size }.max(4);
+    out.clear();
+    out.extend_from_slice(&i.to_be_bytes());
+    out.extend((4..n).map(|j| (i as usize * 7 + j * 13) as u8));
+}
+
+/// Sends `count` datagrams back to back in runs of 32 (1 ms apart, so a receiver that gets
+/// a CPU keeps up): bursts the engine reads together.
+fn udp_blast(a: SocketAddr, count: u32, size: usize) -> Result<String, String> {
+    let bind: SocketAddr = if a.is_ipv4() { "0.0.0.0:0".parse().unwrap() } else { "[::]:0".parse().unwrap() };
+    let s = UdpSocket::bind(bind).map_err(|e| e.to_string())?;
+    s.connect(a).map_err(|e| e.to_string())?;
+    let mut d = Vec::new();
+    for i in 0..count {
+        blast_datagram(i, size, &mut d);
+        s.send(&d).map_err(|e| format!("send {i}: {e}"))?;
+        if i % 32 == 31 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    Ok(format!("sent {count}"))
+}
+
 fn dns_query(server: SocketAddr, name: &str, tcp: bool, aaaa: bool) -> Result<String, String> {
     let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
     for label in name.trim_end_matches('.').split('.') {
@@ -728,6 +755,7 @@ fn main() -> ExitCode {
             }
         }
         ["udp-echo", h, p, count] => udp_echo(addr(h, p), count.parse().unwrap()),
+        ["udp-blast", h, p, count, size] => udp_blast(addr(h, p), count.parse().unwrap(), size.parse().unwrap()),
         ["refused", h, p] => match TcpStream::connect_timeout(&addr(h, p), Duration::from_secs(10)) {
             Ok(_) => Err("connected, expected refusal".into()),
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Ok("refused".into()),

@@ -377,6 +377,7 @@ fn log_stats(dp: &Dataplane, others: &[warren::runtime::Stats]) {
         queues = s.queues,
         handed_over = s.handed_over,
         handover_drops = s.handover_drops,
+        udp_batched = s.udp_batched,
         "data path totals (open flows: thread 0's)"
     );
     for (name, n) in warren::gateway::DROP_NAMES.iter().zip(s.drops.0) {

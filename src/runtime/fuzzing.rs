@@ -400,6 +400,17 @@ pub fn tcp_download(bytes: u64) -> (Duration, u64, usize) {
 /// # Panics
 /// If the dataplane fails.
 pub(crate) fn with_dataplane<T>(vnet: bool, driver: impl AsyncFnOnce(&tokio::net::UnixDatagram) -> T) -> T {
+    with_dataplane_stats(vnet, driver).0
+}
+
+/// [`with_dataplane`], also returning the dataplane's counters once it stopped.
+///
+/// # Panics
+/// If the dataplane fails.
+pub(crate) fn with_dataplane_stats<T>(
+    vnet: bool,
+    driver: impl AsyncFnOnce(&tokio::net::UnixDatagram) -> T,
+) -> (T, super::Stats) {
     let (tap, container) = UnixDatagram::pair().expect("socketpair");
     tap.set_nonblocking(true).expect("nonblocking");
     container.set_nonblocking(true).expect("nonblocking");
@@ -422,7 +433,7 @@ pub(crate) fn with_dataplane<T>(vnet: bool, driver: impl AsyncFnOnce(&tokio::net
             driven
         );
         r.expect("the dataplane runs");
-        out
+        (out, dp.stats())
     })
 }
 
@@ -433,6 +444,19 @@ fn vnet(frame: Vec<u8>) -> Vec<u8> {
     v[0] = crate::wire::VNET_F_DATA_VALID;
     v.extend_from_slice(&frame);
     v
+}
+
+/// A UDP datagram from the container (10.0.2.100:40000) to the gateway 10.0.2.2:`port`.
+#[cfg(test)]
+pub(crate) fn udp_datagram(port: u16, payload: &[u8]) -> Vec<u8> {
+    let src = std::net::SocketAddr::from(([10, 0, 2, 100], 40000));
+    let dst = std::net::SocketAddr::from(([10, 0, 2, 2], port));
+    let at = crate::wire::udp_payload_offset(dst.ip());
+    let mut f = vec![0u8; at + payload.len()];
+    f[at..].copy_from_slice(payload);
+    let len = crate::wire::udp(&mut f, [0x52, 0x55, 10, 0, 2, 2], CONTAINER_MAC, src, dst, payload.len());
+    f.truncate(len);
+    f
 }
 
 /// A TCP segment from the container (10.0.2.100:40000) to the gateway 10.0.2.2:`port`, with

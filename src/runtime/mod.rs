@@ -229,6 +229,8 @@ pub struct Stats {
     pub handed_over: u64,
     /// Such frames dropped because the owner's handoff queue was full.
     pub handover_drops: u64,
+    /// UDP datagrams sent to the host in a segmented batch of several (one call each).
+    pub udp_batched: u64,
 }
 
 impl Stats {
@@ -256,6 +258,7 @@ impl Stats {
         self.queues += o.queues;
         self.handed_over += o.handed_over;
         self.handover_drops += o.handover_drops;
+        self.udp_batched += o.udp_batched;
     }
 }
 
@@ -312,6 +315,8 @@ pub struct Dataplane {
     batching: bool,
     /// The TCP flows fed segments in the current batch, in order.
     pending: Vec<FlowKey>,
+    /// Within a batch: datagrams of one UDP flow read back to back, sent together.
+    udp_batch: udp::Batch,
 }
 
 impl Dataplane {
@@ -375,6 +380,7 @@ impl Dataplane {
             handoff_rx: None,
             batching: false,
             pending: Vec::new(),
+            udp_batch: udp::Batch::default(),
         }
     }
 
@@ -1380,6 +1386,23 @@ impl Dataplane {
         let Some(flow) = self.udp.get_mut(&key) else {
             return;
         };
+        // Datagrams of a burst wait to go in one segmented send, when the burst ends or one
+        // cannot join; a datagram sent alone goes after those of its flow held before it.
+        let batches = self.batching && flow.batches(payload.len());
+        if batches && self.udp_batch.takes(&key, payload.len()) {
+            self.udp_batch.push(key, payload);
+            return;
+        }
+        if batches || self.udp_batch.holds(&key) {
+            self.send_udp_batch(now);
+        }
+        if batches {
+            self.udp_batch.push(key, payload);
+            return;
+        }
+        let Some(flow) = self.udp.get_mut(&key) else {
+            return;
+        };
         if let Err(e) = flow.send(payload, now)
             && e.raw_os_error() == Some(libc::EMSGSIZE)
         {
@@ -1498,6 +1521,7 @@ impl Dataplane {
     /// kernel's GRO makes it) and moves their bytes to the host in one write.
     fn end_batch(&mut self, now: Instant) {
         self.batching = false;
+        self.send_udp_batch(now);
         let mut keys = std::mem::take(&mut self.pending);
         for key in keys.drain(..) {
             // Not pending any more: serviced early (a SYN or RST came), or gone and replaced.
@@ -1509,6 +1533,21 @@ impl Dataplane {
             }
         }
         self.pending = keys;
+    }
+
+    /// Sends the datagrams held in the UDP batch to their flow's host socket.
+    fn send_udp_batch(&mut self, now: Instant) {
+        if let Some((key, size, data)) = self.udp_batch.take()
+            && let Some(flow) = self.udp.get_mut(&key)
+        {
+            if data.len() > size {
+                self.stats.udp_batched += data.len().div_ceil(size) as u64;
+            }
+            flow.send_batch(data, size, now);
+            // As after a datagram sent alone: take replies, wait for more, keep the expiry.
+            let alive = flow.service(&key, &mut self.tx, now);
+            self.after_udp(key, alive, now);
+        }
     }
 
     fn drain_wakes(&mut self, now: Instant) {
@@ -1868,6 +1907,7 @@ mod tests {
             ("queues", &mut s.queues),
             ("handed_over", &mut s.handed_over),
             ("handover_drops", &mut s.handover_drops),
+            ("udp_batched", &mut s.udp_batched),
         ] {
             assert!(one.get(name).is_some(), "{name} is a field");
             *field = 1;
@@ -2028,5 +2068,65 @@ mod tests {
         });
         assert_eq!(answer, Some((true, false)), "the new SYN answered by a SYN-ACK (syn, rst)");
         assert_eq!(accepted, 2, "both connections reached the service");
+    }
+
+    /// Datagrams of one flow read in one burst go to the host in segmented sends, and the
+    /// service gets each one as it was: same sizes (a shorter one ends a batch), same bytes,
+    /// same order. Another flow's datagram in between, or one too big to batch, keeps order.
+    #[test]
+    fn datagrams_read_in_one_batch_arrive_whole_and_in_order() {
+        let service = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = service.local_addr().unwrap().port();
+        let other = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let other_port = other.local_addr().unwrap().port();
+        service.set_nonblocking(true).unwrap();
+        other.set_nonblocking(true).unwrap();
+        let sizes = [1000, 1000, 1000, 1000, 300, 1000, 1000, 1000, 999, 1000, 1000, 8000, 1000, 1000];
+        let sent: Vec<Vec<u8>> =
+            sizes.iter().enumerate().map(|(i, &n)| (0..n).map(|j| (i * 31 + j * 7) as u8).collect()).collect();
+        let ((got, between), stats) = fuzzing::with_dataplane_stats(false, async |container| {
+            let service = tokio::net::UdpSocket::from_std(service).unwrap();
+            let other = tokio::net::UdpSocket::from_std(other).unwrap();
+            let recv = async |s: &tokio::net::UdpSocket| {
+                let mut b = vec![0u8; 70000];
+                let (n, from) = tokio::time::timeout(Duration::from_secs(5), s.recv_from(&mut b))
+                    .await
+                    .expect("a datagram")
+                    .unwrap();
+                b.truncate(n);
+                (b, from)
+            };
+            // The flows exist first.
+            container.send(&fuzzing::udp_datagram(port, b"first")).await.unwrap();
+            let (first, from) = recv(&service).await;
+            assert_eq!(first, b"first");
+            // A reply reaches the container: a flow whose datagrams were held for the end of
+            // the burst waits for its host socket all the same.
+            service.send_to(b"reply", from).await.unwrap();
+            let mut b = vec![0u8; 70000];
+            let n =
+                tokio::time::timeout(Duration::from_secs(5), container.recv(&mut b)).await.expect("a reply").unwrap();
+            assert!(b[..n].ends_with(b"reply"), "the reply reaches the container");
+            container.send(&fuzzing::udp_datagram(other_port, b"other")).await.unwrap();
+            assert_eq!(recv(&other).await.0, b"other");
+            for (i, d) in sent.iter().enumerate() {
+                container.try_send(&fuzzing::udp_datagram(port, d)).unwrap();
+                if i == 6 {
+                    container.try_send(&fuzzing::udp_datagram(other_port, b"between")).unwrap();
+                }
+            }
+            let mut got = Vec::new();
+            for _ in 0..sent.len() {
+                got.push(recv(&service).await.0);
+            }
+            (got, recv(&other).await.0)
+        });
+        assert_eq!(between, b"between", "the other flow's datagram arrives");
+        for (i, (g, s)) in got.iter().zip(&sent).enumerate() {
+            assert!(g == s, "datagram {i}: {} bytes, want {} (or different bytes)", g.len(), s.len());
+        }
+        // Batches as read: [1000 x4, 300] [1000 x2] (the other flow's alone) [1000, 999]
+        // [1000 x2] [8000, 1000] (a shorter one ends it) and the last 1000 alone: 13.
+        assert_eq!(stats.udp_batched, 13, "datagrams went out in batches: {}", stats.udp_batched);
     }
 }

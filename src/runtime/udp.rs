@@ -49,6 +49,9 @@ pub struct UdpFlow {
     timeout: Duration,
     /// Its place in `--max-udp-flows`.
     _slot: super::queues::Slot,
+    /// Largest datagram payload sent in a segmented batch (fits the path MTU known at
+    /// creation); 0 once the kernel refused a batch, and for DNS flows.
+    gso_max: usize,
 }
 
 impl UdpFlow {
@@ -72,6 +75,9 @@ impl UdpFlow {
         let std_sock = std::net::UdpSocket::bind(bind)?;
         std_sock.connect(target)?;
         std_sock.set_nonblocking(true)?;
+        let v6 = target.is_ipv6();
+        let gso_max = crate::sys::path_mtu(std::os::fd::AsFd::as_fd(&std_sock), v6)
+            .map_or(0, |m| (m as usize).saturating_sub(if v6 { 48 } else { 28 }));
         let sock = UdpSocket::from_std(std_sock)?;
         Ok(Self {
             sock,
@@ -83,6 +89,7 @@ impl UdpFlow {
             dns: None,
             timeout: UDP_REPLIED_TIMEOUT,
             _slot: slot,
+            gso_max,
         })
     }
 
@@ -95,6 +102,35 @@ impl UdpFlow {
     /// [`DNS_TIMEOUT`].
     pub fn watch_dns(&mut self) {
         self.dns = Some(std::collections::VecDeque::new());
+        self.gso_max = 0;
+    }
+
+    /// Whether a datagram of `len` bytes may wait in a [`Batch`] for the end of the read burst.
+    pub fn batches(&self, len: usize) -> bool {
+        len > 0 && len <= self.gso_max
+    }
+
+    /// Sends a batch of this flow's datagrams, `size` bytes each but the last, in one call.
+    /// A full socket buffer drops them, as for [`Self::send`]; a kernel that refuses the
+    /// segmentation itself gets them one by one, and this flow sends unbatched from then on.
+    pub fn send_batch(&mut self, data: &[u8], size: usize, now: Instant) {
+        self.last = now;
+        if data.len() <= size {
+            let _ = socket2::SockRef::from(&self.sock).send(data);
+            return;
+        }
+        let sock = std::os::fd::AsFd::as_fd(&self.sock);
+        let Err(e) = crate::sys::send_udp_segments(sock, data, size as u16) else { return };
+        if matches!(
+            e.raw_os_error(),
+            Some(libc::EINVAL | libc::EIO | libc::EMSGSIZE | libc::EOPNOTSUPP | libc::ENOPROTOOPT)
+        ) {
+            tracing::debug!(error = %e, "UDP segmentation refused; sending datagrams one by one");
+            self.gso_max = 0;
+            for d in data.chunks(size) {
+                let _ = socket2::SockRef::from(&self.sock).send(d);
+            }
+        }
     }
 
     /// Sends one container datagram to the destination. A full socket buffer drops it, as a
@@ -320,5 +356,59 @@ impl PingFlow {
         }
         self.waker.wake_by_ref();
         true
+    }
+}
+
+/// Most datagrams in one [`Batch`] (the kernel's `UDP_MAX_SEGMENTS` is 64 or more).
+const BATCH_SEGMENTS: usize = 64;
+/// Most bytes in one [`Batch`]: what one UDP datagram can carry over IPv4.
+const BATCH_BYTES: usize = 65507;
+
+/// Datagrams of one flow read back to back in a TAP burst, held until the burst ends (or
+/// another datagram cannot join) and then sent in one segmented call. All have the size of
+/// the first but the last, which may be shorter, so the kernel cuts them where they were.
+#[derive(Default)]
+pub struct Batch {
+    key: Option<FlowKey>,
+    data: Vec<u8>,
+    size: usize,
+    count: usize,
+    closed: bool,
+}
+
+impl Batch {
+    /// Whether a datagram of `len` bytes for `key` can join the batch.
+    pub fn takes(&self, key: &FlowKey, len: usize) -> bool {
+        self.key.as_ref() == Some(key)
+            && !self.closed
+            && self.count < BATCH_SEGMENTS
+            && len <= self.size
+            && self.data.len() + len <= BATCH_BYTES
+    }
+
+    /// Whether the batch holds datagrams of `key`.
+    pub fn holds(&self, key: &FlowKey) -> bool {
+        self.key.as_ref() == Some(key)
+    }
+
+    /// Adds a datagram: to the batch if [`Self::takes`] it, else as the first of a new batch
+    /// (the caller has taken the old one).
+    pub fn push(&mut self, key: FlowKey, payload: &[u8]) {
+        if !self.takes(&key, payload.len()) {
+            debug_assert!(self.key.is_none(), "a batch of another flow was not taken");
+            self.data.clear();
+            self.key = Some(key);
+            self.size = payload.len();
+            self.count = 0;
+        }
+        self.closed = payload.len() < self.size;
+        self.data.extend_from_slice(payload);
+        self.count += 1;
+    }
+
+    /// Empties the batch: its flow, the datagram size and the datagrams back to back.
+    pub fn take(&mut self) -> Option<(FlowKey, usize, &[u8])> {
+        let key = self.key.take()?;
+        Some((key, self.size, &self.data))
     }
 }
