@@ -1158,6 +1158,15 @@ impl Dataplane {
     fn tcp_segment(&mut self, frame: &[u8], trusted: bool, ip: &[u8], seg: &TcpSeg, now: Instant) {
         let key = FlowKey { src: seg.src, dst: seg.dst };
         let stamp = self.stamp(now);
+        if seg.syn && seg.ack.is_none() && self.tcp.get(&key).is_some_and(|f| f.pending) {
+            // A new connection from the same port as a flow fed earlier in this burst (its
+            // last ACK may have ended it): let that take effect first, so a flow that ended is
+            // gone and the SYN opens a new one instead of meeting the closed stack.
+            if let Some(flow) = self.tcp.get_mut(&key) {
+                flow.pending = false;
+            }
+            self.service(Token::Tcp(key), now);
+        }
         if let Some(flow) = self.tcp.get_mut(&key) {
             flow.ingress(ip, seg, &mut self.tx, self.tcp_mtu, stamp);
             // Answered when the batch ends: one ACK and one host write for all of them. Not a
@@ -2128,5 +2137,92 @@ mod tests {
         // Batches as read: [1000 x4, 300] [1000 x2] (the other flow's alone) [1000, 999]
         // [1000 x2] [8000, 1000] (a shorter one ends it) and the last 1000 alone: 13.
         assert_eq!(stats.udp_batched, 13, "datagrams went out in batches: {}", stats.udp_batched);
+    }
+
+    /// The container closed first; its last ACK (ending the flow in LAST-ACK) and a new SYN
+    /// from the same port come in one read burst: the SYN opens a new flow (SYN-ACK), it does
+    /// not meet the stack that ACK closed (which answers a reset: "connection refused").
+    #[test]
+    fn a_last_ack_and_a_reconnect_in_one_batch_open_a_new_flow() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let (answer, accepted) = fuzzing::with_dataplane(false, async |container| {
+            let mut buf = vec![0u8; 70000];
+            // (syn, fin, rst, seq, ack) of a frame from warren.
+            let parse = |f: &[u8]| {
+                let ip = smoltcp::wire::Ipv4Packet::new_checked(f.get(14..)?).ok()?;
+                let t = smoltcp::wire::TcpPacket::new_checked(ip.payload()).ok()?;
+                Some((t.syn(), t.fin(), t.rst(), t.seq_number().0 as u32, t.ack_number().0 as u32))
+            };
+            container.send(&fuzzing::tcp_segment(port, 0x02, 1000, 0, &[], &[])).await.unwrap();
+            let mut isn = None;
+            for _ in 0..500 {
+                if let Ok(n) = container.try_recv(&mut buf)
+                    && let Some((true, _, false, seq, 1001)) = parse(&buf[..n])
+                {
+                    isn = Some(seq);
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let isn = isn.expect("a SYN-ACK");
+            container.send(&fuzzing::tcp_segment(port, 0x10, 1001, isn + 1, &[], &[])).await.unwrap();
+            let mut host = None;
+            for _ in 0..300 {
+                if let Ok((h, _)) = listener.accept() {
+                    host = Some(h);
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let mut host = host.expect("the host connection");
+            // The container closes first; the service reads the end and closes too.
+            container.send(&fuzzing::tcp_segment(port, 0x11, 1001, isn + 1, &[], &[])).await.unwrap();
+            host.set_nonblocking(true).unwrap();
+            let mut eof = false;
+            for _ in 0..300 {
+                if matches!(std::io::Read::read(&mut host, &mut [0u8; 16]), Ok(0)) {
+                    eof = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert!(eof, "the service saw the container's FIN");
+            drop(host);
+            let mut fin = false;
+            for _ in 0..300 {
+                while let Ok(n) = container.try_recv(&mut buf) {
+                    fin |= matches!(parse(&buf[..n]), Some((false, true, false, _, 1002)));
+                }
+                if fin {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert!(fin, "warren's FIN after the service closed");
+            // The last ACK and the new SYN, queued before warren reads either.
+            container.try_send(&fuzzing::tcp_segment(port, 0x10, 1002, isn + 2, &[], &[])).unwrap();
+            container.try_send(&fuzzing::tcp_segment(port, 0x02, 90000, 0, &[], &[])).unwrap();
+            let mut answer = None;
+            let mut accepted = 1;
+            for _ in 0..300 {
+                while let Ok(n) = container.try_recv(&mut buf) {
+                    if let Some((syn, _, rst, _, 90001)) = parse(&buf[..n]) {
+                        answer.get_or_insert((syn, rst));
+                    }
+                }
+                if listener.accept().is_ok() {
+                    accepted += 1;
+                }
+                if answer.is_some() && accepted == 2 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            (answer, accepted)
+        });
+        assert_eq!(answer, Some((true, false)), "the new SYN answered by a SYN-ACK (syn, rst)");
+        assert_eq!(accepted, 2, "both connections reached the service");
     }
 }
