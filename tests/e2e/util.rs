@@ -580,7 +580,13 @@ pub fn namespace_holder() -> (Guard, u32) {
     let pid = holder.0.as_ref().unwrap().id();
     let own = std::fs::read_link("/proc/self/ns/net").unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while std::fs::read_link(format!("/proc/{pid}/ns/net")).ok().as_ref() == Some(&own) {
+    // Ready once it runs `sleep`: unshare has then also written the uid map, without which an
+    // unprivileged nsenter into it has no rights there (the net namespace changes first).
+    let ready = || {
+        std::fs::read_link(format!("/proc/{pid}/ns/net")).ok().as_ref() != Some(&own)
+            && std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sleep")
+    };
+    while !ready() {
         assert!(Instant::now() < deadline, "the namespace holder never unshared");
         std::thread::sleep(Duration::from_millis(10));
     }
