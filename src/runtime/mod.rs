@@ -1158,21 +1158,13 @@ impl Dataplane {
     fn tcp_segment(&mut self, frame: &[u8], trusted: bool, ip: &[u8], seg: &TcpSeg, now: Instant) {
         let key = FlowKey { src: seg.src, dst: seg.dst };
         let stamp = self.stamp(now);
-        if seg.syn && seg.ack.is_none() && self.tcp.get(&key).is_some_and(|f| f.pending) {
-            // A new connection from the same port as a flow fed earlier in this burst (its
-            // last ACK may have ended it): let that take effect first, so a flow that ended is
-            // gone and the SYN opens a new one instead of meeting the closed stack.
-            if let Some(flow) = self.tcp.get_mut(&key) {
-                flow.pending = false;
-            }
-            self.service(Token::Tcp(key), now);
-        }
         if let Some(flow) = self.tcp.get_mut(&key) {
             flow.ingress(ip, seg, &mut self.tx, self.tcp_mtu, stamp);
-            // Answered when the batch ends: one ACK and one host write for all of them. Not a
-            // SYN or RST: a reset may end the flow, and a SYN reusing its ports later in the
-            // same burst must then find no flow and open a new one, not meet the closed stack.
-            if self.batching && !seg.syn && !seg.rst {
+            // Answered when the batch ends: one ACK and one host write for all of them. Unless
+            // the segment ended the connection (a reset, the last ACK): the flow leaves now, so
+            // a SYN reusing its ports later in the burst opens a new flow instead of meeting
+            // the closed stack, which would refuse it.
+            if self.batching && !flow.stack_closed() {
                 if !flow.pending {
                     flow.pending = true;
                     self.pending.push(key);

@@ -557,6 +557,16 @@ impl TcpFlow {
         Some(Spare { iface: self.iface, sockets: self.sockets, handle: self.handle, size: self._buffers.size })
     }
 
+    /// The stack is done with the connection: closed, or back in LISTEN after the container
+    /// reset a handshake it had taken. The flow leaves at its next service.
+    pub fn stack_closed(&self) -> bool {
+        match self.sockets.get::<tcp::Socket>(self.handle).state() {
+            tcp::State::Closed => true,
+            tcp::State::Listen => self.syn_taken,
+            _ => false,
+        }
+    }
+
     /// Gives up the flow, returning its host socket (for a retry elsewhere).
     pub fn into_host(self) -> TcpStream {
         let _ = socket2::SockRef::from(&self.host).set_linger(None);
