@@ -1384,26 +1384,23 @@ impl Dataplane {
             self.udp.insert(key, flow);
             self.stats.udp_flows += 1;
         }
-        let Some(flow) = self.udp.get_mut(&key) else {
+        let Some(mut flow) = self.udp.get_mut(&key) else {
             return;
         };
         // Datagrams of a burst wait to go in one segmented send, when the burst ends or one
         // cannot join; a datagram sent alone goes after those of its flow held before it.
-        let batches = self.batching && flow.batches(payload.len());
-        if batches && self.udp_batch.takes(&key, payload.len()) {
+        if self.batching && flow.batches(payload.len()) {
+            if !self.udp_batch.takes(&key, payload.len()) {
+                self.send_udp_batch(now);
+            }
             self.udp_batch.push(key, payload);
             return;
         }
-        if batches || self.udp_batch.holds(&key) {
+        if self.udp_batch.holds(&key) {
             self.send_udp_batch(now);
+            let Some(f) = self.udp.get_mut(&key) else { return };
+            flow = f;
         }
-        if batches {
-            self.udp_batch.push(key, payload);
-            return;
-        }
-        let Some(flow) = self.udp.get_mut(&key) else {
-            return;
-        };
         if let Err(e) = flow.send(payload, now)
             && e.raw_os_error() == Some(libc::EMSGSIZE)
         {

@@ -391,11 +391,11 @@ impl Batch {
         self.key.as_ref() == Some(key)
     }
 
-    /// Adds a datagram: to the batch if [`Self::takes`] it, else as the first of a new batch
-    /// (the caller has taken the old one).
+    /// Adds a datagram: as the first of a new batch once the last was taken, else to this one
+    /// (the caller checked that it [`Self::takes`] it).
     pub fn push(&mut self, key: FlowKey, payload: &[u8]) {
-        if !self.takes(&key, payload.len()) {
-            debug_assert!(self.key.is_none(), "a batch of another flow was not taken");
+        debug_assert!(self.key.is_none() || self.takes(&key, payload.len()), "a batch that cannot take it");
+        if self.key.is_none() {
             self.data.clear();
             self.key = Some(key);
             self.size = payload.len();
