@@ -19,6 +19,8 @@
 //! nettool parallel HOST PORT CONNS BYTES       # CONNS concurrent downloads, seeds 1..=CONNS
 //! nettool udp-echo HOST PORT COUNT             # datagrams of varied sizes, echoed back
 //! nettool udp-blast HOST PORT COUNT SIZE       # datagrams in runs of 32, 1 ms apart; no answer
+//! nettool udp-blast-back PORT COUNT SIZE       # UDP server: a udp-blast to whoever sends "go",
+//!                                              # an echo of anything else
 //! nettool refused HOST PORT                    # expect ECONNREFUSED
 //! nettool connect-error HOST PORT              # print the connect error kind
 //! nettool dns SERVER NAME [tcp|aaaa]           # A (or AAAA) query; print the addresses
@@ -464,16 +466,35 @@ fn blast_datagram(i: u32, size: usize, out: &mut Vec<u8>) {
 fn udp_blast(a: SocketAddr, count: u32, size: usize) -> Result<String, String> {
     let bind: SocketAddr = if a.is_ipv4() { "0.0.0.0:0".parse().unwrap() } else { "[::]:0".parse().unwrap() };
     let s = UdpSocket::bind(bind).map_err(|e| e.to_string())?;
-    s.connect(a).map_err(|e| e.to_string())?;
+    blast(&s, a, count, size)?;
+    Ok(format!("sent {count}"))
+}
+
+fn blast(s: &UdpSocket, to: SocketAddr, count: u32, size: usize) -> Result<(), String> {
     let mut d = Vec::new();
     for i in 0..count {
         blast_datagram(i, size, &mut d);
-        s.send(&d).map_err(|e| format!("send {i}: {e}"))?;
+        s.send_to(&d, to).map_err(|e| format!("send {i}: {e}"))?;
         if i % 32 == 31 {
             std::thread::sleep(Duration::from_millis(1));
         }
     }
-    Ok(format!("sent {count}"))
+    Ok(())
+}
+
+/// A UDP server that answers "go" with a `udp-blast` to the sender and echoes anything else.
+fn udp_blast_back(port: &str, count: u32, size: usize) -> Result<String, String> {
+    let s = UdpSocket::bind(bind_addr(port)?).map_err(|e| e.to_string())?;
+    println!("serving");
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let (n, from) = s.recv_from(&mut buf).map_err(|e| e.to_string())?;
+        if &buf[..n] == b"go" {
+            blast(&s, from, count, size)?;
+        } else {
+            let _ = s.send_to(&buf[..n], from);
+        }
+    }
 }
 
 fn dns_query(server: SocketAddr, name: &str, tcp: bool, aaaa: bool) -> Result<String, String> {
@@ -756,6 +777,7 @@ fn main() -> ExitCode {
         }
         ["udp-echo", h, p, count] => udp_echo(addr(h, p), count.parse().unwrap()),
         ["udp-blast", h, p, count, size] => udp_blast(addr(h, p), count.parse().unwrap(), size.parse().unwrap()),
+        ["udp-blast-back", p, count, size] => udp_blast_back(p, count.parse().unwrap(), size.parse().unwrap()),
         ["refused", h, p] => match TcpStream::connect_timeout(&addr(h, p), Duration::from_secs(10)) {
             Ok(_) => Err("connected, expected refusal".into()),
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Ok("refused".into()),

@@ -160,6 +160,9 @@ struct InboundUdp {
     client: SocketAddr,
     last: Instant,
     scheduled: Option<Instant>,
+    /// Whether the container's replies may go in segmented batches (until the kernel
+    /// refuses one for this client).
+    batches: bool,
 }
 
 /// Flows whose host socket became ready, filled by the tokio reactor.
@@ -703,7 +706,8 @@ impl Dataplane {
                 let visible = visible_source(&self.gw, &mut self.nat_port, peer, container, taken);
                 let key = FlowKey { src: container, dst: visible };
                 tracing::debug!(%peer, seen_as = %visible, %container, "published UDP client");
-                self.udp_in.insert(key, InboundUdp { listener, client: peer, last: now, scheduled: None });
+                self.udp_in
+                    .insert(key, InboundUdp { listener, client: peer, last: now, scheduled: None, batches: true });
                 self.udp_in_client.insert((listener, peer), key);
                 self.claim(key);
                 key
@@ -1343,10 +1347,21 @@ impl Dataplane {
         }
         let key = FlowKey { src, dst };
         if let Some(e) = self.udp_in.get_mut(&key) {
-            // The container answers a client of a published UDP port.
+            // The container answers a client of a published UDP port: in batches, as below.
             e.last = now;
-            if let Some(Listener { sock: ListenSock::Udp(u), .. }) = self.listeners.get(&e.listener) {
-                let _ = socket2::SockRef::from(u).send_to(payload, &e.client.into());
+            let (listener, client) = (e.listener, e.client);
+            if self.batching && e.batches && !payload.is_empty() {
+                if !self.udp_batch.takes(&key, payload.len()) {
+                    self.send_udp_batch(now);
+                }
+                self.udp_batch.push(key, payload);
+                return;
+            }
+            if self.udp_batch.holds(&key) {
+                self.send_udp_batch(now);
+            }
+            if let Some(Listener { sock: ListenSock::Udp(u), .. }) = self.listeners.get(&listener) {
+                let _ = socket2::SockRef::from(u).send_to(payload, &client.into());
             }
             return;
         }
@@ -1535,16 +1550,20 @@ impl Dataplane {
 
     /// Sends the datagrams held in the UDP batch to their flow's host socket.
     fn send_udp_batch(&mut self, now: Instant) {
-        if let Some((key, size, data)) = self.udp_batch.take()
-            && let Some(flow) = self.udp.get_mut(&key)
-        {
-            if data.len() > size {
-                self.stats.udp_batched += data.len().div_ceil(size) as u64;
-            }
+        let Some((key, size, data)) = self.udp_batch.take() else { return };
+        let batched = if data.len() > size { data.len().div_ceil(size) as u64 } else { 0 };
+        if let Some(flow) = self.udp.get_mut(&key) {
+            self.stats.udp_batched += batched;
             flow.send_batch(data, size, now);
             // As after a datagram sent alone: take replies, wait for more, keep the expiry.
             let alive = flow.service(&key, &mut self.tx, now);
             self.after_udp(key, alive, now);
+        } else if let Some(e) = self.udp_in.get_mut(&key)
+            && let Some(Listener { sock: ListenSock::Udp(u), .. }) = self.listeners.get(&e.listener)
+        {
+            // Replies to a client of a published port, from the listener it wrote to.
+            self.stats.udp_batched += batched;
+            e.batches = udp::send_segments(std::os::fd::AsFd::as_fd(u), Some(e.client), data, size);
         }
     }
 

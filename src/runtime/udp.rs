@@ -115,21 +115,8 @@ impl UdpFlow {
     /// segmentation itself gets them one by one, and this flow sends unbatched from then on.
     pub fn send_batch(&mut self, data: &[u8], size: usize, now: Instant) {
         self.last = now;
-        if data.len() <= size {
-            let _ = socket2::SockRef::from(&self.sock).send(data);
-            return;
-        }
-        let sock = std::os::fd::AsFd::as_fd(&self.sock);
-        let Err(e) = crate::sys::send_udp_segments(sock, data, size as u16) else { return };
-        if matches!(
-            e.raw_os_error(),
-            Some(libc::EINVAL | libc::EIO | libc::EMSGSIZE | libc::EOPNOTSUPP | libc::ENOPROTOOPT)
-        ) {
-            tracing::debug!(error = %e, "UDP segmentation refused; sending datagrams one by one");
+        if !send_segments(std::os::fd::AsFd::as_fd(&self.sock), None, data, size) {
             self.gso_max = 0;
-            for d in data.chunks(size) {
-                let _ = socket2::SockRef::from(&self.sock).send(d);
-            }
         }
     }
 
@@ -357,6 +344,35 @@ impl PingFlow {
         self.waker.wake_by_ref();
         true
     }
+}
+
+/// Sends `data` as datagrams of `size` bytes (the last may be shorter) in one segmented call,
+/// to `to` on an unconnected socket. Errors of a full buffer drop them, as a congested link
+/// would. Returns false when the kernel refused the segmentation itself (a segment larger
+/// than the path takes, or no `UDP_SEGMENT`): they went one by one, and the caller should
+/// not batch for this destination again.
+pub fn send_segments(sock: std::os::fd::BorrowedFd<'_>, to: Option<SocketAddr>, data: &[u8], size: usize) -> bool {
+    let sock2 = socket2::SockRef::from(&sock);
+    let one = |d: &[u8]| {
+        let _ = match to {
+            Some(to) => sock2.send_to(d, &to.into()),
+            None => sock2.send(d),
+        };
+    };
+    if data.len() <= size {
+        one(data);
+        return true;
+    }
+    let Err(e) = crate::sys::send_udp_segments(sock, to, data, size as u16) else { return true };
+    if !matches!(
+        e.raw_os_error(),
+        Some(libc::EINVAL | libc::EIO | libc::EMSGSIZE | libc::EOPNOTSUPP | libc::ENOPROTOOPT)
+    ) {
+        return true;
+    }
+    tracing::debug!(error = %e, ?to, "UDP segmentation refused; sending datagrams one by one");
+    data.chunks(size).for_each(one);
+    false
 }
 
 /// Most datagrams in one [`Batch`] (the kernel's `UDP_MAX_SEGMENTS` is 64 or more).

@@ -372,17 +372,24 @@ pub fn path_mtu(sock: BorrowedFd<'_>, v6: bool) -> io::Result<u32> {
     if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(mtu as u32) }
 }
 
-/// Sends `data` on a connected UDP socket as datagrams of `size` bytes each (the last may be
-/// shorter) in one call: UDP segmentation offload (`UDP_SEGMENT`), so the host stack is
-/// traversed once and the receiving socket takes them in one go.
+/// Sends `data` on a UDP socket as datagrams of `size` bytes each (the last may be shorter) in
+/// one call: UDP segmentation offload (`UDP_SEGMENT`), so the host stack is traversed once and
+/// the receiving socket takes them in one go. `to` is the destination of an unconnected
+/// socket (`None` on a connected one).
 ///
 /// # Errors
 /// What the kernel refused: `EINVAL` where a segment does not fit the path MTU or the kernel
 /// lacks the option, `EAGAIN`/`ENOBUFS` when the socket buffer is full.
-pub fn send_udp_segments(sock: BorrowedFd<'_>, data: &[u8], size: u16) -> io::Result<usize> {
+pub fn send_udp_segments(
+    sock: BorrowedFd<'_>,
+    to: Option<std::net::SocketAddr>,
+    data: &[u8],
+    size: u16,
+) -> io::Result<usize> {
     let iov = [io::IoSlice::new(data)];
-    sendmsg::<()>(sock.as_raw_fd(), &iov, &[ControlMessage::UdpGsoSegments(&size)], MsgFlags::MSG_DONTWAIT, None)
-        .map_err(io::Error::from)
+    let cmsg = [ControlMessage::UdpGsoSegments(&size)];
+    let to = to.map(nix::sys::socket::SockaddrStorage::from);
+    sendmsg(sock.as_raw_fd(), &iov, &cmsg, MsgFlags::MSG_DONTWAIT, to.as_ref()).map_err(io::Error::from)
 }
 
 fn sockaddr_in(addr: Ipv4Addr) -> libc::sockaddr {

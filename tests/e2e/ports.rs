@@ -106,6 +106,44 @@ fn udp_forward_keeps_sources_per_client() {
     assert_eq!(got, format!("from {local} {}", "x".repeat(60000)), "a 60000-byte datagram both ways");
 }
 
+/// Has the container behind a published UDP port answer "go" from `client` with a burst of
+/// 6000 datagrams and checks them; returns warren's `udp_batched` counter afterwards.
+fn blast_back(r: &Running, client: &str, port: u16) -> u64 {
+    let sock = UdpSocket::bind((client, 0)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let to: SocketAddr = (client.parse::<IpAddr>().unwrap(), port).into();
+    // Echoed first, so the container's kernel has resolved the gateway before the burst.
+    let mut buf = [0u8; 16];
+    let echoed = (0..3).any(|_| {
+        sock.send_to(b"hi", to).unwrap();
+        matches!(sock.recv(&mut buf), Ok(2))
+    });
+    assert!(echoed, "no echo via {to}");
+    let rx = Blast::receive(sock.try_clone().unwrap(), 6000, 1400);
+    sock.send_to(b"go", to).unwrap();
+    rx.check(&format!("from the container to {client}"), || r.stats().to_string());
+    r.stats()["udp_batched"].as_u64().unwrap()
+}
+
+#[test]
+fn bursts_of_replies_through_a_published_udp_port_arrive_whole_and_in_order() {
+    require_isolation();
+    // The container's datagrams to a client of a published port leave the listener in
+    // segmented batches (UDP GSO with the client's address): each must arrive as sent.
+    let tool = nettool();
+    let port = free_port("0.0.0.0");
+    let spec = format!("{port}:7000/udp");
+    let r = Running::start(&["-p", &spec], &[tool.to_str().unwrap(), "udp-blast-back", "7000", "6000", "1400"]);
+    let remote = blast_back(&r, REMOTE_IP, port);
+    assert!(remote > 0, "replies to a remote client went out in batches");
+    let lo = blast_back(&r, "127.0.0.1", port);
+    assert!(lo > remote, "replies to a loopback client went out in batches ({remote} -> {lo})");
+    let port6 = free_port("::");
+    let spec6 = format!("[::]:{port6}:7000/udp");
+    let r6 = Running::start(&["-p", &spec6], &[tool.to_str().unwrap(), "udp-blast-back", "[::]:7000", "6000", "1400"]);
+    assert!(blast_back(&r6, REMOTE_IP6, port6) > 0, "replies to an IPv6 client went out in batches");
+}
+
 #[test]
 fn ipv6_loopback_listener_and_a_range() {
     require_isolation();

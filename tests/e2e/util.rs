@@ -592,3 +592,76 @@ pub fn namespace_holder() -> (Guard, u32) {
     }
     (holder, pid)
 }
+
+/// A receiver of a `nettool udp-blast` (datagram `i` starts with `i`; every seventh is half
+/// as long; the rest is derived from `i`), checking each datagram that arrives.
+pub struct Blast {
+    ino: u64,
+    /// Kept open until its drop counter is read.
+    _kept: UdpSocket,
+    count: u32,
+    rx: JoinHandle<(u32, Vec<String>)>,
+}
+
+impl Blast {
+    /// Starts receiving `count` datagrams of `size` bytes on `sock`, until the last one or
+    /// 1.5 s of silence.
+    pub fn receive(sock: UdpSocket, count: u32, size: usize) -> Self {
+        sock.set_read_timeout(Some(Duration::from_millis(1500))).unwrap();
+        let ino = inode(&sock);
+        let kept = sock.try_clone().unwrap();
+        let rx = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            let (mut got, mut next, mut bad) = (0u32, 0u32, Vec::new());
+            while let Ok(n) = sock.recv(&mut buf) {
+                let d = &buf[..n];
+                let i = u32::from_be_bytes(d[..4].try_into().unwrap());
+                let want = if i % 7 == 6 { size / 2 } else { size };
+                let intact =
+                    n == want && d[4..].iter().enumerate().all(|(j, b)| *b == (i as usize * 7 + (j + 4) * 13) as u8);
+                if !intact || i < next {
+                    bad.push(format!("datagram {i}: {n} bytes, intact {intact}, after {next}"));
+                }
+                next = i + 1;
+                got += 1;
+                if i == count - 1 {
+                    break;
+                }
+            }
+            (got, bad)
+        });
+        Blast { ino, _kept: kept, count, rx }
+    }
+
+    /// Asserts that what arrived was whole and in order and that every other datagram was
+    /// dropped by the receiver's full buffer (not lost on the way), at most a tenth of them.
+    /// `what` names the path; `context` adds detail to a failure (warren's counters).
+    pub fn check(self, what: &str, context: impl Fn() -> String) {
+        let (got, bad) = self.rx.join().unwrap();
+        assert!(bad.is_empty(), "{what}: datagrams changed or out of order: {bad:?} {}", context());
+        let dropped = udp_drops(self.ino);
+        let count = u64::from(self.count);
+        assert_eq!(
+            u64::from(got) + dropped,
+            count,
+            "{what}: all arrived or were dropped by a full receive buffer; {}",
+            context()
+        );
+        assert!(dropped * 10 <= count, "{what}: {dropped} dropped by the receiver of {count}");
+    }
+}
+
+/// Inode of a socket, to find it in /proc/net/udp.
+pub fn inode(s: &UdpSocket) -> u64 {
+    use std::os::fd::AsRawFd;
+    std::fs::metadata(format!("/proc/self/fd/{}", s.as_raw_fd()))
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .unwrap()
+}
+
+/// Datagrams a UDP socket of this network namespace dropped (its receive buffer was full).
+pub fn udp_drops(inode: u64) -> u64 {
+    let table = std::fs::read_to_string("/proc/net/udp").unwrap() + &std::fs::read_to_string("/proc/net/udp6").unwrap();
+    let line = table.lines().find(|l| l.split_whitespace().nth(9) == Some(&inode.to_string()));
+    line.and_then(|l| l.split_whitespace().last()?.parse().ok()).expect("the socket in /proc/net/udp{,6}")
+}
