@@ -19,6 +19,8 @@
 //! nettool parallel HOST PORT CONNS BYTES       # CONNS concurrent downloads, seeds 1..=CONNS
 //! nettool udp-echo HOST PORT COUNT             # datagrams of varied sizes, echoed back
 //! nettool udp-blast HOST PORT COUNT SIZE       # datagrams in runs of 32, 1 ms apart; no answer
+//! nettool udp-blast-recv HOST PORT COUNT SIZE  # "go" to a blast-back server; check what comes
+//! nettool udp-blast-check PORT COUNT SIZE      # UDP server: check a udp-blast, report to its sender
 //! nettool udp-blast-back PORT COUNT SIZE       # UDP server: a udp-blast to whoever sends "go",
 //!                                              # an echo of anything else
 //! nettool refused HOST PORT                    # expect ECONNREFUSED
@@ -497,6 +499,94 @@ fn udp_blast_back(port: &str, count: u32, size: usize) -> Result<String, String>
     }
 }
 
+/// Asks a `blast_back` server at `a` for `count` datagrams of `size` bytes (after an echo, so
+/// the path is warm) and checks each that arrives: "ok GOT DROPPED" when all that arrived
+/// was whole and in order, with how many this socket's full receive buffer dropped.
+fn udp_blast_recv(a: SocketAddr, count: u32, size: usize) -> Result<String, String> {
+    let bind: SocketAddr = if a.is_ipv4() { "0.0.0.0:0".parse().unwrap() } else { "[::]:0".parse().unwrap() };
+    let s = UdpSocket::bind(bind).map_err(|e| e.to_string())?;
+    s.connect(a).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_millis(1500))).map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; 65536];
+    let echoed = (0..3).any(|_| s.send(b"hi").is_ok() && matches!(s.recv(&mut buf), Ok(2)));
+    if !echoed {
+        return Err("no echo".into());
+    }
+    s.send(b"go").map_err(|e| e.to_string())?;
+    let (mut got, mut next, mut want) = (0u32, 0u32, Vec::new());
+    while let Ok(n) = s.recv(&mut buf) {
+        let i = u32::from_be_bytes(buf[..4].try_into().unwrap());
+        blast_datagram(i, size, &mut want);
+        if buf[..n] != want[..] || i < next {
+            return Err(format!("datagram {i}: {n} bytes, intact {}, after {next}", buf[..n] == want[..]));
+        }
+        next = i + 1;
+        got += 1;
+        if i == count - 1 {
+            break;
+        }
+    }
+    Ok(format!("ok {got} {}", socket_drops(&s)?))
+}
+
+/// A UDP server that echoes "hi" and checks a `udp-blast` of `count` datagrams of `size`
+/// bytes from one client, then answers that client "ok GOT DROPPED" (all that arrived was
+/// whole and in order; DROPPED by this socket's full buffer) or what went wrong.
+fn udp_blast_check(port: &str, count: u32, size: usize) -> Result<String, String> {
+    let s = UdpSocket::bind(bind_addr(port)?).map_err(|e| e.to_string())?;
+    println!("serving");
+    let mut buf = vec![0u8; 65536];
+    let mut want = Vec::new();
+    loop {
+        s.set_read_timeout(None).map_err(|e| e.to_string())?;
+        let (n, from) = s.recv_from(&mut buf).map_err(|e| e.to_string())?;
+        if &buf[..n] == b"hi" {
+            let _ = s.send_to(b"hi", from);
+            continue;
+        }
+        s.set_read_timeout(Some(Duration::from_millis(1500))).map_err(|e| e.to_string())?;
+        let (mut got, mut next, mut bad) = (0u32, 0u32, None);
+        let mut len = n;
+        loop {
+            let i = u32::from_be_bytes(buf[..4].try_into().unwrap_or_default());
+            blast_datagram(i, size, &mut want);
+            if bad.is_none() && (buf[..len] != want[..] || i < next) {
+                bad = Some(format!("datagram {i}: {len} bytes, intact {}, after {next}", buf[..len] == want[..]));
+            }
+            next = i + 1;
+            got += 1;
+            if i + 1 >= count {
+                break;
+            }
+            match s.recv_from(&mut buf) {
+                Ok((m, f)) if f == from => len = m,
+                Ok(_) => continue,
+                Err(_) => break,
+            }
+        }
+        let report = match bad {
+            Some(b) => b,
+            None => format!("ok {got} {}", socket_drops(&s)?),
+        };
+        let _ = s.send_to(report.as_bytes(), from);
+    }
+}
+
+/// Datagrams this UDP socket dropped because its receive buffer was full (/proc/net/udp{,6}
+/// of its network namespace).
+fn socket_drops(s: &UdpSocket) -> Result<u32, String> {
+    let ino = std::fs::metadata(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(s)))
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .map_err(|e| e.to_string())?;
+    let table = std::fs::read_to_string("/proc/net/udp").unwrap_or_default()
+        + &std::fs::read_to_string("/proc/net/udp6").unwrap_or_default();
+    table
+        .lines()
+        .find(|l| l.split_whitespace().nth(9) == Some(&ino.to_string()))
+        .and_then(|l| l.split_whitespace().last()?.parse().ok())
+        .ok_or_else(|| "the socket is not in /proc/net/udp".to_string())
+}
+
 fn dns_query(server: SocketAddr, name: &str, tcp: bool, aaaa: bool) -> Result<String, String> {
     let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
     for label in name.trim_end_matches('.').split('.') {
@@ -777,6 +867,10 @@ fn main() -> ExitCode {
         }
         ["udp-echo", h, p, count] => udp_echo(addr(h, p), count.parse().unwrap()),
         ["udp-blast", h, p, count, size] => udp_blast(addr(h, p), count.parse().unwrap(), size.parse().unwrap()),
+        ["udp-blast-recv", h, p, count, size] => {
+            udp_blast_recv(addr(h, p), count.parse().unwrap(), size.parse().unwrap())
+        }
+        ["udp-blast-check", p, count, size] => udp_blast_check(p, count.parse().unwrap(), size.parse().unwrap()),
         ["udp-blast-back", p, count, size] => udp_blast_back(p, count.parse().unwrap(), size.parse().unwrap()),
         ["refused", h, p] => match TcpStream::connect_timeout(&addr(h, p), Duration::from_secs(10)) {
             Ok(_) => Err("connected, expected refusal".into()),

@@ -378,6 +378,7 @@ fn log_stats(dp: &Dataplane, others: &[warren::runtime::Stats]) {
         handed_over = s.handed_over,
         handover_drops = s.handover_drops,
         udp_batched = s.udp_batched,
+        udp_coalesced = s.udp_coalesced,
         "data path totals (open flows: thread 0's)"
     );
     for (name, n) in warren::gateway::DROP_NAMES.iter().zip(s.drops.0) {

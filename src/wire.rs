@@ -22,6 +22,9 @@ pub const VNET_F_DATA_VALID: u8 = 2;
 pub const VNET_GSO_TCPV4: u8 = 1;
 /// `virtio_net_hdr.gso_type`: a TCP/IPv6 segment larger than `gso_size`.
 pub const VNET_GSO_TCPV6: u8 = 4;
+/// `virtio_net_hdr.gso_type`: UDP datagrams of `gso_size` bytes back to back behind one UDP
+/// header (USO, Linux 6.2 and later).
+pub const VNET_GSO_UDP_L4: u8 = 5;
 /// `virtio_net_hdr.gso_type` flag: the segment carries ECN bits (CWR) to keep on the first cut.
 pub const VNET_GSO_ECN: u8 = 0x80;
 
@@ -299,6 +302,49 @@ pub fn udp(out: &mut [u8], eth_dst: [u8; 6], eth_src: [u8; 6], src: SocketAddr, 
     udp.set_len((UDP_LEN + len) as u16);
     udp.fill_checksum(&src.ip().into(), &dst.ip().into());
     total
+}
+
+/// [`udp`] for a frame that goes with the `virtio_net_hdr` of [`vnet_udp`]: the checksum
+/// holds only the pseudo-header sum (the container's kernel trusts or completes it), and the
+/// `len` payload bytes may be several datagrams of one GSO frame. Returns the frame length.
+pub fn udp_partial(
+    out: &mut [u8],
+    eth_dst: [u8; 6],
+    eth_src: [u8; 6],
+    src: SocketAddr,
+    dst: SocketAddr,
+    len: usize,
+) -> usize {
+    let l4 = ip_header(out, eth_dst, eth_src, src.ip(), dst.ip(), IpProtocol::Udp, UDP_LEN + len);
+    let total = l4 + UDP_LEN + len;
+    let sum = match (src.ip(), dst.ip()) {
+        (IpAddr::V6(s), IpAddr::V6(d)) => checksum::pseudo_header_v6(&s, &d, IpProtocol::Udp, (UDP_LEN + len) as u32),
+        _ => {
+            let (s, d) = (&out[ETH_LEN + 12..ETH_LEN + 16], &out[ETH_LEN + 16..ETH_LEN + 20]);
+            let v4 = |b: &[u8]| Ipv4Addr::new(b[0], b[1], b[2], b[3]);
+            checksum::pseudo_header_v4(&v4(s), &v4(d), IpProtocol::Udp, (UDP_LEN + len) as u32)
+        }
+    };
+    let mut udp = UdpPacket::new_unchecked(&mut out[l4..total]);
+    udp.set_src_port(src.port());
+    udp.set_dst_port(dst.port());
+    udp.set_len((UDP_LEN + len) as u16);
+    udp.set_checksum(sum);
+    total
+}
+
+/// The `virtio_net_hdr` of a frame from [`udp_partial`] from `src`: checksum offload and,
+/// when `seg` is not 0, UDP segmentation offload: its payload is datagrams of `seg` bytes
+/// (the last may be shorter) that the container's kernel cuts apart.
+pub fn vnet_udp(src: IpAddr, seg: u16) -> [u8; VNET_HDR_LEN] {
+    let l4 = ETH_LEN + ip_header_len(src);
+    let mut h = vnet_needs_csum(l4, 6);
+    if seg != 0 {
+        h[1] = VNET_GSO_UDP_L4;
+        h[2..4].copy_from_slice(&((l4 + UDP_LEN) as u16).to_ne_bytes());
+        h[4..6].copy_from_slice(&seg.to_ne_bytes());
+    }
+    h
 }
 
 /// Builds an ARP reply telling `target` that `ip` is at `mac`.

@@ -14,7 +14,9 @@ use rustc_hash::FxHashMap;
 use smoltcp::phy::{self, Checksum, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 
-use crate::wire::{ETH_LEN, FRAME_MAX, VNET_HDR_LEN, eth_for_ip, tcp_partial_checksum, vnet_gso, vnet_needs_csum};
+use crate::wire::{
+    ETH_LEN, FRAME_MAX, VNET_HDR_LEN, eth_for_ip, tcp_partial_checksum, vnet_gso, vnet_needs_csum, vnet_udp,
+};
 
 /// Where frames go: the one TAP of a container, or the ports of a bridge network.
 enum Out {
@@ -36,7 +38,8 @@ pub type Capture = std::sync::Arc<std::sync::Mutex<crate::pcap::PcapWriter>>;
 /// The TAP's write side: a reusable frame buffer and counters.
 pub struct TxSink {
     out: Out,
-    /// Frame buffer, large enough for an Ethernet and IPv6 header plus 64 KiB.
+    /// Frame buffer: an Ethernet and IPv6 header plus 64 KiB, twice (room to read one more
+    /// datagram behind 64 KiB of others).
     pub buf: Vec<u8>,
     /// Container MAC (destination of every frame).
     pub dst_mac: [u8; 6],
@@ -52,6 +55,11 @@ pub struct TxSink {
     pub vnet: bool,
     /// Packet capture of every frame in and out, when one runs.
     pub capture: Option<Capture>,
+    /// Whether UDP frames may carry several datagrams (USO): with vnet headers, until the
+    /// TAP refuses one (kernels before 6.2).
+    pub uso: bool,
+    /// Datagrams written inside such frames.
+    pub udp_coalesced: u64,
 }
 
 impl TxSink {
@@ -66,8 +74,9 @@ impl TxSink {
     }
 
     fn with_out(out: Out, dst_mac: [u8; 6], src_mac: [u8; 6], vnet: bool) -> Self {
-        let buf = vec![0u8; FRAME_MAX];
-        Self { out, buf, dst_mac, src_mac, frames: 0, bytes: 0, errors: 0, vnet, capture: None }
+        let buf = vec![0u8; 2 * FRAME_MAX];
+        let (frames, bytes, errors, udp_coalesced) = (0, 0, 0, 0);
+        Self { out, buf, dst_mac, src_mac, frames, bytes, errors, vnet, capture: None, uso: vnet, udp_coalesced }
     }
 
     /// Adds a bridge port (its write fd) and the addresses behind it.
@@ -143,6 +152,42 @@ impl TxSink {
         }
     }
 
+    /// Writes `buf[..len]`, a UDP frame from `wire::udp_partial` from `src`, with checksum
+    /// offload (or, without vnet headers, its checksum completed here). `seg`, when not 0,
+    /// is the size of the `count` datagrams back to back in its payload (the last may be
+    /// shorter): the container's kernel cuts them apart. Returns false when the TAP refused
+    /// such a frame (nothing went; `uso` is off from then on).
+    pub fn send_udp_offloaded(&mut self, len: usize, src: IpAddr, seg: u16, count: usize) -> bool {
+        if !self.vnet {
+            if seg != 0 {
+                self.uso = false;
+                return false;
+            }
+            let l4 = &mut self.buf[ETH_LEN + crate::wire::ip_header_len(src)..len];
+            let sum = match !smoltcp::wire::checksum::data(l4) {
+                0 => 0xffff,
+                s => s,
+            };
+            l4[6..8].copy_from_slice(&sum.to_be_bytes());
+            self.send(len);
+            return true;
+        }
+        let r = self.write_frame(&vnet_udp(src, seg), len, seg == 0);
+        if seg != 0 {
+            if r == Err(nix::errno::Errno::EINVAL) {
+                tracing::debug!("the TAP refused a UDP GSO frame: datagrams go one per frame");
+                self.uso = false;
+                return false;
+            }
+            if r.is_ok() {
+                self.udp_coalesced += count as u64;
+                self.record_segments(len, src, usize::from(seg));
+            }
+        }
+        self.count(r, len);
+        true
+    }
+
     /// Records a frame in the capture, if one runs.
     pub fn record(&mut self, frame: &[u8]) {
         if let Some(c) = &self.capture
@@ -152,21 +197,47 @@ impl TxSink {
         }
     }
 
+    /// Records the UDP GSO frame `buf[..len]` from `src` as the datagrams the container's
+    /// kernel cuts it into (`seg` bytes each, the last may be shorter), with full checksums.
+    fn record_segments(&mut self, len: usize, src: IpAddr, seg: usize) {
+        let Some(c) = &self.capture else { return };
+        let Ok(mut w) = c.lock() else { return };
+        let l4 = ETH_LEN + crate::wire::ip_header_len(src);
+        let (Some(sport), Some(dst)) = (self.buf.get(l4..l4 + 2), ip_destination(&self.buf[..len])) else { return };
+        let src = std::net::SocketAddr::new(src, u16::from_be_bytes([sport[0], sport[1]]));
+        let dst = std::net::SocketAddr::new(dst, u16::from_be_bytes([self.buf[l4 + 2], self.buf[l4 + 3]]));
+        let (dst_mac, src_mac) = (self.buf[..6].try_into().unwrap_or(self.dst_mac), self.src_mac);
+        let off = l4 + crate::wire::UDP_LEN;
+        let mut frame = vec![0u8; off + seg];
+        for d in self.buf[off..len].chunks(seg) {
+            frame[off..off + d.len()].copy_from_slice(d);
+            let n = crate::wire::udp(&mut frame, dst_mac, src_mac, src, dst, d.len());
+            w.write(&frame[..n]);
+        }
+    }
+
     fn send_with(&mut self, hdr: &[u8; VNET_HDR_LEN], len: usize) {
+        let r = self.write_frame(hdr, len, true);
+        self.count(r, len);
+    }
+
+    /// Writes `buf[..len]` behind `hdr`; records it in the capture when `record` is set.
+    fn write_frame(&mut self, hdr: &[u8; VNET_HDR_LEN], len: usize, record: bool) -> nix::Result<usize> {
         if let Out::Bridge(b) = &self.out
             && let Some(mac) = ip_destination(&self.buf[..len]).and_then(|ip| b.neighbours.get(&ip))
         {
             // On a bridge the frame goes to the port of its destination address.
             self.buf[..6].copy_from_slice(mac);
         }
-        if let Some(c) = &self.capture
+        if record
+            && let Some(c) = &self.capture
             && let Ok(mut w) = c.lock()
         {
             w.write(&self.buf[..len]);
         }
         let hdr_len = if self.vnet { VNET_HDR_LEN } else { 0 };
         let iov = [IoSlice::new(&hdr[..hdr_len]), IoSlice::new(&self.buf[..len])];
-        let r = match &self.out {
+        match &self.out {
             Out::Tap(fd) => nix::sys::uio::writev(fd, &iov),
             Out::Bridge(b) if self.buf[0] & 1 == 1 => {
                 let mut last = Ok(0);
@@ -179,8 +250,7 @@ impl TxSink {
                 Some(fd) => nix::sys::uio::writev(fd, &iov),
                 None => Err(nix::errno::Errno::EHOSTUNREACH),
             },
-        };
-        self.count(r, len);
+        }
     }
 
     fn count(&mut self, r: nix::Result<usize>, len: usize) {

@@ -234,6 +234,8 @@ pub struct Stats {
     pub handover_drops: u64,
     /// UDP datagrams sent to the host in a segmented batch of several (one call each).
     pub udp_batched: u64,
+    /// UDP datagrams written to the container several to a frame (UDP segmentation offload).
+    pub udp_coalesced: u64,
 }
 
 impl Stats {
@@ -262,6 +264,7 @@ impl Stats {
         self.handed_over += o.handed_over;
         self.handover_drops += o.handover_drops;
         self.udp_batched += o.udp_batched;
+        self.udp_coalesced += o.udp_coalesced;
     }
 }
 
@@ -568,12 +571,28 @@ impl Dataplane {
                 }
             }
             ListenSock::Udp(u) => {
+                // Datagrams of one client read back to back go to the container in one frame
+                // when the TAP takes several (as a flow's replies do, see `UdpFlow::service`).
                 let (off, max) = (wire::udp_payload_offset(container.ip()), wire::udp_max_payload(container.ip()));
+                let mut run = udp::Run::default();
+                let mut run_key = None;
                 for _ in 0..64 {
-                    let buf = &mut self.tx.buf[off..off + max];
-                    match u.try_recv_from(buf) {
-                        Ok((n, peer)) => self.udp_from_client(id, peer, container, n, now),
+                    let at = off + run.bytes();
+                    match u.try_recv_from(&mut self.tx.buf[at..at + max]) {
+                        Ok((n, peer)) => {
+                            let Some(key) = self.udp_from_client(id, peer, container, now) else { continue };
+                            if run_key.is_some_and(|k| k != key || !run.takes(n, max)) {
+                                Self::send_run(&mut run, &mut run_key, &mut self.tx, off);
+                                self.tx.buf.copy_within(at..at + n, off);
+                            }
+                            run.push(n);
+                            run_key = Some(key);
+                            if !self.tx.uso || !run.open(max) {
+                                Self::send_run(&mut run, &mut run_key, &mut self.tx, off);
+                            }
+                        }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            Self::send_run(&mut run, &mut run_key, &mut self.tx, off);
                             if u.poll_recv_ready(&mut cx).is_pending() {
                                 more = false;
                                 break;
@@ -582,6 +601,7 @@ impl Dataplane {
                         Err(e) => tracing::debug!(error = %e, "published UDP receive failed"),
                     }
                 }
+                Self::send_run(&mut run, &mut run_key, &mut self.tx, off);
             }
         }
         if more {
@@ -692,14 +712,28 @@ impl Dataplane {
         }
     }
 
-    /// A datagram (already in the TAP buffer) from a client of a published UDP port.
-    fn udp_from_client(&mut self, listener: u64, peer: SocketAddr, container: SocketAddr, n: usize, now: Instant) {
+    /// Sends the datagrams of a published-port client held in `run`, if any.
+    fn send_run(run: &mut udp::Run, key: &mut Option<FlowKey>, tx: &mut TxSink, off: usize) {
+        if let Some(k) = key.take() {
+            run.send(tx, k.dst, k.src, off);
+        }
+    }
+
+    /// The flow of a datagram from a client of a published UDP port (opened for a new
+    /// client), or `None` when the flow limit drops it.
+    fn udp_from_client(
+        &mut self,
+        listener: u64,
+        peer: SocketAddr,
+        container: SocketAddr,
+        now: Instant,
+    ) -> Option<FlowKey> {
         let key = match self.udp_in_client.get(&(listener, peer)) {
             Some(k) => *k,
             None => {
                 if self.udp_in.len() >= self.cfg.limits.udp_flows {
                     self.stats.limit_drops += 1;
-                    return;
+                    return None;
                 }
                 let (udp, udp_in) = (&self.udp, &self.udp_in);
                 let taken = |k: &FlowKey| udp.contains_key(k) || udp_in.contains_key(k);
@@ -716,9 +750,8 @@ impl Dataplane {
         if let Some(e) = self.udp_in.get_mut(&key) {
             e.last = now;
         }
-        let len = wire::udp(&mut self.tx.buf, self.tx.dst_mac, self.tx.src_mac, key.dst, key.src, n);
-        self.tx.send(len);
         self.schedule_udp_in(key, now);
+        Some(key)
     }
 
     fn schedule_udp_in(&mut self, key: FlowKey, now: Instant) {
@@ -744,6 +777,7 @@ impl Dataplane {
         let mut s = self.stats.clone();
         s.queues = 1;
         s.frames_out = self.tx.frames;
+        s.udp_coalesced = self.tx.udp_coalesced;
         s.bytes_out = self.tx.bytes;
         s.tcp_buffer_bytes = self.buffers.used() as u64;
         s
@@ -1925,6 +1959,7 @@ mod tests {
             ("handed_over", &mut s.handed_over),
             ("handover_drops", &mut s.handover_drops),
             ("udp_batched", &mut s.udp_batched),
+            ("udp_coalesced", &mut s.udp_coalesced),
         ] {
             assert!(one.get(name).is_some(), "{name} is a field");
             *field = 1;

@@ -173,46 +173,138 @@ impl UdpFlow {
     }
 
     /// Delivers pending replies to the container. Returns false when the flow should go.
+    /// With UDP segmentation offload on the TAP, datagrams of one size are read back to back
+    /// into the frame buffer and go to the container in one frame (see [`Run`]).
     pub fn service(&mut self, key: &FlowKey, tx: &mut TxSink, now: Instant) -> bool {
         let waker = self.waker.clone();
         let mut cx = Context::from_waker(&waker);
         let (off, max) = (wire::udp_payload_offset(key.src.ip()), wire::udp_max_payload(key.src.ip()));
+        let mut run = Run::default();
+        let (src, dst) = (self.reply_src, key.src);
         for _ in 0..BATCH {
-            let r = self.sock.try_recv(&mut tx.buf[off..off + max]);
-            match r {
+            let at = off + run.bytes;
+            match self.sock.try_recv(&mut tx.buf[at..at + max]) {
                 Ok(n) => {
                     if let Some(p) = &mut self.dns
                         && n >= 2
                     {
-                        let id = u16::from_be_bytes([tx.buf[off], tx.buf[off + 1]]);
+                        let id = u16::from_be_bytes([tx.buf[at], tx.buf[at + 1]]);
                         p.retain(|q| q.0 != id);
                     }
-                    let len = wire::udp(&mut tx.buf, tx.dst_mac, tx.src_mac, self.reply_src, key.src, n);
-                    tx.send(len);
                     self.replied = true;
                     self.last = now;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => match self.sock.poll_recv_ready(&mut cx) {
-                    Poll::Pending => {
-                        self.fail_stale_dns(key, tx, now);
-                        return now < self.expires();
+                    if !run.takes(n, max) && run.count > 0 {
+                        // It cannot join the run before it: that goes, and it starts a new one.
+                        run.send(tx, src, dst, off);
+                        tx.buf.copy_within(at..at + n, off);
                     }
-                    Poll::Ready(_) => continue,
-                },
+                    run.push(n);
+                    if !tx.uso || !run.open(max) {
+                        run.send(tx, src, dst, off);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    run.send(tx, src, dst, off);
+                    match self.sock.poll_recv_ready(&mut cx) {
+                        Poll::Pending => {
+                            self.fail_stale_dns(key, tx, now);
+                            return now < self.expires();
+                        }
+                        Poll::Ready(_) => continue,
+                    }
+                }
                 Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
                     // The destination answered ICMP port unreachable: tell the container.
+                    run.send(tx, src, dst, off);
                     port_unreachable(key, self.reply_src, tx);
                     self.last = now;
                 }
                 Err(e) => {
+                    run.send(tx, src, dst, off);
                     tracing::debug!(error = %e, "UDP flow receive failed");
                     return false;
                 }
             }
         }
+        run.send(tx, src, dst, off);
         // More may be queued: come back after other work.
         self.waker.wake_by_ref();
         true
+    }
+}
+
+/// Most datagrams in one frame to the container.
+const RUN_SEGMENTS: usize = 64;
+
+/// Datagrams of one flow read back to back into the TAP frame buffer, from `off` on: all the
+/// size of the first but the last, which may be shorter, so that the container's kernel, told
+/// the size, cuts them where they were (UDP segmentation offload, `VIRTIO_NET_HDR_GSO_UDP_L4`).
+#[derive(Default)]
+pub struct Run {
+    /// Payload bytes held.
+    bytes: usize,
+    /// Size of the first datagram.
+    seg: usize,
+    /// Datagrams held.
+    count: usize,
+}
+
+impl Run {
+    /// Payload bytes held: where the next datagram is read, after the payload offset.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Whether a datagram of `n` bytes, read right behind the run, can join it.
+    pub fn takes(&self, n: usize, max: usize) -> bool {
+        self.open(max) && n > 0 && n <= self.seg && self.bytes + n <= max
+    }
+
+    /// Whether another datagram may still join.
+    pub fn open(&self, max: usize) -> bool {
+        self.count > 0
+            && self.seg > 0
+            && self.bytes.is_multiple_of(self.seg)
+            && self.count < RUN_SEGMENTS
+            && self.bytes < max
+    }
+
+    /// Adds a datagram of `n` bytes (the caller checked that it [`Self::takes`] it or that the
+    /// run was empty).
+    pub fn push(&mut self, n: usize) {
+        if self.count == 0 {
+            self.seg = n;
+        }
+        self.bytes += n;
+        self.count += 1;
+    }
+
+    /// Sends the datagrams held at `tx.buf[off..]` from `src` to the container's `dst`: one
+    /// frame for all when the TAP takes it, else one each. Leaves the run empty.
+    pub fn send(&mut self, tx: &mut TxSink, src: SocketAddr, dst: SocketAddr, off: usize) {
+        let run = std::mem::take(self);
+        if run.count == 0 {
+            return;
+        }
+        if !tx.vnet {
+            let len = wire::udp(&mut tx.buf, tx.dst_mac, tx.src_mac, src, dst, run.bytes);
+            tx.send(len);
+            return;
+        }
+        let seg = if run.count > 1 { run.seg as u16 } else { 0 };
+        let len = wire::udp_partial(&mut tx.buf, tx.dst_mac, tx.src_mac, src, dst, run.bytes);
+        if tx.send_udp_offloaded(len, src.ip(), seg, run.count) {
+            return;
+        }
+        // Refused as one frame: each datagram in turn moves to the front and goes alone
+        // (the ones before it have gone, so nothing it overwrites is still needed).
+        for i in 0..run.count {
+            let start = off + i * run.seg;
+            let n = run.seg.min(run.bytes - i * run.seg);
+            tx.buf.copy_within(start..start + n, off);
+            let len = wire::udp_partial(&mut tx.buf, tx.dst_mac, tx.src_mac, src, dst, n);
+            tx.send_udp_offloaded(len, src.ip(), 0, 1);
+        }
     }
 }
 

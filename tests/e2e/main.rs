@@ -173,6 +173,26 @@ fn bursts_of_datagrams_arrive_whole_and_in_order() {
 }
 
 #[test]
+fn bursts_of_datagrams_to_the_container_arrive_whole_and_in_order() {
+    require_isolation();
+    assert!(has_remote_ip());
+    // Replies read back to back from a flow's host socket go to the container several to a
+    // frame (UDP segmentation offload): its kernel must cut them apart as they were sent.
+    let r = Running::start(&[], &["sh", "-c", "echo serving; exec sleep 600"]);
+    let (count, size) = (6000u32, 1400usize);
+    let mut before = 0;
+    for remote in [REMOTE_IP, REMOTE_IP6] {
+        let srv = UdpServer::blast_back(remote, count, size);
+        let port = srv.addr.port().to_string();
+        let line = r.nettool(&["udp-blast-recv", remote, &port, &count.to_string(), &size.to_string()], SHORT);
+        check_blast_report(&format!("from {remote}"), &line, count, srv.addr.port(), 0, || r.stats().to_string());
+        let now = r.stats()["udp_coalesced"].as_u64().unwrap();
+        assert!(now > before, "from {remote}: datagrams went to the container several to a frame ({before} -> {now})");
+        before = now;
+    }
+}
+
+#[test]
 fn dns_over_udp_and_tcp_through_a_local_stub() {
     require_isolation();
     let stub = DnsStub::start();

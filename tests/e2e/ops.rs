@@ -69,6 +69,35 @@ fn pcap_of_a_known_exchange_reads_in_tshark() {
 }
 
 #[test]
+fn a_capture_shows_datagrams_sent_several_to_a_frame_one_by_one() {
+    require_isolation();
+    assert!(has_remote_ip());
+    // Datagrams that go to the container in one UDP GSO frame are recorded as the container's
+    // kernel cuts them: one frame each.
+    let (count, size) = (6000u32, 1400usize);
+    let srv = UdpServer::blast_back(REMOTE_IP, count, size);
+    let port = srv.addr.port();
+    let file = temp("gso.pcap");
+    let f = warren_run(
+        &["--no-ipv6", "--pcap", file.to_str().unwrap()],
+        &[
+            nettool().to_str().unwrap(),
+            "udp-blast-recv",
+            REMOTE_IP,
+            &port.to_string(),
+            &count.to_string(),
+            &size.to_string(),
+        ],
+        SHORT,
+    );
+    assert_eq!(f.code, 0, "{} {}", f.stdout, f.stderr);
+    check_blast_report("from the host", f.stdout.trim(), count, port, 0, String::new);
+    let reached = u64::from(count) - udp_drops_at_port(port);
+    let filter = format!("udp.srcport == {port} && (udp.length == {} || udp.length == {})", size + 8, size / 2 + 8);
+    assert_eq!(tshark_count(&file, &filter) as u64, reached, "every datagram warren read is one frame in the capture");
+}
+
+#[test]
 fn capture_on_a_running_instance_stops_at_the_count() {
     require_isolation();
     assert!(has_remote_ip());

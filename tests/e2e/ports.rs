@@ -145,6 +145,49 @@ fn bursts_of_replies_through_a_published_udp_port_arrive_whole_and_in_order() {
 }
 
 #[test]
+fn bursts_of_datagrams_through_a_published_udp_port_arrive_whole_and_in_order() {
+    require_isolation();
+    // A client's datagrams read back to back from the listener go to the container several
+    // to a frame (UDP segmentation offload): the container checks each as it was sent.
+    let tool = nettool();
+    let port = free_port("0.0.0.0");
+    let spec = format!("{port}:7000/udp");
+    let (count, size) = (6000u32, 1400usize);
+    let r = Running::start(
+        &["-p", &spec],
+        &[tool.to_str().unwrap(), "udp-blast-check", "7000", &count.to_string(), &size.to_string()],
+    );
+    let mut before = 0;
+    for client in [REMOTE_IP, "127.0.0.1"] {
+        let sock = UdpSocket::bind((client, 0)).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        sock.connect((client, port)).unwrap();
+        let mut buf = [0u8; 256];
+        let echoed = (0..3).any(|_| {
+            sock.send(b"hi").unwrap();
+            matches!(sock.recv(&mut buf), Ok(2))
+        });
+        assert!(echoed, "no echo via {client}");
+        let host_before = udp_drops_at_port(port);
+        let mut d = Vec::new();
+        for i in 0..count {
+            blast_datagram(i, size, &mut d);
+            sock.send(&d).unwrap();
+            if i % 32 == 31 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let n = sock.recv(&mut buf).expect("the container's report");
+        let report = String::from_utf8_lossy(&buf[..n]).into_owned();
+        check_blast_report(&format!("from {client}"), &report, count, port, host_before, || r.stats().to_string());
+        let now = r.stats()["udp_coalesced"].as_u64().unwrap();
+        assert!(now > before, "from {client}: datagrams went to the container several to a frame ({before} -> {now})");
+        before = now;
+    }
+}
+
+#[test]
 fn ipv6_loopback_listener_and_a_range() {
     require_isolation();
     let p6 = free_port("::1");

@@ -223,6 +223,15 @@ pub struct UdpServer {
 impl UdpServer {
     /// Starts the server.
     pub fn start(bind: &str, reply: fn(&[u8]) -> Option<Vec<u8>>) -> Self {
+        Self::serve(bind, move |sock, d, from| {
+            if let Some(r) = reply(d) {
+                let _ = sock.send_to(&r, from);
+            }
+        })
+    }
+
+    /// Starts a server handing each datagram and its sender to `handle`.
+    pub fn serve(bind: &str, handle: impl Fn(&UdpSocket, &[u8], SocketAddr) + Send + 'static) -> Self {
         let sock = UdpSocket::bind((bind, 0)).unwrap_or_else(|e| panic!("bind {bind}: {e}"));
         let addr = sock.local_addr().unwrap();
         sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
@@ -231,14 +240,31 @@ impl UdpServer {
         let thread = std::thread::spawn(move || {
             let mut buf = vec![0u8; 65536];
             while !st.load(Ordering::SeqCst) {
-                if let Ok((n, from)) = sock.recv_from(&mut buf)
-                    && let Some(r) = reply(&buf[..n])
-                {
-                    let _ = sock.send_to(&r, from);
+                if let Ok((n, from)) = sock.recv_from(&mut buf) {
+                    handle(&sock, &buf[..n], from);
                 }
             }
         });
         Self { addr, stop, thread: Some(thread) }
+    }
+
+    /// Answers "go" with `count` datagrams of `size` bytes as `nettool udp-blast` sends them
+    /// (runs of 32, 1 ms apart) and echoes anything else.
+    pub fn blast_back(bind: &str, count: u32, size: usize) -> Self {
+        Self::serve(bind, move |sock, d, from| {
+            if d != b"go" {
+                let _ = sock.send_to(d, from);
+                return;
+            }
+            let mut out = Vec::new();
+            for i in 0..count {
+                blast_datagram(i, size, &mut out);
+                let _ = sock.send_to(&out, from);
+                if i % 32 == 31 {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        })
     }
 
     /// Echoes every datagram.
@@ -593,6 +619,15 @@ pub fn namespace_holder() -> (Guard, u32) {
     (holder, pid)
 }
 
+/// The datagram `i` of a `nettool udp-blast` of `size`-byte datagrams: every seventh is half
+/// as long; it starts with `i` and the rest is derived from `i`.
+pub fn blast_datagram(i: u32, size: usize, out: &mut Vec<u8>) {
+    let n = if i % 7 == 6 { size / 2 } else { size }.max(4);
+    out.clear();
+    out.extend_from_slice(&i.to_be_bytes());
+    out.extend((4..n).map(|j| (i as usize * 7 + j * 13) as u8));
+}
+
 /// A receiver of a `nettool udp-blast` (datagram `i` starts with `i`; every seventh is half
 /// as long; the rest is derived from `i`), checking each datagram that arrives.
 pub struct Blast {
@@ -657,6 +692,47 @@ pub fn inode(s: &UdpSocket) -> u64 {
     std::fs::metadata(format!("/proc/self/fd/{}", s.as_raw_fd()))
         .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
         .unwrap()
+}
+
+/// Checks the report of a container that received a `udp-blast` of `count` datagrams
+/// ("ok GOT DROPPED": all that arrived was whole and in order): every datagram arrived or
+/// was dropped by a full receive buffer, the container's or that of warren's host socket at
+/// `port` (`host_before`: its drops before the blast), at most a tenth of them.
+pub fn check_blast_report(
+    what: &str,
+    report: &str,
+    count: u32,
+    port: u16,
+    host_before: u64,
+    context: impl Fn() -> String,
+) {
+    let f: Vec<u64> = report
+        .strip_prefix("ok ")
+        .unwrap_or_else(|| panic!("{what}: {report} {}", context()))
+        .split(' ')
+        .map(|n| n.parse().unwrap())
+        .collect();
+    let (got, dropped, host) = (f[0], f[1], udp_drops_at_port(port) - host_before);
+    assert_eq!(
+        got + dropped + host,
+        u64::from(count),
+        "{what}: {got} arrived, {dropped} dropped by the receiver, {host} by warren's host socket; {}",
+        context()
+    );
+    assert!((dropped + host) * 10 <= u64::from(count), "{what}: {dropped} + {host} dropped of {count}");
+}
+
+/// Datagrams dropped by full receive buffers of the UDP sockets of this network namespace
+/// whose local or remote port is `port` (warren's socket for a flow or listener there).
+pub fn udp_drops_at_port(port: u16) -> u64 {
+    let table = std::fs::read_to_string("/proc/net/udp").unwrap() + &std::fs::read_to_string("/proc/net/udp6").unwrap();
+    let hex = format!(":{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| l.split_whitespace().skip(1).take(2).any(|a| a.ends_with(&hex)))
+        .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+        .sum()
 }
 
 /// Datagrams a UDP socket of this network namespace dropped (its receive buffer was full).
