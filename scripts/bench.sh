@@ -8,8 +8,8 @@
 # loopback client and reverse, T2 from a non-loopback client whose address the engine keeps
 # (warren, slirp4netns), T7 four parallel flows out, T3 request/response latency p50/p99
 # (1-byte round trips), T4 new connections per second out, T8 engine memory per idle
-# connection (10,000 held open), T5 UDP at 1 Gbit/s offered (received rate and loss), T6
-# container to container. Medians of REPS runs (min-max), engine CPU seconds per GB and RSS.
+# connection (10,000 held open), T5 UDP at 1 Gbit/s offered (received rate and loss; -R:
+# host to container), T6 container to container. Medians of REPS runs (min-max), engine CPU seconds per GB and RSS.
 # Everything runs inside a fresh network namespace: nothing leaves
 # this machine. Results go to stdout and docs/BENCHMARKS.md.
 #
@@ -173,6 +173,8 @@ measure_engine() { # name holder-pid engine-pid has_fwd keeps_src
     record "$name" t3 "$(median_rr "${vals[@]}")"
     vals=(); for _ in $(seq "$REPS"); do vals+=("$(udp_once "" "$ns" "-c 10.0.2.2" 25204)"); done
     record "$name" t5 "$(median_udp "${vals[@]}")"
+    vals=(); for _ in $(seq "$REPS"); do vals+=("$(udp_once "" "$ns" "-R -c 10.0.2.2" 25204)"); done
+    record "$name" t5r "$(median_udp "${vals[@]}")"
     vals=(); for _ in $(seq "$REPS"); do vals+=("$(churn_once "$ns" 10.0.2.2)"); done
     record "$name" t4 "$(median "${vals[@]}")"
     record "$name" t8 "$(hold_once "$ns" 10.0.2.2 "$epid")"
@@ -185,6 +187,7 @@ for test in t1 t1r t7; do vals=(); for _ in $(seq "$REPS"); do
     record loopback $test "$(median "${vals[@]}")"; done
 vals=(); for _ in $(seq "$REPS"); do vals+=("$(rr_once "" 127.0.0.1)"); done; record loopback t3 "$(median_rr "${vals[@]}")"
 vals=(); for _ in $(seq "$REPS"); do vals+=("$(udp_once "" "" "-c 127.0.0.1" 25204)"); done; record loopback t5 "$(median_udp "${vals[@]}")"
+vals=(); for _ in $(seq "$REPS"); do vals+=("$(udp_once "" "" "-R -c 127.0.0.1" 25204)"); done; record loopback t5r "$(median_udp "${vals[@]}")"
 vals=(); for _ in $(seq "$REPS"); do vals+=("$(churn_once "" 127.0.0.1)"); done; record loopback t4 "$(median "${vals[@]}")"
 
 echo "== kernel veth"
@@ -206,6 +209,7 @@ for test in t1 t1r t2 t2r; do vals=(); for _ in $(seq "$REPS"); do
 vals=(); for _ in $(seq "$REPS"); do vals+=("$(iperf_once "" "$VNS" "-P 4 -c 10.203.0.1 -p 25201" 25201)"); done; record veth t7 "$(median "${vals[@]}")"
 vals=(); for _ in $(seq "$REPS"); do vals+=("$(rr_once "$VNS" 10.203.0.1)"); done; record veth t3 "$(median_rr "${vals[@]}")"
 vals=(); for _ in $(seq "$REPS"); do vals+=("$(udp_once "" "$VNS" "-c 10.203.0.1" 25204)"); done; record veth t5 "$(median_udp "${vals[@]}")"
+vals=(); for _ in $(seq "$REPS"); do vals+=("$(udp_once "" "$VNS" "-R -c 10.203.0.1" 25204)"); done; record veth t5r "$(median_udp "${vals[@]}")"
 vals=(); for _ in $(seq "$REPS"); do vals+=("$(churn_once "$VNS" 10.203.0.1)"); done; record veth t4 "$(median "${vals[@]}")"
 
 slirp_api() { python3 - "$1" "$2" <<'PY'
@@ -309,8 +313,8 @@ MICRO=$("$HOTPATH" --bench 2>&1 | grep "ns/op" || echo "the micro-benchmarks fai
 echo "$MICRO"
 
 # Table.
-cols=(t1 t1r t2 t2r t2s t7 t3 t4 t5 t6 t8)
-hdr="| engine | T1 out Gb/s | T1 -R Gb/s | T2 fwd (lo client) | T2 fwd -R | T2 fwd, source kept | T7 4 flows out Gb/s | T3 latency p50/p99 us | T4 conn/s out | T5 UDP 1 Gb/s offered: Gb/s/loss | T6 container to container Gb/s | T8 KiB per idle conn | CPU s/GB (T1 out; T6 for bridges) | RSS MiB now/peak |"
+cols=(t1 t1r t2 t2r t2s t7 t3 t4 t5 t5r t6 t8)
+hdr="| engine | T1 out Gb/s | T1 -R Gb/s | T2 fwd (lo client) | T2 fwd -R | T2 fwd, source kept | T7 4 flows out Gb/s | T3 latency p50/p99 us | T4 conn/s out | T5 UDP 1 Gb/s offered: Gb/s/loss | T5 -R (host to container) | T6 container to container Gb/s | T8 KiB per idle conn | CPU s/GB (T1 out; T6 for bridges) | RSS MiB now/peak |"
 {
 echo "# Benchmarks"
 echo
@@ -320,7 +324,7 @@ echo "iperf3 $(iperf3 --version | head -1 | awk '{print $2}'), Debian $(cat /etc
 echo "Medians of $REPS runs of ${DUR}s (min-max), receiver side. MTU 65520 unless named."
 echo
 echo "$hdr"
-echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 for row in loopback veth kernel-bridge slirp4netns-65520 slirp4netns-1500 pasta rootlesskit-builtin warren warren-1500 warren-bridge; do
     line="| $row"
     for c in "${cols[@]}"; do line+=" | ${RES[$row,$c]:--}"; done
@@ -330,7 +334,7 @@ done
 echo
 echo "Ratios of warren's medians (T6: warren-bridge against the kernel bridge):"
 echo
-for c in t1 t1r t2 t2r t2s t7 t4 t5 t6; do
+for c in t1 t1r t2 t2r t2s t7 t4 t5 t5r t6; do
     w=${RES[warren,$c]:--}; [ $c = t6 ] && w=${RES[warren-bridge,t6]:--}
     python3 - "$c" "$w" "${RES[slirp4netns-65520,$c]:--}" "${RES[pasta,$c]:--}" "${RES[rootlesskit-builtin,$c]:--}" "${RES[veth,$c]:--}" "${RES[kernel-bridge,$c]:--}" <<'PY'
 import sys
@@ -355,6 +359,7 @@ PY
 echo
 echo "T3 (lower is better): warren ${RES[warren,t3]:--} us p50/p99; slirp4netns ${RES[slirp4netns-65520,t3]:--}; pasta ${RES[pasta,t3]:--}; veth ${RES[veth,t3]:--}; loopback ${RES[loopback,t3]:--}."
 echo "T5 loss (lower is better): warren ${RES[warren,t5]:--}; slirp4netns ${RES[slirp4netns-65520,t5]:--}; pasta ${RES[pasta,t5]:--}; veth ${RES[veth,t5]:--}."
+echo "T5 -R loss (lower is better): warren ${RES[warren,t5r]:--}; slirp4netns ${RES[slirp4netns-65520,t5r]:--}; pasta ${RES[pasta,t5r]:--}; veth ${RES[veth,t5r]:--}."
 echo "T8 (lower is better): KiB of engine RSS per idle connection: warren ${RES[warren,t8]:--}; slirp4netns ${RES[slirp4netns-65520,t8]:--}; pasta ${RES[pasta,t8]:--}."
 echo
 echo "Micro-benchmarks of the hot path (\`cargo bench --bench hotpath\`, no namespaces, median of 5 rounds):"
