@@ -520,3 +520,53 @@ impl Batch {
         Some((key, self.size, &self.data))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A TAP on a kernel without UDP segmentation offload refuses a GSO frame with `EINVAL`,
+    /// as an eventfd refuses any write that is not 8 bytes: the run then goes one datagram per
+    /// frame (each refused here too, but recorded by the capture first, so it can be checked).
+    #[test]
+    fn a_run_the_tap_refuses_goes_one_datagram_per_frame() {
+        let fd: std::os::fd::OwnedFd = nix::sys::eventfd::EventFd::new().unwrap().into();
+        let mut tx = TxSink::new(fd, [2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], true);
+        let path = std::env::temp_dir().join(format!("warren-udp-run-{}.pcap", std::process::id()));
+        let pcap = crate::pcap::PcapWriter::create(&path, None).unwrap();
+        tx.capture = Some(std::sync::Arc::new(std::sync::Mutex::new(pcap)));
+        let (src, dst): (SocketAddr, SocketAddr) = ("10.0.2.2:53".parse().unwrap(), "10.0.2.100:4000".parse().unwrap());
+        let (off, max) = (wire::udp_payload_offset(src.ip()), wire::udp_max_payload(src.ip()));
+        let sizes = [100usize, 100, 40];
+        let mut run = Run::default();
+        for (i, n) in sizes.iter().enumerate() {
+            let at = off + run.bytes();
+            tx.buf[at..at + n].fill(i as u8 + 1);
+            assert!(run.bytes() == 0 || run.takes(*n, max), "datagram {i} joins");
+            run.push(*n);
+        }
+        assert!(!run.open(max), "a shorter datagram closes the run");
+        assert!(tx.uso);
+        run.send(&mut tx, src, dst, off);
+        assert!(!tx.uso, "segmentation offload is off after the refusal");
+        assert_eq!((tx.errors, tx.frames, tx.udp_coalesced), (3, 0, 0), "one write per datagram after the refusal");
+        tx.capture = None;
+        let file = std::fs::read(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        let mut at = 24;
+        let mut payloads = Vec::new();
+        while at + 16 <= file.len() {
+            let len = u32::from_le_bytes(file[at + 8..at + 12].try_into().unwrap()) as usize;
+            let frame = &file[at + 16..at + 16 + len];
+            payloads.push(frame[off..].to_vec());
+            assert_eq!(
+                u16::from_be_bytes([frame[off - 4], frame[off - 3]]) as usize,
+                8 + frame.len() - off,
+                "UDP length"
+            );
+            at += 16 + len;
+        }
+        let want: Vec<Vec<u8>> = sizes.iter().enumerate().map(|(i, n)| vec![i as u8 + 1; *n]).collect();
+        assert_eq!(payloads, want, "each datagram alone, as it was read");
+    }
+}
