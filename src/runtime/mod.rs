@@ -967,11 +967,15 @@ impl Dataplane {
                 Event::Command(Some(c)) => self.command(c),
                 Event::Command(None) => commands = None,
                 Event::Handed(Some(f)) => {
+                    // Frames another queue read for this thread's flows: a burst like one read
+                    // from the TAP (a flow answered once, UDP datagrams sent in batches).
                     let now = Instant::now();
+                    self.batching = true;
                     self.handed(&f, now);
                     while let Some(f) = handoff.as_mut().and_then(|h| h.try_recv().ok()) {
                         self.handed(&f, now);
                     }
+                    self.end_batch(now);
                 }
                 Event::Handed(None) => *handoff = None,
                 Event::Wake | Event::Timer => {}
