@@ -454,8 +454,9 @@ fn udp_echo(a: SocketAddr, count: usize) -> Result<String, String> {
     Ok(format!("ok {count}"))
 }
 
-/// The datagram `i` of a `udp-blast` of `size`-byte datagrams: every seventh is half as long
-/// (so batches end on a shorter one); it starts with `i` and the rest is derived from `i`.
+/// The datagram `i` of a `udp-blast` of `size`-byte datagrams (identical to the one in
+/// tests/util): every seventh is half as long (so batches end on a shorter one); it starts with
+/// `i` and the rest is derived from `i`.
 fn blast_datagram(i: u32, size: usize, out: &mut Vec<u8>) {
     let n = if i % 7 == 6 { size / 2 } else { size }.max(4);
     out.clear();

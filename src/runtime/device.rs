@@ -153,7 +153,7 @@ impl TxSink {
     }
 
     /// Writes `buf[..len]`, a UDP frame from `wire::udp_partial` from `src`, with checksum
-    /// offload (or, without vnet headers, its checksum completed here). `seg`, when not 0,
+    /// offload (or, without vnet headers, its checksum completed here from the partial sum). `seg`, when not 0,
     /// is the size of the `count` datagrams back to back in its payload (the last may be
     /// shorter): the container's kernel cuts them apart. Returns false when the TAP refused
     /// such a frame (nothing went; `uso` is off from then on).

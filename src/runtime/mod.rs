@@ -1389,11 +1389,7 @@ impl Dataplane {
             e.last = now;
             let (listener, client) = (e.listener, e.client);
             if self.batching && e.batches && !payload.is_empty() {
-                if !self.udp_batch.takes(&key, payload.len()) {
-                    self.send_udp_batch(now);
-                }
-                self.udp_batch.push(key, payload);
-                return;
+                return self.hold_udp(key, payload, now);
             }
             if self.udp_batch.holds(&key) {
                 self.send_udp_batch(now);
@@ -1443,11 +1439,7 @@ impl Dataplane {
         // Datagrams of a burst wait to go in one segmented send, when the burst ends or one
         // cannot join; a datagram sent alone goes after those of its flow held before it.
         if self.batching && flow.batches(payload.len()) {
-            if !self.udp_batch.takes(&key, payload.len()) {
-                self.send_udp_batch(now);
-            }
-            self.udp_batch.push(key, payload);
-            return;
+            return self.hold_udp(key, payload, now);
         }
         if self.udp_batch.holds(&key) {
             self.send_udp_batch(now);
@@ -1584,6 +1576,15 @@ impl Dataplane {
             }
         }
         self.pending = keys;
+    }
+
+    /// Holds a datagram of a read burst for its flow's next segmented send, first sending the
+    /// batch held if it cannot join it.
+    fn hold_udp(&mut self, key: FlowKey, payload: &[u8], now: Instant) {
+        if !self.udp_batch.takes(&key, payload.len()) {
+            self.send_udp_batch(now);
+        }
+        self.udp_batch.push(key, payload);
     }
 
     /// Sends the datagrams held in the UDP batch to their flow's host socket.

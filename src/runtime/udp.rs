@@ -286,11 +286,6 @@ impl Run {
         if run.count == 0 {
             return;
         }
-        if !tx.vnet {
-            let len = wire::udp(&mut tx.buf, tx.dst_mac, tx.src_mac, src, dst, run.bytes);
-            tx.send(len);
-            return;
-        }
         let seg = if run.count > 1 { run.seg as u16 } else { 0 };
         let len = wire::udp_partial(&mut tx.buf, tx.dst_mac, tx.src_mac, src, dst, run.bytes);
         if tx.send_udp_offloaded(len, src.ip(), seg, run.count) {
@@ -545,14 +540,15 @@ mod tests {
             assert!(run.bytes() == 0 || run.takes(*n, max), "datagram {i} joins");
             run.push(*n);
         }
-        assert!(!run.open(max), "a shorter datagram closes the run");
-        assert!(tx.uso);
+        let (open, uso_before) = (run.open(max), tx.uso);
         run.send(&mut tx, src, dst, off);
-        assert!(!tx.uso, "segmentation offload is off after the refusal");
-        assert_eq!((tx.errors, tx.frames, tx.udp_coalesced), (3, 0, 0), "one write per datagram after the refusal");
         tx.capture = None;
-        let file = std::fs::read(&path).unwrap();
+        let file = std::fs::read(&path);
         let _ = std::fs::remove_file(&path);
+        let file = file.unwrap();
+        assert!(!open, "a shorter datagram closes the run");
+        assert!(uso_before && !tx.uso, "segmentation offload is off after the refusal");
+        assert_eq!((tx.errors, tx.frames, tx.udp_coalesced), (3, 0, 0), "one write per datagram after the refusal");
         let mut at = 24;
         let mut payloads = Vec::new();
         while at + 16 <= file.len() {

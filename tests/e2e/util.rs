@@ -646,14 +646,12 @@ impl Blast {
         let ino = inode(&sock);
         let kept = sock.try_clone().unwrap();
         let rx = std::thread::spawn(move || {
-            let mut buf = vec![0u8; 65536];
+            let (mut buf, mut want) = (vec![0u8; 65536], Vec::new());
             let (mut got, mut next, mut bad) = (0u32, 0u32, Vec::new());
             while let Ok(n) = sock.recv(&mut buf) {
-                let d = &buf[..n];
-                let i = u32::from_be_bytes(d[..4].try_into().unwrap());
-                let want = if i % 7 == 6 { size / 2 } else { size };
-                let intact =
-                    n == want && d[4..].iter().enumerate().all(|(j, b)| *b == (i as usize * 7 + (j + 4) * 13) as u8);
+                let i = u32::from_be_bytes(buf[..4].try_into().unwrap());
+                blast_datagram(i, size, &mut want);
+                let intact = buf[..n] == want[..];
                 if !intact || i < next {
                     bad.push(format!("datagram {i}: {n} bytes, intact {intact}, after {next}"));
                 }
