@@ -20,6 +20,8 @@ have g++ || need_pkgs+=(g++)
 have curl || need_pkgs+=(curl)
 # The real slirp4netns: the compatibility suite runs every scenario against it too.
 have slirp4netns || need_pkgs+=(slirp4netns)
+# RootlessKit: a real caller of the drop-in (network and port driver) in the suite.
+have rootlesskit || need_pkgs+=(rootlesskit)
 # tshark reads the pcap files warren writes (the capture tests check them with it).
 have tshark || need_pkgs+=(tshark)
 # busybox udhcpc: a real DHCP client for the DHCP test.

@@ -14,7 +14,6 @@ use warren::api::ApiSocket;
 use warren::config::{self, Addresses, Addresses6, DnsUpstreams, NetConfig};
 use warren::ns::{self, Target};
 use warren::runtime::Dataplane;
-use warren::runtime::ports::Agent;
 use warren::slirp::{self, NetnsType, Parsed, SlirpArgs};
 
 /// The slirp4netns release whose behaviour this binary reproduces.
@@ -124,7 +123,7 @@ fn run(a: SlirpArgs) -> Result<(), String> {
     // (a first look after that would find nothing and never watch).
     let netns_identity = warren::runtime::file_identity(std::path::Path::new(&a.target));
     // The TAP: handed over as an fd (tapfd mode, no fork), or opened inside by a helper.
-    let (fd, mac, agent, vnet, pidfd, queue_fds) = if a.netns_type == NetnsType::TapFd {
+    let (fd, mac, vnet, pidfd, queue_fds) = if a.netns_type == NetnsType::TapFd {
         let raw: i32 = a.target.parse().map_err(|_| "FD must be a non-negative integer".to_string())?;
         let fd = warren::sys::adopt_inherited_fd(raw).map_err(|e| format!("tapfd {raw}: {e}"))?;
         let flags = warren::sys::tap_flags(fd.as_fd()).map_err(|e| format!("tapfd {raw}: not a TAP device: {e}"))?;
@@ -134,7 +133,7 @@ fn run(a: SlirpArgs) -> Result<(), String> {
         nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK))
             .map_err(|e| format!("tapfd {raw}: {e}"))?;
         // The container's MAC is learned from its first frame.
-        (fd, [0xff; 6], None, flags & libc::IFF_VNET_HDR != 0, None, Vec::new())
+        (fd, [0xff; 6], flags & libc::IFF_VNET_HDR != 0, None, Vec::new())
     } else {
         let target = match a.netns_type {
             NetnsType::Pid => {
@@ -153,7 +152,11 @@ fn run(a: SlirpArgs) -> Result<(), String> {
         let tap = ns::spawn_attach_with(&cfg, &target, a.configure).map_err(|e| e.to_string())?;
         eprintln!("sent tapfd={} for {tap_name}", tap.fd.as_raw_fd());
         eprintln!("received tapfd={}", tap.fd.as_raw_fd());
-        (tap.fd, tap.mac, Some(tap.agent), true, pidfd, tap.queues)
+        // No kernel fast path for loopback clients of a forward: slirp4netns shows them to the
+        // guest as the gateway with the client's port (podman#6691), and callers rely on
+        // it; through the userspace stack they appear the same. Closing the agent ends it.
+        drop(tap.agent);
+        (tap.fd, tap.mac, true, pidfd, tap.queues)
     };
     print_banner(&a, &cfg);
     let api = match &a.api_socket {
@@ -207,9 +210,6 @@ fn run(a: SlirpArgs) -> Result<(), String> {
         warren::harden::apply_seccomp_allowlist().map_err(|e| e.to_string())?;
     }
     let r = rt.block_on(async move {
-        if let Some(agent) = agent {
-            dp.set_agent(Agent::new(agent).map_err(|e| e.to_string())?);
-        }
         // A guest that autoconfigures IPv6 learns the prefix at once, not at its next solicitation.
         dp.advertise_router();
         let (tx, rx) = tokio::sync::mpsc::channel(16);

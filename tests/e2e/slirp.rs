@@ -127,6 +127,9 @@ struct Observed {
     route: String,
     api: Vec<String>,
     forward_ok: bool,
+    /// Who a loopback client of the forward is to the server inside, its port written CLIENT
+    /// when it is the client's own.
+    peer_seen: String,
     outbound_ok: bool,
     exit_code: i32,
     socket_removed: bool,
@@ -186,6 +189,8 @@ fn scenario(engine: &Path, host_port: u16, outbound: &TcpServer) -> Observed {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
+    let (local, peer) = tcp_peer_seen(to, None);
+    let peer_seen = peer.replace(&format!(":{}", local.port()), ":CLIENT");
     let out = inside(&format!("{} download 10.0.2.2 {} 1048576 4", nettool().display(), outbound.addr.port()));
     let outbound_ok = out.trim() == format!("ok 1048576 {}", stream_hash(4, 1 << 20));
     let stats = api(&sock, r#"{"execute":"stats"}"#);
@@ -226,6 +231,7 @@ fn scenario(engine: &Path, host_port: u16, outbound: &TcpServer) -> Observed {
         api: replies,
         stats,
         forward_ok,
+        peer_seen,
         outbound_ok,
         exit_code: code,
         socket_removed,
@@ -247,6 +253,7 @@ fn configure_ready_exit_api_forward_and_outbound_match() {
     assert!(ours.link.contains("mtu 65520") && ours.link.contains("link/ether 02:00:00:00:00:42"), "{}", ours.link);
     assert_eq!(ours.route.trim(), "default via 10.0.2.2 dev tap0");
     assert!(ours.forward_ok && ours.outbound_ok);
+    assert_eq!(ours.peer_seen, "10.0.2.2:CLIENT", "a loopback client seen as the gateway with its own port");
     assert_eq!(ours.exit_code, 0);
     assert!(ours.socket_removed);
     // The TAP warren-slirp4netns creates has a queue (and a data-path thread) per CPU, up to 4.
@@ -277,13 +284,24 @@ fn configure_ready_exit_api_forward_and_outbound_match() {
         };
         assert_eq!(real_shape(mask(&o.api)), real_shape(mask(&ours.api)), "API replies: {n} vs warren-slirp4netns");
         assert_eq!(
-            (&o.ready, &o.addr, &o.link, &o.route, o.forward_ok, o.outbound_ok, o.exit_code, o.socket_removed),
+            (
+                &o.ready,
+                &o.addr,
+                &o.link,
+                &o.route,
+                o.forward_ok,
+                &o.peer_seen,
+                o.outbound_ok,
+                o.exit_code,
+                o.socket_removed
+            ),
             (
                 &ours.ready,
                 &ours.addr,
                 &ours.link,
                 &ours.route,
                 ours.forward_ok,
+                &ours.peer_seen,
                 ours.outbound_ok,
                 ours.exit_code,
                 ours.socket_removed
@@ -560,8 +578,10 @@ fn ipv6_scenario(engine: &Path, ours: bool, server: &TcpServer) -> (String, Stri
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
-        let (_, seen) = tcp_peer_seen(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, p6)), None);
-        assert_eq!(seen.split("]:").next().unwrap(), format!("[{guest6}"), "reached the guest over IPv6");
+        // Over IPv6 (an IPv4 path would show 10.0.2.2): the gateway with the client's port,
+        // as loopback clients appear over IPv4.
+        let (local, seen) = tcp_peer_seen(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, p6)), None);
+        assert_eq!(seen, format!("[fd00::2]:{}", local.port()), "reached the guest over IPv6");
     }
     let _ = std::fs::remove_dir_all(&dir);
     drop(holder);
@@ -641,4 +661,106 @@ fn path_mode_exits_when_the_namespace_goes() {
     };
     eng.0 = None;
     assert_eq!(status.code(), Some(0));
+}
+
+/// RootlessKit, a real caller, with warren-slirp4netns as its slirp4netns: `--net=slirp4netns`
+/// for the network and `--port-driver=slirp4netns` for ports (published through the API
+/// socket, at start and live with rootlessctl). Its child reaches host loopback, published
+/// ports carry hash-checked data, the server inside sees a loopback client as 10.0.2.2 with
+/// the client's own port (as with slirp4netns), and nothing is left once RootlessKit ends.
+#[test]
+fn rootlesskit_runs_on_warren_slirp4netns() {
+    require_isolation();
+    let Some(rk) = ["/usr/bin/rootlesskit", "/usr/local/bin/rootlesskit"].into_iter().find(|p| Path::new(p).exists())
+    else {
+        eprintln!("rootlesskit not installed: skipped (scripts/setup.sh installs it)");
+        return;
+    };
+    if nix::unistd::getuid().is_root() {
+        eprintln!("rootlesskit refuses root: covered by the unprivileged pass");
+        return;
+    }
+    let ours = engines().remove(0);
+    let outbound = TcpServer::download("127.0.0.1");
+    let dir = std::env::temp_dir().join(format!("warren-rk-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (p1, p2) = (free_port("127.0.0.1"), free_port("127.0.0.1"));
+    let out_file = dir.join("child.out");
+    // The child: an outbound download through the gateway, then servers on 80 and 81.
+    let child = format!(
+        "{nt} download 10.0.2.2 {port} 1048576 31 > {out}; {nt} serve 81 & exec {nt} serve 80",
+        nt = nettool().display(),
+        port = outbound.addr.port(),
+        out = out_file.display()
+    );
+    let mut cmd = Command::new(rk);
+    cmd.arg(format!("--state-dir={}", dir.join("state").display()))
+        .args(["--net=slirp4netns", "--port-driver=slirp4netns"])
+        .arg(format!("--slirp4netns-binary={}", ours.display()))
+        .args(["-p", &format!("127.0.0.1:{p1}:80/tcp"), "sh", "-c", &child])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("rootlesskit.log")).unwrap());
+    let mut rk = Guard(Some(cmd.spawn().unwrap()));
+    let log = || std::fs::read_to_string(dir.join("rootlesskit.log")).unwrap_or_default();
+    let fetch = |port: u16, seed: u64| {
+        let to = SocketAddr::from(([127, 0, 0, 1], port));
+        let deadline = Instant::now() + SHORT;
+        loop {
+            // Until the server inside listens, a forward may accept and then close at once.
+            if let Ok(out) = tcp_request(to, None, &format!("get 4194304 {seed}\n"))
+                && hex(&<sha2::Sha256 as sha2::Digest>::digest(&out)) == stream_hash(seed, 4 << 20)
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "no transfer through port {port}; rootlesskit: {}", log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    fetch(p1, 32);
+    let (local, peer) = tcp_peer_seen(SocketAddr::from(([127, 0, 0, 1], p1)), None);
+    assert_eq!(peer, format!("10.0.2.2:{}", local.port()), "the server's view of a loopback client");
+    assert_eq!(
+        std::fs::read_to_string(&out_file).unwrap().trim(),
+        format!("ok 1048576 {}", stream_hash(31, 1 << 20)),
+        "the child's download from host loopback"
+    );
+    // A port added and removed while it runs, as `rootlessctl` (and so Docker) does.
+    let ctl = |args: &[&str]| {
+        let mut c = Command::new("rootlessctl");
+        c.arg(format!("--socket={}", dir.join("state/api.sock").display())).args(args);
+        let f = run_with_deadline(c, SHORT);
+        assert_eq!(f.code, 0, "rootlessctl {args:?}: {}{}", f.stdout, f.stderr);
+        f.stdout
+    };
+    let added = ctl(&["add-ports", &format!("127.0.0.1:{p2}:81/tcp")]);
+    let id = added.split_whitespace().next().unwrap().to_string();
+    fetch(p2, 33);
+    // Rows of "ID PROTO PARENTIP PARENTPORT [CHILDIP] CHILDPORT".
+    let listed =
+        |port: u16| ctl(&["list-ports"]).lines().any(|l| l.split_whitespace().nth(3) == Some(&port.to_string()));
+    assert!(listed(p1) && listed(p2), "{}", ctl(&["list-ports"]));
+    ctl(&["remove-ports", &id]);
+    assert!(listed(p1) && !listed(p2), "{}", ctl(&["list-ports"]));
+    let refused = std::net::TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], p2)), SHORT);
+    assert!(refused.is_err(), "port {p2} still open after remove-ports");
+    // RootlessKit ends on SIGTERM; warren-slirp4netns (its child) must go with it.
+    let rk_pid = rk.0.as_ref().unwrap().id();
+    let engines_left = || -> Vec<String> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|p| p.parse::<u32>().is_ok())
+            .filter(|p| std::fs::read_link(format!("/proc/{p}/exe")).is_ok_and(|e| e == ours))
+            .collect()
+    };
+    assert!(!engines_left().is_empty(), "warren-slirp4netns not found running");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(rk_pid as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let deadline = Instant::now() + SHORT;
+    while rk.0.as_mut().unwrap().try_wait().unwrap().is_none() || !engines_left().is_empty() {
+        assert!(Instant::now() < deadline, "left running: rootlesskit or warren-slirp4netns {:?}", engines_left());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    rk.0 = None;
+    let _ = std::fs::remove_dir_all(&dir);
 }
