@@ -687,21 +687,22 @@ fn rootlesskit_runs_on_warren_slirp4netns() {
     std::fs::create_dir_all(&dir).unwrap();
     let (p1, p2) = (free_port("127.0.0.1"), free_port("127.0.0.1"));
     let out_file = dir.join("child.out");
-    // The child: an outbound download through the gateway, then servers on 80 and 81.
+    // The child: an outbound download through the gateway, then a server on 80 and 81.
     let child = format!(
-        "{nt} download 10.0.2.2 {port} 1048576 31 > {out}; {nt} serve 81 & exec {nt} serve 80",
+        "{nt} download 10.0.2.2 {port} 1048576 31 > {out}; exec {nt} serve 80 81",
         nt = nettool().display(),
         port = outbound.addr.port(),
         out = out_file.display()
     );
     let mut cmd = Command::new(rk);
     cmd.arg(format!("--state-dir={}", dir.join("state").display()))
-        .args(["--net=slirp4netns", "--port-driver=slirp4netns"])
+        // A PID namespace: whatever the child starts ends with it.
+        .args(["--net=slirp4netns", "--port-driver=slirp4netns", "--pidns"])
         .arg(format!("--slirp4netns-binary={}", ours.display()))
         .args(["-p", &format!("127.0.0.1:{p1}:80/tcp"), "sh", "-c", &child])
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(dir.join("rootlesskit.log")).unwrap());
-    let mut rk = Guard(Some(cmd.spawn().unwrap()));
+    let mut rk = TreeGuard(cmd.spawn().unwrap());
     let log = || std::fs::read_to_string(dir.join("rootlesskit.log")).unwrap_or_default();
     let fetch = |port: u16, seed: u64| {
         let to = SocketAddr::from(([127, 0, 0, 1], port));
@@ -744,23 +745,73 @@ fn rootlesskit_runs_on_warren_slirp4netns() {
     assert!(listed(p1) && !listed(p2), "{}", ctl(&["list-ports"]));
     let refused = std::net::TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], p2)), SHORT);
     assert!(refused.is_err(), "port {p2} still open after remove-ports");
-    // RootlessKit ends on SIGTERM; warren-slirp4netns (its child) must go with it.
-    let rk_pid = rk.0.as_ref().unwrap().id();
-    let engines_left = || -> Vec<String> {
-        std::fs::read_dir("/proc")
-            .unwrap()
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .filter(|p| p.parse::<u32>().is_ok())
-            .filter(|p| std::fs::read_link(format!("/proc/{p}/exe")).is_ok_and(|e| e == ours))
-            .collect()
-    };
-    assert!(!engines_left().is_empty(), "warren-slirp4netns not found running");
+    // RootlessKit ends on SIGTERM, and everything it started (warren-slirp4netns, the child)
+    // goes with it.
+    let rk_pid = rk.0.id();
+    let tree = descendants(rk_pid);
+    let exe = |p: &Proc| std::fs::read_link(format!("/proc/{}/exe", p.0)).ok();
+    assert!(tree.iter().any(|p| exe(p).as_ref() == Some(&ours)), "warren-slirp4netns not among {tree:?}");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(rk_pid as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
     let deadline = Instant::now() + SHORT;
-    while rk.0.as_mut().unwrap().try_wait().unwrap().is_none() || !engines_left().is_empty() {
-        assert!(Instant::now() < deadline, "left running: rootlesskit or warren-slirp4netns {:?}", engines_left());
+    let _ = rk.0.wait();
+    loop {
+        let left: Vec<_> = tree.iter().filter(|p| p.alive()).map(|p| (p.0, exe(p))).collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "left running after rootlesskit: {left:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
-    rk.0 = None;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A process: PID and start time (which tells a reused PID apart).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Proc(u32, u64);
+
+impl Proc {
+    /// PID, parent PID and start time of `pid`, from /proc/PID/stat.
+    fn read(pid: u32) -> Option<(Self, u32)> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // "pid (comm) state ppid ... starttime(22nd) ...": comm may hold spaces and parentheses.
+        let f: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        Some((Self(pid, f.get(19)?.parse().ok()?), f.get(1)?.parse().ok()?))
+    }
+
+    /// Whether this very process still exists (not a later one with its PID).
+    fn alive(&self) -> bool {
+        Self::read(self.0).is_some_and(|(p, _)| p == *self)
+    }
+}
+
+/// A child whose whole tree is killed (by PID, each if still the same process) when dropped,
+/// so a failing test leaves nothing it started behind.
+struct TreeGuard(std::process::Child);
+
+impl Drop for TreeGuard {
+    fn drop(&mut self) {
+        let tree = descendants(self.0.id());
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        for p in tree.iter().filter(|p| p.alive()) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.0 as i32), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+/// Every process below `pid`, from /proc's parent links.
+fn descendants(pid: u32) -> Vec<Proc> {
+    let all: Vec<(Proc, u32)> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok()?.parse::<u32>().ok())
+        .filter_map(Proc::read)
+        .collect();
+    let mut found = vec![pid];
+    let mut i = 0;
+    while i < found.len() {
+        let p = found[i];
+        found.extend(all.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| c.0));
+        i += 1;
+    }
+    all.iter().filter(|(c, _)| found[1..].contains(&c.0)).map(|(c, _)| *c).collect()
 }
