@@ -467,7 +467,7 @@ fn seccomp_allowlist_keeps_every_path_working() {
     };
     let f = inside(&["download", "10.0.2.2", &srv.addr.port().to_string(), "8388608", "3"]);
     assert_eq!(f.stdout.trim(), format!("ok 8388608 {}", stream_hash(3, 8 << 20)));
-    // A forward added over the API, served by the splice fast path.
+    // A forward added over the API, carried by the userspace stack.
     let mut server = Command::new("nsenter");
     server.args(["--preserve-credentials", "-U", "-n", "-t", &pid.to_string()]).arg(nettool()).args(["serve", "80"]);
     server.stdout(std::process::Stdio::null());
