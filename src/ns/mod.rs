@@ -14,7 +14,7 @@
 use std::ffi::CString;
 use std::fs;
 use std::io::{self, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv6Addr};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -62,43 +62,31 @@ pub struct Tap {
     pub fd: OwnedFd,
     /// The MAC address of the TAP inside the namespace.
     pub mac: [u8; 6],
-    /// Socket to the agent: a process inside the container's namespaces that opens sockets
+    /// Socket to the agent: a process inside the container's namespaces that creates sockets
     /// there on request (the kernel fast path of published ports). See [`agent_request`].
     pub agent: OwnedFd,
     /// The fds of the TAP's other queues (multiqueue, `NetConfig::queues` > 1), non-blocking.
     pub queues: Vec<OwnedFd>,
 }
 
-/// Agent request: connect a TCP socket to `target` inside the container's network namespace:
-/// `T` + IPv4 address + port, or `U` + IPv6 address + port (big-endian). The answer is `O`
-/// with the socket's fd, or `E` with a big-endian errno.
-pub fn agent_request(target: std::net::SocketAddr) -> Vec<u8> {
-    let mut r = Vec::with_capacity(19);
-    match target.ip() {
-        IpAddr::V4(ip) => {
-            r.push(b'T');
-            r.extend_from_slice(&ip.octets());
-        }
-        IpAddr::V6(ip) => {
-            r.push(b'U');
-            r.extend_from_slice(&ip.octets());
-        }
-    }
-    r.extend_from_slice(&target.port().to_be_bytes());
-    r
+/// Agent request: `S` + `4` or `6` + a count: that many unconnected, non-blocking TCP sockets
+/// (IPv4 or IPv6) created in the container's network namespace, which they keep for life, so
+/// warren connects them itself. The answer is `O` with the sockets (at most
+/// [`AGENT_BATCH`]), or `E` with a big-endian errno.
+pub fn agent_request(v4: bool, count: u8) -> [u8; 3] {
+    [b'S', if v4 { b'4' } else { b'6' }, count]
 }
 
-/// Decodes an [`agent_request`].
-fn parse_agent_request(req: &[u8]) -> Option<std::net::SocketAddr> {
-    let (ip, port): (IpAddr, &[u8]) = match (req.first(), req.len()) {
-        (Some(b'T'), 7) => (Ipv4Addr::new(req[1], req[2], req[3], req[4]).into(), &req[5..7]),
-        (Some(b'U'), 19) => {
-            let a: [u8; 16] = req[1..17].try_into().ok()?;
-            (Ipv6Addr::from(a).into(), &req[17..19])
-        }
-        _ => return None,
-    };
-    Some(std::net::SocketAddr::new(ip, u16::from_be_bytes([port[0], port[1]])))
+/// Most sockets an agent answer carries.
+pub const AGENT_BATCH: u8 = 16;
+
+/// Decodes an [`agent_request`]: the domain and the count (capped at [`AGENT_BATCH`]).
+fn parse_agent_request(req: &[u8]) -> Option<(socket2::Domain, usize)> {
+    match req {
+        [b'S', b'4', n] if *n > 0 => Some((socket2::Domain::IPV4, usize::from((*n).min(AGENT_BATCH)))),
+        [b'S', b'6', n] if *n > 0 => Some((socket2::Domain::IPV6, usize::from((*n).min(AGENT_BATCH)))),
+        _ => None,
+    }
 }
 
 /// Forks the agent. It serves requests on `sock` until warren closes the other end.
@@ -120,15 +108,17 @@ fn agent_main(sock: OwnedFd) -> ! {
             Ok(0) | Err(_) => sys::exit_now(0),
             Ok(n) => n,
         };
-        let Some(addr) = parse_agent_request(&req[..n]) else {
+        let Some((domain, count)) = parse_agent_request(&req[..n]) else {
             let _ = nix::unistd::write(&sock, &[b'E', 0, 0, 0, libc::EINVAL as u8]);
             continue;
         };
-        match std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(10)) {
-            Ok(s) => {
-                let _ = s.set_nodelay(true);
-                let _ = s.set_nonblocking(true);
-                let _ = sys::send_fd(sock.as_fd(), b"O", s.as_fd());
+        let ty = socket2::Type::STREAM.nonblocking().cloexec();
+        let made: Result<Vec<socket2::Socket>, io::Error> =
+            (0..count).map(|_| socket2::Socket::new(domain, ty, None)).collect();
+        match made {
+            Ok(socks) => {
+                let fds: Vec<_> = socks.iter().map(std::os::fd::AsFd::as_fd).collect();
+                let _ = sys::send_fds(sock.as_fd(), b"O", &fds);
             }
             Err(e) => {
                 let errno = e.raw_os_error().unwrap_or(libc::EIO);
@@ -724,6 +714,16 @@ pub fn sandbox(userns: Option<&fs::File>) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn agent_requests_round_trip_capped_and_checked() {
+        assert_eq!(parse_agent_request(&agent_request(true, 3)), Some((socket2::Domain::IPV4, 3)));
+        assert_eq!(parse_agent_request(&agent_request(false, 200)), Some((socket2::Domain::IPV6, 16)));
+        for bad in [&b""[..], b"S4", b"S4\x00", b"S5\x01", b"T4\x01", b"S4\x01x"] {
+            assert_eq!(parse_agent_request(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn resolv_keeps_search_and_options() {

@@ -161,11 +161,18 @@ pub struct PortInfo {
     pub fallback: Option<SocketAddr>,
 }
 
-/// The warren side of the agent socket (see [`crate::ns::agent_request`]).
+/// The warren side of the agent socket (see [`crate::ns::agent_request`]): sockets of the
+/// container's network namespace, fetched in batches and connected here.
 pub struct Agent {
     fd: AsyncFd<OwnedFd>,
+    /// One request to the agent at a time.
     lock: tokio::sync::Mutex<()>,
+    /// Unconnected sockets of the namespace: IPv4, IPv6.
+    pool: std::sync::Mutex<(Vec<OwnedFd>, Vec<OwnedFd>)>,
 }
+
+/// How long a connect inside the namespace may take.
+const INSIDE_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Agent {
     /// Wraps the agent socket (must be called inside the runtime).
@@ -174,16 +181,47 @@ impl Agent {
     /// If the reactor refuses the fd.
     pub fn new(fd: OwnedFd) -> io::Result<Arc<Self>> {
         let fd = sys::async_fd(fd)?;
-        Ok(Arc::new(Self { fd, lock: tokio::sync::Mutex::new(()) }))
+        Ok(Arc::new(Self { fd, lock: tokio::sync::Mutex::new(()), pool: Default::default() }))
     }
 
     /// Connects a TCP socket to `target` inside the container's network namespace.
     ///
     /// # Errors
-    /// The connect error inside (e.g. `ECONNREFUSED`), or the agent being gone.
+    /// The connect error inside (e.g. `ECONNREFUSED`, `TimedOut` after 10 s), or the agent
+    /// being gone.
     pub async fn connect(&self, target: SocketAddr) -> io::Result<TcpStream> {
+        let s = Socket::from(self.socket(target.is_ipv4()).await?);
+        s.set_tcp_nodelay(true)?;
+        match s.connect(&target.into()) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+            Err(e) => return Err(e),
+        }
+        let stream = TcpStream::from_std(std::net::TcpStream::from(s))?;
+        tokio::time::timeout(INSIDE_CONNECT_TIMEOUT, stream.writable())
+            .await
+            .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+        match stream.take_error()? {
+            Some(e) => Err(e),
+            None => Ok(stream),
+        }
+    }
+
+    /// An unconnected socket of the namespace, from the pool or a new batch from the agent.
+    async fn socket(&self, v4: bool) -> io::Result<OwnedFd> {
+        let take = |pool: &std::sync::Mutex<(Vec<OwnedFd>, Vec<OwnedFd>)>| {
+            let mut p = pool.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if v4 { p.0.pop() } else { p.1.pop() }
+        };
+        if let Some(s) = take(&self.pool) {
+            return Ok(s);
+        }
         let _one_at_a_time = self.lock.lock().await;
-        let req = crate::ns::agent_request(target);
+        // Another task may have refilled the pool while this one waited.
+        if let Some(s) = take(&self.pool) {
+            return Ok(s);
+        }
+        let req = crate::ns::agent_request(v4, crate::ns::AGENT_BATCH);
         loop {
             let mut g = self.fd.writable().await?;
             match g.try_io(|fd| nix::unistd::write(fd.get_ref(), &req).map_err(io::Error::from)) {
@@ -202,9 +240,18 @@ impl Agent {
                 Err(_would_block) => continue,
             }
         };
-        match (buf.first(), fds.pop()) {
-            (Some(b'O'), Some(fd)) if n == 1 => TcpStream::from_std(std::net::TcpStream::from(fd)),
-            (Some(b'E'), _) if n == 5 => {
+        match buf.first() {
+            Some(b'O') if n == 1 && !fds.is_empty() => {
+                let first = fds.pop().expect("not empty");
+                let mut p = self.pool.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if v4 {
+                    p.0.append(&mut fds)
+                } else {
+                    p.1.append(&mut fds)
+                }
+                Ok(first)
+            }
+            Some(b'E') if n == 5 => {
                 Err(io::Error::from_raw_os_error(i32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]])))
             }
             _ if n == 0 => Err(io::Error::new(io::ErrorKind::BrokenPipe, "the namespace agent is gone")),
