@@ -9,6 +9,7 @@
 //! nettool upload HOST PORT BYTES SEED          # send stream(SEED); print server's reply line
 //! nettool fetch HOST PORT BYTES SEED           # "get BYTES SEED" from a `serve` server; verify hash
 //! nettool churn HOST PORT N THREADS            # N connections opened and closed, THREADS at a time
+//! nettool churn-rr HOST PORT N THREADS         # the same, each with a 1-byte round trip (rr-serve)
 //! nettool soak HOST PORT UDPPORT SECS SEED     # random TCP both ways + UDP echo, with faults
 //! nettool sink ADDR:PORT                       # accept and close connections (for churn)
 //! nettool hold-serve ADDR:PORT                 # accept and keep connections open
@@ -344,13 +345,22 @@ fn soak(a: SocketAddr, udp: SocketAddr, secs: u64, seed: u64) -> Result<String, 
 }
 
 /// Opens and closes `n` connections from `threads` threads; fails on the first error.
-fn churn(a: SocketAddr, n: usize, threads: usize) -> Result<String, String> {
+/// `rr`: each connection also makes one 1-byte round trip before it is reset, so it counts
+/// only once it reached the server (through a forward, connect() completes at the engine).
+fn churn(a: SocketAddr, n: usize, threads: usize, rr: bool) -> Result<String, String> {
     let per = n.div_ceil(threads);
     let handles: Vec<_> = (0..threads)
         .map(|_| {
             std::thread::spawn(move || -> Result<(), String> {
                 for _ in 0..per {
-                    let s = connect(a)?;
+                    let mut s = connect(a)?;
+                    if rr {
+                        let _ = s.set_nodelay(true);
+                        let _ = s.set_read_timeout(Some(Duration::from_secs(20)));
+                        let mut b = [b'x'];
+                        s.write_all(&b).map_err(|e| format!("write: {e}"))?;
+                        s.read_exact(&mut b).map_err(|e| format!("read: {e}"))?;
+                    }
                     // Closed with RST: no TIME_WAIT, so ports never run out.
                     let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
                     drop(s);
@@ -892,7 +902,8 @@ fn main() -> ExitCode {
             IpAddr::V4(a) => ping(a),
             IpAddr::V6(a) => ping6(a),
         },
-        ["churn", h, p, n, t] => churn(addr(h, p), n.parse().unwrap(), t.parse().unwrap()),
+        ["churn", h, p, n, t] => churn(addr(h, p), n.parse().unwrap(), t.parse().unwrap(), false),
+        ["churn-rr", h, p, n, t] => churn(addr(h, p), n.parse().unwrap(), t.parse().unwrap(), true),
         ["soak", h, p, up, secs, seed] => soak(addr(h, p), addr(h, up), secs.parse().unwrap(), seed.parse().unwrap()),
         ["sink", bind] => sink(bind, false),
         ["hold-serve", bind] => sink(bind, true),
