@@ -7,7 +7,8 @@
 # container -> host-loopback service and reverse (iperf3), T2 through a published port from a
 # loopback client and reverse, T2 from a non-loopback client whose address the engine keeps
 # (warren, slirp4netns), T7 four parallel flows out, T3 request/response latency p50/p99
-# (1-byte round trips), T4 new connections per second out, T8 engine memory per idle
+# (1-byte round trips) out and via a published port (loopback client), T4 new connections
+# per second out and via a published port, T8 engine memory per idle
 # connection (10,000 held open), T5 UDP at 1 Gbit/s offered (received rate and loss; -R:
 # host to container), T6 container to container. Medians of REPS runs (min-max), engine CPU seconds per GB and RSS.
 # Everything runs inside a fresh network namespace: nothing leaves
@@ -106,13 +107,15 @@ for m in "rr-serve 0.0.0.0:25401" "sink 0.0.0.0:25402"; do
 done
 sleep 0.3
 
-# T3: "p50/p99" microseconds of 2000 round trips. $1 = command prefix, $2 = server address.
-rr_once() { timeout 60 $1 $NETTOOL rr "$2" 25401 2000 2>/dev/null | tr ' ' / || echo -; }
-# T4: connections per second of 20,000 opened and reset by 8 threads.
+# T3: "p50/p99" microseconds of 2000 round trips. $1 = command prefix, $2 = server address,
+# $3 = its port (default: the host's echo server).
+rr_once() { timeout 60 $1 $NETTOOL rr "$2" "${3:-25401}" 2000 2>/dev/null | tr ' ' / || echo -; }
+# T4: connections per second of 20,000 opened and reset by 8 threads (arguments as rr_once;
+# $4 = churn-rr: each makes a 1-byte round trip with an rr-serve server first).
 churn_once() {
     local t0 t1
     t0=$(date +%s.%N)
-    timeout 120 $1 $NETTOOL churn "$2" 25402 20000 8 >/dev/null 2>&1 || { echo -; return; }
+    timeout 120 $1 $NETTOOL "${4:-churn}" "$2" "${3:-25402}" 20000 8 >/dev/null 2>&1 || { echo -; return; }
     t1=$(date +%s.%N)
     python3 -c "print('%.0f' % (20000 / ($t1 - $t0)))"
 }
@@ -137,6 +140,23 @@ hold_once() {
 median_rr() { python3 -c 'import sys,statistics
 v=[x.split("/") for x in sys.argv[1:] if x!="-"]
 print("%d/%d" % (statistics.median(float(a) for a,b in v), statistics.median(float(b) for a,b in v)) if v else "-")' "$@"; }
+
+# T3 and T4 via published port 25311 (to 5311 inside, where $2 runs an echo server), from a
+# loopback client; T4 connections each make a round trip (through a forward, connect()
+# completes at the engine). $3: the server's address as seen from the host instead of
+# 127.0.0.1 (the veth row, which has no ports to publish).
+forward_rr_churn() {
+    local name=$1 pfx=$2 to=${3:-127.0.0.1} port=25311 rs
+    [ -n "${3:-}" ] && port=5311
+    $pfx $NETTOOL rr-serve 0.0.0.0:5311 >/dev/null 2>&1 & rs=$!
+    for _ in $(seq 100); do $pfx ss -ltnH "sport = :5311" 2>/dev/null | grep -q . && break; sleep 0.02; done
+    sleep 0.2
+    vals=(); for _ in $(seq "$REPS"); do vals+=("$(rr_once "" "$to" $port)"); done
+    record "$name" t3f "$(median_rr "${vals[@]}")"
+    vals=(); for _ in $(seq "$REPS"); do vals+=("$(churn_once "" "$to" $port churn-rr)"); done
+    record "$name" t4f "$(median "${vals[@]}")"
+    kill "$rs" 2>/dev/null || true; wait "$rs" 2>/dev/null || true
+}
 
 # Starts a namespace holder (root in a new user namespace, as rootless tools create) in $H.
 holder() { unshare --user --map-root-user --net sleep 3600 >/dev/null 2>&1 & H=$!; PIDS+=("$H")
@@ -177,6 +197,7 @@ measure_engine() { # name holder-pid engine-pid has_fwd keeps_src
     record "$name" t5r "$(median_udp "${vals[@]}")"
     vals=(); for _ in $(seq "$REPS"); do vals+=("$(churn_once "$ns" 10.0.2.2)"); done
     record "$name" t4 "$(median "${vals[@]}")"
+    [ "$fwd" = 1 ] && forward_rr_churn "$name" "$ns"
     record "$name" t8 "$(hold_once "$ns" 10.0.2.2 "$epid")"
 }
 
@@ -211,6 +232,7 @@ vals=(); for _ in $(seq "$REPS"); do vals+=("$(rr_once "$VNS" 10.203.0.1)"); don
 vals=(); for _ in $(seq "$REPS"); do vals+=("$(udp_once "" "$VNS" "-c 10.203.0.1" 25204)"); done; record veth t5 "$(median_udp "${vals[@]}")"
 vals=(); for _ in $(seq "$REPS"); do vals+=("$(udp_once "" "$VNS" "-R -c 10.203.0.1" 25204)"); done; record veth t5r "$(median_udp "${vals[@]}")"
 vals=(); for _ in $(seq "$REPS"); do vals+=("$(churn_once "$VNS" 10.203.0.1)"); done; record veth t4 "$(median "${vals[@]}")"
+forward_rr_churn veth "$VNS" 10.203.0.2
 
 slirp_api() { python3 - "$1" "$2" <<'PY'
 import socket, sys
@@ -226,6 +248,7 @@ for mtu in 65520 1500; do
     for _ in $(seq 100); do [ -S "$RUN/slirp.sock" ] && break; sleep 0.05; done
     slirp_api "$RUN/slirp.sock" '{"execute":"add_hostfwd","arguments":{"proto":"tcp","host_addr":"127.0.0.1","host_port":25301,"guest_port":5201}}' >/dev/null
     slirp_api "$RUN/slirp.sock" '{"execute":"add_hostfwd","arguments":{"proto":"tcp","host_addr":"10.200.0.1","host_port":25302,"guest_port":5201}}' >/dev/null
+    slirp_api "$RUN/slirp.sock" '{"execute":"add_hostfwd","arguments":{"proto":"tcp","host_addr":"127.0.0.1","host_port":25311,"guest_port":5311}}' >/dev/null
     measure_engine "$name" "$h" "$e" 1 1
     kill "$e" "$h"; wait "$e" "$h" 2>/dev/null || true; rm -f "$RUN/slirp.sock"
 done
@@ -233,7 +256,7 @@ done
 echo "== pasta"
 holder; h=$H
 pasta -f -q --runas 0 -l "$RUN/pasta.log" --config-net -4 -a 10.0.2.100 -n 24 -g 10.0.2.2 -I tap0 -m 65520 \
-    -t 127.0.0.1/25301:5201 -u none -T none -U none "$h" >/dev/null 2>&1 &
+    -t 127.0.0.1/25301:5201 -t 127.0.0.1/25311:5311 -u none -T none -U none "$h" >/dev/null 2>&1 &
 e=$!; PIDS+=("$e")
 for _ in $(seq 100); do nsenter -t "$h" -n ip route 2>/dev/null | grep -q default && break; sleep 0.05; done
 measure_engine pasta "$h" "$e" 1 0
@@ -246,12 +269,14 @@ $as_ci rootlesskit --state-dir "$rk/state" --net=slirp4netns --mtu=65520 --disab
     --port-driver=builtin sleep 3600 >"$rk/log" 2>&1 &
 e=$!; PIDS+=("$e")
 for _ in $(seq 200); do [ -S "$rk/state/api.sock" ] && [ -s "$rk/state/child_pid" ] && break; sleep 0.05; done
-if [ -s "$rk/state/child_pid" ] && $as_ci rootlessctl --socket "$rk/state/api.sock" add-ports 127.0.0.1:25301:5201/tcp >/dev/null; then
+if [ -s "$rk/state/child_pid" ] && $as_ci rootlessctl --socket "$rk/state/api.sock" add-ports \
+        127.0.0.1:25301:5201/tcp 127.0.0.1:25311:5311/tcp >/dev/null; then
     ns=$(in_ns "$(cat "$rk/state/child_pid")")
     for test in t2 t2r; do vals=(); for _ in $(seq "$REPS"); do
         a=""; [ $test = t2r ] && a="-R"
         vals+=("$(iperf_once "$ns" "" "$a -c 127.0.0.1 -p 25301" 5201)"); done
         record rootlesskit-builtin $test "$(median "${vals[@]}")"; done
+    forward_rr_churn rootlesskit-builtin "$ns"
     CPU[rootlesskit-builtin,rss]=$(awk '/VmRSS/{r=$2} /VmHWM/{h=$2} END{printf "%.0f/%.0f", r/1024, h/1024}' "/proc/$e/status" 2>/dev/null || echo -)
 else
     echo "rootlesskit did not start: $(tail -n 2 "$rk/log")"
@@ -300,7 +325,7 @@ for mtu in 65520 1500; do
     echo "== $name"
     holder; h=$H
     "$WARREN" attach --pid "$h" --mtu "$mtu" --allow-host-loopback -p 127.0.0.1:25301:5201 \
-        -p 10.200.0.1:25302:5201 --api-socket "$RUN/warren.sock" >/dev/null 2>&1 &
+        -p 10.200.0.1:25302:5201 -p 127.0.0.1:25311:5311 --api-socket "$RUN/warren.sock" >/dev/null 2>&1 &
     e=$!; PIDS+=("$e")
     for _ in $(seq 100); do [ -S "$RUN/warren.sock" ] && break; sleep 0.05; done
     sleep 0.2
@@ -313,8 +338,8 @@ MICRO=$("$HOTPATH" --bench 2>&1 | grep "ns/op" || echo "the micro-benchmarks fai
 echo "$MICRO"
 
 # Table.
-cols=(t1 t1r t2 t2r t2s t7 t3 t4 t5 t5r t6 t8)
-hdr="| engine | T1 out Gb/s | T1 -R Gb/s | T2 fwd (lo client) | T2 fwd -R | T2 fwd, source kept | T7 4 flows out Gb/s | T3 latency p50/p99 us | T4 conn/s out | T5 UDP 1 Gb/s offered: Gb/s/loss | T5 -R (host to container) | T6 container to container Gb/s | T8 KiB per idle conn | CPU s/GB (T1 out; T6 for bridges) | RSS MiB now/peak |"
+cols=(t1 t1r t2 t2r t2s t7 t3 t3f t4 t4f t5 t5r t6 t8)
+hdr="| engine | T1 out Gb/s | T1 -R Gb/s | T2 fwd (lo client) | T2 fwd -R | T2 fwd, source kept | T7 4 flows out Gb/s | T3 latency p50/p99 us | T3 fwd p50/p99 us | T4 conn/s out | T4 fwd conn/s | T5 UDP 1 Gb/s offered: Gb/s/loss | T5 -R (host to container) | T6 container to container Gb/s | T8 KiB per idle conn | CPU s/GB (T1 out; T6 for bridges) | RSS MiB now/peak |"
 {
 echo "# Benchmarks"
 echo
@@ -324,7 +349,7 @@ echo "iperf3 $(iperf3 --version | head -1 | awk '{print $2}'), Debian $(cat /etc
 echo "Medians of $REPS runs of ${DUR}s (min-max), receiver side. MTU 65520 unless named."
 echo
 echo "$hdr"
-echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 for row in loopback veth kernel-bridge slirp4netns-65520 slirp4netns-1500 pasta rootlesskit-builtin warren warren-1500 warren-bridge; do
     line="| $row"
     for c in "${cols[@]}"; do line+=" | ${RES[$row,$c]:--}"; done
@@ -334,7 +359,7 @@ done
 echo
 echo "Ratios of warren's medians (T6: warren-bridge against the kernel bridge):"
 echo
-for c in t1 t1r t2 t2r t2s t7 t4 t5 t5r t6; do
+for c in t1 t1r t2 t2r t2s t7 t4 t4f t5 t5r t6; do
     w=${RES[warren,$c]:--}; [ $c = t6 ] && w=${RES[warren-bridge,t6]:--}
     python3 - "$c" "$w" "${RES[slirp4netns-65520,$c]:--}" "${RES[pasta,$c]:--}" "${RES[rootlesskit-builtin,$c]:--}" "${RES[veth,$c]:--}" "${RES[kernel-bridge,$c]:--}" <<'PY'
 import sys
@@ -358,6 +383,7 @@ if w and s and wr and sr:
 PY
 echo
 echo "T3 (lower is better): warren ${RES[warren,t3]:--} us p50/p99; slirp4netns ${RES[slirp4netns-65520,t3]:--}; pasta ${RES[pasta,t3]:--}; veth ${RES[veth,t3]:--}; loopback ${RES[loopback,t3]:--}."
+echo "T3 via a published port (lower is better): warren ${RES[warren,t3f]:--}; slirp4netns ${RES[slirp4netns-65520,t3f]:--}; pasta ${RES[pasta,t3f]:--}; RootlessKit builtin ${RES[rootlesskit-builtin,t3f]:--}; veth ${RES[veth,t3f]:--}."
 echo "T5 loss (lower is better): warren ${RES[warren,t5]:--}; slirp4netns ${RES[slirp4netns-65520,t5]:--}; pasta ${RES[pasta,t5]:--}; veth ${RES[veth,t5]:--}."
 echo "T5 -R loss (lower is better): warren ${RES[warren,t5r]:--}; slirp4netns ${RES[slirp4netns-65520,t5r]:--}; pasta ${RES[pasta,t5r]:--}; veth ${RES[veth,t5r]:--}."
 echo "T8 (lower is better): KiB of engine RSS per idle connection: warren ${RES[warren,t8]:--}; slirp4netns ${RES[slirp4netns-65520,t8]:--}; pasta ${RES[pasta,t8]:--}."
