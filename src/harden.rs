@@ -69,7 +69,6 @@ fn allowed() -> Vec<libc::c_long> {
         libc::SYS_epoll_pwait2,
         libc::SYS_eventfd2,
         libc::SYS_pipe2,
-        libc::SYS_splice,
         libc::SYS_futex,
         libc::SYS_sched_yield,
         libc::SYS_sched_getaffinity,

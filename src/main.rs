@@ -20,7 +20,7 @@ use warren::cli::{
 use warren::daemon::{self, Request, client::Conn};
 use warren::forward::Forward;
 use warren::ns::{self, Target};
-use warren::runtime::ports::{self, Agent, Bound};
+use warren::runtime::ports::{self, Bound};
 use warren::runtime::{Command as DpCommand, Dataplane};
 
 /// Exit status of `warren run` when warren itself fails (as `docker run`/`podman run`).
@@ -130,8 +130,7 @@ fn prepare(p: PublishArgs) -> Result<Prepared> {
 }
 
 /// Starts publishing and the API inside the runtime; prints ports whose host port was picked.
-fn start_ports(dp: &mut Dataplane, prep: Prepared, agent: OwnedFd) -> Result<tokio::sync::mpsc::Receiver<DpCommand>> {
-    dp.set_agent(Agent::new(agent).context("register the namespace agent")?);
+fn start_ports(dp: &mut Dataplane, prep: Prepared) -> Result<tokio::sync::mpsc::Receiver<DpCommand>> {
     let infos = dp.publish(prep.bound).context("publish ports")?;
     for (info, req) in infos.iter().zip(&prep.requested) {
         if req.host.port() == 0 {
@@ -178,7 +177,7 @@ fn run(a: RunArgs) -> Result<u8> {
     };
     harden(no_seccomp);
     let code = rt.block_on(async move {
-        let commands = match start_ports(&mut dp, prep, child.tap.agent) {
+        let commands = match start_ports(&mut dp, prep) {
             Ok(c) => c,
             Err(e) => {
                 let _ = kill(pid, Signal::SIGKILL);
@@ -456,7 +455,7 @@ fn attach(a: AttachArgs) -> Result<u8> {
     let mut queues = dp.spawn_queues(tap.queues, DRAIN_GRACE).context("start the TAP queues' threads")?;
     harden(a.net.no_seccomp);
     rt.block_on(async move {
-        let commands = start_ports(&mut dp, prep, tap.agent)?;
+        let commands = start_ports(&mut dp, prep)?;
         let stop = stop_signal(target, pidfd, netns_identity);
         let fd = warren::sys::async_fd(tap.fd).context("register the TAP")?;
         let r = dp.run(&fd, Some(commands), stop).await;
@@ -524,7 +523,7 @@ fn run_on_network(a: RunArgs, network: String) -> Result<u8> {
     let pid = child.pid;
     tracing::info!(pid = pid.as_raw(), %name, ip = %iface.ip4, "container started");
     let attach = serde_json::to_value(Request::Attach { pid: pid.as_raw() as u32 })?;
-    let attached = conn.send(&attach, &[child.tap.fd.as_fd(), child.tap.agent.as_fd()]).and_then(|()| conn.recv());
+    let attached = conn.send(&attach, &[child.tap.fd.as_fd()]).and_then(|()| conn.recv());
     drop(child.tap);
     let ports = match attached {
         Ok((v, _)) => v["ports"].as_array().cloned().unwrap_or_default(),

@@ -152,10 +152,6 @@ fn run(a: SlirpArgs) -> Result<(), String> {
         let tap = ns::spawn_attach_with(&cfg, &target, a.configure).map_err(|e| e.to_string())?;
         eprintln!("sent tapfd={} for {tap_name}", tap.fd.as_raw_fd());
         eprintln!("received tapfd={}", tap.fd.as_raw_fd());
-        // No kernel fast path for loopback clients of a forward: slirp4netns shows them to the
-        // guest as the gateway with the client's port (podman#6691), and callers rely on
-        // it; through the userspace stack they appear the same. Closing the agent ends it.
-        drop(tap.agent);
         (tap.fd, tap.mac, true, pidfd, tap.queues)
     };
     print_banner(&a, &cfg);

@@ -223,7 +223,7 @@ pub enum Request {
         /// `-p` specs to publish.
         publish: Vec<String>,
     },
-    /// The container exists: its TAP and agent fds come with this message.
+    /// The container exists: its TAP fd comes with this message.
     Attach {
         /// PID of the container's init.
         pid: u32,
@@ -930,21 +930,20 @@ async fn join(
     if send(&conn, &reply, &[]).await.is_err() {
         return release(&state, &name).await;
     }
-    // The container's TAP and agent.
+    // The container's TAP.
     let attached = async {
         let Some((v, mut fds)) = recv(&conn).await.ok().flatten() else { return Err("session closed".to_string()) };
         let pid = match serde_json::from_value::<Request>(v) {
             Ok(Request::Attach { pid }) => pid,
             _ => return Err("expected attach".to_string()),
         };
-        if fds.len() != 2 {
-            return Err("attach needs the TAP and agent fds".to_string());
+        if fds.len() != 1 {
+            return Err("attach needs the TAP fd".to_string());
         }
-        let agent = fds.pop();
-        let tap = fds.pop().expect("two fds");
+        let tap = fds.pop().expect("one fd");
         let dp = state.borrow().networks.get(&network).map(|n| n.dp.clone()).ok_or("network removed")?;
         plug(&dp, &iface, tap, &name, &aliases).await?;
-        let infos = ask(&dp, |r| Command::PublishFor(iface.port, bound, agent, r))
+        let infos = ask(&dp, |r| Command::PublishFor(iface.port, bound, r))
             .await
             .ok_or("network stopped")?
             .map_err(|e| format!("publish: {e}"))?;

@@ -56,78 +56,14 @@ pub enum NsError {
     Io(String, io::Error),
 }
 
-/// What the setup child reports: the TAP fd, the container-side MAC and the agent socket.
+/// What the setup child reports: the TAP fds and the container-side MAC.
 pub struct Tap {
     /// The TAP fd, non-blocking, owned by the warren process in the host namespaces.
     pub fd: OwnedFd,
     /// The MAC address of the TAP inside the namespace.
     pub mac: [u8; 6],
-    /// Socket to the agent: a process inside the container's namespaces that creates sockets
-    /// there on request (the kernel fast path of published ports). See [`agent_request`].
-    pub agent: OwnedFd,
     /// The fds of the TAP's other queues (multiqueue, `NetConfig::queues` > 1), non-blocking.
     pub queues: Vec<OwnedFd>,
-}
-
-/// Agent request: `S` + `4` or `6` + a count: that many unconnected, non-blocking TCP sockets
-/// (IPv4 or IPv6) created in the container's network namespace, which they keep for life, so
-/// warren connects them itself. The answer is `O` with the sockets (at most
-/// [`AGENT_BATCH`]), or `E` with a big-endian errno.
-pub fn agent_request(v4: bool, count: u8) -> [u8; 3] {
-    [b'S', if v4 { b'4' } else { b'6' }, count]
-}
-
-/// Most sockets an agent answer carries.
-pub const AGENT_BATCH: u8 = 16;
-
-/// Decodes an [`agent_request`]: the domain and the count (capped at [`AGENT_BATCH`]).
-fn parse_agent_request(req: &[u8]) -> Option<(socket2::Domain, usize)> {
-    match req {
-        [b'S', b'4', n] if *n > 0 => Some((socket2::Domain::IPV4, usize::from((*n).min(AGENT_BATCH)))),
-        [b'S', b'6', n] if *n > 0 => Some((socket2::Domain::IPV6, usize::from((*n).min(AGENT_BATCH)))),
-        _ => None,
-    }
-}
-
-/// Forks the agent. It serves requests on `sock` until warren closes the other end.
-fn spawn_agent() -> Result<OwnedFd, String> {
-    let (ours, theirs) = sys::seqpacket_pair().map_err(|e| e.to_string())?;
-    match sys::fork().map_err(|e| e.to_string())? {
-        0 => {
-            drop(theirs);
-            agent_main(ours)
-        }
-        _ => Ok(theirs),
-    }
-}
-
-fn agent_main(sock: OwnedFd) -> ! {
-    let mut req = [0u8; 64];
-    loop {
-        let n = match nix::unistd::read(&sock, &mut req) {
-            Ok(0) | Err(_) => sys::exit_now(0),
-            Ok(n) => n,
-        };
-        let Some((domain, count)) = parse_agent_request(&req[..n]) else {
-            let _ = nix::unistd::write(&sock, &[b'E', 0, 0, 0, libc::EINVAL as u8]);
-            continue;
-        };
-        let ty = socket2::Type::STREAM.nonblocking().cloexec();
-        let made: Result<Vec<socket2::Socket>, io::Error> =
-            (0..count).map(|_| socket2::Socket::new(domain, ty, None)).collect();
-        match made {
-            Ok(socks) => {
-                let fds: Vec<_> = socks.iter().map(std::os::fd::AsFd::as_fd).collect();
-                let _ = sys::send_fds(sock.as_fd(), b"O", &fds);
-            }
-            Err(e) => {
-                let errno = e.raw_os_error().unwrap_or(libc::EIO);
-                let mut msg = [b'E', 0, 0, 0, 0];
-                msg[1..].copy_from_slice(&errno.to_be_bytes());
-                let _ = nix::unistd::write(&sock, &msg);
-            }
-        }
-    }
 }
 
 /// A running `warren run` child.
@@ -241,8 +177,8 @@ fn tun_hint(msg: String) -> String {
     msg
 }
 
-/// Child side of the report protocol: `O` + MAC + [TAP fd, agent fd] on success, `E` +
-/// message on failure.
+/// Child side of the report protocol: `O` + MAC + [TAP fd, other queues' fds] on success,
+/// `E` + message on failure.
 fn report(sock: &UnixStream, r: Result<Option<Tap>, String>) {
     match r {
         Ok(None) => {
@@ -251,7 +187,7 @@ fn report(sock: &UnixStream, r: Result<Option<Tap>, String>) {
         Ok(Some(tap)) => {
             let mut msg = [b'O'; 7];
             msg[1..].copy_from_slice(&tap.mac);
-            let mut fds = vec![tap.fd.as_fd(), tap.agent.as_fd()];
+            let mut fds = vec![tap.fd.as_fd()];
             fds.extend(tap.queues.iter().map(AsFd::as_fd));
             let _ = sys::send_fds(sock.as_fd(), &msg, &fds);
         }
@@ -270,13 +206,12 @@ fn receive(sock: &UnixStream) -> Result<Option<Tap>, NsError> {
     let (n, mut fds) = sys::recv_fds(sock.as_fd(), &mut buf)?;
     match buf.first() {
         Some(b'N') if n == 1 => Ok(None),
-        Some(b'O') if n == 7 && fds.len() >= 2 => {
+        Some(b'O') if n == 7 && !fds.is_empty() => {
             let mut mac = [0u8; 6];
             mac.copy_from_slice(&buf[1..7]);
-            let queues = fds.split_off(2);
-            let agent = fds.pop().expect("two fds");
-            let fd = fds.pop().expect("two fds");
-            Ok(Some(Tap { fd, mac, agent, queues }))
+            let queues = fds.split_off(1);
+            let fd = fds.pop().expect("one fd");
+            Ok(Some(Tap { fd, mac, queues }))
         }
         Some(b'E') => Err(NsError::Child(String::from_utf8_lossy(&buf[1..n]).into_owned())),
         _ => Err(NsError::Child("namespace setup failed before reporting (child died)".into())),
@@ -526,8 +461,7 @@ fn child_setup(cfg: Option<&NetConfig>, host_net: bool, resolv: Option<&Path>) -
     // processes. Best effort: a host that hides parts of /proc refuses a fresh mount.
     let proc_flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let _ = mount(Some("proc"), "/proc", Some("proc"), proc_flags, None::<&str>);
-    let agent = spawn_agent()?;
-    Ok(Some(Tap { fd, mac, agent, queues }))
+    Ok(Some(Tap { fd, mac, queues }))
 }
 
 /// Minimal init: runs the command as PID 2, forwards signals to it, reaps every child and
@@ -644,8 +578,7 @@ pub fn spawn_attach_with(cfg: &NetConfig, target: &Target, configure: bool) -> R
             nix::sched::setns(&netns, CloneFlags::CLONE_NEWNET)
                 .map_err(|e| format!("cannot enter the target's network namespace: {e}"))?;
             let (fd, queues, mac) = configure_tap(cfg, configure)?;
-            let agent = spawn_agent()?;
-            Ok(Tap { fd, mac, agent, queues })
+            Ok(Tap { fd, mac, queues })
         })();
         let code = i32::from(r.is_err());
         report(&child_sock, r.map(Some));
@@ -715,15 +648,6 @@ pub fn sandbox(userns: Option<&fs::File>) -> Result<(), String> {
 mod tests {
     use super::*;
     use std::net::Ipv4Addr;
-
-    #[test]
-    fn agent_requests_round_trip_capped_and_checked() {
-        assert_eq!(parse_agent_request(&agent_request(true, 3)), Some((socket2::Domain::IPV4, 3)));
-        assert_eq!(parse_agent_request(&agent_request(false, 200)), Some((socket2::Domain::IPV6, 16)));
-        for bad in [&b""[..], b"S4", b"S4\x00", b"S5\x01", b"T4\x01", b"S4\x01x"] {
-            assert_eq!(parse_agent_request(bad), None, "{bad:?}");
-        }
-    }
 
     #[test]
     fn resolv_keeps_search_and_options() {

@@ -13,7 +13,6 @@
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::OwnedFd;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -21,7 +20,7 @@ use rustc_hash::FxHashMap;
 use tokio::io::unix::AsyncFd;
 
 use super::device::TxSink;
-use super::ports::{Agent, Bound, PortInfo};
+use super::ports::{Bound, PortInfo};
 use super::{Dataplane, Token};
 use crate::config::NetConfig;
 use crate::dns::Records;
@@ -159,19 +158,13 @@ impl Dataplane {
 
     /// Publishes bound forwards to the container behind `port`: IPv6 listeners lead to its
     /// IPv6 address when it has one (TCP falling back to IPv4), others to its IPv4 address.
-    pub(super) fn publish_for(
-        &mut self,
-        port: u64,
-        bound: Vec<Bound>,
-        agent: Option<OwnedFd>,
-    ) -> Result<Vec<PortInfo>, String> {
+    pub(super) fn publish_for(&mut self, port: u64, bound: Vec<Bound>) -> Result<Vec<PortInfo>, String> {
         let Some(p) = self.bridge.as_ref().and_then(|b| b.ports.get(&port)) else {
             return Err(format!("no port {port} on this network"));
         };
         let (ip4, ip6) = (p.ip4, p.ip6);
-        let agent: Option<Arc<Agent>> = agent.map(Agent::new).transpose().map_err(|e| e.to_string())?;
         let target = move |_: &Self, fwd: &crate::forward::Forward| super::forward_addrs(fwd, ip4, ip6);
-        self.publish_with(bound, Some(port), agent, target).map_err(|e| e.to_string())
+        self.publish_with(bound, Some(port), target).map_err(|e| e.to_string())
     }
 
     pub(super) fn port_stats(&self) -> Vec<PortStat> {

@@ -39,7 +39,7 @@ use crate::forward::Forward;
 use crate::gateway::{self, DropCounters, GatewayAddrs, GatewayAddrs6, Packet, TcpSeg};
 use crate::wire::{self, SegmentInfo, Unreachable};
 use device::TxSink;
-use ports::{Agent, Bound, HostSocket, PortInfo};
+use ports::{Bound, HostSocket, PortInfo};
 use tcp::{TcpFlow, Verdict, stack_time};
 use udp::{PingFlow, PingKey, UdpFlow};
 
@@ -86,9 +86,8 @@ pub enum Command {
     AddPort(bridge::PortSpec, oneshot::Sender<Result<(), String>>),
     /// Bridge networks: unplug a container interface (its ports go too).
     RemovePort(u64),
-    /// Bridge networks: publish bound forwards to one container interface, with the agent of
-    /// its namespace for the loopback fast path.
-    PublishFor(u64, Vec<Bound>, Option<OwnedFd>, oneshot::Sender<Result<Vec<PortInfo>, String>>),
+    /// Bridge networks: publish bound forwards to one container interface.
+    PublishFor(u64, Vec<Bound>, oneshot::Sender<Result<Vec<PortInfo>, String>>),
     /// Bridge networks: per-interface counters.
     PortStats(oneshot::Sender<Vec<bridge::PortStat>>),
     /// Start, query or stop a packet capture; answers the frames written so far.
@@ -150,8 +149,6 @@ struct Listener {
     waker: Waker,
     /// The bridge port the forward belongs to (removed with it).
     owner: Option<u64>,
-    /// The agent of the target container's namespace (bridge networks; else the dataplane's).
-    agent: Option<Arc<Agent>>,
 }
 
 /// A client of a published UDP port, seen by the container as coming from `key.dst`.
@@ -214,10 +211,8 @@ pub struct Stats {
     pub icmp_errors: u64,
     /// New flows refused because a limit was reached.
     pub limit_drops: u64,
-    /// Published-port connections taken through the userspace stack (source kept).
+    /// Published-port TCP connections (through the userspace stack, every client).
     pub inbound_tcp: u64,
-    /// Published-port connections from loopback taken through the kernel fast path.
-    pub fast_path_tcp: u64,
     /// TCP payload bytes relayed container -> host by finished flows.
     pub tcp_bytes_out: u64,
     /// TCP payload bytes relayed host -> container by finished flows.
@@ -255,7 +250,6 @@ impl Stats {
         self.icmp_errors += o.icmp_errors;
         self.limit_drops += o.limit_drops;
         self.inbound_tcp += o.inbound_tcp;
-        self.fast_path_tcp += o.fast_path_tcp;
         self.tcp_bytes_out += o.tcp_bytes_out;
         self.tcp_bytes_in += o.tcp_bytes_in;
         self.tcp_buffer_bytes = self.tcp_buffer_bytes.max(o.tcp_buffer_bytes);
@@ -295,7 +289,6 @@ pub struct Dataplane {
     stats: Stats,
     listeners: FxHashMap<u64, Listener>,
     next_port_id: u64,
-    agent: Option<Arc<Agent>>,
     udp_in: FxHashMap<FlowKey, InboundUdp>,
     udp_in_client: FxHashMap<(u64, SocketAddr), FlowKey>,
     nat_port: u16,
@@ -372,7 +365,6 @@ impl Dataplane {
             stats: Stats::default(),
             listeners: FxHashMap::default(),
             next_port_id: 1,
-            agent: None,
             udp_in: FxHashMap::default(),
             udp_in_client: FxHashMap::default(),
             nat_port: NAT_PORT_FIRST,
@@ -444,24 +436,18 @@ impl Dataplane {
         self.tx.send(len);
     }
 
-    /// Enables the kernel fast path for loopback clients of published ports.
-    pub fn set_agent(&mut self, agent: Arc<Agent>) {
-        self.agent = Some(agent);
-    }
-
     /// Starts serving already bound forwards; returns them with their ids.
     ///
     /// # Errors
     /// If the reactor refuses a socket (nothing is published then).
     pub fn publish(&mut self, bound: Vec<Bound>) -> io::Result<Vec<PortInfo>> {
-        self.publish_with(bound, None, None, |dp, fwd| dp.forward_target(fwd))
+        self.publish_with(bound, None, |dp, fwd| dp.forward_target(fwd))
     }
 
     fn publish_with(
         &mut self,
         bound: Vec<Bound>,
         owner: Option<u64>,
-        agent: Option<Arc<Agent>>,
         target: impl Fn(&Self, &Forward) -> (SocketAddr, Option<SocketAddr>),
     ) -> io::Result<Vec<PortInfo>> {
         let mut ready = Vec::with_capacity(bound.len());
@@ -480,8 +466,7 @@ impl Dataplane {
             let info = PortInfo { id, proto: fwd.proto.as_str(), host: fwd.host, container, fallback };
             tracing::info!(id, proto = info.proto, host = %info.host, container = %info.container, "published");
             let waker = self.waker(Token::Listener(id));
-            let agent = agent.clone();
-            self.listeners.insert(id, Listener { info: info.clone(), sock, waker, owner, agent });
+            self.listeners.insert(id, Listener { info: info.clone(), sock, waker, owner });
             out.push(info);
             self.service_listener(id, Instant::now());
         }
@@ -537,8 +522,8 @@ impl Dataplane {
                 let _ = reply.send(self.add_port(spec).map_err(|e| e.to_string()));
             }
             Command::RemovePort(id) => self.remove_port(id),
-            Command::PublishFor(port, bound, agent, reply) => {
-                let _ = reply.send(self.publish_for(port, bound, agent));
+            Command::PublishFor(port, bound, reply) => {
+                let _ = reply.send(self.publish_for(port, bound));
             }
             Command::PortStats(reply) => {
                 let _ = reply.send(self.port_stats());
@@ -555,13 +540,12 @@ impl Dataplane {
         let waker = l.waker.clone();
         let mut cx = Context::from_waker(&waker);
         let (container, fallback) = (l.info.container, l.info.fallback);
-        let agent = l.agent.clone().or_else(|| self.agent.clone());
         let mut more = true;
         match &l.sock {
             ListenSock::Tcp(t) => {
                 for _ in 0..64 {
                     match t.poll_accept(&mut cx) {
-                        Poll::Ready(Ok((s, peer))) => self.accepted(s, peer, container, fallback, agent.clone(), now),
+                        Poll::Ready(Ok((s, peer))) => self.accepted(s, peer, container, fallback, now),
                         Poll::Ready(Err(e)) => tracing::debug!(error = %e, "accept failed"),
                         Poll::Pending => {
                             more = false;
@@ -610,24 +594,19 @@ impl Dataplane {
         self.listeners.insert(id, l);
     }
 
-    /// A connection accepted on a published TCP port.
+    /// A connection accepted on a published TCP port: through the userspace stack, whoever
+    /// the client. (A kernel path for loopback clients, a socket inside the namespace spliced
+    /// to the client's, carried fewer connections per second and no more bytes; session 10 of
+    /// docs/BENCHMARKS.md.)
     fn accepted(
         &mut self,
         stream: TcpStream,
         peer: SocketAddr,
         container: SocketAddr,
         fallback: Option<SocketAddr>,
-        agent: Option<Arc<Agent>>,
         now: Instant,
     ) {
         let _ = stream.set_nodelay(true);
-        if peer.ip().is_loopback()
-            && let Some(agent) = &agent
-        {
-            self.stats.fast_path_tcp += 1;
-            tokio::spawn(ports::fast_path(stream, agent.clone(), container, fallback));
-            return;
-        }
         self.inbound_tcp(stream, peer, container, fallback, now);
     }
 
@@ -1955,7 +1934,6 @@ mod tests {
             ("icmp_errors", &mut s.icmp_errors),
             ("limit_drops", &mut s.limit_drops),
             ("inbound_tcp", &mut s.inbound_tcp),
-            ("fast_path_tcp", &mut s.fast_path_tcp),
             ("tcp_bytes_out", &mut s.tcp_bytes_out),
             ("tcp_bytes_in", &mut s.tcp_bytes_in),
             ("tcp_buffer_bytes", &mut s.tcp_buffer_bytes),

@@ -477,14 +477,6 @@ pub fn send_fds(sock: BorrowedFd<'_>, payload: &[u8], fds: &[BorrowedFd<'_>]) ->
     Ok(())
 }
 
-/// Sends one fd with a payload.
-///
-/// # Errors
-/// Fails if the peer is gone.
-pub fn send_fd(sock: BorrowedFd<'_>, payload: &[u8], fd: BorrowedFd<'_>) -> Result<(), SysError> {
-    send_fds(sock, payload, &[fd])
-}
-
 /// Receives a message and the fds passed with it (at most 20: a TAP's 16 queues and a few
 /// more) from `sock`.
 ///
@@ -574,16 +566,6 @@ pub fn async_socket(s: socket2::Socket) -> io::Result<tokio::io::unix::AsyncFd<s
     unsafe { tokio::io::unix::AsyncFd::register(s) }.map_err(|e| e.into_parts().1)
 }
 
-/// A connected pair of `SOCK_SEQPACKET` unix sockets (message boundaries kept, fds passable).
-///
-/// # Errors
-/// Fails if the fd limit is reached.
-pub fn seqpacket_pair() -> Result<(OwnedFd, OwnedFd), SysError> {
-    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
-    socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
-        .map_err(|e| nix_err("socketpair(SOCK_SEQPACKET)", e))
-}
-
 /// Makes glibc's malloc serve every allocation of 128 KiB or more (TCP buffers) with its own
 /// mmap, always: freed buffers go back to the system at once, and a new buffer is fresh zero
 /// pages that cost nothing until touched. (glibc's default raises this threshold after the
@@ -650,38 +632,6 @@ pub fn seqpacket_connect(path: &std::path::Path) -> io::Result<OwnedFd> {
     let addr = UnixAddr::new(path).map_err(io::Error::from)?;
     connect(fd.as_raw_fd(), &addr).map_err(io::Error::from)?;
     Ok(fd)
-}
-
-/// A non-blocking pipe for splicing, grown to `size` bytes when the system allows.
-///
-/// # Errors
-/// Fails if the fd limit is reached.
-pub fn splice_pipe(size: usize) -> io::Result<(OwnedFd, OwnedFd)> {
-    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
-    // Best effort: above fs.pipe-max-size an unprivileged caller keeps the default 64 KiB.
-    let _ = nix::fcntl::fcntl(&w, nix::fcntl::FcntlArg::F_SETPIPE_SZ(size as libc::c_int));
-    Ok((r, w))
-}
-
-/// Moves up to `len` bytes from `from` to `to` inside the kernel, one side being a pipe
-/// (`splice(2)` with `SPLICE_F_MOVE | SPLICE_F_NONBLOCK`). `WouldBlock` when nothing can move.
-///
-/// # Errors
-/// The OS error, e.g. `ECONNRESET` from a socket.
-pub fn splice(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> io::Result<usize> {
-    // SAFETY: both fds are valid for the call (borrowed); null offsets mean "current position",
-    // which is what sockets and pipes require.
-    let rc = unsafe {
-        libc::splice(
-            from.as_raw_fd(),
-            std::ptr::null_mut(),
-            to.as_raw_fd(),
-            std::ptr::null_mut(),
-            len,
-            libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
-        )
-    };
-    if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(rc as usize) }
 }
 
 /// Takes ownership of an fd number the parent process handed over (`--ready-fd 3`), after
