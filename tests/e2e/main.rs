@@ -286,10 +286,9 @@ fn nothing_is_left_behind() {
     let marker = format!("98{}.5", std::process::id());
     let script = format!("sleep {marker} & sleep {marker} & exit 3");
     // A private runtime dir, so files of warrens started by parallel tests do not count.
-    let runtime_dir = std::env::temp_dir().join(format!("warren-nlb-{}", std::process::id()));
-    std::fs::create_dir_all(&runtime_dir).unwrap();
+    let runtime_dir = ScratchDir::new("nlb");
     let mut cmd = Command::new(warren());
-    cmd.env("XDG_RUNTIME_DIR", &runtime_dir).args(["run", "--", "sh", "-c", &script]);
+    cmd.env("XDG_RUNTIME_DIR", &*runtime_dir).args(["run", "--", "sh", "-c", &script]);
     let f = run_with_deadline(cmd, SHORT);
     assert_eq!(f.code, 3, "{}", f.stderr);
     let leftovers: Vec<String> = std::fs::read_dir("/proc")
@@ -300,7 +299,6 @@ fn nothing_is_left_behind() {
         .collect();
     assert!(leftovers.is_empty(), "processes survived the container: {leftovers:?}");
     let files: Vec<_> = std::fs::read_dir(&runtime_dir).unwrap().flatten().map(|e| e.path()).collect();
-    std::fs::remove_dir_all(&runtime_dir).unwrap();
     assert!(files.is_empty(), "files left behind: {files:?}");
 }
 

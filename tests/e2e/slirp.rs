@@ -139,9 +139,7 @@ struct Observed {
 
 fn scenario(engine: &Path, host_port: u16, outbound: &TcpServer) -> Observed {
     let (holder, pid) = namespace_holder();
-    let dir = std::env::temp_dir().join(format!("warren-slirp-{}-{}", std::process::id(), name(engine)));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = ScratchDir::new(&format!("slirp-{}", name(engine)));
     let (ready_p, exit_p, sock) = (dir.join("ready"), dir.join("exit"), dir.join("api.sock"));
     let ready = fifo(&ready_p);
     let exit = fifo(&exit_p);
@@ -221,7 +219,6 @@ fn scenario(engine: &Path, host_port: u16, outbound: &TcpServer) -> Observed {
     };
     eng.0 = None;
     let socket_removed = !sock.exists();
-    let _ = std::fs::remove_dir_all(&dir);
     drop(holder);
     Observed {
         ready: String::from_utf8_lossy(&b).into_owned(),
@@ -384,9 +381,7 @@ fn sandbox_confines_like_slirp4netns() {
     let mut seen = Vec::new();
     for e in engines() {
         let (_holder, pid) = namespace_holder();
-        let dir = std::env::temp_dir().join(format!("warren-sandbox-{}-{}", std::process::id(), name(&e)));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = ScratchDir::new(&format!("sandbox-{}", name(&e)));
         let ready_p = dir.join("ready");
         let ready = fifo(&ready_p);
         let script =
@@ -413,7 +408,6 @@ fn sandbox_confines_like_slirp4netns() {
             nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
         let _ = child.wait();
         eng.0 = None;
-        let _ = std::fs::remove_dir_all(&dir);
         seen.push((name(&e), field("CapEff:"), field("CapBnd:"), field("NoNewPrivs:"), root, traffic));
     }
     let ours = &seen[0];
@@ -440,9 +434,7 @@ fn seccomp_allowlist_keeps_every_path_working() {
     let e = engines().remove(0);
     let srv = TcpServer::download("127.0.0.1");
     let (_holder, pid) = namespace_holder();
-    let dir = std::env::temp_dir().join(format!("warren-seccomp-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = ScratchDir::new("seccomp");
     let (ready_p, sock) = (dir.join("ready"), dir.join("api.sock"));
     let ready = fifo(&ready_p);
     let script = format!(
@@ -495,15 +487,12 @@ fn seccomp_allowlist_keeps_every_path_working() {
     eng.0 = None;
     assert_eq!(st.code(), Some(0), "clean exit under seccomp");
     assert!(!sock.exists(), "API socket removed");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// `-c -6` as Podman runs it: the guest autoconfigures fd00::/64 from router advertisements.
 fn ipv6_scenario(engine: &Path, ours: bool, server: &TcpServer) -> (String, String, Vec<String>, bool) {
     let (holder, pid) = namespace_holder();
-    let dir = std::env::temp_dir().join(format!("warren-slirp6-{}-{}", std::process::id(), name(engine)));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = ScratchDir::new(&format!("slirp6-{}", name(engine)));
     let (ready_p, sock) = (dir.join("ready"), dir.join("api.sock"));
     let ready = fifo(&ready_p);
     let inside = |c: &str| {
@@ -583,7 +572,6 @@ fn ipv6_scenario(engine: &Path, ours: bool, server: &TcpServer) -> (String, Stri
         let (local, seen) = tcp_peer_seen(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, p6)), None);
         assert_eq!(seen, format!("[fd00::2]:{}", local.port()), "reached the guest over IPv6");
     }
-    let _ = std::fs::remove_dir_all(&dir);
     drop(holder);
     (addr, route.trim().to_string(), replies, outbound_ok)
 }
@@ -682,9 +670,7 @@ fn rootlesskit_runs_on_warren_slirp4netns() {
     }
     let ours = engines().remove(0);
     let outbound = TcpServer::download("127.0.0.1");
-    let dir = std::env::temp_dir().join(format!("warren-rk-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = ScratchDir::new("rk");
     let (p1, p2) = (free_port("127.0.0.1"), free_port("127.0.0.1"));
     let out_file = dir.join("child.out");
     // The child: an outbound download through the gateway, then a server on 80 and 81.
@@ -762,7 +748,6 @@ fn rootlesskit_runs_on_warren_slirp4netns() {
         assert!(Instant::now() < deadline, "left running after rootlesskit: {left:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A process: PID and start time (which tells a reused PID apart).

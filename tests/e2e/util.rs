@@ -361,6 +361,39 @@ impl DnsStub {
     }
 }
 
+/// A directory under the temp dir, emptied on creation and removed on drop (also when a test
+/// fails part-way, so no `/tmp/warren-*` is left behind).
+pub struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    /// `warren-<tag>-<pid>` under the temp dir.
+    pub fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("warren-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl std::ops::Deref for ScratchDir {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::path::Path> for ScratchDir {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Output of a finished process.
 #[derive(Debug)]
 pub struct Finished {
