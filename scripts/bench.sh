@@ -10,7 +10,8 @@
 # (1-byte round trips) out and via a published port (loopback client), T4 new connections
 # per second out and via a published port, T8 engine memory per idle
 # connection (10,000 held open), T5 UDP at 1 Gbit/s offered (received rate and loss; -R:
-# host to container), T6 container to container. Medians of REPS runs (min-max), engine CPU seconds per GB and RSS.
+# host to container), T6 container to container. Medians of REPS rounds (min-max), each round
+# measuring every row once; engine CPU seconds per GB and RSS.
 # Everything runs inside a fresh network namespace: nothing leaves
 # this machine. Results go to stdout and docs/BENCHMARKS.md.
 #
@@ -97,8 +98,13 @@ median_udp() { python3 -c 'import sys,statistics
 v=[x.split("/") for x in sys.argv[1:] if x!="-"]
 print("%.2f/%.1f%%" % (statistics.median(float(a) for a,b in v), statistics.median(float(b) for a,b in v)) if v else "-")' "$@"; }
 
-declare -A RES CPU
-record() { RES[$1,$2]=$3; }
+# Each round measures every engine once (one value per test); the table gives the median of
+# the rounds. The machine goes through slow phases of minutes: with the rounds interleaved, a
+# slow phase costs every engine one value instead of costing one engine all of its values.
+declare -A RES RAW CPU CPUT CPUG
+record() { local k=$1,$2; shift 2; RAW[$k]+="$* "; }
+# Engine CPU ticks and GB moved, summed over the rounds: $1 = row, $2 = test, $3 = ticks, $4 = GB.
+add_cpu() { CPUT[$1,$2]="${CPUT[$1,$2]:-0}+$3"; CPUG[$1,$2]="${CPUG[$1,$2]:-0}+$4"; }
 
 # Host-side servers shared by every engine: echo for latency, sink for connection rate (on
 # 0.0.0.0, reached as the gateway or over the veth). T8 starts its own hold server per engine.
@@ -151,10 +157,8 @@ forward_rr_churn() {
     $pfx $NETTOOL rr-serve 0.0.0.0:5311 >/dev/null 2>&1 & rs=$!
     for _ in $(seq 100); do $pfx ss -ltnH "sport = :5311" 2>/dev/null | grep -q . && break; sleep 0.02; done
     sleep 0.2
-    vals=(); for _ in $(seq "$REPS"); do vals+=("$(rr_once "" "$to" $port)"); done
-    record "$name" t3f "$(median_rr "${vals[@]}")"
-    vals=(); for _ in $(seq "$REPS"); do vals+=("$(churn_once "" "$to" $port churn-rr)"); done
-    record "$name" t4f "$(median "${vals[@]}")"
+    record "$name" t3f "$(rr_once "" "$to" $port)"
+    record "$name" t4f "$(churn_once "" "$to" $port churn-rr)"
     kill "$rs" 2>/dev/null || true; wait "$rs" 2>/dev/null || true
 }
 
@@ -165,74 +169,33 @@ in_ns() { echo "nsenter -t $1 -U -n --preserve-credentials"; }
 
 measure_engine() { # name holder-pid engine-pid has_fwd keeps_src
     local name=$1 h=$2 epid=$3 fwd=$4 keep=$5 ns; ns=$(in_ns "$h")
-    local t v cpu0 cpu1 gb
+    local v cpu0 cpu1
     for test in t1 t1r t2 t2r t2s; do
         [ "$test" = t2 ] || [ "$test" = t2r ] && [ "$fwd" = 0 ] && continue
         [ "$test" = t2s ] && [ "$keep" = 0 ] && continue
-        vals=()
         cpu0=$(stat_cpu "$epid")
-        for _ in $(seq "$REPS"); do
-            case $test in
-                t1) v=$(iperf_once "" "$ns" "-c 10.0.2.2 -p 25201" 25201) ;;
-                t1r) v=$(iperf_once "" "$ns" "-R -c 10.0.2.2 -p 25201" 25201) ;;
-                t2) v=$(iperf_once "$ns" "" "-c 127.0.0.1 -p 25301" 5201) ;;
-                t2r) v=$(iperf_once "$ns" "" "-R -c 127.0.0.1 -p 25301" 5201) ;;
-                t2s) v=$(iperf_once "$ns" "" "-B 10.200.0.1 -c 10.200.0.1 -p 25302" 5201) ;;
-            esac
-            vals+=("$v")
-        done
+        case $test in
+            t1) v=$(iperf_once "" "$ns" "-c 10.0.2.2 -p 25201" 25201) ;;
+            t1r) v=$(iperf_once "" "$ns" "-R -c 10.0.2.2 -p 25201" 25201) ;;
+            t2) v=$(iperf_once "$ns" "" "-c 127.0.0.1 -p 25301" 5201) ;;
+            t2r) v=$(iperf_once "$ns" "" "-R -c 127.0.0.1 -p 25301" 5201) ;;
+            t2s) v=$(iperf_once "$ns" "" "-B 10.200.0.1 -c 10.200.0.1 -p 25302" 5201) ;;
+        esac
         cpu1=$(stat_cpu "$epid")
-        record "$name" "$test" "$(median "${vals[@]}")"
-        gb=$(python3 -c "import sys; v=[float(x) for x in sys.argv[1:] if x!='-']; print(sum(v)*$DUR/8)" "${vals[@]}")
-        CPU[$name,$test]=$(python3 -c "t=($cpu1-$cpu0)/100; g=$gb; print('%.2f' % (t/g) if g>0 else '-')")
+        record "$name" "$test" "$v"
+        [ "$v" != - ] && add_cpu "$name" "$test" "$((cpu1 - cpu0))" "$(python3 -c "print($v * $DUR / 8)")"
     done
     CPU[$name,rss]=$(awk '/VmRSS/{r=$2} /VmHWM/{h=$2} END{printf "%.0f/%.0f", r/1024, h/1024}' "/proc/$epid/status" 2>/dev/null || echo -)
-    vals=(); for _ in $(seq "$REPS"); do vals+=("$(iperf_once "" "$ns" "-P 4 -c 10.0.2.2 -p 25201" 25201)"); done
-    record "$name" t7 "$(median "${vals[@]}")"
-    vals=(); for _ in $(seq "$REPS"); do vals+=("$(rr_once "$ns" 10.0.2.2)"); done
-    record "$name" t3 "$(median_rr "${vals[@]}")"
-    vals=(); for _ in $(seq "$REPS"); do vals+=("$(udp_once "" "$ns" "-c 10.0.2.2" 25204)"); done
-    record "$name" t5 "$(median_udp "${vals[@]}")"
-    vals=(); for _ in $(seq "$REPS"); do vals+=("$(udp_once "" "$ns" "-R -c 10.0.2.2" 25204)"); done
-    record "$name" t5r "$(median_udp "${vals[@]}")"
-    vals=(); for _ in $(seq "$REPS"); do vals+=("$(churn_once "$ns" 10.0.2.2)"); done
-    record "$name" t4 "$(median "${vals[@]}")"
+    record "$name" t7 "$(iperf_once "" "$ns" "-P 4 -c 10.0.2.2 -p 25201" 25201)"
+    record "$name" t3 "$(rr_once "$ns" 10.0.2.2)"
+    record "$name" t5 "$(udp_once "" "$ns" "-c 10.0.2.2" 25204)"
+    record "$name" t5r "$(udp_once "" "$ns" "-R -c 10.0.2.2" 25204)"
+    record "$name" t4 "$(churn_once "$ns" 10.0.2.2)"
     [ "$fwd" = 1 ] && forward_rr_churn "$name" "$ns"
-    record "$name" t8 "$(hold_once "$ns" 10.0.2.2 "$epid")"
+    # 90 s per engine: the first round only.
+    [ "$ROUND" = 1 ] && record "$name" t8 "$(hold_once "$ns" 10.0.2.2 "$epid")"
+    return 0
 }
-
-echo "== loopback"
-for test in t1 t1r t7; do vals=(); for _ in $(seq "$REPS"); do
-    a=""; [ $test = t1r ] && a="-R"; [ $test = t7 ] && a="-P 4"
-    vals+=("$(iperf_once "" "" "$a -c 127.0.0.1 -p 25201" 25201)"); done
-    record loopback $test "$(median "${vals[@]}")"; done
-vals=(); for _ in $(seq "$REPS"); do vals+=("$(rr_once "" 127.0.0.1)"); done; record loopback t3 "$(median_rr "${vals[@]}")"
-vals=(); for _ in $(seq "$REPS"); do vals+=("$(udp_once "" "" "-c 127.0.0.1" 25204)"); done; record loopback t5 "$(median_udp "${vals[@]}")"
-vals=(); for _ in $(seq "$REPS"); do vals+=("$(udp_once "" "" "-R -c 127.0.0.1" 25204)"); done; record loopback t5r "$(median_udp "${vals[@]}")"
-vals=(); for _ in $(seq "$REPS"); do vals+=("$(churn_once "" 127.0.0.1)"); done; record loopback t4 "$(median "${vals[@]}")"
-
-echo "== kernel veth"
-unshare --net sleep 3600 >/dev/null 2>&1 & V=$!; PIDS+=("$V")
-for _ in $(seq 100); do [ "$(readlink /proc/$V/ns/net)" != "$(readlink /proc/self/ns/net)" ] && break; sleep 0.02; done
-ip link add wv0 type veth peer name wv1
-ip link set wv1 netns "$V"
-ip addr add 10.203.0.1/30 dev wv0; ip link set wv0 up
-nsenter -t "$V" -n sh -c "ip addr add 10.203.0.2/30 dev wv1; ip link set wv1 up; ip link set lo up; ip route add default via 10.203.0.1"
-VNS="nsenter -t $V -n"
-for test in t1 t1r t2 t2r; do vals=(); for _ in $(seq "$REPS"); do
-    case $test in
-        t1) v=$(iperf_once "" "$VNS" "-c 10.203.0.1 -p 25201" 25201) ;;
-        t1r) v=$(iperf_once "" "$VNS" "-R -c 10.203.0.1 -p 25201" 25201) ;;
-        t2) v=$(iperf_once "$VNS" "" "-c 10.203.0.2 -p 5201" 5201) ;;
-        t2r) v=$(iperf_once "$VNS" "" "-R -c 10.203.0.2 -p 5201" 5201) ;;
-    esac; vals+=("$v"); done
-    record veth $test "$(median "${vals[@]}")"; done
-vals=(); for _ in $(seq "$REPS"); do vals+=("$(iperf_once "" "$VNS" "-P 4 -c 10.203.0.1 -p 25201" 25201)"); done; record veth t7 "$(median "${vals[@]}")"
-vals=(); for _ in $(seq "$REPS"); do vals+=("$(rr_once "$VNS" 10.203.0.1)"); done; record veth t3 "$(median_rr "${vals[@]}")"
-vals=(); for _ in $(seq "$REPS"); do vals+=("$(udp_once "" "$VNS" "-c 10.203.0.1" 25204)"); done; record veth t5 "$(median_udp "${vals[@]}")"
-vals=(); for _ in $(seq "$REPS"); do vals+=("$(udp_once "" "$VNS" "-R -c 10.203.0.1" 25204)"); done; record veth t5r "$(median_udp "${vals[@]}")"
-vals=(); for _ in $(seq "$REPS"); do vals+=("$(churn_once "$VNS" 10.203.0.1)"); done; record veth t4 "$(median "${vals[@]}")"
-forward_rr_churn veth "$VNS" 10.203.0.2
 
 slirp_api() { python3 - "$1" "$2" <<'PY'
 import socket, sys
@@ -240,66 +203,16 @@ s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(sys.argv[2]
 PY
 }
 
-for mtu in 65520 1500; do
-    name="slirp4netns-$mtu"; echo "== $name"
-    holder; h=$H
-    slirp4netns --configure --mtu=$mtu --api-socket "$RUN/slirp.sock" "$h" tap0 >/dev/null 2>&1 &
-    e=$!; PIDS+=("$e")
-    for _ in $(seq 100); do [ -S "$RUN/slirp.sock" ] && break; sleep 0.05; done
-    slirp_api "$RUN/slirp.sock" '{"execute":"add_hostfwd","arguments":{"proto":"tcp","host_addr":"127.0.0.1","host_port":25301,"guest_port":5201}}' >/dev/null
-    slirp_api "$RUN/slirp.sock" '{"execute":"add_hostfwd","arguments":{"proto":"tcp","host_addr":"10.200.0.1","host_port":25302,"guest_port":5201}}' >/dev/null
-    slirp_api "$RUN/slirp.sock" '{"execute":"add_hostfwd","arguments":{"proto":"tcp","host_addr":"127.0.0.1","host_port":25311,"guest_port":5311}}' >/dev/null
-    measure_engine "$name" "$h" "$e" 1 1
-    kill "$e" "$h"; wait "$e" "$h" 2>/dev/null || true; rm -f "$RUN/slirp.sock"
-done
+# The kernel veth pair (the upper bound), kept for all rounds.
+unshare --net sleep 3600 >/dev/null 2>&1 & V=$!; PIDS+=("$V")
+for _ in $(seq 100); do [ "$(readlink /proc/$V/ns/net)" != "$(readlink /proc/self/ns/net)" ] && break; sleep 0.02; done
+ip link add wv0 type veth peer name wv1
+ip link set wv1 netns "$V"
+ip addr add 10.203.0.1/30 dev wv0; ip link set wv0 up
+nsenter -t "$V" -n sh -c "ip addr add 10.203.0.2/30 dev wv1; ip link set wv1 up; ip link set lo up; ip route add default via 10.203.0.1"
+VNS="nsenter -t $V -n"
 
-echo "== pasta"
-holder; h=$H
-pasta -f -q --runas 0 -l "$RUN/pasta.log" --config-net -4 -a 10.0.2.100 -n 24 -g 10.0.2.2 -I tap0 -m 65520 \
-    -t 127.0.0.1/25301:5201 -t 127.0.0.1/25311:5311 -u none -T none -U none "$h" >/dev/null 2>&1 &
-e=$!; PIDS+=("$e")
-for _ in $(seq 100); do nsenter -t "$h" -n ip route 2>/dev/null | grep -q default && break; sleep 0.05; done
-measure_engine pasta "$h" "$e" 1 0
-kill "$e" "$h"; wait "$e" "$h" 2>/dev/null || true
-
-echo "== rootlesskit (builtin port driver, slirp4netns for the rest; as warren-ci: it refuses root)"
-rk=$RUN-rk; mkdir -p "$rk"; chown warren-ci "$rk"   # beside $RUN (0700 root): warren-ci must reach it
-as_ci="setpriv --reuid=warren-ci --regid=warren-ci --init-groups env HOME=$rk XDG_RUNTIME_DIR=$rk"
-$as_ci rootlesskit --state-dir "$rk/state" --net=slirp4netns --mtu=65520 --disable-host-loopback \
-    --port-driver=builtin sleep 3600 >"$rk/log" 2>&1 &
-e=$!; PIDS+=("$e")
-for _ in $(seq 200); do [ -S "$rk/state/api.sock" ] && [ -s "$rk/state/child_pid" ] && break; sleep 0.05; done
-if [ -s "$rk/state/child_pid" ] && $as_ci rootlessctl --socket "$rk/state/api.sock" add-ports \
-        127.0.0.1:25301:5201/tcp 127.0.0.1:25311:5311/tcp >/dev/null; then
-    ns=$(in_ns "$(cat "$rk/state/child_pid")")
-    for test in t2 t2r; do vals=(); for _ in $(seq "$REPS"); do
-        a=""; [ $test = t2r ] && a="-R"
-        vals+=("$(iperf_once "$ns" "" "$a -c 127.0.0.1 -p 25301" 5201)"); done
-        record rootlesskit-builtin $test "$(median "${vals[@]}")"; done
-    forward_rr_churn rootlesskit-builtin "$ns"
-    CPU[rootlesskit-builtin,rss]=$(awk '/VmRSS/{r=$2} /VmHWM/{h=$2} END{printf "%.0f/%.0f", r/1024, h/1024}' "/proc/$e/status" 2>/dev/null || echo -)
-else
-    echo "rootlesskit did not start: $(tail -n 2 "$rk/log")"
-fi
-kill "$e" 2>/dev/null || true; wait "$e" 2>/dev/null || true
-
-echo "== T6 kernel bridge + veth pairs in a user-owned namespace"
-holder; b=$H
-BNS=$(in_ns "$b")
-c=()
-for i in 1 2; do
-    $BNS unshare --net sleep 3600 >/dev/null 2>&1 & c[$i]=$!; PIDS+=("${c[$i]}")
-    for _ in $(seq 100); do [ "$(readlink /proc/${c[$i]}/ns/net)" != "$(readlink /proc/$b/ns/net)" ] && break; sleep 0.02; done
-done
-$BNS sh -c "ip link add br0 type bridge; ip link set br0 up; ip link set br0 mtu 65520
-    ip link add vb1 mtu 65520 type veth peer name eth0 mtu 65520 netns ${c[1]}; ip link set vb1 master br0; ip link set vb1 up
-    ip link add vb2 mtu 65520 type veth peer name eth0 mtu 65520 netns ${c[2]}; ip link set vb2 master br0; ip link set vb2 up"
-for i in 1 2; do $(in_ns "${c[$i]}") sh -c "ip link set lo up; ip addr add 10.204.0.$i/24 dev eth0; ip link set eth0 up"; done
-vals=(); for _ in $(seq "$REPS"); do vals+=("$(iperf_once "$(in_ns "${c[1]}")" "$(in_ns "${c[2]}")" "-c 10.204.0.1" 5201)"); done
-record kernel-bridge t6 "$(median "${vals[@]}")"
-kill "${c[1]}" "${c[2]}" "$b"; wait "${c[1]}" "${c[2]}" "$b" 2>/dev/null || true
-
-echo "== T6 warren bridge network (two containers)"
+# T6's warren bridge network: one network, two idle containers, kept for all rounds.
 export XDG_RUNTIME_DIR=$RUN/xdg XDG_DATA_HOME=$RUN/xdgdata
 mkdir -p -m 0700 "$XDG_RUNTIME_DIR" "$XDG_DATA_HOME"
 "$WARREN" network create benchnet --subnet 10.89.0.0/24 --mtu 65520 >/dev/null
@@ -308,29 +221,132 @@ PIDS+=("$(cat "$XDG_RUNTIME_DIR/warren/daemon.pid")")
 "$WARREN" run --network benchnet --name cli -- sleep 3600 >/dev/null 2>&1 & PIDS+=("$!")
 for _ in $(seq 100); do [ "$("$WARREN" ps --json | python3 -c 'import json,sys; print(sum(1 for c in json.load(sys.stdin) if c["pid"]))')" = 2 ] && break; sleep 0.1; done
 pid_of() { "$WARREN" ps --json | python3 -c 'import json,sys; print([c["pid"] for c in json.load(sys.stdin) if c["name"]==sys.argv[1]][0])' "$1"; }
-dpid=$(cat "$XDG_RUNTIME_DIR/warren/daemon.pid")
-cpu0=$(stat_cpu "$dpid")
+BRIDGE_DAEMON=$(cat "$XDG_RUNTIME_DIR/warren/daemon.pid")
+BRIDGE_SRV=$(in_ns "$(pid_of srv)") BRIDGE_CLI=$(in_ns "$(pid_of cli)")
 # The two join concurrently: IPAM's order decides who is .2, so ask for srv's address.
-srv_ip=$("$WARREN" ps --json | python3 -c 'import json,sys; print([c["addresses"][0].split("=")[1] for c in json.load(sys.stdin) if c["name"]=="srv"][0])')
-vals=(); for _ in $(seq "$REPS"); do vals+=("$(iperf_once "$(in_ns "$(pid_of srv)")" "$(in_ns "$(pid_of cli)")" "-c $srv_ip" 5201)"); done
-cpu1=$(stat_cpu "$dpid")
-record warren-bridge t6 "$(median "${vals[@]}")"
-gb=$(python3 -c "import sys; v=[float(x) for x in sys.argv[1:] if x!='-']; print(sum(v)*$DUR/8)" "${vals[@]}")
-CPU[warren-bridge,t1]=$(python3 -c "t=($cpu1-$cpu0)/100; g=$gb; print('%.2f' % (t/g) if g>0 else '-')")
-CPU[warren-bridge,rss]=$(awk '/VmRSS/{r=$2} /VmHWM/{h=$2} END{printf "%.0f/%.0f", r/1024, h/1024}' "/proc/$dpid/status" 2>/dev/null || echo -)
+BRIDGE_SRV_IP=$("$WARREN" ps --json | python3 -c 'import json,sys; print([c["addresses"][0].split("=")[1] for c in json.load(sys.stdin) if c["name"]=="srv"][0])')
 unset XDG_RUNTIME_DIR XDG_DATA_HOME
 
-for mtu in 65520 1500; do
-    name=warren; [ "$mtu" = 1500 ] && name=warren-1500
-    echo "== $name"
+for ROUND in $(seq "$REPS"); do
+    echo "== round $ROUND: loopback"
+    for test in t1 t1r t7; do
+        a=""; [ $test = t1r ] && a="-R"; [ $test = t7 ] && a="-P 4"
+        record loopback $test "$(iperf_once "" "" "$a -c 127.0.0.1 -p 25201" 25201)"
+    done
+    record loopback t3 "$(rr_once "" 127.0.0.1)"
+    record loopback t5 "$(udp_once "" "" "-c 127.0.0.1" 25204)"
+    record loopback t5r "$(udp_once "" "" "-R -c 127.0.0.1" 25204)"
+    record loopback t4 "$(churn_once "" 127.0.0.1)"
+
+    echo "== round $ROUND: kernel veth"
+    for test in t1 t1r t2 t2r; do
+        case $test in
+            t1) v=$(iperf_once "" "$VNS" "-c 10.203.0.1 -p 25201" 25201) ;;
+            t1r) v=$(iperf_once "" "$VNS" "-R -c 10.203.0.1 -p 25201" 25201) ;;
+            t2) v=$(iperf_once "$VNS" "" "-c 10.203.0.2 -p 5201" 5201) ;;
+            t2r) v=$(iperf_once "$VNS" "" "-R -c 10.203.0.2 -p 5201" 5201) ;;
+        esac
+        record veth $test "$v"
+    done
+    record veth t7 "$(iperf_once "" "$VNS" "-P 4 -c 10.203.0.1 -p 25201" 25201)"
+    record veth t3 "$(rr_once "$VNS" 10.203.0.1)"
+    record veth t5 "$(udp_once "" "$VNS" "-c 10.203.0.1" 25204)"
+    record veth t5r "$(udp_once "" "$VNS" "-R -c 10.203.0.1" 25204)"
+    record veth t4 "$(churn_once "$VNS" 10.203.0.1)"
+    forward_rr_churn veth "$VNS" 10.203.0.2
+
+    for mtu in 65520 1500; do
+        name="slirp4netns-$mtu"; echo "== round $ROUND: $name"
+        holder; h=$H
+        slirp4netns --configure --mtu=$mtu --api-socket "$RUN/slirp.sock" "$h" tap0 >/dev/null 2>&1 &
+        e=$!; PIDS+=("$e")
+        for _ in $(seq 100); do [ -S "$RUN/slirp.sock" ] && break; sleep 0.05; done
+        slirp_api "$RUN/slirp.sock" '{"execute":"add_hostfwd","arguments":{"proto":"tcp","host_addr":"127.0.0.1","host_port":25301,"guest_port":5201}}' >/dev/null
+        slirp_api "$RUN/slirp.sock" '{"execute":"add_hostfwd","arguments":{"proto":"tcp","host_addr":"10.200.0.1","host_port":25302,"guest_port":5201}}' >/dev/null
+        slirp_api "$RUN/slirp.sock" '{"execute":"add_hostfwd","arguments":{"proto":"tcp","host_addr":"127.0.0.1","host_port":25311,"guest_port":5311}}' >/dev/null
+        measure_engine "$name" "$h" "$e" 1 1
+        kill "$e" "$h"; wait "$e" "$h" 2>/dev/null || true; rm -f "$RUN/slirp.sock"
+    done
+
+    echo "== round $ROUND: pasta"
     holder; h=$H
-    "$WARREN" attach --pid "$h" --mtu "$mtu" --allow-host-loopback -p 127.0.0.1:25301:5201 \
-        -p 10.200.0.1:25302:5201 -p 127.0.0.1:25311:5311 --api-socket "$RUN/warren.sock" >/dev/null 2>&1 &
+    pasta -f -q --runas 0 -l "$RUN/pasta.log" --config-net -4 -a 10.0.2.100 -n 24 -g 10.0.2.2 -I tap0 -m 65520 \
+        -t 127.0.0.1/25301:5201 -t 127.0.0.1/25311:5311 -u none -T none -U none "$h" >/dev/null 2>&1 &
     e=$!; PIDS+=("$e")
-    for _ in $(seq 100); do [ -S "$RUN/warren.sock" ] && break; sleep 0.05; done
-    sleep 0.2
-    measure_engine "$name" "$h" "$e" 1 1
-    kill "$e" "$h"; wait "$e" "$h" 2>/dev/null || true; rm -f "$RUN/warren.sock"
+    for _ in $(seq 100); do nsenter -t "$h" -n ip route 2>/dev/null | grep -q default && break; sleep 0.05; done
+    measure_engine pasta "$h" "$e" 1 0
+    kill "$e" "$h"; wait "$e" "$h" 2>/dev/null || true
+
+    echo "== round $ROUND: rootlesskit (builtin port driver, slirp4netns for the rest; as warren-ci: it refuses root)"
+    rk=$RUN-rk; mkdir -p "$rk"; chown warren-ci "$rk"   # beside $RUN (0700 root): warren-ci must reach it
+    rm -rf "$rk/state"   # the last round's socket and child_pid would pass for this one's
+    as_ci="setpriv --reuid=warren-ci --regid=warren-ci --init-groups env HOME=$rk XDG_RUNTIME_DIR=$rk"
+    $as_ci rootlesskit --state-dir "$rk/state" --net=slirp4netns --mtu=65520 --disable-host-loopback \
+        --port-driver=builtin sleep 3600 >"$rk/log" 2>&1 &
+    e=$!; PIDS+=("$e")
+    for _ in $(seq 200); do [ -S "$rk/state/api.sock" ] && [ -s "$rk/state/child_pid" ] && break; sleep 0.05; done
+    if [ -s "$rk/state/child_pid" ] && $as_ci rootlessctl --socket "$rk/state/api.sock" add-ports \
+            127.0.0.1:25301:5201/tcp 127.0.0.1:25311:5311/tcp >/dev/null; then
+        ns=$(in_ns "$(cat "$rk/state/child_pid")")
+        for test in t2 t2r; do
+            a=""; [ $test = t2r ] && a="-R"
+            record rootlesskit-builtin $test "$(iperf_once "$ns" "" "$a -c 127.0.0.1 -p 25301" 5201)"
+        done
+        forward_rr_churn rootlesskit-builtin "$ns"
+        CPU[rootlesskit-builtin,rss]=$(awk '/VmRSS/{r=$2} /VmHWM/{h=$2} END{printf "%.0f/%.0f", r/1024, h/1024}' "/proc/$e/status" 2>/dev/null || echo -)
+    else
+        echo "rootlesskit did not start: $(tail -n 2 "$rk/log")"
+    fi
+    kill "$e" 2>/dev/null || true; wait "$e" 2>/dev/null || true
+
+    echo "== round $ROUND: T6 kernel bridge + veth pairs in a user-owned namespace"
+    holder; b=$H
+    BNS=$(in_ns "$b")
+    c=()
+    for i in 1 2; do
+        $BNS unshare --net sleep 3600 >/dev/null 2>&1 & c[$i]=$!; PIDS+=("${c[$i]}")
+        for _ in $(seq 100); do [ "$(readlink /proc/${c[$i]}/ns/net)" != "$(readlink /proc/$b/ns/net)" ] && break; sleep 0.02; done
+    done
+    $BNS sh -c "ip link add br0 type bridge; ip link set br0 up; ip link set br0 mtu 65520
+        ip link add vb1 mtu 65520 type veth peer name eth0 mtu 65520 netns ${c[1]}; ip link set vb1 master br0; ip link set vb1 up
+        ip link add vb2 mtu 65520 type veth peer name eth0 mtu 65520 netns ${c[2]}; ip link set vb2 master br0; ip link set vb2 up"
+    for i in 1 2; do $(in_ns "${c[$i]}") sh -c "ip link set lo up; ip addr add 10.204.0.$i/24 dev eth0; ip link set eth0 up"; done
+    record kernel-bridge t6 "$(iperf_once "$(in_ns "${c[1]}")" "$(in_ns "${c[2]}")" "-c 10.204.0.1" 5201)"
+    kill "${c[1]}" "${c[2]}" "$b"; wait "${c[1]}" "${c[2]}" "$b" 2>/dev/null || true
+
+    echo "== round $ROUND: T6 warren bridge network (two containers)"
+    cpu0=$(stat_cpu "$BRIDGE_DAEMON")
+    v=$(iperf_once "$BRIDGE_SRV" "$BRIDGE_CLI" "-c $BRIDGE_SRV_IP" 5201)
+    cpu1=$(stat_cpu "$BRIDGE_DAEMON")
+    record warren-bridge t6 "$v"
+    [ "$v" != - ] && add_cpu warren-bridge t1 "$((cpu1 - cpu0))" "$(python3 -c "print($v * $DUR / 8)")"
+    CPU[warren-bridge,rss]=$(awk '/VmRSS/{r=$2} /VmHWM/{h=$2} END{printf "%.0f/%.0f", r/1024, h/1024}' "/proc/$BRIDGE_DAEMON/status" 2>/dev/null || echo -)
+
+    for mtu in 65520 1500; do
+        name=warren; [ "$mtu" = 1500 ] && name=warren-1500
+        echo "== round $ROUND: $name"
+        holder; h=$H
+        "$WARREN" attach --pid "$h" --mtu "$mtu" --allow-host-loopback -p 127.0.0.1:25301:5201 \
+            -p 10.200.0.1:25302:5201 -p 127.0.0.1:25311:5311 --api-socket "$RUN/warren.sock" >/dev/null 2>&1 &
+        e=$!; PIDS+=("$e")
+        for _ in $(seq 100); do [ -S "$RUN/warren.sock" ] && break; sleep 0.05; done
+        sleep 0.2
+        measure_engine "$name" "$h" "$e" 1 1
+        kill "$e" "$h"; wait "$e" "$h" 2>/dev/null || true; rm -f "$RUN/warren.sock"
+    done
+done
+
+# The medians of the rounds, and engine CPU seconds per GB over all of them.
+for k in "${!RAW[@]}"; do
+    case ${k#*,} in
+        t3 | t3f) RES[$k]=$(median_rr ${RAW[$k]}) ;;
+        t5 | t5r) RES[$k]=$(median_udp ${RAW[$k]}) ;;
+        t8) RES[$k]=${RAW[$k]% } ;;
+        *) RES[$k]=$(median ${RAW[$k]}) ;;
+    esac
+done
+for k in "${!CPUT[@]}"; do
+    CPU[$k]=$(python3 -c "t=(${CPUT[$k]})/100; g=${CPUG[$k]}; print('%.2f' % (t/g) if g>0 else '-')")
 done
 
 echo "== micro-benchmarks (cargo bench --bench hotpath)"
@@ -346,7 +362,8 @@ echo
 echo "Generated by \`scripts/bench.sh\` on $(date -u +%Y-%m-%d), $(nproc) CPUs, kernel $(uname -r),"
 echo "$(slirp4netns --version | head -1), $(pasta --version 2>/dev/null | head -1), rootlesskit $(rootlesskit --version | awk '{print $3}'),"
 echo "iperf3 $(iperf3 --version | head -1 | awk '{print $2}'), Debian $(cat /etc/debian_version)."
-echo "Medians of $REPS runs of ${DUR}s (min-max), receiver side. MTU 65520 unless named."
+echo "Medians of $REPS rounds of ${DUR}s runs (min-max), receiver side; each round measured every row once,"
+echo "so a slow phase of the machine costs every row one value. MTU 65520 unless named."
 echo
 echo "$hdr"
 echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
