@@ -545,7 +545,10 @@ impl Dataplane {
             ListenSock::Tcp(t) => {
                 for _ in 0..64 {
                     match t.poll_accept(&mut cx) {
-                        Poll::Ready(Ok((s, peer))) => self.accepted(s, peer, container, fallback, now),
+                        Poll::Ready(Ok((s, peer))) => {
+                            let _ = s.set_nodelay(true);
+                            self.inbound_tcp(s, peer, container, fallback, now);
+                        }
                         Poll::Ready(Err(e)) => tracing::debug!(error = %e, "accept failed"),
                         Poll::Pending => {
                             more = false;
@@ -594,22 +597,6 @@ impl Dataplane {
         self.listeners.insert(id, l);
     }
 
-    /// A connection accepted on a published TCP port: through the userspace stack, whoever
-    /// the client. (A kernel path for loopback clients, a socket inside the namespace spliced
-    /// to the client's, carried fewer connections per second and no more bytes; session 10 of
-    /// docs/BENCHMARKS.md.)
-    fn accepted(
-        &mut self,
-        stream: TcpStream,
-        peer: SocketAddr,
-        container: SocketAddr,
-        fallback: Option<SocketAddr>,
-        now: Instant,
-    ) {
-        let _ = stream.set_nodelay(true);
-        self.inbound_tcp(stream, peer, container, fallback, now);
-    }
-
     /// Thread 0 opens a flow towards the container: listed, so other threads pass its frames
     /// on (before its first frame goes out: the container answers within that write).
     fn claim(&self, key: FlowKey) {
@@ -639,7 +626,10 @@ impl Dataplane {
         true
     }
 
-    /// Opens the userspace-stack connection of a published-port client to `container`.
+    /// Opens the userspace-stack connection of a published-port client to `container`,
+    /// whoever the client. (A kernel path for loopback clients, a socket inside the namespace
+    /// spliced to the client's, carried fewer connections per second and no more bytes;
+    /// session 10 of docs/BENCHMARKS.md.)
     fn inbound_tcp(
         &mut self,
         stream: TcpStream,

@@ -21,7 +21,7 @@ fn serve() -> Vec<&'static str> {
 }
 
 #[test]
-fn tcp_forward_keeps_remote_sources_and_serves_loopback_fast() {
+fn tcp_forward_keeps_remote_sources_and_shows_loopback_clients_as_the_gateway() {
     require_isolation();
     assert!(has_remote_ip());
     let port = free_port("0.0.0.0");
@@ -239,7 +239,7 @@ pub fn put_and_check(to: SocketAddr, from: Option<IpAddr>, n: u64, seed: u64) {
 }
 
 #[test]
-fn one_gib_each_way_through_both_paths() {
+fn one_gib_each_way_from_loopback_and_remote_clients() {
     require_isolation();
     let port = free_port("0.0.0.0");
     let spec = format!("{port}:80");
