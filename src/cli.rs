@@ -305,6 +305,12 @@ pub struct NetArgs {
     /// flows over them (default: one per CPU, at most 4).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=i64::from(config::QUEUES_MAX)))]
     pub queues: Option<u8>,
+    /// Microseconds a data-path thread may keep polling for work before it sleeps, saving
+    /// the wake-up of request/response traffic; adaptive (opens only after closely spaced
+    /// events, never after bulk transfer or while idle); 0: never poll.
+    #[arg(long, value_name = "US", default_value_t = config::BUSY_POLL_DEFAULT_US,
+          value_parser = clap::value_parser!(u16).range(0..=i64::from(config::BUSY_POLL_MAX_US)))]
+    pub busy_poll: u16,
 }
 
 /// `warren run`.
@@ -379,6 +385,7 @@ impl NetArgs {
             default_route: true,
             bridge: None,
             queues: self.queues.map_or_else(config::default_queues, usize::from),
+            busy_poll: std::time::Duration::from_micros(self.busy_poll.into()),
             limits: config::Limits {
                 tcp_flows: self.max_tcp_flows as usize,
                 handshakes: self.max_handshakes as usize,

@@ -276,6 +276,19 @@ pub struct NetConfig {
     pub bridge: Option<BridgeOpts>,
     /// TAP queues, each served by its own data-path thread (1: one queue, one thread).
     pub queues: usize,
+    /// Longest adaptive busy-poll window of a data-path thread before it sleeps (zero: never
+    /// poll; see `runtime::spin`).
+    pub busy_poll: std::time::Duration,
+}
+
+/// The default longest busy-poll window, microseconds (`--busy-poll`).
+pub const BUSY_POLL_DEFAULT_US: u16 = 200;
+/// The longest busy-poll window one may ask for, microseconds.
+pub const BUSY_POLL_MAX_US: u16 = 1000;
+
+/// The default longest busy-poll window.
+pub fn default_busy_poll() -> std::time::Duration {
+    std::time::Duration::from_micros(BUSY_POLL_DEFAULT_US.into())
 }
 
 /// Most TAP queues (data-path threads) a container may ask for.

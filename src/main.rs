@@ -378,6 +378,8 @@ fn log_stats(dp: &Dataplane, others: &[warren::runtime::Stats]) {
         handover_drops = s.handover_drops,
         udp_batched = s.udp_batched,
         udp_coalesced = s.udp_coalesced,
+        busy_polls = s.busy_polls,
+        busy_poll_hits = s.busy_poll_hits,
         "data path totals (open flows: thread 0's)"
     );
     for (name, n) in warren::gateway::DROP_NAMES.iter().zip(s.drops.0) {

@@ -212,7 +212,7 @@ _warren() {
             return 0
             ;;
         warren__subcmd__attach)
-            opts="-p -v -h -V --pid --netns --userns --mtu --cidr --cidr6 --no-ipv6 --allow-host-loopback --dns-upstream --tap-name --mac --pcap --no-seccomp --max-tcp-flows --max-handshakes --udp-timeout --max-buffer-memory --max-udp-flows --queues --publish --api-socket --verbose --log-format --help --version"
+            opts="-p -v -h -V --pid --netns --userns --mtu --cidr --cidr6 --no-ipv6 --allow-host-loopback --dns-upstream --tap-name --mac --pcap --no-seccomp --max-tcp-flows --max-handshakes --udp-timeout --max-buffer-memory --max-udp-flows --queues --busy-poll --publish --api-socket --verbose --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -279,6 +279,10 @@ _warren() {
                     return 0
                     ;;
                 --queues)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --busy-poll)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1226,7 +1230,7 @@ _warren() {
             return 0
             ;;
         warren__subcmd__run)
-            opts="-p -v -h -V --mtu --cidr --cidr6 --no-ipv6 --allow-host-loopback --dns-upstream --tap-name --mac --pcap --no-seccomp --max-tcp-flows --max-handshakes --udp-timeout --max-buffer-memory --max-udp-flows --queues --network --name --alias --ip --publish --api-socket --verbose --log-format --help --version"
+            opts="-p -v -h -V --mtu --cidr --cidr6 --no-ipv6 --allow-host-loopback --dns-upstream --tap-name --mac --pcap --no-seccomp --max-tcp-flows --max-handshakes --udp-timeout --max-buffer-memory --max-udp-flows --queues --busy-poll --network --name --alias --ip --publish --api-socket --verbose --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1281,6 +1285,10 @@ _warren() {
                     return 0
                     ;;
                 --queues)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --busy-poll)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -55,6 +55,7 @@ complete -c warren -n "__fish_warren_using_subcommand run" -l udp-timeout -d 'Se
 complete -c warren -n "__fish_warren_using_subcommand run" -l max-buffer-memory -d 'MiB all TCP flows\' buffers may reserve together: flows get 1 MiB each way while less than half is reserved, 256 KiB up to three quarters, 32 KiB after; beyond it they are reset and counted' -r
 complete -c warren -n "__fish_warren_using_subcommand run" -l max-udp-flows -d 'Most open UDP flows; more are dropped and counted' -r
 complete -c warren -n "__fish_warren_using_subcommand run" -l queues -d 'TAP queues, each served by its own data-path thread; the container\'s kernel spreads its flows over them (default: one per CPU, at most 4)' -r
+complete -c warren -n "__fish_warren_using_subcommand run" -l busy-poll -d 'Microseconds a data-path thread may keep polling for work before it sleeps, saving the wake-up of request/response traffic; adaptive (opens only after closely spaced events, never after bulk transfer or while idle); 0: never poll' -r
 complete -c warren -n "__fish_warren_using_subcommand run" -l network -d 'Network: a bridge network\'s name (see `warren network`), or none, host, container:NAME' -r
 complete -c warren -n "__fish_warren_using_subcommand run" -l name -d 'Container name on bridge networks (DNS name; default: generated)' -r
 complete -c warren -n "__fish_warren_using_subcommand run" -l alias -d 'Extra DNS name on the bridge network (repeatable)' -r
@@ -85,6 +86,7 @@ complete -c warren -n "__fish_warren_using_subcommand attach" -l udp-timeout -d 
 complete -c warren -n "__fish_warren_using_subcommand attach" -l max-buffer-memory -d 'MiB all TCP flows\' buffers may reserve together: flows get 1 MiB each way while less than half is reserved, 256 KiB up to three quarters, 32 KiB after; beyond it they are reset and counted' -r
 complete -c warren -n "__fish_warren_using_subcommand attach" -l max-udp-flows -d 'Most open UDP flows; more are dropped and counted' -r
 complete -c warren -n "__fish_warren_using_subcommand attach" -l queues -d 'TAP queues, each served by its own data-path thread; the container\'s kernel spreads its flows over them (default: one per CPU, at most 4)' -r
+complete -c warren -n "__fish_warren_using_subcommand attach" -l busy-poll -d 'Microseconds a data-path thread may keep polling for work before it sleeps, saving the wake-up of request/response traffic; adaptive (opens only after closely spaced events, never after bulk transfer or while idle); 0: never poll' -r
 complete -c warren -n "__fish_warren_using_subcommand attach" -s p -l publish -d 'Publish a container port: [HOST_IP:][HOST_PORT[-END]:]CONTAINER_PORT[-END][/tcp|/udp]' -r
 complete -c warren -n "__fish_warren_using_subcommand attach" -l api-socket -d 'Path of the API socket (default: $XDG_RUNTIME_DIR/warren/PID.sock)' -r -F
 complete -c warren -n "__fish_warren_using_subcommand attach" -l log-format -d 'Log line format on stderr' -r -f -a "text\t'Human-readable lines'

@@ -29,7 +29,7 @@ use serde_json::{Value, json};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::{Addresses, Addresses6, BridgeOpts, DnsUpstreams, NetConfig};
+use crate::config::{self, Addresses, Addresses6, BridgeOpts, DnsUpstreams, NetConfig};
 use crate::runtime::bridge::{PortSpec, PortStat};
 use crate::runtime::ports::{self, PortInfo};
 use crate::runtime::{Command, Dataplane};
@@ -167,6 +167,7 @@ impl Iface {
             limits: Default::default(),
             default_route: first,
             queues: 1,
+            busy_poll: config::default_busy_poll(),
             bridge: None,
         }
     }
@@ -350,6 +351,7 @@ fn start_network(spec: NetworkSpec) -> Network {
         limits: Default::default(),
         default_route: true,
         queues: 1,
+        busy_poll: config::default_busy_poll(),
         bridge: Some(BridgeOpts { internal: spec.internal, icc: spec.icc }),
     };
     let (tx, rx) = mpsc::channel(64);

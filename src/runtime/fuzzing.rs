@@ -57,6 +57,7 @@ fn single_config(allow_host_loopback: bool) -> NetConfig {
         limits: Default::default(),
         default_route: true,
         queues: 1,
+        busy_poll: std::time::Duration::ZERO,
         bridge: None,
     }
 }
@@ -68,6 +69,7 @@ fn bridge_config(icc: bool) -> NetConfig {
         addrs: Addresses { net: "10.89.0.0/24".parse().expect("literal"), gateway: gw4, dns: gw4, container: gw4 },
         addrs6: Some(Addresses6 { net: "fd89::/64".parse().expect("literal"), gateway: gw6, dns: gw6, container: gw6 }),
         queues: 1,
+        busy_poll: std::time::Duration::ZERO,
         bridge: Some(BridgeOpts { internal: false, icc }),
         tap_name: String::new(),
         ..single_config(false)

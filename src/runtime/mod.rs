@@ -13,6 +13,7 @@ pub mod device;
 pub mod fuzzing;
 pub mod ports;
 pub mod queues;
+pub mod spin;
 pub mod tcp;
 pub mod udp;
 
@@ -231,6 +232,10 @@ pub struct Stats {
     pub udp_batched: u64,
     /// UDP datagrams written to the container several to a frame (UDP segmentation offload).
     pub udp_coalesced: u64,
+    /// Idle periods a data-path thread spent polling before it slept (`--busy-poll`).
+    pub busy_polls: u64,
+    /// Of those, the ones where work came while polling (a sleep and wake-up saved).
+    pub busy_poll_hits: u64,
 }
 
 impl Stats {
@@ -259,6 +264,8 @@ impl Stats {
         self.handover_drops += o.handover_drops;
         self.udp_batched += o.udp_batched;
         self.udp_coalesced += o.udp_coalesced;
+        self.busy_polls += o.busy_polls;
+        self.busy_poll_hits += o.busy_poll_hits;
     }
 }
 
@@ -851,6 +858,11 @@ impl Dataplane {
         self.run_until(Some(tap), None, tokio::time::sleep(grace), true).await
     }
 
+    /// Bytes read from and written to the TAP so far.
+    fn moved(&self) -> u64 {
+        self.stats.bytes_in + self.tx.bytes
+    }
+
     /// Whether a TCP flow may still carry the container's bytes: one whose host connect
     /// completed (a connect still pending when the container is gone has nothing to carry).
     fn carrying(&self) -> bool {
@@ -889,7 +901,11 @@ impl Dataplane {
             Timer,
             Command(Option<Command>),
             Handed(Option<queues::HandedFrame>),
+            Poll,
         }
+        let mut spin = spin::Spin::new(self.cfg.busy_poll);
+        let mut poll_until: Option<Instant> = None;
+        let mut moved_before = self.moved();
         loop {
             let next = self.timers.peek().map(|Reverse((t, _))| *t);
             let sleep = async move {
@@ -906,7 +922,20 @@ impl Dataplane {
                 () = sleep => Event::Timer,
                 c = async { match commands.as_mut() { Some(c) => c.recv().await, None => std::future::pending().await } } => Event::Command(c),
                 h = async { match handoff.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => Event::Handed(h),
+                // Busy polling (see `spin`): while the window is open, the runtime polls the
+                // reactor without sleeping and the loop comes round again.
+                () = async { match poll_until { Some(d) if Instant::now() < d => tokio::task::yield_now().await, _ => std::future::pending().await } } => Event::Poll,
             };
+            if let Event::Poll = ev {
+                // Any other runnable thread on this CPU goes first: polling only takes time
+                // nobody else wants.
+                let _ = nix::sched::sched_yield();
+                continue;
+            }
+            if let Some(hit) = spin.woke(Instant::now()) {
+                self.stats.busy_polls += 1;
+                self.stats.busy_poll_hits += u64::from(hit);
+            }
             match ev {
                 Event::Stop => return Ok(()),
                 Event::Tap(mut guard) => {
@@ -947,7 +976,7 @@ impl Dataplane {
                     self.end_batch(now);
                 }
                 Event::Handed(None) => *handoff = None,
-                Event::Wake | Event::Timer => {}
+                Event::Wake | Event::Timer | Event::Poll => {}
             }
             let now = Instant::now();
             self.drain_wakes(now);
@@ -962,6 +991,9 @@ impl Dataplane {
             if until_idle && !self.carrying() {
                 return Ok(());
             }
+            let moved = self.moved();
+            poll_until = spin.idle(Instant::now(), moved - moved_before);
+            moved_before = moved;
         }
     }
 
@@ -1805,6 +1837,7 @@ mod tests {
             default_route: true,
             bridge: None,
             queues: 1,
+            busy_poll: std::time::Duration::ZERO,
         }
     }
 
@@ -1933,6 +1966,8 @@ mod tests {
             ("handover_drops", &mut s.handover_drops),
             ("udp_batched", &mut s.udp_batched),
             ("udp_coalesced", &mut s.udp_coalesced),
+            ("busy_polls", &mut s.busy_polls),
+            ("busy_poll_hits", &mut s.busy_poll_hits),
         ] {
             assert!(one.get(name).is_some(), "{name} is a field");
             *field = 1;

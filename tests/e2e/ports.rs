@@ -284,6 +284,55 @@ fn mtu_1500_moves_64_kib_segments_both_ways_intact() {
     assert_eq!(st["drops"]["malformed"], 0, "{st}");
 }
 
+/// CPU ticks (1/100 s) the process has used so far.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces): state is 3rd, utime 14th, stime 15th.
+    let rest: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    rest[11].parse::<u64>().unwrap() + rest[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn busy_polling_catches_round_trips_and_never_spins_idle() {
+    require_isolation();
+    // Request/response traffic opens the adaptive window: warren polls after forwarding a
+    // request and the reply arrives while it does (counted as hits). `--busy-poll 0` never
+    // polls. Either way an idle warren sleeps: no CPU while nothing moves.
+    let echo = TcpServer::start(REMOTE_IP, |mut c| {
+        let mut b = [0u8; 64];
+        while let Ok(k) = c.read(&mut b) {
+            if k == 0 || c.write_all(&b[..k]).is_err() {
+                return;
+            }
+        }
+    });
+    let p = echo.addr.port().to_string();
+    // The longest window: round trips of a loaded machine fit in it.
+    for window in ["1000", "0"] {
+        let r = Running::start(&["--busy-poll", window], &serve());
+        let got = r.nettool(&["rr", REMOTE_IP, &p, "2000"], SHORT);
+        assert_eq!(got.split_whitespace().count(), 2, "rr printed p50 p99: {got}");
+        let st = r.stats();
+        let (polls, hits) = (st["busy_polls"].as_u64().unwrap(), st["busy_poll_hits"].as_u64().unwrap());
+        if window == "0" {
+            assert_eq!((polls, hits), (0, 0), "--busy-poll 0 polled");
+        } else {
+            assert!(hits > 0 && hits <= polls, "2000 round trips: {polls} idle periods polled, {hits} caught work");
+        }
+        // The window closes after the traffic: a second of idleness costs (almost) no CPU.
+        // Polling without end would take about 100 ticks per second and thread.
+        std::thread::sleep(Duration::from_millis(300));
+        let pid = r.guard.0.as_ref().expect("running").id();
+        let t0 = cpu_ticks(pid);
+        std::thread::sleep(Duration::from_secs(1));
+        let used = cpu_ticks(pid) - t0;
+        assert!(used <= 5, "--busy-poll {window}: an idle warren used {used} CPU ticks in one second");
+    }
+    let f = warren_run(&["--busy-poll", "1001"], &["true"], SHORT);
+    assert_eq!(f.code, 2, "{}", f.stderr);
+    assert!(f.stderr.contains("1001") && f.stderr.contains("0..=1000"), "{}", f.stderr);
+}
+
 #[test]
 fn bulk_data_is_acked_every_second_segment_small_segments_at_once() {
     require_isolation();
