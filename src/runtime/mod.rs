@@ -992,7 +992,7 @@ impl Dataplane {
                 return Ok(());
             }
             let moved = self.moved();
-            poll_until = spin.idle(Instant::now(), moved - moved_before);
+            poll_until = spin.idle(Instant::now(), moved.saturating_sub(moved_before));
             moved_before = moved;
         }
     }
