@@ -135,7 +135,7 @@ hold_once() {
     timeout 300 $NETTOOL hold-serve "0.0.0.0:$port" >/dev/null 2>&1 & sp=$!
     sleep 0.3
     r0=$(awk '/VmRSS/{print $2}' "/proc/$epid/status")
-    $pfx $NETTOOL hold "$gw" "$port" 10000 8 > "$RUN/hold.out" 2>&1 & hp=$!
+    $pfx $NETTOOL hold-upto "$gw" "$port" 10000 8 > "$RUN/hold.out" 2>&1 & hp=$!
     for _ in $(seq 900); do grep -q holding "$RUN/hold.out" 2>/dev/null && break; sleep 0.1; done
     sleep 1
     r1=$(awk '/VmRSS/{print $2}' "/proc/$epid/status")
