@@ -281,8 +281,9 @@ pub struct NetConfig {
     pub busy_poll: std::time::Duration,
 }
 
-/// The default longest busy-poll window, microseconds (`--busy-poll`).
-pub const BUSY_POLL_DEFAULT_US: u16 = 200;
+/// The default longest busy-poll window, microseconds (`--busy-poll`): off. Polling warrens
+/// took CPU from other busy processes on a loaded 2-CPU machine (see docs/BENCHMARKS.md).
+pub const BUSY_POLL_DEFAULT_US: u16 = 0;
 /// The longest busy-poll window one may ask for, microseconds.
 pub const BUSY_POLL_MAX_US: u16 = 1000;
 
