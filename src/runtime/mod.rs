@@ -903,6 +903,8 @@ impl Dataplane {
             Handed(Option<queues::HandedFrame>),
             Poll,
         }
+        // With polling off (the default) none of its bookkeeping runs: no clock reads.
+        let polling = !self.cfg.busy_poll.is_zero();
         let mut spin = spin::Spin::new(self.cfg.busy_poll);
         let mut poll_until: Option<Instant> = None;
         let mut moved_before = self.moved();
@@ -932,7 +934,7 @@ impl Dataplane {
                 let _ = nix::sched::sched_yield();
                 continue;
             }
-            if let Some(hit) = spin.woke(Instant::now()) {
+            if polling && let Some(hit) = spin.woke(Instant::now()) {
                 self.stats.busy_polls += 1;
                 self.stats.busy_poll_hits += u64::from(hit);
             }
@@ -991,9 +993,11 @@ impl Dataplane {
             if until_idle && !self.carrying() {
                 return Ok(());
             }
-            let moved = self.moved();
-            poll_until = spin.idle(Instant::now(), moved.saturating_sub(moved_before));
-            moved_before = moved;
+            if polling {
+                let moved = self.moved();
+                poll_until = spin.idle(Instant::now(), moved.saturating_sub(moved_before));
+                moved_before = moved;
+            }
         }
     }
 
