@@ -286,10 +286,9 @@ fn mtu_1500_moves_64_kib_segments_both_ways_intact() {
 
 /// CPU ticks (1/100 s) the process has used so far.
 fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the command name (which may hold spaces): state is 3rd, utime 14th, stime 15th.
-    let rest: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
-    rest[11].parse::<u64>().unwrap() + rest[12].parse::<u64>().unwrap()
+    // utime and stime: fields 14 and 15.
+    let f = stat_fields(pid).expect("the process runs");
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
 }
 
 #[test]

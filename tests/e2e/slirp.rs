@@ -757,9 +757,8 @@ struct Proc(u32, u64);
 impl Proc {
     /// PID, parent PID and start time of `pid`, from /proc/PID/stat.
     fn read(pid: u32) -> Option<(Self, u32)> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // "pid (comm) state ppid ... starttime(22nd) ...": comm may hold spaces and parentheses.
-        let f: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        // ppid is field 4, starttime field 22.
+        let f = stat_fields(pid)?;
         Some((Self(pid, f.get(19)?.parse().ok()?), f.get(1)?.parse().ok()?))
     }
 

@@ -772,3 +772,10 @@ pub fn udp_drops(inode: u64) -> u64 {
     let line = table.lines().find(|l| l.split_whitespace().nth(9) == Some(&inode.to_string()));
     line.and_then(|l| l.split_whitespace().last()?.parse().ok()).expect("the socket in /proc/net/udp{,6}")
 }
+
+/// The fields of /proc/PID/stat after the command name (which may hold spaces and
+/// parentheses): element 0 is the state, field 3 of proc(5), so field N is element N - 3.
+pub fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    Some(stat.rsplit_once(')')?.1.split_whitespace().map(str::to_string).collect())
+}
