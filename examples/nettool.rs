@@ -17,6 +17,7 @@
 //! nettool hold-upto HOST PORT N SECS           # the same, holding what it opened if one fails
 //! nettool rr-serve ADDR:PORT                   # echo every byte back (request/response)
 //! nettool rr HOST PORT N                       # N 1-byte round trips; print p50 and p99 in us
+//! nettool spin SECS                            # keep a CPU busy for SECS seconds (a load)
 //! nettool late-echo ADDR:PORT MS               # echo what each read returns, MS ms later
 //! nettool parallel HOST PORT CONNS BYTES       # CONNS concurrent downloads, seeds 1..=CONNS
 //! nettool udp-echo HOST PORT COUNT             # datagrams of varied sizes, echoed back
@@ -924,6 +925,14 @@ fn main() -> ExitCode {
         ["rr-serve", bind] => rr_serve(bind),
         ["late-echo", bind, ms] => late_echo(bind, ms.parse().unwrap()),
         ["rr", h, p, n] => rr(addr(h, p), n.parse().unwrap()),
+        ["spin", secs] => {
+            let end = Instant::now() + Duration::from_secs_f64(secs.parse().unwrap());
+            let mut n = 0u64;
+            while Instant::now() < end {
+                n = std::hint::black_box(n.wrapping_add(1));
+            }
+            Ok(format!("spun {n}"))
+        }
         ["fetch", h, p, n, seed] => fetch(addr(h, p), n.parse().unwrap(), seed.parse().unwrap()),
         ["halfclose", h, p, n, seed] => halfclose(addr(h, p), n.parse().unwrap(), seed.parse().unwrap()),
         ["reset", h, p] => connect(addr(h, p)).and_then(|mut s| {

@@ -306,9 +306,9 @@ pub struct NetArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=i64::from(config::QUEUES_MAX)))]
     pub queues: Option<u8>,
     /// Microseconds a data-path thread may keep polling for work before it sleeps, saving
-    /// the wake-up of request/response traffic (200 roughly halves round trips on VMs whose
-    /// idle CPUs halt); adaptive (opens only after closely spaced events, never after bulk
-    /// transfer or while idle); it takes CPU other processes may want, so 0 (off) by default.
+    /// the wake-up of request/response traffic (roughly halves round trips on VMs whose idle
+    /// CPUs halt); adaptive: opens only after closely spaced events, never after bulk
+    /// transfer or while idle, and stands aside while other threads want the CPUs. 0: off.
     #[arg(long, value_name = "US", default_value_t = config::BUSY_POLL_DEFAULT_US,
           value_parser = clap::value_parser!(u16).range(0..=i64::from(config::BUSY_POLL_MAX_US)))]
     pub busy_poll: u16,

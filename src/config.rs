@@ -281,9 +281,9 @@ pub struct NetConfig {
     pub busy_poll: std::time::Duration,
 }
 
-/// The default longest busy-poll window, microseconds (`--busy-poll`): off. Polling warrens
-/// took CPU from other busy processes on a loaded 2-CPU machine (see docs/BENCHMARKS.md).
-pub const BUSY_POLL_DEFAULT_US: u16 = 0;
+/// The default longest busy-poll window, microseconds (`--busy-poll`). Polling stands aside
+/// while other threads want the CPUs (`runtime::spin`), so it is on by default.
+pub const BUSY_POLL_DEFAULT_US: u16 = 200;
 /// The longest busy-poll window one may ask for, microseconds.
 pub const BUSY_POLL_MAX_US: u16 = 1000;
 

@@ -2,7 +2,7 @@
 //!
 //! Applied after set-up, when every namespace, TAP and listening socket exists. The list holds
 //! what the data path, the API and tokio need (socket I/O, epoll, timers, memory, signals,
-//! reading resolv.conf, removing the API socket); anything else fails with `EPERM` instead of
+//! reading resolv.conf, sampling /proc/loadavg, removing the API socket); anything else fails with `EPERM` instead of
 //! killing the process, so an unforeseen path degrades into an error message rather than a
 //! dead network. (slirp4netns ships a blocklist; an allowlist closes what nobody listed.)
 
@@ -25,6 +25,7 @@ pub enum HardenError {
 fn allowed() -> Vec<libc::c_long> {
     let mut v = vec![
         libc::SYS_read,
+        libc::SYS_pread64,
         libc::SYS_write,
         libc::SYS_readv,
         libc::SYS_writev,

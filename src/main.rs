@@ -380,6 +380,7 @@ fn log_stats(dp: &Dataplane, others: &[warren::runtime::Stats]) {
         udp_coalesced = s.udp_coalesced,
         busy_polls = s.busy_polls,
         busy_poll_hits = s.busy_poll_hits,
+        busy_poll_backoffs = s.busy_poll_backoffs,
         "data path totals (open flows: thread 0's)"
     );
     for (name, n) in warren::gateway::DROP_NAMES.iter().zip(s.drops.0) {

@@ -236,6 +236,8 @@ pub struct Stats {
     pub busy_polls: u64,
     /// Of those, the ones where work came while polling (a sleep and wake-up saved).
     pub busy_poll_hits: u64,
+    /// Times polling stopped for a while because other threads wanted the CPUs.
+    pub busy_poll_backoffs: u64,
 }
 
 impl Stats {
@@ -266,6 +268,7 @@ impl Stats {
         self.udp_coalesced += o.udp_coalesced;
         self.busy_polls += o.busy_polls;
         self.busy_poll_hits += o.busy_poll_hits;
+        self.busy_poll_backoffs += o.busy_poll_backoffs;
     }
 }
 
@@ -907,6 +910,12 @@ impl Dataplane {
         let polling = !self.cfg.busy_poll.is_zero();
         let mut spin = spin::Spin::new(self.cfg.busy_poll);
         let mut poll_until: Option<Instant> = None;
+        let mut last_poll = Instant::now();
+        // Whether other threads want the CPUs: more runnable threads on the machine than
+        // this process may use (itself among them). Unknown (no procfs) counts as not.
+        let runnable = if polling { crate::sys::RunnableThreads::open().ok() } else { None };
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let crowded = || runnable.as_ref().and_then(|r| r.sample()).is_some_and(|n| n as usize > cpus);
         let mut moved_before = self.moved();
         loop {
             let next = self.timers.peek().map(|Reverse((t, _))| *t);
@@ -925,18 +934,27 @@ impl Dataplane {
                 c = async { match commands.as_mut() { Some(c) => c.recv().await, None => std::future::pending().await } } => Event::Command(c),
                 h = async { match handoff.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => Event::Handed(h),
                 // Busy polling (see `spin`): while the window is open, the runtime polls the
-                // reactor without sleeping and the loop comes round again.
-                () = async { match poll_until { Some(d) if Instant::now() < d => tokio::task::yield_now().await, _ => std::future::pending().await } } => Event::Poll,
+                // reactor without sleeping and the loop comes round again (`Spin::polled`
+                // closes the window at its deadline).
+                () = async { match poll_until { Some(_) => tokio::task::yield_now().await, None => std::future::pending().await } } => Event::Poll,
             };
             if let Event::Poll = ev {
-                // Any other runnable thread on this CPU goes first: polling only takes time
-                // nobody else wants.
-                let _ = nix::sched::sched_yield();
+                let now = Instant::now();
+                if spin.polled(now, now.saturating_duration_since(last_poll)) {
+                    last_poll = now;
+                    // Any other runnable thread on this CPU goes first.
+                    let _ = nix::sched::sched_yield();
+                } else {
+                    poll_until = None;
+                }
                 continue;
             }
-            if polling && let Some(hit) = spin.woke(Instant::now()) {
-                self.stats.busy_polls += 1;
-                self.stats.busy_poll_hits += u64::from(hit);
+            if polling {
+                if let Some(hit) = spin.woke(Instant::now()) {
+                    self.stats.busy_polls += 1;
+                    self.stats.busy_poll_hits += u64::from(hit);
+                }
+                self.stats.busy_poll_backoffs = spin.backoffs();
             }
             match ev {
                 Event::Stop => return Ok(()),
@@ -995,7 +1013,8 @@ impl Dataplane {
             }
             if polling {
                 let moved = self.moved();
-                poll_until = spin.idle(Instant::now(), moved.saturating_sub(moved_before));
+                last_poll = Instant::now();
+                poll_until = spin.idle(last_poll, moved.saturating_sub(moved_before), crowded);
                 moved_before = moved;
             }
         }
@@ -1972,6 +1991,7 @@ mod tests {
             ("udp_coalesced", &mut s.udp_coalesced),
             ("busy_polls", &mut s.busy_polls),
             ("busy_poll_hits", &mut s.busy_poll_hits),
+            ("busy_poll_backoffs", &mut s.busy_poll_backoffs),
         ] {
             assert!(one.get(name).is_some(), "{name} is a field");
             *field = 1;

@@ -687,3 +687,50 @@ pub fn keep_only_capability(keep: u32) -> Result<(), SysError> {
     let rc = unsafe { libc::syscall(libc::SYS_capset, &mut hdr as *mut Header, data.as_ptr()) };
     if rc < 0 { Err(last("capset")) } else { Ok(()) }
 }
+
+/// The number of runnable threads on the whole machine, as `/proc/loadavg` shows it at this
+/// instant (its fourth field, `running/total`). The file stays open: each sample is one
+/// `pread`.
+#[derive(Debug)]
+pub struct RunnableThreads {
+    file: std::fs::File,
+}
+
+impl RunnableThreads {
+    /// Opens `/proc/loadavg`.
+    ///
+    /// # Errors
+    /// If procfs is not mounted or not readable.
+    pub fn open() -> io::Result<Self> {
+        Ok(Self { file: std::fs::File::open("/proc/loadavg")? })
+    }
+
+    /// Runnable threads now (the caller among them), if the file reads as expected.
+    pub fn sample(&self) -> Option<u32> {
+        use std::os::unix::fs::FileExt;
+        let mut buf = [0u8; 128];
+        let n = self.file.read_at(&mut buf, 0).ok()?;
+        parse_runnable(&buf[..n])
+    }
+}
+
+/// The `running` of `/proc/loadavg`'s `0.52 0.58 0.59 3/467 12345`.
+fn parse_runnable(text: &[u8]) -> Option<u32> {
+    let field = std::str::from_utf8(text).ok()?.split_ascii_whitespace().nth(3)?;
+    field.split_once('/')?.0.parse().ok()
+}
+
+#[cfg(test)]
+mod runnable_tests {
+    use super::*;
+
+    #[test]
+    fn loadavg_running_field() {
+        assert_eq!(parse_runnable(b"0.52 0.58 0.59 3/467 12345\n"), Some(3));
+        assert_eq!(parse_runnable(b"0.00 0.00 0.00 1/80 7"), Some(1));
+        assert_eq!(parse_runnable(b"0.52 0.58 0.59"), None);
+        assert_eq!(parse_runnable(b"0.52 0.58 0.59 x/467 1"), None);
+        let live = RunnableThreads::open().unwrap().sample().unwrap();
+        assert!(live >= 1, "the test itself runs: {live}");
+    }
+}

@@ -744,6 +744,7 @@ pub fn check_blast_report(
         .map(|n| n.parse().unwrap())
         .collect();
     let (got, dropped, host) = (f[0], f[1], udp_drops_at_port(port) - host_before);
+    eprintln!("{what}: {got} of {count} arrived, {dropped} dropped by the receiver, {host} by warren's host socket");
     assert_eq!(
         got + dropped + host,
         u64::from(count),
