@@ -331,7 +331,7 @@ for ROUND in $(seq "$REPS"); do
         echo "== round $ROUND: $name"
         holder; h=$H
         # Busy polling is opt-in (docs/ARCHITECTURE.md): these rows show warren with it on.
-        "$WARREN" attach --pid "$h" --mtu "$mtu" --busy-poll 200 --allow-host-loopback -p 127.0.0.1:25301:5201 \
+        "$WARREN" attach --pid "$h" --mtu "$mtu" --allow-host-loopback -p 127.0.0.1:25301:5201 \
             -p 10.200.0.1:25302:5201 -p 127.0.0.1:25311:5311 --api-socket "$RUN/warren.sock" >/dev/null 2>&1 &
         e=$!; PIDS+=("$e")
         for _ in $(seq 100); do [ -S "$RUN/warren.sock" ] && break; sleep 0.05; done
@@ -416,7 +416,7 @@ echo '```'
 echo "$MICRO"
 echo '```'
 echo
-echo "warren, warren-1500: run with \`--busy-poll 200\` (opt-in adaptive polling; the bridge daemon of warren-bridge does not poll)."
+echo "warren rows run with warren's defaults: adaptive busy polling up to 200 us (standing aside while other threads want the CPUs), the bridge daemon of warren-bridge too."
 echo "warren-1500: the container's MTU is 1500; TCP crosses the TAP as GSO frames of up to 64 KiB both ways (TSO)."
 } | tee "$OUT.tmp"
 # Hand-written analysis below the marker survives a new run.
