@@ -18,14 +18,17 @@
 //! period was polled, 209-214 with bulk iterations left out).
 //!
 //! Polling only takes CPU time nobody else wants. Between polls the thread yields the CPU
-//! to any other runnable thread of its run queue, and it stops polling for [`BACKOFF`] when
-//! other threads want CPUs: when a poll iteration took longer than [`PREEMPTED`] (another
-//! thread ran in between), or when the machine had more runnable threads than this process
-//! has CPUs as polling was about to start (sampled at most every [`SAMPLE_EVERY`]). The
-//! second signal matters as much as the first: a CPU that polls is not idle, so a thread
-//! woken elsewhere queues behind a busy CPU instead of taking the idle one (measured by
-//! hand, three busy end-to-end tests at once: a UDP burst lost 100-292 datagrams at the
-//! host socket with unconditional polling, 8-134 without).
+//! to any other runnable thread of its run queue; a poll iteration that took longer than
+//! [`PREEMPTED`] (another thread ran in between) ends the polling of that idle period; and
+//! no idle period is polled while the machine has more runnable threads than this process
+//! has CPUs (counted as polling would start, at most every [`SAMPLE_EVERY`]; a count holds
+//! until the next). The count matters as much as the yield: a CPU that polls is not idle, so
+//! a thread woken elsewhere queues behind a busy CPU instead of taking the idle one
+//! (measured by hand, three busy end-to-end tests at once: a UDP burst lost 140-671
+//! datagrams at the host socket with unconditional polling, 0-72 with this or without
+//! polling). Both react within a millisecond and for no longer: a stray runnable thread
+//! during request/response traffic costs a few polled periods, not tens (a 10 ms back-off
+//! left a third of 4,000 round-trip periods unpolled and raised p50 by a quarter).
 //!
 //! Plain state with time passed in; the run loop does the polling and the sampling.
 
@@ -42,10 +45,7 @@ pub const BULK_BYTES: u64 = 16 << 10;
 /// one that took longer than this was preempted by another thread.
 pub const PREEMPTED: Duration = Duration::from_micros(50);
 
-/// How long polling stays off once other threads wanted the CPU.
-pub const BACKOFF: Duration = Duration::from_millis(10);
-
-/// How often, at most, the machine's runnable threads are counted before polling.
+/// How long a count of the machine's runnable threads holds.
 pub const SAMPLE_EVERY: Duration = Duration::from_millis(1);
 
 /// The adaptive busy-poll window of one data-path thread.
@@ -56,25 +56,15 @@ pub struct Spin {
     idle_since: Option<Instant>,
     /// Until when the current idle period is polled.
     until: Option<Instant>,
-    /// No polling before this: other threads wanted the CPU.
-    quiet_until: Option<Instant>,
-    /// When the runnable threads were last counted.
-    sampled: Option<Instant>,
+    /// When the runnable threads were last counted, and whether they were too many.
+    sampled: Option<(Instant, bool)>,
     backoffs: u64,
 }
 
 impl Spin {
     /// A window that may grow to `max` (zero: never poll).
     pub fn new(max: Duration) -> Self {
-        Self {
-            window: Duration::ZERO,
-            max,
-            idle_since: None,
-            until: None,
-            quiet_until: None,
-            sampled: None,
-            backoffs: 0,
-        }
+        Self { window: Duration::ZERO, max, idle_since: None, until: None, sampled: None, backoffs: 0 }
     }
 
     /// The thread has done its work at `now`, having moved `moved` bytes through the TAP since
@@ -85,16 +75,20 @@ impl Spin {
     pub fn idle(&mut self, now: Instant, moved: u64, crowded: impl FnOnce() -> bool) -> Option<Instant> {
         self.idle_since = Some(now);
         self.until = None;
-        if self.window.is_zero() || moved > BULK_BYTES || self.quiet_until.is_some_and(|q| now < q) {
+        if self.window.is_zero() || moved > BULK_BYTES {
             return None;
         }
-        if self.sampled.is_none_or(|s| now.saturating_duration_since(s) >= SAMPLE_EVERY) {
-            self.sampled = Some(now);
-            if crowded() {
-                self.quiet_until = Some(now + BACKOFF);
-                self.backoffs += 1;
-                return None;
+        let crowded = match self.sampled {
+            Some((at, crowded)) if now.saturating_duration_since(at) < SAMPLE_EVERY => crowded,
+            _ => {
+                let c = crowded();
+                self.sampled = Some((now, c));
+                self.backoffs += u64::from(c);
+                c
             }
+        };
+        if crowded {
+            return None;
         }
         self.until = Some(now + self.window);
         self.until
@@ -102,13 +96,12 @@ impl Spin {
 
     /// A poll iteration ended at `now`, `took` after the previous one (or after
     /// [`Spin::idle`]): whether to go on polling. A preempted iteration ends the polling of
-    /// this idle period and starts a [`BACKOFF`].
+    /// this idle period.
     pub fn polled(&mut self, now: Instant, took: Duration) -> bool {
         let Some(until) = self.until else { return false };
         if took > PREEMPTED {
-            self.quiet_until = Some(now + BACKOFF);
-            self.backoffs += 1;
             self.until = Some(now.min(until));
+            self.backoffs += 1;
             return false;
         }
         now < until
@@ -140,7 +133,7 @@ impl Spin {
         self.window
     }
 
-    /// Back-offs so far: times other threads wanting the CPUs stopped the polling.
+    /// Back-offs so far: counts of too many runnable threads, and preempted polls.
     pub fn backoffs(&self) -> u64 {
         self.backoffs
     }
@@ -252,26 +245,28 @@ mod tests {
     }
 
     #[test]
-    fn a_crowded_machine_stops_polling_for_a_while() {
+    fn a_crowded_machine_is_not_polled_until_the_next_count() {
         let mut t = Instant::now();
         let mut s = opened(&mut t);
         t += SAMPLE_EVERY;
+        let counted = t;
         assert_eq!(s.idle(t, 100, || true), None, "more runnable threads than CPUs");
         assert_eq!(s.backoffs(), 1);
         t += us(80);
         assert_eq!(s.woke(t), None);
-        // Quiet for the back-off, without asking again.
-        while t < s.quiet_until.unwrap() {
-            assert_eq!(s.idle(t, 100, || panic!("sampled during the back-off")), None);
+        // The count holds for a millisecond, without asking again.
+        while t < counted + SAMPLE_EVERY {
+            assert_eq!(s.idle(t, 100, || panic!("counted again within a millisecond")), None);
             t += us(80);
             s.woke(t);
         }
         assert_eq!(s.window(), us(100), "the window still learns the gaps");
-        assert_eq!(s.idle(t, 100, || false), Some(t + us(100)));
+        assert_eq!(s.idle(t, 100, || false), Some(t + us(100)), "not crowded any more");
+        assert_eq!(s.backoffs(), 1);
     }
 
     #[test]
-    fn the_load_is_sampled_at_most_every_millisecond() {
+    fn the_load_is_counted_at_most_every_millisecond() {
         let mut t = Instant::now();
         let mut s = opened(&mut t);
         let mut asked = 0;
@@ -291,7 +286,7 @@ mod tests {
     }
 
     #[test]
-    fn a_preempted_poll_ends_polling_and_backs_off() {
+    fn a_preempted_poll_ends_the_polling_of_that_period_only() {
         let mut t = Instant::now();
         let mut s = opened(&mut t);
         let until = s.idle(t, 100, || false).unwrap();
@@ -303,10 +298,7 @@ mod tests {
         t += us(10);
         assert_eq!(s.woke(t), Some(false), "the work came after polling stopped");
         assert!(t < until);
-        assert_eq!(s.idle(t, 100, || false), None, "backing off");
-        t = s.quiet_until.unwrap();
-        s.woke(t);
-        assert!(s.idle(t, 100, || false).is_some());
+        assert_eq!(s.idle(t, 100, || false), Some(t + us(100)), "the next period is polled");
     }
 
     #[test]

@@ -348,9 +348,9 @@ fn busy_polling_stands_aside_while_other_threads_want_the_cpus() {
     require_isolation();
     // One spinning process per CPU (in the idle scheduling class, so that other tests
     // hardly notice them) keeps more threads runnable than there are CPUs. warren counts
-    // runnable threads before it would poll and backs off instead: round trips that would
-    // open the window (previous test) are not polled at all, and `warren stats` counts the
-    // back-offs. Polling is on by default: no option needed.
+    // runnable threads before it would poll and stands aside instead: round trips that
+    // would open the window (previous test) are not polled at all, and `warren stats`
+    // counts the back-offs. Polling is on by default: no option needed.
     let echo = echo_server();
     let p = echo.addr.port().to_string();
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
