@@ -330,7 +330,6 @@ for ROUND in $(seq "$REPS"); do
         name=warren; [ "$mtu" = 1500 ] && name=warren-1500
         echo "== round $ROUND: $name"
         holder; h=$H
-        # Busy polling is opt-in (docs/ARCHITECTURE.md): these rows show warren with it on.
         "$WARREN" attach --pid "$h" --mtu "$mtu" --allow-host-loopback -p 127.0.0.1:25301:5201 \
             -p 10.200.0.1:25302:5201 -p 127.0.0.1:25311:5311 --api-socket "$RUN/warren.sock" >/dev/null 2>&1 &
         e=$!; PIDS+=("$e")

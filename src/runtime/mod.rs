@@ -236,7 +236,8 @@ pub struct Stats {
     pub busy_polls: u64,
     /// Of those, the ones where work came while polling (a sleep and wake-up saved).
     pub busy_poll_hits: u64,
-    /// Times polling stopped for a while because other threads wanted the CPUs.
+    /// Counts of runnable threads that found more than the CPUs (no polling for the next
+    /// millisecond: other threads want them).
     pub busy_poll_backoffs: u64,
 }
 
@@ -910,7 +911,6 @@ impl Dataplane {
         let polling = !self.cfg.busy_poll.is_zero();
         let mut spin = spin::Spin::new(self.cfg.busy_poll);
         let mut poll_until: Option<Instant> = None;
-        let mut last_poll = Instant::now();
         // Whether other threads want the CPUs: more runnable threads on the machine than
         // this process may use (itself among them). Unknown (no procfs) counts as not.
         let runnable = if polling { crate::sys::RunnableThreads::open().ok() } else { None };
@@ -939,9 +939,7 @@ impl Dataplane {
                 () = async { match poll_until { Some(_) => tokio::task::yield_now().await, None => std::future::pending().await } } => Event::Poll,
             };
             if let Event::Poll = ev {
-                let now = Instant::now();
-                if spin.polled(now, now.saturating_duration_since(last_poll)) {
-                    last_poll = now;
+                if spin.polled(Instant::now()) {
                     // Any other runnable thread on this CPU goes first.
                     let _ = nix::sched::sched_yield();
                 } else {
@@ -1013,8 +1011,7 @@ impl Dataplane {
             }
             if polling {
                 let moved = self.moved();
-                last_poll = Instant::now();
-                poll_until = spin.idle(last_poll, moved.saturating_sub(moved_before), crowded);
+                poll_until = spin.idle(Instant::now(), moved.saturating_sub(moved_before), crowded);
                 moved_before = moved;
             }
         }
