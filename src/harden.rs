@@ -2,9 +2,10 @@
 //!
 //! Applied after set-up, when every namespace, TAP and listening socket exists. The list holds
 //! what the data path, the API and tokio need (socket I/O, epoll, timers, memory, signals,
-//! reading resolv.conf, sampling /proc/loadavg, removing the API socket); anything else fails with `EPERM` instead of
-//! killing the process, so an unforeseen path degrades into an error message rather than a
-//! dead network. (slirp4netns ships a blocklist; an allowlist closes what nobody listed.)
+//! reading resolv.conf, sampling /proc/loadavg, removing the API socket); anything else
+//! fails with `EPERM` instead of killing the process, so an unforeseen path degrades into an
+//! error message rather than a dead network. (slirp4netns ships a blocklist; an allowlist
+//! closes what nobody listed.)
 
 use std::collections::BTreeMap;
 

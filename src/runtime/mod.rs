@@ -907,7 +907,7 @@ impl Dataplane {
             Handed(Option<queues::HandedFrame>),
             Poll,
         }
-        // With polling off (the default) none of its bookkeeping runs: no clock reads.
+        // With polling off (`--busy-poll 0`) none of its bookkeeping runs: no clock reads.
         let polling = !self.cfg.busy_poll.is_zero();
         let mut spin = spin::Spin::new(self.cfg.busy_poll);
         let mut poll_until: Option<Instant> = None;
@@ -947,12 +947,9 @@ impl Dataplane {
                 }
                 continue;
             }
-            if polling {
-                if let Some(hit) = spin.woke(Instant::now()) {
-                    self.stats.busy_polls += 1;
-                    self.stats.busy_poll_hits += u64::from(hit);
-                }
-                self.stats.busy_poll_backoffs = spin.backoffs();
+            if polling && let Some(hit) = spin.woke(Instant::now()) {
+                self.stats.busy_polls += 1;
+                self.stats.busy_poll_hits += u64::from(hit);
             }
             match ev {
                 Event::Stop => return Ok(()),
@@ -1012,6 +1009,7 @@ impl Dataplane {
             if polling {
                 let moved = self.moved();
                 poll_until = spin.idle(Instant::now(), moved.saturating_sub(moved_before), crowded);
+                self.stats.busy_poll_backoffs = spin.backoffs();
                 moved_before = moved;
             }
         }
