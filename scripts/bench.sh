@@ -3,7 +3,9 @@
 #
 # Rows: host loopback, kernel veth (the upper bound), a kernel bridge with two veths (T6),
 # slirp4netns (MTU 65520 and 1500), pasta, RootlessKit's builtin port driver (T2), warren (MTU
-# 65520 and 1500), and a warren bridge network with two containers (T6). Columns: T1
+# 65520 and 1500), warren-slirp4netns (the drop-in, run as slirp4netns is), and a warren bridge
+# network with two containers (T6). Each engine is verified before it is measured (its binary,
+# its TAP, its listeners; its CPU time during T1). Columns: T1
 # container -> host-loopback service and reverse (iperf3), T2 through a published port from a
 # loopback client and reverse, T2 from a non-loopback client whose address the engine keeps
 # (warren, slirp4netns), T7 four parallel flows out, T3 request/response latency p50/p99
@@ -46,6 +48,7 @@ OUT=${BENCH_OUT:-$PWD/docs/BENCHMARKS.md}
 exec unshare --net -- bash -s "$WARREN" "$OUT" "$REPS" "$DURATION" <<'INNER'
 set -euo pipefail
 WARREN=$1 OUT=$2 REPS=$3 DUR=$4
+WARREN_SLIRP=$(dirname "$WARREN")/warren-slirp4netns
 RUN=$(mktemp -d /tmp/warren-bench.XXXXXX)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$RUN" "$RUN-rk"; }
@@ -101,7 +104,7 @@ print("%.2f/%.1f%%" % (statistics.median(float(a) for a,b in v), statistics.medi
 # Each round measures every engine once (one value per test); the table gives the median of
 # the rounds. The machine goes through slow phases of minutes: with the rounds interleaved, a
 # slow phase costs every engine one value instead of costing one engine all of its values.
-declare -A RES RAW CPU CPUT CPUG
+declare -A RES RAW CPU CPUT CPUG VERIFIED
 record() { local k=$1,$2; shift 2; RAW[$k]+="$* "; }
 # Engine CPU ticks and GB moved, summed over the rounds: $1 = row, $2 = test, $3 = ticks, $4 = GB.
 add_cpu() { CPUT[$1,$2]="${CPUT[$1,$2]:-0}+$3"; CPUG[$1,$2]="${CPUG[$1,$2]:-0}+$4"; }
@@ -172,6 +175,23 @@ holder() { unshare --user --map-root-user --net sleep 3600 >/dev/null 2>&1 & H=$
     for _ in $(seq 100); do [ "$(readlink /proc/$H/ns/net)" != "$(readlink /proc/self/ns/net)" ] && break; sleep 0.02; done; }
 in_ns() { echo "nsenter -t $1 -U -n --preserve-credentials"; }
 
+# Verifies that the engine about to be measured is the one the row names: process $2 runs the
+# binary $3, holds a TAP (/dev/net/tun) when $4 is 1, and owns the listener of every published
+# port that follows. Says why not on stderr and fails: the round then leaves that row out.
+has_tap() { local f; for f in /proc/"$1"/fd/*; do [ "$(readlink "$f" 2>/dev/null)" = /dev/net/tun ] && return 0; done; return 1; }
+verify_engine() {
+    local name=$1 pid=$2 bin=$3 tap=$4 exe p; shift 4
+    exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || { echo "bench: $name: process $pid is gone" >&2; return 1; }
+    # passt/pasta re-executes itself as its AVX2 build (pasta.avx2) where the CPU has AVX2.
+    [ "$exe" = "$(readlink -f "$bin")" ] || [ "$exe" = "$(readlink -f "$bin.avx2")" ] \
+        || { echo "bench: $name: process $pid runs $exe, not $bin" >&2; return 1; }
+    if [ "$tap" = 1 ] && ! has_tap "$pid"; then echo "bench: $name: process $pid holds no TAP" >&2; return 1; fi
+    for p in "$@"; do
+        [[ $(ss -ltnpH "sport = :$p") == *"pid=$pid,"* ]] || { echo "bench: $name: port $p is not process $pid's listener" >&2; return 1; }
+    done
+    VERIFIED[$name]=$(( ${VERIFIED[$name]:-0} + 1 ))
+}
+
 measure_engine() { # name holder-pid engine-pid has_fwd keeps_src
     local name=$1 h=$2 epid=$3 fwd=$4 keep=$5 ns; ns=$(in_ns "$h")
     local v cpu0 cpu1
@@ -187,6 +207,10 @@ measure_engine() { # name holder-pid engine-pid has_fwd keeps_src
             t2s) v=$(iperf_once "$ns" "" "-B 10.200.0.1 -c 10.200.0.1 -p 25302" 5201) ;;
         esac
         cpu1=$(stat_cpu "$epid")
+        # Traffic that bypassed the engine would leave its CPU time unchanged.
+        if [ "$test" = t1 ] && [ "$v" != - ] && [ "$cpu1" -le "$cpu0" ]; then
+            echo "bench: $name: T1 moved $v Gb/s but process $epid used no CPU: not counted" >&2; v=-
+        fi
         record "$name" "$test" "$v"
         [ "$v" != - ] && add_cpu "$name" "$test" "$((cpu1 - cpu0))" "$(python3 -c "print($v * $DUR / 8)")"
     done
@@ -260,16 +284,19 @@ for ROUND in $(seq "$REPS"); do
     record veth t4 "$(churn_once "$VNS" 10.203.0.1)"
     forward_rr_churn veth "$VNS" 10.203.0.2
 
-    for mtu in 65520 1500; do
-        name="slirp4netns-$mtu"; echo "== round $ROUND: $name"
+    # warren-slirp4netns: the drop-in, driven exactly as slirp4netns at MTU 65520.
+    for name in slirp4netns-65520 slirp4netns-1500 warren-slirp4netns; do
+        echo "== round $ROUND: $name"
+        bin=$(command -v slirp4netns) mtu=${name#slirp4netns-}
+        [ "$name" = warren-slirp4netns ] && bin=$WARREN_SLIRP mtu=65520
         holder; h=$H
-        slirp4netns --configure --mtu=$mtu --api-socket "$RUN/slirp.sock" "$h" tap0 >/dev/null 2>&1 &
+        "$bin" --configure --mtu=$mtu --api-socket "$RUN/slirp.sock" "$h" tap0 >/dev/null 2>&1 &
         e=$!; PIDS+=("$e")
         for _ in $(seq 100); do [ -S "$RUN/slirp.sock" ] && break; sleep 0.05; done
         slirp_api "$RUN/slirp.sock" '{"execute":"add_hostfwd","arguments":{"proto":"tcp","host_addr":"127.0.0.1","host_port":25301,"guest_port":5201}}' >/dev/null
         slirp_api "$RUN/slirp.sock" '{"execute":"add_hostfwd","arguments":{"proto":"tcp","host_addr":"10.200.0.1","host_port":25302,"guest_port":5201}}' >/dev/null
         slirp_api "$RUN/slirp.sock" '{"execute":"add_hostfwd","arguments":{"proto":"tcp","host_addr":"127.0.0.1","host_port":25311,"guest_port":5311}}' >/dev/null
-        measure_engine "$name" "$h" "$e" 1 1
+        verify_engine "$name" "$e" "$bin" 1 25301 25302 25311 && measure_engine "$name" "$h" "$e" 1 1
         kill "$e" "$h"; wait "$e" "$h" 2>/dev/null || true; rm -f "$RUN/slirp.sock"
     done
 
@@ -279,7 +306,7 @@ for ROUND in $(seq "$REPS"); do
         -t 127.0.0.1/25301:5201 -t 127.0.0.1/25311:5311 -u none -T none -U none "$h" >/dev/null 2>&1 &
     e=$!; PIDS+=("$e")
     for _ in $(seq 100); do nsenter -t "$h" -n ip route 2>/dev/null | grep -q default && break; sleep 0.05; done
-    measure_engine pasta "$h" "$e" 1 0
+    verify_engine pasta "$e" "$(command -v pasta)" 1 25301 25311 && measure_engine pasta "$h" "$e" 1 0
     kill "$e" "$h"; wait "$e" "$h" 2>/dev/null || true
 
     echo "== round $ROUND: rootlesskit (builtin port driver, slirp4netns for the rest; as warren-ci: it refuses root)"
@@ -291,7 +318,8 @@ for ROUND in $(seq "$REPS"); do
     e=$!; PIDS+=("$e")
     for _ in $(seq 200); do [ -S "$rk/state/api.sock" ] && [ -s "$rk/state/child_pid" ] && break; sleep 0.05; done
     if [ -s "$rk/state/child_pid" ] && $as_ci rootlessctl --socket "$rk/state/api.sock" add-ports \
-            127.0.0.1:25301:5201/tcp 127.0.0.1:25311:5311/tcp >/dev/null; then
+            127.0.0.1:25301:5201/tcp 127.0.0.1:25311:5311/tcp >/dev/null \
+            && verify_engine rootlesskit-builtin "$e" "$(command -v rootlesskit)" 0 25301 25311; then
         ns=$(in_ns "$(cat "$rk/state/child_pid")")
         for test in t2 t2r; do
             a=""; [ $test = t2r ] && a="-R"
@@ -336,7 +364,7 @@ for ROUND in $(seq "$REPS"); do
         e=$!; PIDS+=("$e")
         for _ in $(seq 100); do [ -S "$RUN/warren.sock" ] && break; sleep 0.05; done
         sleep 0.2
-        measure_engine "$name" "$h" "$e" 1 1
+        verify_engine "$name" "$e" "$WARREN" 1 25301 25302 25311 && measure_engine "$name" "$h" "$e" 1 1
         kill "$e" "$h"; wait "$e" "$h" 2>/dev/null || true; rm -f "$RUN/warren.sock"
     done
 done
@@ -365,14 +393,19 @@ hdr="| engine | T1 out Gb/s | T1 -R Gb/s | T2 fwd (lo client) | T2 fwd -R | T2 f
 echo "# Benchmarks"
 echo
 echo "Generated by \`scripts/bench.sh\` on $(date -u +%Y-%m-%d), $(nproc) CPUs, kernel $(uname -r),"
-echo "$(slirp4netns --version | head -1), $(pasta --version 2>/dev/null | head -1), rootlesskit $(rootlesskit --version | awk '{print $3}'),"
+pv=$(pasta --version 2>/dev/null | head -1)
+[[ $pv == *unknown* ]] && pv="pasta (passt $(dpkg-query -W -f='${Version}' passt 2>/dev/null || echo unknown))"
+echo "$(slirp4netns --version | head -1), $pv, rootlesskit $(rootlesskit --version | awk '{print $3}'),"
 echo "iperf3 $(iperf3 --version | head -1 | awk '{print $2}'), Debian $(cat /etc/debian_version)."
 echo "Medians of $REPS rounds of ${DUR}s runs (min-max), receiver side; each round measured every row once,"
 echo "so a slow phase of the machine costs every row one value. MTU 65520 unless named."
+echo "Each engine row was verified before it was measured, in every round: its process runs the expected"
+echo "binary, holds the TAP (rootlesskit: its slirp4netns does), owns the published ports' listeners, and"
+echo "its CPU time grew during T1. Rounds verified: $(for r in slirp4netns-65520 slirp4netns-1500 warren-slirp4netns pasta rootlesskit-builtin warren warren-1500; do printf '%s %s/%s, ' "$r" "${VERIFIED[$r]:-0}" "$REPS"; done | sed 's/, $//')."
 echo
 echo "$hdr"
 echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
-for row in loopback veth kernel-bridge slirp4netns-65520 slirp4netns-1500 pasta rootlesskit-builtin warren warren-1500 warren-bridge; do
+for row in loopback veth kernel-bridge slirp4netns-65520 slirp4netns-1500 pasta rootlesskit-builtin warren warren-1500 warren-slirp4netns warren-bridge; do
     line="| $row"
     for c in "${cols[@]}"; do line+=" | ${RES[$row,$c]:--}"; done
     line+=" | ${CPU[$row,t1]:--} | ${CPU[$row,rss]:--} |"
@@ -403,6 +436,15 @@ w, s, wr, sr = map(f, sys.argv[1:])
 if w and s and wr and sr:
     print("- MTU 1500, T1 out / -R: %.2fx / %.2fx slirp4netns at 1500" % (w / s, wr / sr))
 PY
+python3 - "${RES[warren-slirp4netns,t1]:--}" "${RES[slirp4netns-65520,t1]:--}" "${RES[warren-slirp4netns,t1r]:--}" "${RES[slirp4netns-65520,t1r]:--}" \
+    "${RES[warren-slirp4netns,t2]:--}" "${RES[slirp4netns-65520,t2]:--}" "${RES[warren-slirp4netns,t4f]:--}" "${RES[slirp4netns-65520,t4f]:--}" <<'PY'
+import sys
+f = lambda x: float(x.split()[0]) if x != "-" else None
+v = list(map(f, sys.argv[1:]))
+parts = ["%s %.2fx" % (n, a / b) for n, a, b in zip(("T1", "T1 -R", "T2", "T4 fwd"), v[0::2], v[1::2]) if a and b]
+if parts:
+    print("- warren-slirp4netns (the drop-in, slirp4netns's command line and API) against slirp4netns: " + ", ".join(parts))
+PY
 echo
 echo "T3 (lower is better): warren ${RES[warren,t3]:--} us p50/p99; slirp4netns ${RES[slirp4netns-65520,t3]:--}; pasta ${RES[pasta,t3]:--}; veth ${RES[veth,t3]:--}; loopback ${RES[loopback,t3]:--}."
 echo "T3 via a published port (lower is better): warren ${RES[warren,t3f]:--}; slirp4netns ${RES[slirp4netns-65520,t3f]:--}; pasta ${RES[pasta,t3f]:--}; RootlessKit builtin ${RES[rootlesskit-builtin,t3f]:--}; veth ${RES[veth,t3f]:--}."
@@ -418,6 +460,7 @@ echo '```'
 echo
 echo "warren rows run with warren's defaults: adaptive busy polling up to 200 us (standing aside while other threads want the CPUs), the bridge daemon of warren-bridge too."
 echo "warren-1500: the container's MTU is 1500; TCP crosses the TAP as GSO frames of up to 64 KiB both ways (TSO)."
+echo "warren-slirp4netns: \`warren-slirp4netns --configure --mtu=65520 --api-socket S PID tap0\` and the same add_hostfwd requests as slirp4netns."
 } | tee "$OUT.tmp"
 # Hand-written analysis below the marker survives a new run.
 marker='<!-- analysis: kept by scripts/bench.sh -->'
