@@ -388,6 +388,17 @@ for k in "${!CPUT[@]}"; do
     CPU[$k]=$(python3 -c "t=(${CPUT[$k]})/100; g=${CPUG[$k]}; print('%.2f' % (t/g) if g>0 else '-')")
 done
 
+# The table's cells for scripts/bench-verdict.py: "row<TAB>column<TAB>value".
+for k in "${!RES[@]}"; do printf '%s\t%s\t%s\n' "${k%%,*}" "${k#*,}" "${RES[$k]}"; done > "$RUN/medians.tsv"
+# CPU holds s/GB per test (t1, t1r, t2 ...) and rss; the table shows T1's as "cpu".
+for k in "${!CPU[@]}"; do
+    case ${k#*,} in
+        t1) printf '%s\tcpu\t%s\n' "${k%%,*}" "${CPU[$k]}" ;;
+        rss) printf '%s\trss\t%s\n' "${k%%,*}" "${CPU[$k]}" ;;
+    esac
+done >> "$RUN/medians.tsv"
+VERDICT=$(python3 scripts/bench-verdict.py "$RUN/medians.tsv" || echo "bench-verdict.py failed")
+
 echo "== micro-benchmarks (cargo bench --bench hotpath)"
 MICRO=$("$HOTPATH" --bench 2>&1 | grep "ns/op" || echo "the micro-benchmarks failed")
 echo "$MICRO"
@@ -451,6 +462,10 @@ parts = ["%s %.2fx" % (n, a / b) for n, a, b in zip(("T1", "T1 -R", "T2", "T4 fw
 if parts:
     print("- warren-slirp4netns (the drop-in, slirp4netns's command line and API) against slirp4netns: " + ", ".join(parts))
 PY
+echo
+echo "Issue 7's targets, from the medians above (an aim is reported, not required):"
+echo
+echo "$VERDICT"
 echo
 echo "T3 (lower is better): warren ${RES[warren,t3]:--} us p50/p99; slirp4netns ${RES[slirp4netns-65520,t3]:--}; pasta ${RES[pasta,t3]:--}; veth ${RES[veth,t3]:--}; loopback ${RES[loopback,t3]:--}."
 echo "T3 via a published port (lower is better): warren ${RES[warren,t3f]:--}; slirp4netns ${RES[slirp4netns-65520,t3f]:--}; pasta ${RES[pasta,t3f]:--}; RootlessKit builtin ${RES[rootlesskit-builtin,t3f]:--}; veth ${RES[veth,t3f]:--}."
