@@ -97,6 +97,9 @@ fn bind_error(fwd: &Forward, e: io::Error) -> BindError {
     }
 }
 
+/// Receive buffer asked for a published UDP port's host socket.
+const UDP_LISTENER_RCVBUF: usize = 4 << 20;
+
 /// Binds the host socket of one forward (SO_REUSEADDR for TCP, so a restarted container can
 /// publish the same port at once; IPv6 sockets are v6-only).
 ///
@@ -113,6 +116,10 @@ pub fn bind(fwd: &Forward) -> Result<Bound, BindError> {
     }
     if fwd.proto == Proto::Tcp {
         s.set_reuse_address(true).map_err(|e| bind_error(fwd, e))?;
+    } else {
+        // Best effort (the kernel caps it at net.core.rmem_max): a client's burst waits in
+        // the kernel while the data path is off the CPU instead of being dropped.
+        let _ = s.set_recv_buffer_size(UDP_LISTENER_RCVBUF);
     }
     s.bind(&fwd.host.into()).map_err(|e| bind_error(fwd, e))?;
     let local = s.local_addr().ok().and_then(|a| a.as_socket()).unwrap_or(fwd.host);
