@@ -85,7 +85,7 @@ for col, label in (("t3", "T3 out p50/p99 <= every peer"), ("t3f", "T3 via a pub
 
 for col, label in (("t4", "T4 out >= 1.5x the best peer"), ("t4f", "T4 via a published port >= 1.5x the best peer")):
     x = num("warren", col)
-    peers = [(num(p, col), p) for p in peers_all if num(p, col)]
+    peers = [(y, p) for y, p in ((num(p, col), p) for p in peers_all) if y]
     if x is None or not peers:
         out.append("- %s: UNDECIDED (no figures)" % label)
         continue
@@ -107,7 +107,6 @@ for col, label in (("t5", "T5 UDP out: rate >= the best peer's, loss <= its loss
     rate, name = max(peers)
     wr, wl, pl = num("warren", col), num("warren", col, 1), num(name, col, 1)
     out.append("- %s: %s against %s %s: %s" % (label, res["warren", col], name, res[name, col], verdict(wr >= rate and wl <= pl)))
-
 
 
 def single(label, figures, text, ok):

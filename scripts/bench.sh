@@ -192,6 +192,16 @@ verify_engine() {
     VERIFIED[$name]=$(( ${VERIFIED[$name]:-0} + 1 ))
 }
 
+# Traffic that bypassed the engine would leave its CPU time unchanged: prints value $3 of test
+# $2, or "-" (with the reason on stderr) when the engine's ticks went from $4 to no more than $5.
+engine_worked() {
+    if [ "$3" != - ] && [ "$5" -le "$4" ]; then
+        echo "bench: $1: $2 moved $3 Gb/s but the engine used no CPU: not counted" >&2; echo -
+    else
+        echo "$3"
+    fi
+}
+
 measure_engine() { # name holder-pid engine-pid has_fwd keeps_src
     local name=$1 h=$2 epid=$3 fwd=$4 keep=$5 ns; ns=$(in_ns "$h")
     local v cpu0 cpu1
@@ -207,10 +217,7 @@ measure_engine() { # name holder-pid engine-pid has_fwd keeps_src
             t2s) v=$(iperf_once "$ns" "" "-B 10.200.0.1 -c 10.200.0.1 -p 25302" 5201) ;;
         esac
         cpu1=$(stat_cpu "$epid")
-        # Traffic that bypassed the engine would leave its CPU time unchanged.
-        if [ "$test" = t1 ] && [ "$v" != - ] && [ "$cpu1" -le "$cpu0" ]; then
-            echo "bench: $name: T1 moved $v Gb/s but process $epid used no CPU: not counted" >&2; v=-
-        fi
+        [ "$test" = t1 ] && v=$(engine_worked "$name" T1 "$v" "$cpu0" "$cpu1")
         record "$name" "$test" "$v"
         [ "$v" != - ] && add_cpu "$name" "$test" "$((cpu1 - cpu0))" "$(python3 -c "print($v * $DUR / 8)")"
     done
@@ -353,9 +360,7 @@ for ROUND in $(seq "$REPS"); do
         cpu0=$(stat_cpu "$BRIDGE_DAEMON")
         v=$(iperf_once "$BRIDGE_SRV" "$BRIDGE_CLI" "-c $BRIDGE_SRV_IP" 5201)
         cpu1=$(stat_cpu "$BRIDGE_DAEMON")
-        if [ "$v" != - ] && [ "$cpu1" -le "$cpu0" ]; then
-            echo "bench: warren-bridge: T6 moved $v Gb/s but the daemon used no CPU: not counted" >&2; v=-
-        fi
+        v=$(engine_worked warren-bridge T6 "$v" "$cpu0" "$cpu1")
         record warren-bridge t6 "$v"
         [ "$v" != - ] && add_cpu warren-bridge t1 "$((cpu1 - cpu0))" "$(python3 -c "print($v * $DUR / 8)")"
     fi

@@ -101,7 +101,7 @@ fn bind_error(fwd: &Forward, e: io::Error) -> BindError {
 const UDP_LISTENER_RCVBUF: usize = 4 << 20;
 
 /// Binds the host socket of one forward (SO_REUSEADDR for TCP, so a restarted container can
-/// publish the same port at once; IPv6 sockets are v6-only).
+/// publish the same port at once; a larger receive buffer for UDP; IPv6 sockets are v6-only).
 ///
 /// # Errors
 /// A [`BindError`] that says why and what to do.
