@@ -18,6 +18,8 @@ have gcc || need_pkgs+=(gcc)
 have g++ || need_pkgs+=(g++)
 [ -x /usr/bin/python3 ] || need_pkgs+=(python3-minimal)
 have curl || need_pkgs+=(curl)
+# xz unpacks Debian's package index (scripts/apparmor-check.sh).
+have xz || need_pkgs+=(xz-utils)
 # The real slirp4netns: the compatibility suite runs every scenario against it too.
 have slirp4netns || need_pkgs+=(slirp4netns)
 # RootlessKit: a real caller of the drop-in (network and port driver) in the suite.

@@ -15,6 +15,9 @@ cargo clippy --release --all-targets -- -D warnings
 echo "== unit tests"
 cargo test --release --lib --bins
 
+echo "== AppArmor profile compiles with AppArmor 4's parser"
+bash scripts/apparmor-check.sh
+
 echo "== fuzz targets (seed replay, then ${FUZZ_SECONDS:-45} s each, in a netns with only lo)"
 bash scripts/fuzz.sh
 
