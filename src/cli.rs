@@ -196,7 +196,9 @@ pub enum NetworkCommand {
 /// Options of published ports and the API socket, shared by `run` and `attach`.
 #[derive(Debug, Args)]
 pub struct PublishArgs {
-    /// Publish a container port: [HOST_IP:][HOST_PORT[-END]:]CONTAINER_PORT[-END][/tcp|/udp].
+    /// Publish a container port: [HOST_IP:][HOST_PORT[-END]:]CONTAINER_PORT[-END][/tcp|/udp];
+    /// or [HOST_IP:]auto: every TCP port the container listens on, on the same host port, while
+    /// it listens (checked every second).
     #[arg(short = 'p', long = "publish", value_name = "SPEC")]
     pub publish: Vec<String>,
     /// Path of the API socket (default: $XDG_RUNTIME_DIR/warren/PID.sock).
@@ -400,14 +402,29 @@ impl NetArgs {
 }
 
 impl PublishArgs {
-    /// Parses every `-p` spec.
+    /// Parses every `-p` spec but the `auto` ones ([`PublishArgs::auto_hosts`]).
     ///
     /// # Errors
     /// The first malformed spec.
     pub fn forwards(&self) -> Result<Vec<crate::forward::Forward>, CliError> {
         let mut out = Vec::new();
-        for s in &self.publish {
+        for s in self.publish.iter().filter(|s| crate::forward::parse_auto(s).is_none()) {
             out.extend(crate::forward::parse_spec(s)?);
+        }
+        Ok(out)
+    }
+
+    /// The host addresses of the `-p [HOST_IP:]auto` specs (each once).
+    ///
+    /// # Errors
+    /// The first malformed `auto` spec.
+    pub fn auto_hosts(&self) -> Result<Vec<std::net::IpAddr>, CliError> {
+        let mut out = Vec::new();
+        for ip in self.publish.iter().filter_map(|s| crate::forward::parse_auto(s)) {
+            let ip = ip?;
+            if !out.contains(&ip) {
+                out.push(ip);
+            }
         }
         Ok(out)
     }

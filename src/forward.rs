@@ -39,7 +39,9 @@ pub enum Family {
 
 /// A malformed `-p` spec.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
-#[error("invalid port spec {spec:?}: {why}; expected [HOST_IP:][HOST_PORT[-END]:]CONTAINER_PORT[-END][/tcp|/udp][4|6]")]
+#[error(
+    "invalid port spec {spec:?}: {why}; expected [HOST_IP:][HOST_PORT[-END]:]CONTAINER_PORT[-END][/tcp|/udp][4|6] or [HOST_IP:]auto"
+)]
 pub struct SpecError {
     /// The text given.
     pub spec: String,
@@ -90,6 +92,9 @@ fn parse_range(text: &str, what: &str) -> Result<(u16, u16), String> {
 /// [`SpecError`] naming the spec and the problem.
 pub fn parse_spec(spec: &str) -> Result<Vec<Forward>, SpecError> {
     let err = |why: String| SpecError { spec: spec.to_string(), why };
+    if parse_auto(spec).is_some() {
+        return Err(err("`auto` is only for `warren run -p` and `warren attach -p`, when the container starts".into()));
+    }
     let (body, proto, family) = match spec.rsplit_once('/') {
         Some((b, p)) => {
             let (name, family) = match p.strip_suffix('4') {
@@ -154,6 +159,32 @@ pub fn parse_spec(spec: &str) -> Result<Vec<Forward>, SpecError> {
         .collect())
 }
 
+/// Reads `[HOST_IP:]auto[/tcp]` (publish every TCP port the container listens on, see
+/// [`crate::autopublish`]): `None` when `spec` is not of that form, else the host address
+/// (default 0.0.0.0) or the error.
+pub fn parse_auto(spec: &str) -> Option<Result<IpAddr, SpecError>> {
+    let err = |why: String| SpecError { spec: spec.to_string(), why };
+    let (body, proto) = spec.rsplit_once('/').map_or((spec, None), |(b, p)| (b, Some(p)));
+    let host = body.strip_suffix("auto")?;
+    if !(host.is_empty() || host.ends_with(':')) {
+        return None;
+    }
+    if let Some(p) = proto.filter(|p| *p != "tcp") {
+        return Some(Err(err(format!("protocol {p:?}: `auto` publishes TCP ports only"))));
+    }
+    let host = host.strip_suffix(':').unwrap_or(host);
+    if host.is_empty() {
+        return Some(Ok(IpAddr::V4(Ipv4Addr::UNSPECIFIED)));
+    }
+    let ip = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => {
+            v6.parse::<std::net::Ipv6Addr>().map(IpAddr::V6).map_err(|_| err(format!("{v6:?} is not an IPv6 address")))
+        }
+        None => host.parse::<Ipv4Addr>().map(IpAddr::V4).map_err(|_| err(format!("{host:?} is not an IPv4 address"))),
+    };
+    Some(ip)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,6 +230,21 @@ mod tests {
     }
 
     #[test]
+    fn auto_forms() {
+        let a = |s: &str| parse_auto(s).map(|r| r.map_err(|e| e.why));
+        assert_eq!(a("auto"), Some(Ok("0.0.0.0".parse().unwrap())));
+        assert_eq!(a("auto/tcp"), Some(Ok("0.0.0.0".parse().unwrap())));
+        assert_eq!(a("127.0.0.1:auto"), Some(Ok("127.0.0.1".parse().unwrap())));
+        assert_eq!(a("[::1]:auto"), Some(Ok("::1".parse().unwrap())));
+        assert_eq!(a("auto/udp"), Some(Err("protocol \"udp\": `auto` publishes TCP ports only".into())));
+        assert_eq!(a("8080:auto"), Some(Err("\"8080\" is not an IPv4 address".into())));
+        assert_eq!(a("[zz]:auto"), Some(Err("\"zz\" is not an IPv6 address".into())));
+        assert_eq!(a("8080:80"), None);
+        assert_eq!(a("xauto"), None);
+        assert!(parse_spec("auto").unwrap_err().why.contains("only for `warren run -p`"), "port add refuses it");
+    }
+
+    #[test]
     fn errors_name_the_problem() {
         let e = |s: &str| parse_spec(s).unwrap_err().why;
         assert_eq!(e("8080:80/sctp"), "protocol \"sctp\" is not tcp, udp, tcp4, udp4, tcp6 or udp6");
@@ -216,6 +262,10 @@ mod tests {
         assert_eq!(e("90-80"), "container port range 90-80 is backwards");
         let full = parse_spec("x").unwrap_err().to_string();
         assert!(full.starts_with("invalid port spec \"x\": container port \"x\" is not a number"), "{full}");
-        assert!(full.ends_with("expected [HOST_IP:][HOST_PORT[-END]:]CONTAINER_PORT[-END][/tcp|/udp][4|6]"));
+        assert!(
+            full.ends_with(
+                "expected [HOST_IP:][HOST_PORT[-END]:]CONTAINER_PORT[-END][/tcp|/udp][4|6] or [HOST_IP:]auto"
+            )
+        );
     }
 }

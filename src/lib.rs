@@ -18,12 +18,13 @@
 //! - [`sys`]: every syscall and `unsafe` block; owned fds from the moment they exist.
 //! - [`ns`]: namespace creation and TAP setup, synchronous, before any thread exists.
 //! - [`config`], [`cli`]: every user value validated before anything is created.
-//! - [`gateway`], [`wire`], [`dns`], [`dhcp`]: sans-IO: bytes and time in, decisions and frames out.
+//! - [`gateway`], [`wire`], [`dns`], [`dhcp`], [`forward`], [`autopublish`]: sans-IO: bytes and time in, decisions and frames out.
 //!   Untrusted frames are read only through checked views; no input panics.
 //! - [`runtime`]: the only async code. One task owns the TAP, all flows and timers; per-flow
 //!   smoltcp interfaces make every packet O(1) in the number of flows.
 
 pub mod api;
+pub mod autopublish;
 pub mod cli;
 pub mod config;
 pub mod daemon;

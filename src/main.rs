@@ -118,19 +118,27 @@ fn harden(no_seccomp: bool) {
 struct Prepared {
     requested: Vec<Forward>,
     bound: Vec<Bound>,
+    /// Host addresses of `-p [HOST_IP:]auto`.
+    auto: Vec<std::net::IpAddr>,
     api: ApiSocket,
 }
 
 fn prepare(p: PublishArgs) -> Result<Prepared> {
     let requested = p.forwards()?;
+    let auto = p.auto_hosts()?;
     let bound = ports::bind_all(&requested)?;
     let api = ApiSocket::bind(p.api_socket)?;
     tracing::info!(path = %api.path.display(), "API socket");
-    Ok(Prepared { requested, bound, api })
+    Ok(Prepared { requested, bound, auto, api })
 }
 
-/// Starts publishing and the API inside the runtime; prints ports whose host port was picked.
-fn start_ports(dp: &mut Dataplane, prep: Prepared) -> Result<tokio::sync::mpsc::Receiver<DpCommand>> {
+/// Starts publishing, `-p auto` (reading the container's socket `tables`) and the API inside
+/// the runtime; prints ports whose host port was picked.
+fn start_ports(
+    dp: &mut Dataplane,
+    prep: Prepared,
+    tables: ns::ListenTables,
+) -> Result<tokio::sync::mpsc::Receiver<DpCommand>> {
     let infos = dp.publish(prep.bound).context("publish ports")?;
     for (info, req) in infos.iter().zip(&prep.requested) {
         if req.host.port() == 0 {
@@ -138,6 +146,9 @@ fn start_ports(dp: &mut Dataplane, prep: Prepared) -> Result<tokio::sync::mpsc::
         }
     }
     let (tx, rx) = tokio::sync::mpsc::channel(16);
+    if !prep.auto.is_empty() {
+        tokio::spawn(ports::auto_publish(tables, prep.auto, tx.clone()));
+    }
     tokio::spawn(prep.api.serve(tx, dp.guest()));
     Ok(rx)
 }
@@ -177,7 +188,7 @@ fn run(a: RunArgs) -> Result<u8> {
     };
     harden(no_seccomp);
     let code = rt.block_on(async move {
-        let commands = match start_ports(&mut dp, prep) {
+        let commands = match start_ports(&mut dp, prep, child.tap.tables) {
             Ok(c) => c,
             Err(e) => {
                 let _ = kill(pid, Signal::SIGKILL);
@@ -458,7 +469,7 @@ fn attach(a: AttachArgs) -> Result<u8> {
     let mut queues = dp.spawn_queues(tap.queues, DRAIN_GRACE).context("start the TAP queues' threads")?;
     harden(a.net.no_seccomp);
     rt.block_on(async move {
-        let commands = start_ports(&mut dp, prep)?;
+        let commands = start_ports(&mut dp, prep, tap.tables)?;
         let stop = stop_signal(target, pidfd, netns_identity);
         let fd = warren::sys::async_fd(tap.fd).context("register the TAP")?;
         let r = dp.run(&fd, Some(commands), stop).await;
@@ -506,6 +517,9 @@ fn run_on_network(a: RunArgs, network: String) -> Result<u8> {
         anyhow::bail!(
             "--pcap applies to a container's own network; on {network:?} use `warren capture --network {network} -w FILE`"
         );
+    }
+    if !a.ports.auto_hosts()?.is_empty() {
+        anyhow::bail!("-p auto applies to a container's own network; on {network:?} publish each port (-p PORT)");
     }
     let conn = Conn::connect()?;
     let join = Request::Join {

@@ -64,6 +64,27 @@ pub struct Tap {
     pub mac: [u8; 6],
     /// The fds of the TAP's other queues (multiqueue, `NetConfig::queues` > 1), non-blocking.
     pub queues: Vec<OwnedFd>,
+    /// The namespace's TCP socket tables, opened inside it (`-p auto` reads them).
+    pub tables: ListenTables,
+}
+
+/// `/proc/net/tcp` and `/proc/net/tcp6` of a network namespace, opened inside it: reading
+/// them later (from offset 0) lists that namespace's sockets wherever the reader is. A table
+/// the kernel does not offer (IPv6 disabled) is `None`.
+#[derive(Debug, Default)]
+pub struct ListenTables {
+    /// `/proc/net/tcp`.
+    pub tcp: Option<fs::File>,
+    /// `/proc/net/tcp6`.
+    pub tcp6: Option<fs::File>,
+}
+
+impl ListenTables {
+    /// The current network namespace's tables.
+    fn open() -> Self {
+        let open = |p: &str| fs::File::open(p).ok();
+        Self { tcp: open("/proc/self/net/tcp"), tcp6: open("/proc/self/net/tcp6") }
+    }
 }
 
 /// A running `warren run` child.
@@ -79,15 +100,16 @@ pub struct RunChild {
 /// Opens the TAP in the current network namespace and, when `configure`, brings up `lo` and
 /// the TAP with MTU, MAC, address and default route (slirp4netns `--configure`).
 /// Returns the first queue's fd, the other queues' fds and the TAP's MAC.
-fn configure_tap(cfg: &NetConfig, configure: bool) -> Result<(OwnedFd, Vec<OwnedFd>, [u8; 6]), String> {
+fn configure_tap(cfg: &NetConfig, configure: bool) -> Result<Tap, String> {
     let ctl = sys::IfCtl::new().map_err(|e| e.to_string())?;
     let mut queues = sys::open_tap(&cfg.tap_name, cfg.queues).map_err(|e| tun_hint(e.to_string()))?;
     // open_tap returns at least one fd.
     let fd = queues.remove(0);
     let name = cfg.tap_name.as_str();
+    let tables = ListenTables::open();
     if !configure {
         let mac = ctl.mac(name).map_err(|e| e.to_string())?;
-        return Ok((fd, queues, mac));
+        return Ok(Tap { fd, mac, queues, tables });
     }
     ctl.set_up("lo").map_err(|e| e.to_string())?;
     if let Some(mac) = cfg.mac {
@@ -123,7 +145,7 @@ fn configure_tap(cfg: &NetConfig, configure: bool) -> Result<(OwnedFd, Vec<Owned
         wait_until_usable(a6.container)?;
     }
     let mac = ctl.mac(name).map_err(|e| e.to_string())?;
-    Ok((fd, queues, mac))
+    Ok(Tap { fd, mac, queues, tables })
 }
 
 /// Waits until the kernel no longer marks `addr` tentative. Even without duplicate address
@@ -177,18 +199,22 @@ fn tun_hint(msg: String) -> String {
     msg
 }
 
-/// Child side of the report protocol: `O` + MAC + [TAP fd, other queues' fds] on success,
-/// `E` + message on failure.
+/// Child side of the report protocol: `O` + MAC + whether the TCP and TCP6 tables follow
+/// (one byte each) + [TAP fd, other queues' fds, the tables' fds] on success, `E` + message
+/// on failure.
 fn report(sock: &UnixStream, r: Result<Option<Tap>, String>) {
     match r {
         Ok(None) => {
             let _ = (&*sock).write_all(b"N");
         }
         Ok(Some(tap)) => {
-            let mut msg = [b'O'; 7];
-            msg[1..].copy_from_slice(&tap.mac);
+            let mut msg = [b'O'; 9];
+            msg[1..7].copy_from_slice(&tap.mac);
+            msg[7] = u8::from(tap.tables.tcp.is_some());
+            msg[8] = u8::from(tap.tables.tcp6.is_some());
             let mut fds = vec![tap.fd.as_fd()];
             fds.extend(tap.queues.iter().map(AsFd::as_fd));
+            fds.extend(tap.tables.tcp.iter().chain(&tap.tables.tcp6).map(AsFd::as_fd));
             let _ = sys::send_fds(sock.as_fd(), &msg, &fds);
         }
         Err(e) => {
@@ -206,12 +232,15 @@ fn receive(sock: &UnixStream) -> Result<Option<Tap>, NsError> {
     let (n, mut fds) = sys::recv_fds(sock.as_fd(), &mut buf)?;
     match buf.first() {
         Some(b'N') if n == 1 => Ok(None),
-        Some(b'O') if n == 7 && !fds.is_empty() => {
+        Some(b'O') if n == 9 && buf[7] <= 1 && buf[8] <= 1 && fds.len() > usize::from(buf[7] + buf[8]) => {
             let mut mac = [0u8; 6];
             mac.copy_from_slice(&buf[1..7]);
+            let mut tables = fds.split_off(fds.len() - usize::from(buf[7] + buf[8])).into_iter().map(fs::File::from);
+            let tcp = if buf[7] == 1 { tables.next() } else { None };
+            let tcp6 = tables.next();
             let queues = fds.split_off(1);
             let fd = fds.pop().expect("one fd");
-            Ok(Some(Tap { fd, mac, queues }))
+            Ok(Some(Tap { fd, mac, queues, tables: ListenTables { tcp, tcp6 } }))
         }
         Some(b'E') => Err(NsError::Child(String::from_utf8_lossy(&buf[1..n]).into_owned())),
         _ => Err(NsError::Child("namespace setup failed before reporting (child died)".into())),
@@ -449,7 +478,7 @@ fn child_setup(cfg: Option<&NetConfig>, host_net: bool, resolv: Option<&Path>) -
         let _ = mount(Some("proc"), "/proc", Some("proc"), proc_flags, None::<&str>);
         return Ok(None);
     };
-    let (fd, queues, mac) = configure_tap(cfg, true)?;
+    let tap = configure_tap(cfg, true)?;
     let target = Path::new("/etc/resolv.conf");
     if let Some(resolv) = resolv
         && target.exists()
@@ -461,7 +490,7 @@ fn child_setup(cfg: Option<&NetConfig>, host_net: bool, resolv: Option<&Path>) -
     // processes. Best effort: a host that hides parts of /proc refuses a fresh mount.
     let proc_flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let _ = mount(Some("proc"), "/proc", Some("proc"), proc_flags, None::<&str>);
-    Ok(Some(Tap { fd, mac, queues }))
+    Ok(Some(tap))
 }
 
 /// Minimal init: runs the command as PID 2, forwards signals to it, reaps every child and
@@ -577,8 +606,7 @@ pub fn spawn_attach_with(cfg: &NetConfig, target: &Target, configure: bool) -> R
             }
             nix::sched::setns(&netns, CloneFlags::CLONE_NEWNET)
                 .map_err(|e| format!("cannot enter the target's network namespace: {e}"))?;
-            let (fd, queues, mac) = configure_tap(cfg, configure)?;
-            Ok(Tap { fd, mac, queues })
+            configure_tap(cfg, configure)
         })();
         let code = i32::from(r.is_err());
         report(&child_sock, r.map(Some));

@@ -6,11 +6,16 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use serde::Serialize;
 use socket2::{Domain, Socket, Type};
+use tokio::sync::{mpsc, oneshot};
 
+use super::Command;
+use crate::autopublish::{self, AutoPublish, Listening};
 use crate::forward::{Forward, Proto};
+use crate::ns::ListenTables;
 
 /// A host port that cannot be published, with the reason and the fix.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -156,4 +161,83 @@ pub struct PortInfo {
     /// IPv6 listeners without an explicit `/tcp6`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fallback: Option<SocketAddr>,
+}
+
+/// How often `-p auto` reads the container's socket tables.
+pub const AUTO_SCAN_EVERY: Duration = Duration::from_secs(1);
+
+/// Most bytes of a socket table read per scan: the listening sockets come first, so this
+/// bounds only a namespace with tens of thousands of listeners.
+const AUTO_TABLE_MAX: u64 = 8 << 20;
+
+/// Adds the listening sockets of one table (`/proc/net/tcp` or `tcp6`, per `v6`) to `out`,
+/// reading from offset 0 (the kernel lists the table afresh) up to its first socket that is
+/// not listening.
+fn read_table(table: &std::fs::File, v6: bool, buf: &mut [u8], out: &mut Listening) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let (mut pending, mut off) = (Vec::new(), 0u64);
+    loop {
+        let n = table.read_at(buf, off)?;
+        off += n as u64;
+        pending.extend_from_slice(&buf[..n]);
+        // Whole lines only; the rest waits for the next read.
+        let end = if n == 0 { pending.len() } else { pending.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1) };
+        let scan = autopublish::listening(&String::from_utf8_lossy(&pending[..end]), v6);
+        autopublish::merge(out, &scan.sockets);
+        if n == 0 || scan.done || off > AUTO_TABLE_MAX {
+            return Ok(());
+        }
+        pending.drain(..end);
+    }
+}
+
+async fn ask<T>(commands: &mpsc::Sender<Command>, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
+    let (tx, rx) = oneshot::channel();
+    commands.send(make(tx)).await.ok()?;
+    rx.await.ok()
+}
+
+/// `-p [HOST_IP:]auto`: every [`AUTO_SCAN_EVERY`], publishes the TCP ports the container
+/// started listening on, on each of `hosts`, and unpublishes those it stopped listening on
+/// (see [`crate::autopublish`]), through the data path's `commands` as the API does. Ends
+/// with the data path, or when the tables cannot be read.
+pub async fn auto_publish(tables: ListenTables, hosts: Vec<IpAddr>, commands: mpsc::Sender<Command>) {
+    let mut auto = AutoPublish::new(hosts);
+    let mut buf = vec![0u8; 16 << 10];
+    let mut tick = tokio::time::interval(AUTO_SCAN_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let mut listening = Listening::new();
+        for (table, v6) in [(&tables.tcp, false), (&tables.tcp6, true)] {
+            if let Some(t) = table
+                && let Err(e) = read_table(t, v6, &mut buf, &mut listening)
+            {
+                tracing::warn!(error = %e, "-p auto: cannot read the container's sockets; no more ports follow them");
+                return;
+            }
+        }
+        let Some(ports) = ask(&commands, Command::List).await else { return };
+        let plan = auto.plan(&listening, &ports);
+        if !plan.remove.is_empty() {
+            tracing::info!(ids = ?plan.remove, "-p auto: the container stopped listening; unpublishing");
+            if ask(&commands, |r| Command::Remove(plan.remove, r)).await.is_none() {
+                return;
+            }
+        }
+        for fwd in plan.add {
+            match ask(&commands, |r| Command::Add(vec![fwd], r)).await {
+                Some(Ok(infos)) => {
+                    if let Some(info) = infos.first() {
+                        auto.published(&fwd, info.id);
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::warn!("-p auto: {e}");
+                    auto.refused(&fwd);
+                }
+                None => return,
+            }
+        }
+    }
 }

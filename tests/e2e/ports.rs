@@ -631,3 +631,86 @@ fn stats_and_flows_of_a_running_instance() {
     let f = run_with_deadline(cmd, SHORT);
     assert!(f.stdout.lines().any(|l| l.starts_with("frames_in\t")), "{}", f.stdout);
 }
+
+/// Polls `warren port ls` until `done` says its output is what is awaited (10 s at most).
+fn port_ls_until(r: &Running, what: &str, done: impl Fn(&str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let ls = r.port(&["ls"]);
+        assert_eq!(ls.code, 0, "{}", ls.stderr);
+        if done(&ls.stdout) {
+            return ls.stdout;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: port ls still says {:?}", ls.stdout);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn auto_publishes_what_the_container_listens_on_while_it_listens() {
+    require_isolation();
+    let (p, p2, p3) = (free_port("0.0.0.0"), free_port("0.0.0.0"), free_port("0.0.0.0"));
+    let dir = ScratchDir::new("auto");
+    let stop = dir.join("stop");
+    // Listens on p and p2 (all addresses) and on p3 (the container's loopback only) until
+    // `stop` exists, then closes them all and stays.
+    let script = format!(
+        "{tool} serve {p} {p2} 127.0.0.1:{p3} & s=$!; while [ ! -e {stop} ]; do sleep 0.05; done; kill $s; \
+         echo stopped; sleep 600",
+        tool = nettool().display(),
+        stop = stop.display()
+    );
+    let r = Running::start(&["-p", "auto"], &["sh", "-c", &script]);
+    let row = |port: u16| format!("tcp\t0.0.0.0:{port}\t10.0.2.100:{port}");
+    let ls = port_ls_until(&r, "both ports published", |s| s.contains(&row(p)) && s.contains(&row(p2)));
+    assert_eq!(ls.lines().count(), 2, "the loopback-only listener is not published: {ls}");
+    // Both kinds of client, byte for byte; the remote one keeps its address.
+    get_and_check(SocketAddr::from(([127, 0, 0, 1], p)), None, 8 * MIB, 31);
+    get_and_check(SocketAddr::new(remote().unwrap(), p), remote(), 8 * MIB, 32);
+    let (local, seen) = tcp_peer_seen(SocketAddr::new(remote().unwrap(), p2), remote());
+    assert_eq!(seen, local.to_string());
+    // Unpublished by the user: not published again while the container still listens.
+    let id2 = ls.lines().find(|l| l.contains(&row(p2))).unwrap().split('\t').next().unwrap().to_string();
+    assert_eq!(r.port(&["rm", &id2]).code, 0);
+    std::thread::sleep(Duration::from_millis(2500));
+    let ls = r.port(&["ls"]).stdout;
+    assert!(ls.contains(&row(p)) && !ls.contains(&row(p2)), "a removed port stays removed: {ls}");
+    // The container stops listening: the port goes, and connecting is refused.
+    std::fs::write(&stop, b"").unwrap();
+    port_ls_until(&r, "the closed port unpublished", str::is_empty);
+    let refused = tcp_request(SocketAddr::from(([127, 0, 0, 1], p)), None, "peer\n");
+    assert_eq!(refused.unwrap_err().kind(), std::io::ErrorKind::ConnectionRefused);
+    assert!(r.stdout.lock().unwrap().iter().any(|l| l == "stopped"));
+}
+
+#[test]
+fn auto_reports_a_host_port_it_cannot_take_and_refuses_bad_specs() {
+    require_isolation();
+    let taken = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let script = format!("{} serve {port} & sleep 2.5; kill $!", nettool().display());
+    let f = warren_run(&["-p", "auto"], &["sh", "-c", &script], SHORT);
+    assert_eq!(f.code, 0, "{}", f.stderr);
+    let warn = format!("-p auto: cannot publish tcp 0.0.0.0:{port}: port {port} is already in use on the host");
+    assert_eq!(f.stderr.matches(&warn).count(), 1, "reported once: {}", f.stderr);
+    drop(taken);
+    for (spec, msg) in [
+        ("auto/udp", "invalid port spec \"auto/udp\": protocol \"udp\": `auto` publishes TCP ports only"),
+        ("1.2.3:auto", "invalid port spec \"1.2.3:auto\": \"1.2.3\" is not an IPv4 address"),
+    ] {
+        let f = warren_run(&["-p", spec], &["echo", "started"], SHORT);
+        assert_eq!(f.code, 125, "{spec}");
+        assert!(f.stderr.contains(msg) && !f.stdout.contains("started"), "{spec}: {}", f.stderr);
+    }
+    let f = warren_run(&["--network", "somenet", "-p", "auto"], &["echo", "started"], SHORT);
+    assert_eq!(f.code, 125);
+    assert!(
+        f.stderr.contains("-p auto applies to a container's own network; on \"somenet\" publish each port (-p PORT)"),
+        "{}",
+        f.stderr
+    );
+    let r = Running::start(&[], &serve());
+    let f = r.port(&["add", "auto"]);
+    assert_eq!(f.code, 1);
+    assert!(f.stderr.contains("`auto` is only for `warren run -p` and `warren attach -p`"), "{}", f.stderr);
+}
