@@ -269,6 +269,10 @@ pub struct NetArgs {
     /// No IPv6 in the container (IPv4 only).
     #[arg(long)]
     pub no_ipv6: bool,
+    /// Make a host-loopback TCP port reachable on the container's loopback (127.0.0.1 and
+    /// ::1), repeatable: [CONTAINER_PORT[-END]:]HOST_PORT[-END], at most 16 ports (pasta's -T).
+    #[arg(short = 'T', long = "to-host", value_name = "SPEC")]
+    pub to_host: Vec<String>,
     /// Let connections to the gateway address reach the host's loopback (127.0.0.1, ::1); off: refused.
     #[arg(long)]
     pub allow_host_loopback: bool,
@@ -389,6 +393,7 @@ impl NetArgs {
             bridge: None,
             queues: self.queues.map_or_else(config::default_queues, usize::from),
             busy_poll: std::time::Duration::from_micros(self.busy_poll.into()),
+            to_host: crate::forward::parse_to_host(&self.to_host)?,
             limits: config::Limits {
                 tcp_flows: self.max_tcp_flows as usize,
                 handshakes: self.max_handshakes as usize,
@@ -465,6 +470,9 @@ pub enum CliError {
     /// A port spec.
     #[error(transparent)]
     Spec(#[from] crate::forward::SpecError),
+    /// A `-T` spec.
+    #[error(transparent)]
+    ToHost(#[from] crate::forward::ToHostError),
     /// A TAP name the kernel would refuse.
     #[error("invalid TAP name {0:?}: expected 1..=15 bytes without '/', ':' or whitespace")]
     TapName(String),

@@ -279,6 +279,8 @@ pub struct NetConfig {
     /// Longest adaptive busy-poll window of a data-path thread before it sleeps (zero: never
     /// poll; see `runtime::spin`).
     pub busy_poll: std::time::Duration,
+    /// `-T`: ports of the container's loopback that lead to the host's loopback.
+    pub to_host: Vec<crate::forward::ToHost>,
 }
 
 /// The default longest busy-poll window, microseconds (`--busy-poll`). Polling stands aside

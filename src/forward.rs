@@ -185,6 +185,66 @@ pub fn parse_auto(spec: &str) -> Option<Result<IpAddr, SpecError>> {
     Some(ip)
 }
 
+/// Most ports `-T` may lead to the host: each is a listening socket the container's
+/// namespace holds for warren (two with IPv6), all handed over in one message.
+pub const TO_HOST_MAX: usize = 16;
+
+/// A `-T` port: connections to the container's loopback at `container_port` go to the host's
+/// loopback at `host_port`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ToHost {
+    /// Port on the container's 127.0.0.1 and ::1.
+    pub container_port: u16,
+    /// Port on the host's 127.0.0.1 (or ::1).
+    pub host_port: u16,
+}
+
+/// A malformed `-T` spec.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error("invalid --to-host spec {spec:?}: {why}; expected [CONTAINER_PORT[-END]:]HOST_PORT[-END]")]
+pub struct ToHostError {
+    /// The text given.
+    pub spec: String,
+    /// What is wrong with it.
+    pub why: String,
+}
+
+/// Parses the `-T` specs into the ports they denote, at most [`TO_HOST_MAX`] in all, each
+/// container port once.
+///
+/// # Errors
+/// [`ToHostError`] naming the spec and the problem.
+pub fn parse_to_host<S: AsRef<str>>(specs: &[S]) -> Result<Vec<ToHost>, ToHostError> {
+    let mut out: Vec<ToHost> = Vec::new();
+    for spec in specs {
+        let spec = spec.as_ref();
+        let err = |why: String| ToHostError { spec: spec.to_string(), why };
+        let (c, h) = match spec.split_once(':') {
+            Some((c, h)) => (parse_range(c, "container port").map_err(err)?, parse_range(h, "host port").map_err(err)?),
+            None => {
+                let r = parse_range(spec, "port").map_err(err)?;
+                (r, r)
+            }
+        };
+        if h.1 - h.0 != c.1 - c.0 {
+            return Err(err(format!(
+                "container range {}-{} and host range {}-{} differ in length",
+                c.0, c.1, h.0, h.1
+            )));
+        }
+        for (i, cp) in (c.0..=c.1).enumerate() {
+            if out.iter().any(|t| t.container_port == cp) {
+                return Err(err(format!("container port {cp} is given twice")));
+            }
+            if out.len() == TO_HOST_MAX {
+                return Err(err(format!("more than {TO_HOST_MAX} ports in all")));
+            }
+            out.push(ToHost { container_port: cp, host_port: h.0 + i as u16 });
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,6 +302,26 @@ mod tests {
         assert_eq!(a("8080:80"), None);
         assert_eq!(a("xauto"), None);
         assert!(parse_spec("auto").unwrap_err().why.contains("only for `warren run -p`"), "port add refuses it");
+    }
+
+    #[test]
+    fn to_host_forms_and_errors() {
+        let t = |c, h| ToHost { container_port: c, host_port: h };
+        assert_eq!(parse_to_host(&["5432"]).unwrap(), vec![t(5432, 5432)]);
+        assert_eq!(
+            parse_to_host(&["15432:5432", "8000-8001"]).unwrap(),
+            vec![t(15432, 5432), t(8000, 8000), t(8001, 8001)]
+        );
+        assert_eq!(parse_to_host(&["80-81:9080-9081"]).unwrap(), vec![t(80, 9080), t(81, 9081)]);
+        let e = |s: &[&str]| parse_to_host(s).unwrap_err().to_string();
+        assert_eq!(
+            e(&["pg"]),
+            "invalid --to-host spec \"pg\": port \"pg\" is not a number 1..=65535; expected [CONTAINER_PORT[-END]:]HOST_PORT[-END]"
+        );
+        assert!(e(&["80-81:90"]).contains("container range 80-81 and host range 90-90 differ in length"));
+        assert!(e(&["5432", "5432:6432"]).contains("container port 5432 is given twice"));
+        assert!(e(&["1000-1016"]).contains("more than 16 ports in all"));
+        assert!(e(&["0"]).contains("port 0 is not a port"));
     }
 
     #[test]

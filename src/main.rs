@@ -153,7 +153,28 @@ fn start_ports(
     Ok(rx)
 }
 
+/// `-T`: serves each listener the container's namespace holds for warren, towards the host
+/// port its container port leads to.
+fn start_to_host(listeners: Vec<std::net::TcpListener>, to_host: &[warren::forward::ToHost]) {
+    for l in listeners {
+        let port = l.local_addr().map(|a| a.port()).unwrap_or(0);
+        if let Some(t) = to_host.iter().find(|t| t.container_port == port) {
+            tracing::info!(
+                container_port = port,
+                host_port = t.host_port,
+                "-T: container loopback port leads to the host"
+            );
+            tokio::spawn(ports::to_host(l, t.host_port));
+        }
+    }
+}
+
 fn run(a: RunArgs) -> Result<u8> {
+    if let Some(n) = a.network.as_deref()
+        && !a.net.to_host.is_empty()
+    {
+        anyhow::bail!("-T applies to a container's own network; it has no effect with --network {n}");
+    }
     match a.network.clone().as_deref() {
         Some("none") => return run_without_tap(a, false),
         Some("host") => return run_without_tap(a, true),
@@ -173,6 +194,7 @@ fn run(a: RunArgs) -> Result<u8> {
     log_limits(cfg.limits);
     let tx_fd = child.tap.fd.try_clone().context("dup the TAP fd")?;
     let rt = runtime()?;
+    let to_host = cfg.to_host.clone();
     let mut dp = Dataplane::new(cfg, tx_fd, child.tap.mac, true);
     if let Some(w) = capture {
         dp.set_capture(w);
@@ -196,6 +218,7 @@ fn run(a: RunArgs) -> Result<u8> {
                 return Err(e);
             }
         };
+        start_to_host(child.tap.to_host, &to_host);
         let tap = warren::sys::async_fd(child.tap.fd).context("register the TAP")?;
         let supervise = supervise(pid);
         tokio::pin!(supervise);
@@ -461,6 +484,7 @@ fn attach(a: AttachArgs) -> Result<u8> {
     };
     let tx_fd = tap.fd.try_clone().context("dup the TAP fd")?;
     let rt = runtime()?;
+    let to_host = cfg.to_host.clone();
     let mut dp = Dataplane::new(cfg, tx_fd, tap.mac, true);
     if let Some(w) = capture {
         dp.set_capture(w);
@@ -470,6 +494,7 @@ fn attach(a: AttachArgs) -> Result<u8> {
     harden(a.net.no_seccomp);
     rt.block_on(async move {
         let commands = start_ports(&mut dp, prep, tap.tables)?;
+        start_to_host(tap.to_host, &to_host);
         let stop = stop_signal(target, pidfd, netns_identity);
         let fd = warren::sys::async_fd(tap.fd).context("register the TAP")?;
         let r = dp.run(&fd, Some(commands), stop).await;

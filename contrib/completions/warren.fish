@@ -45,6 +45,7 @@ complete -c warren -n "__fish_warren_needs_command" -f -a "help" -d 'Print this 
 complete -c warren -n "__fish_warren_using_subcommand run" -l mtu -d 'MTU of the TAP device (1280..=65520)' -r
 complete -c warren -n "__fish_warren_using_subcommand run" -l cidr -d 'IPv4 network of the container: gateway .2, DNS .3, container .100 (prefix 1..=25)' -r
 complete -c warren -n "__fish_warren_using_subcommand run" -l cidr6 -d 'IPv6 network of the container (a /64): gateway ::2, DNS ::3, container ::100' -r
+complete -c warren -n "__fish_warren_using_subcommand run" -s T -l to-host -d 'Make a host-loopback TCP port reachable on the container\'s loopback (127.0.0.1 and ::1), repeatable: [CONTAINER_PORT[-END]:]HOST_PORT[-END], at most 16 ports (pasta\'s -T)' -r
 complete -c warren -n "__fish_warren_using_subcommand run" -l dns-upstream -d 'DNS upstream for the forwarder, repeatable (default: the host\'s /etc/resolv.conf)' -r
 complete -c warren -n "__fish_warren_using_subcommand run" -l tap-name -d 'Name of the TAP device inside the namespace' -r
 complete -c warren -n "__fish_warren_using_subcommand run" -l mac -d 'MAC address of the TAP device inside the namespace (default: random)' -r
@@ -76,6 +77,7 @@ complete -c warren -n "__fish_warren_using_subcommand attach" -l userns -d 'The 
 complete -c warren -n "__fish_warren_using_subcommand attach" -l mtu -d 'MTU of the TAP device (1280..=65520)' -r
 complete -c warren -n "__fish_warren_using_subcommand attach" -l cidr -d 'IPv4 network of the container: gateway .2, DNS .3, container .100 (prefix 1..=25)' -r
 complete -c warren -n "__fish_warren_using_subcommand attach" -l cidr6 -d 'IPv6 network of the container (a /64): gateway ::2, DNS ::3, container ::100' -r
+complete -c warren -n "__fish_warren_using_subcommand attach" -s T -l to-host -d 'Make a host-loopback TCP port reachable on the container\'s loopback (127.0.0.1 and ::1), repeatable: [CONTAINER_PORT[-END]:]HOST_PORT[-END], at most 16 ports (pasta\'s -T)' -r
 complete -c warren -n "__fish_warren_using_subcommand attach" -l dns-upstream -d 'DNS upstream for the forwarder, repeatable (default: the host\'s /etc/resolv.conf)' -r
 complete -c warren -n "__fish_warren_using_subcommand attach" -l tap-name -d 'Name of the TAP device inside the namespace' -r
 complete -c warren -n "__fish_warren_using_subcommand attach" -l mac -d 'MAC address of the TAP device inside the namespace (default: random)' -r

@@ -118,6 +118,7 @@ fn run(a: SlirpArgs) -> Result<(), String> {
         // One queue per CPU (at most 4) when warren opens the TAP; an adopted fd is one queue.
         queues: config::default_queues(),
         busy_poll: config::default_busy_poll(),
+        to_host: Vec::new(),
         bridge: None,
     };
     // Taken before configuring: once the set-up is visible, the namespace may go at any moment

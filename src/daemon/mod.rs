@@ -168,6 +168,7 @@ impl Iface {
             default_route: first,
             queues: 1,
             busy_poll: config::default_busy_poll(),
+            to_host: Vec::new(),
             bridge: None,
         }
     }
@@ -352,6 +353,7 @@ fn start_network(spec: NetworkSpec) -> Network {
         default_route: true,
         queues: 1,
         busy_poll: config::default_busy_poll(),
+        to_host: Vec::new(),
         bridge: Some(BridgeOpts { internal: spec.internal, icc: spec.icc }),
     };
     let (tx, rx) = mpsc::channel(64);

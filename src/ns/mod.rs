@@ -66,6 +66,9 @@ pub struct Tap {
     pub queues: Vec<OwnedFd>,
     /// The namespace's TCP socket tables, opened inside it (`-p auto` reads them).
     pub tables: ListenTables,
+    /// `-T`: listening sockets on the namespace's loopback, non-blocking (per port, IPv4 and,
+    /// when the namespace has ::1, IPv6).
+    pub to_host: Vec<std::net::TcpListener>,
 }
 
 /// `/proc/net/tcp` and `/proc/net/tcp6` of a network namespace, opened inside it: reading
@@ -109,9 +112,10 @@ fn configure_tap(cfg: &NetConfig, configure: bool) -> Result<Tap, String> {
     let tables = ListenTables::open();
     if !configure {
         let mac = ctl.mac(name).map_err(|e| e.to_string())?;
-        return Ok(Tap { fd, mac, queues, tables });
+        return Ok(Tap { fd, mac, queues, tables, to_host: Vec::new() });
     }
     ctl.set_up("lo").map_err(|e| e.to_string())?;
+    let to_host = to_host_listeners(cfg)?;
     if let Some(mac) = cfg.mac {
         ctl.set_mac(name, mac).map_err(|e| e.to_string())?;
     }
@@ -145,7 +149,27 @@ fn configure_tap(cfg: &NetConfig, configure: bool) -> Result<Tap, String> {
         wait_until_usable(a6.container)?;
     }
     let mac = ctl.mac(name).map_err(|e| e.to_string())?;
-    Ok(Tap { fd, mac, queues, tables })
+    Ok(Tap { fd, mac, queues, tables, to_host })
+}
+
+/// Listens on the current namespace's loopback for each `-T` port: 127.0.0.1, and ::1 unless
+/// the namespace has no IPv6 there.
+fn to_host_listeners(cfg: &NetConfig) -> Result<Vec<std::net::TcpListener>, String> {
+    let mut out = Vec::new();
+    for t in &cfg.to_host {
+        let v4 = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, t.container_port))
+            .map_err(|e| format!("-T: cannot listen on 127.0.0.1:{} in the container: {e}", t.container_port))?;
+        out.push(v4);
+        match std::net::TcpListener::bind((Ipv6Addr::LOCALHOST, t.container_port)) {
+            Ok(v6) => out.push(v6),
+            Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => {}
+            Err(e) => return Err(format!("-T: cannot listen on [::1]:{} in the container: {e}", t.container_port)),
+        }
+    }
+    for l in &out {
+        l.set_nonblocking(true).map_err(|e| format!("-T: {e}"))?;
+    }
+    Ok(out)
 }
 
 /// Waits until the kernel no longer marks `addr` tentative. Even without duplicate address
@@ -200,21 +224,24 @@ fn tun_hint(msg: String) -> String {
 }
 
 /// Child side of the report protocol: `O` + MAC + whether the TCP and TCP6 tables follow
-/// (one byte each) + [TAP fd, other queues' fds, the tables' fds] on success, `E` + message
-/// on failure.
+/// (one byte each) + the number of `-T` listeners + [TAP fd, other queues' fds, the tables'
+/// fds, the listeners' fds] on success, `E` + message on failure.
 fn report(sock: &UnixStream, r: Result<Option<Tap>, String>) {
     match r {
         Ok(None) => {
             let _ = (&*sock).write_all(b"N");
         }
         Ok(Some(tap)) => {
-            let mut msg = [b'O'; 9];
+            let mut msg = [b'O'; 10];
             msg[1..7].copy_from_slice(&tap.mac);
             msg[7] = u8::from(tap.tables.tcp.is_some());
             msg[8] = u8::from(tap.tables.tcp6.is_some());
+            // At most 2 * forward::TO_HOST_MAX.
+            msg[9] = tap.to_host.len() as u8;
             let mut fds = vec![tap.fd.as_fd()];
             fds.extend(tap.queues.iter().map(AsFd::as_fd));
             fds.extend(tap.tables.tcp.iter().chain(&tap.tables.tcp6).map(AsFd::as_fd));
+            fds.extend(tap.to_host.iter().map(AsFd::as_fd));
             let _ = sys::send_fds(sock.as_fd(), &msg, &fds);
         }
         Err(e) => {
@@ -232,15 +259,22 @@ fn receive(sock: &UnixStream) -> Result<Option<Tap>, NsError> {
     let (n, mut fds) = sys::recv_fds(sock.as_fd(), &mut buf)?;
     match buf.first() {
         Some(b'N') if n == 1 => Ok(None),
-        Some(b'O') if n == 9 && buf[7] <= 1 && buf[8] <= 1 && fds.len() > usize::from(buf[7] + buf[8]) => {
+        Some(b'O')
+            if n == 10
+                && buf[7] <= 1
+                && buf[8] <= 1
+                && fds.len() > usize::from(buf[7]) + usize::from(buf[8]) + usize::from(buf[9]) =>
+        {
             let mut mac = [0u8; 6];
             mac.copy_from_slice(&buf[1..7]);
+            let to_host =
+                fds.split_off(fds.len() - usize::from(buf[9])).into_iter().map(std::net::TcpListener::from).collect();
             let mut tables = fds.split_off(fds.len() - usize::from(buf[7] + buf[8])).into_iter().map(fs::File::from);
             let tcp = if buf[7] == 1 { tables.next() } else { None };
             let tcp6 = tables.next();
             let queues = fds.split_off(1);
             let fd = fds.pop().expect("one fd");
-            Ok(Some(Tap { fd, mac, queues, tables: ListenTables { tcp, tcp6 } }))
+            Ok(Some(Tap { fd, mac, queues, tables: ListenTables { tcp, tcp6 }, to_host }))
         }
         Some(b'E') => Err(NsError::Child(String::from_utf8_lossy(&buf[1..n]).into_owned())),
         _ => Err(NsError::Child("namespace setup failed before reporting (child died)".into())),

@@ -58,6 +58,7 @@ fn single_config(allow_host_loopback: bool) -> NetConfig {
         default_route: true,
         queues: 1,
         busy_poll: std::time::Duration::ZERO,
+        to_host: Vec::new(),
         bridge: None,
     }
 }

@@ -1856,6 +1856,7 @@ mod tests {
             bridge: None,
             queues: 1,
             busy_poll: std::time::Duration::ZERO,
+            to_host: Vec::new(),
         }
     }
 

@@ -241,3 +241,48 @@ pub async fn auto_publish(tables: ListenTables, hosts: Vec<IpAddr>, commands: mp
         }
     }
 }
+
+/// Buffer of each direction of a `-T` connection.
+const TO_HOST_BUFFER: usize = 256 << 10;
+
+/// `-T`: accepts connections on `listener` (on the container's loopback; see
+/// [`crate::ns::Tap::to_host`]) and relays each to the host's loopback at `host_port`
+/// (127.0.0.1, else ::1). A connection the host refuses is reset. Ends with the data path.
+pub async fn to_host(listener: std::net::TcpListener, host_port: u16) {
+    let l = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, host_port, "-T: listener not served");
+            return;
+        }
+    };
+    loop {
+        let client = match l.accept().await {
+            Ok((c, _)) => c,
+            Err(e) => {
+                // Out of fds, most likely: the client waits in the backlog meanwhile.
+                tracing::debug!(error = %e, "-T: accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        tokio::spawn(async move {
+            let mut client = client;
+            let mut host = match tokio::net::TcpStream::connect((std::net::Ipv4Addr::LOCALHOST, host_port)).await {
+                Ok(h) => h,
+                Err(e) => match tokio::net::TcpStream::connect((std::net::Ipv6Addr::LOCALHOST, host_port)).await {
+                    Ok(h) => h,
+                    Err(_) => {
+                        tracing::debug!(host_port, error = %e, "-T: the host refused; resetting");
+                        let _ = socket2::SockRef::from(&client).set_linger(Some(Duration::ZERO));
+                        return;
+                    }
+                },
+            };
+            let _ = (client.set_nodelay(true), host.set_nodelay(true));
+            let r =
+                tokio::io::copy_bidirectional_with_sizes(&mut client, &mut host, TO_HOST_BUFFER, TO_HOST_BUFFER).await;
+            tracing::debug!(host_port, result = ?r, "-T connection ended");
+        });
+    }
+}

@@ -714,3 +714,53 @@ fn auto_reports_a_host_port_it_cannot_take_and_refuses_bad_specs() {
     assert_eq!(f.code, 1);
     assert!(f.stderr.contains("`auto` is only for `warren run -p` and `warren attach -p`"), "{}", f.stderr);
 }
+
+#[test]
+fn to_host_leads_container_loopback_ports_to_the_host_loopback() {
+    require_isolation();
+    let down = TcpServer::download("127.0.0.1");
+    let up = TcpServer::upload_sink("127.0.0.1");
+    let closed = free_port("127.0.0.1");
+    let (d, u) = (down.addr.port(), up.addr.port());
+    let tool = nettool();
+    let t = tool.display();
+    // Both families of the container's loopback, both directions, byte for byte; a host port
+    // nobody listens on; and the gateway, which -T does not open (host loopback stays denied).
+    let script = format!(
+        "{t} download 127.0.0.1 5700 {n} 41 && {t} download ::1 5700 {n2} 42 && {t} upload 127.0.0.1 5701 {n} 43 && \
+         {{ {t} download 127.0.0.1 5702 10 1 || echo closed-refused; }} && \
+         {{ {t} download 10.0.2.2 {d} 10 1 || echo gateway-refused; }}",
+        n = 64 * MIB,
+        n2 = MIB
+    );
+    let specs = [format!("5700:{d}"), format!("5701:{u}"), format!("5702:{closed}")];
+    let f = warren_run(&["-T", &specs[0], "-T", &specs[1], "--to-host", &specs[2]], &["sh", "-c", &script], LONG);
+    assert_eq!(f.code, 0, "{} {}", f.stdout, f.stderr);
+    let lines: Vec<&str> = f.stdout.lines().filter(|l| !l.starts_with("FAIL")).collect();
+    assert_eq!(
+        lines,
+        [
+            format!("ok {} {}", 64 * MIB, stream_hash(41, 64 * MIB)).as_str(),
+            &format!("ok {MIB} {}", stream_hash(42, MIB)),
+            &format!("{} {}", 64 * MIB, stream_hash(43, 64 * MIB)),
+            "closed-refused",
+            "gateway-refused",
+        ],
+        "{}",
+        f.stderr
+    );
+    assert_eq!(down.accepted.load(std::sync::atomic::Ordering::SeqCst), 2, "the gateway never reached the host");
+    // Bad specs and places where -T means nothing are refused before anything starts.
+    for (args, msg) in [
+        (vec!["-T", "pg"], "invalid --to-host spec \"pg\": port \"pg\" is not a number 1..=65535"),
+        (vec!["-T", "1000-1016"], "more than 16 ports in all"),
+        (
+            vec!["-T", "5432", "--network", "none"],
+            "-T applies to a container's own network; it has no effect with --network none",
+        ),
+    ] {
+        let f = warren_run(&args, &["echo", "started"], SHORT);
+        assert_eq!(f.code, 125, "{args:?}");
+        assert!(f.stderr.contains(msg) && !f.stdout.contains("started"), "{args:?}: {}", f.stderr);
+    }
+}
