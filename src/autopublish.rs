@@ -20,6 +20,10 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use crate::forward::{Family, Forward, Proto};
 use crate::runtime::ports::PortInfo;
 
+/// Most ports auto-published at once (all host addresses together): each holds a host port
+/// and an fd, and the container decides how many it listens on.
+pub const AUTO_MAX_PORTS: usize = 1024;
+
 /// `st` of a listening socket in `/proc/net/tcp`.
 const LISTEN: &str = "0A";
 
@@ -106,6 +110,8 @@ pub struct Plan {
     pub add: Vec<Forward>,
     /// Forward ids to unpublish.
     pub remove: Vec<u64>,
+    /// Forwards left out because [`AUTO_MAX_PORTS`] are published.
+    pub over_limit: usize,
 }
 
 /// The auto-published ports of one container.
@@ -117,12 +123,18 @@ pub struct AutoPublish {
     /// Not to be tried again while the container listens on the port: refused by the host,
     /// or unpublished by the user.
     held: FxHashSet<(IpAddr, u16)>,
+    max: usize,
 }
 
 impl AutoPublish {
     /// Publishes on each of `hosts` (a `-p [HOST_IP:]auto` each).
     pub fn new(hosts: Vec<IpAddr>) -> Self {
-        Self { hosts, mine: FxHashMap::default(), held: FxHashSet::default() }
+        Self::with_limit(hosts, AUTO_MAX_PORTS)
+    }
+
+    /// Publishes at most `max` ports at once.
+    pub fn with_limit(hosts: Vec<IpAddr>, max: usize) -> Self {
+        Self { hosts, mine: FxHashMap::default(), held: FxHashSet::default(), max }
     }
 
     /// Decides what to publish and unpublish, given what the container listens on and the
@@ -157,6 +169,10 @@ impl AutoPublish {
             }
             for &ip in &self.hosts {
                 if self.mine.contains_key(&(ip, port)) || self.held.contains(&(ip, port)) {
+                    continue;
+                }
+                if self.mine.len() + plan.add.len() >= self.max {
+                    plan.over_limit += 1;
                     continue;
                 }
                 plan.add.push(Forward {
@@ -255,7 +271,7 @@ mod tests {
         let now = [info(1, 3000, 3000), info(2, 4000, 4000)];
         assert_eq!(a.plan(&listening, &now), Plan::default(), "nothing changes while nothing does");
         let plan = a.plan(&Listening::from([(4000, false)]), &now);
-        assert_eq!(plan, Plan { add: vec![], remove: vec![1] }, "a closed port is unpublished");
+        assert_eq!(plan, Plan { add: vec![], remove: vec![1], over_limit: 0 }, "a closed port is unpublished");
         let plan = a.plan(&Listening::from([(3000, true), (4000, false)]), &[info(2, 4000, 4000)]);
         assert_eq!(
             plan.add.iter().map(|f| f.host.port()).collect::<Vec<_>>(),
@@ -286,5 +302,19 @@ mod tests {
             vec![80, 3000],
             "both tried again after closing"
         );
+    }
+
+    #[test]
+    fn at_most_the_limit_is_published() {
+        let mut a = AutoPublish::with_limit(vec![v4("0.0.0.0")], 2);
+        let listening: Listening = (1000..1005).map(|p| (p, true)).collect();
+        let plan = a.plan(&listening, &[]);
+        assert_eq!((plan.add.len(), plan.over_limit), (2, 3));
+        a.published(&plan.add[0], 1);
+        a.published(&plan.add[1], 2);
+        let now = [info(1, 1000, 1000), info(2, 1001, 1001)];
+        assert_eq!(a.plan(&listening, &now).over_limit, 3, "still full");
+        let plan = a.plan(&(1001..1005).map(|p| (p, true)).collect(), &now);
+        assert_eq!((plan.remove, plan.add.len(), plan.over_limit), (vec![1], 1, 2), "a place freed is taken");
     }
 }

@@ -156,6 +156,7 @@ fn start_ports(
 /// `-T`: serves each listener the container's namespace holds for warren, towards the host
 /// port its container port leads to.
 fn start_to_host(listeners: Vec<std::net::TcpListener>, to_host: &[warren::forward::ToHost]) {
+    let places = std::sync::Arc::new(tokio::sync::Semaphore::new(ports::TO_HOST_MAX_CONNECTIONS));
     for l in listeners {
         let port = l.local_addr().map(|a| a.port()).unwrap_or(0);
         if let Some(t) = to_host.iter().find(|t| t.container_port == port) {
@@ -164,7 +165,7 @@ fn start_to_host(listeners: Vec<std::net::TcpListener>, to_host: &[warren::forwa
                 host_port = t.host_port,
                 "-T: container loopback port leads to the host"
             );
-            tokio::spawn(ports::to_host(l, t.host_port));
+            tokio::spawn(ports::to_host(l, t.host_port, places.clone()));
         }
     }
 }

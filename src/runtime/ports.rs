@@ -203,6 +203,7 @@ async fn ask<T>(commands: &mpsc::Sender<Command>, make: impl FnOnce(oneshot::Sen
 /// with the data path, or when the tables cannot be read.
 pub async fn auto_publish(tables: ListenTables, hosts: Vec<IpAddr>, commands: mpsc::Sender<Command>) {
     let mut auto = AutoPublish::new(hosts);
+    let mut warned = false;
     let mut buf = vec![0u8; 16 << 10];
     let mut tick = tokio::time::interval(AUTO_SCAN_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -219,6 +220,13 @@ pub async fn auto_publish(tables: ListenTables, hosts: Vec<IpAddr>, commands: mp
         }
         let Some(ports) = ask(&commands, Command::List).await else { return };
         let plan = auto.plan(&listening, &ports);
+        if plan.over_limit > 0 && !warned {
+            warned = true;
+            tracing::warn!(
+                limit = autopublish::AUTO_MAX_PORTS,
+                "-p auto: the container listens on more ports than are published at once; the rest wait for a place"
+            );
+        }
         if !plan.remove.is_empty() {
             tracing::info!(ids = ?plan.remove, "-p auto: the container stopped listening; unpublishing");
             if ask(&commands, |r| Command::Remove(plan.remove, r)).await.is_none() {
@@ -242,13 +250,19 @@ pub async fn auto_publish(tables: ListenTables, hosts: Vec<IpAddr>, commands: mp
     }
 }
 
-/// Buffer of each direction of a `-T` connection.
-const TO_HOST_BUFFER: usize = 256 << 10;
+/// Buffer of each direction of a `-T` connection (as fast as 256 KiB here, ~7-8 Gbit/s).
+const TO_HOST_BUFFER: usize = 64 << 10;
+
+/// Most `-T` connections open at once, all ports together: beyond, new ones are reset, so
+/// the container cannot make warren hold more than 128 MiB of relay buffers.
+pub const TO_HOST_MAX_CONNECTIONS: usize = 1024;
 
 /// `-T`: accepts connections on `listener` (on the container's loopback; see
 /// [`crate::ns::Tap::to_host`]) and relays each to the host's loopback at `host_port`
-/// (127.0.0.1, else ::1). A connection the host refuses is reset. Ends with the data path.
-pub async fn to_host(listener: std::net::TcpListener, host_port: u16) {
+/// (127.0.0.1, else ::1), taking a place in `places` ([`TO_HOST_MAX_CONNECTIONS`], shared by
+/// every `-T` port) for as long as it lasts. A connection the host refuses, or one over the
+/// limit, is reset. Ends with the data path.
+pub async fn to_host(listener: std::net::TcpListener, host_port: u16, places: std::sync::Arc<tokio::sync::Semaphore>) {
     let l = match tokio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -266,7 +280,13 @@ pub async fn to_host(listener: std::net::TcpListener, host_port: u16) {
                 continue;
             }
         };
+        let Ok(place) = places.clone().try_acquire_owned() else {
+            tracing::debug!(host_port, limit = TO_HOST_MAX_CONNECTIONS, "-T: too many connections; resetting");
+            let _ = socket2::SockRef::from(&client).set_linger(Some(Duration::ZERO));
+            continue;
+        };
         tokio::spawn(async move {
+            let _place = place;
             let mut client = client;
             let mut host = match tokio::net::TcpStream::connect((std::net::Ipv4Addr::LOCALHOST, host_port)).await {
                 Ok(h) => h,

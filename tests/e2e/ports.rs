@@ -764,3 +764,27 @@ fn to_host_leads_container_loopback_ports_to_the_host_loopback() {
         assert!(f.stderr.contains(msg) && !f.stdout.contains("started"), "{args:?}: {}", f.stderr);
     }
 }
+
+#[test]
+fn to_host_connections_are_bounded() {
+    require_isolation();
+    // 1024 connections held open take every place: the next one is reset, and once they
+    // close the port serves again.
+    let down = TcpServer::download("127.0.0.1");
+    let dir = ScratchDir::new("to-host-limit");
+    let held = dir.join("held");
+    let t = nettool();
+    let t = t.display();
+    let script = format!(
+        "ulimit -n 4096; {t} hold 127.0.0.1 5700 1024 3 > {held} & h=$!; \
+         while ! grep -q holding {held}; do sleep 0.05; done; \
+         {{ {t} download 127.0.0.1 5700 10 1 || echo over-the-limit; }}; wait $h; sleep 0.5; \
+         {t} download 127.0.0.1 5700 1000 2",
+        held = held.display()
+    );
+    let f = warren_run(&["-T", &format!("5700:{}", down.addr.port())], &["sh", "-c", &script], LONG);
+    assert_eq!(f.code, 0, "{} {}", f.stdout, f.stderr);
+    let lines: Vec<&str> = f.stdout.lines().filter(|l| !l.starts_with("FAIL")).collect();
+    assert_eq!(lines, ["over-the-limit", &format!("ok 1000 {}", stream_hash(2, 1000))], "{}", f.stderr);
+    assert_eq!(std::fs::read_to_string(&held).unwrap(), "holding 1024\nok 1024\n", "all 1024 were relayed");
+}
