@@ -777,7 +777,7 @@ fn to_host_connections_are_bounded() {
     let t = t.display();
     let script = format!(
         "ulimit -n 4096; {t} hold 127.0.0.1 5700 1024 3 > {held} & h=$!; \
-         while ! grep -q holding {held}; do sleep 0.05; done; \
+         for _ in $(seq 400); do grep -q holding {held} && break; sleep 0.05; done; \
          {{ {t} download 127.0.0.1 5700 10 1 || echo over-the-limit; }}; wait $h; sleep 0.5; \
          {t} download 127.0.0.1 5700 1000 2",
         held = held.display()
