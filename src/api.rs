@@ -29,7 +29,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use crate::forward::{self, Family, Forward, Proto};
 use crate::runtime::Command;
@@ -213,12 +213,6 @@ fn error(desc: impl Into<String>) -> String {
     json!({"error": {"desc": desc.into()}}).to_string()
 }
 
-async fn ask<T>(commands: &mpsc::Sender<Command>, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
-    let (tx, rx) = oneshot::channel();
-    commands.send(make(tx)).await.ok()?;
-    rx.await.ok()
-}
-
 /// Answers one request with compact JSON (exposed for tests and fuzzing of the parser).
 pub async fn answer(req: &[u8], commands: &mpsc::Sender<Command>, guest: &Guest) -> String {
     let v: Value = match serde_json::from_slice(req) {
@@ -242,13 +236,13 @@ pub async fn answer(req: &[u8], commands: &mpsc::Sender<Command>, guest: &Guest)
                     Err(e) => return error(e.to_string()),
                 }
             }
-            match ask(commands, |r| Command::Add(fwds, r)).await {
+            match Command::ask(commands, |r| Command::Add(fwds, r)).await {
                 Some(Ok(ports)) => json!({"return": {"ports": ports}}).to_string(),
                 Some(Err(e)) => error(e),
                 None => gone(),
             }
         }
-        "port_list" => match ask(commands, Command::List).await {
+        "port_list" => match Command::ask(commands, Command::List).await {
             Some(ports) => json!({"return": {"ports": ports}}).to_string(),
             None => gone(),
         },
@@ -257,13 +251,13 @@ pub async fn answer(req: &[u8], commands: &mpsc::Sender<Command>, guest: &Guest)
                 Some(s) => s,
                 None => return error("bad request: port_remove: arguments.ids must be a list of ids"),
             };
-            match ask(commands, |r| Command::Remove(ids, r)).await {
+            match Command::ask(commands, |r| Command::Remove(ids, r)).await {
                 Some(Ok(())) => r#"{"return":{}}"#.to_string(),
                 Some(Err(e)) => error(e),
                 None => gone(),
             }
         }
-        "stats" => match ask(commands, Command::Stats).await {
+        "stats" => match Command::ask(commands, Command::Stats).await {
             Some((stats, flows)) => json!({"return": {"stats": stats, "flows": flows.len()}}).to_string(),
             None => gone(),
         },
@@ -276,13 +270,13 @@ pub async fn answer(req: &[u8], commands: &mpsc::Sender<Command>, guest: &Guest)
                     );
                 }
             };
-            match ask(commands, |r| Command::Capture(cmd, r)).await {
+            match Command::ask(commands, |r| Command::Capture(cmd, r)).await {
                 Some(Ok(frames)) => json!({"return": {"frames": frames}}).to_string(),
                 Some(Err(e)) => error(e),
                 None => gone(),
             }
         }
-        "flows" => match ask(commands, Command::Stats).await {
+        "flows" => match Command::ask(commands, Command::Stats).await {
             Some((_, flows)) => json!({"return": {"flows": flows}}).to_string(),
             None => gone(),
         },
@@ -291,7 +285,7 @@ pub async fn answer(req: &[u8], commands: &mpsc::Sender<Command>, guest: &Guest)
                 Ok(f) => f,
                 Err(field) => return error(format!("bad request: add_hostfwd: bad arguments.{field}")),
             };
-            match ask(commands, |r| Command::Add(vec![fwd], r)).await {
+            match Command::ask(commands, |r| Command::Add(vec![fwd], r)).await {
                 Some(Ok(ports)) => format!(r#"{{"return":{{"id":{}}}}}"#, ports.first().map_or(0, |p| p.id)),
                 Some(Err(e)) => {
                     tracing::info!(error = %e, "add_hostfwd failed");
@@ -300,7 +294,7 @@ pub async fn answer(req: &[u8], commands: &mpsc::Sender<Command>, guest: &Guest)
                 None => gone(),
             }
         }
-        "list_hostfwd" => match ask(commands, Command::List).await {
+        "list_hostfwd" => match Command::ask(commands, Command::List).await {
             Some(ports) => {
                 // slirp4netns answers {"entries":[...]}; its documentation shows
                 // {"return":{"entries":[...]}}. Both keys satisfy clients of either.
@@ -313,7 +307,7 @@ pub async fn answer(req: &[u8], commands: &mpsc::Sender<Command>, guest: &Guest)
             let Some(id) = args.get("id").and_then(Value::as_u64) else {
                 return error("bad request: remove_hostfwd: bad arguments.id");
             };
-            match ask(commands, |r| Command::Remove(vec![id], r)).await {
+            match Command::ask(commands, |r| Command::Remove(vec![id], r)).await {
                 Some(Ok(())) => r#"{"return":{}}"#.to_string(),
                 Some(Err(_)) => error("bad request: remove_hostfwd: bad arguments.id"),
                 None => gone(),

@@ -1,7 +1,7 @@
 //! `-p auto`: publish every TCP port the container listens on, while it listens (sans-IO).
 //!
 //! The container's kernel lists its listening sockets in `/proc/net/tcp` and `tcp6`, opened
-//! inside its network namespace when the TAP is set up ([`crate::ns::Tap::listen_tables`]).
+//! inside its network namespace when the TAP is set up ([`crate::ns::Tap::tables`]).
 //! Once a second the runtime reads them ([`listening`]), asks the data path which ports are
 //! published and lets [`AutoPublish::plan`] decide: a port the container started listening on
 //! is published on the same host port (as `-p [HOST_IP:]PORT:PORT` would), one it stopped

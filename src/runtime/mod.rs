@@ -97,6 +97,19 @@ pub enum Command {
     SetCapture(Option<device::Capture>),
 }
 
+impl Command {
+    /// Sends the command `make` builds to the data path over `commands` and waits for its
+    /// answer; `None` when the data path has gone.
+    pub async fn ask<T>(
+        commands: &mpsc::Sender<Command>,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        commands.send(make(tx)).await.ok()?;
+        rx.await.ok()
+    }
+}
+
 /// What to do with the packet capture.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]

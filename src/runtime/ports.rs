@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use socket2::{Domain, Socket, Type};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use super::Command;
 use crate::autopublish::{self, AutoPublish, Listening};
@@ -191,12 +191,6 @@ fn read_table(table: &std::fs::File, v6: bool, buf: &mut [u8], out: &mut Listeni
     }
 }
 
-async fn ask<T>(commands: &mpsc::Sender<Command>, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
-    let (tx, rx) = oneshot::channel();
-    commands.send(make(tx)).await.ok()?;
-    rx.await.ok()
-}
-
 /// `-p [HOST_IP:]auto`: every [`AUTO_SCAN_EVERY`], publishes the TCP ports the container
 /// started listening on, on each of `hosts`, and unpublishes those it stopped listening on
 /// (see [`crate::autopublish`]), through the data path's `commands` as the API does. Ends
@@ -218,7 +212,7 @@ pub async fn auto_publish(tables: ListenTables, hosts: Vec<IpAddr>, commands: mp
                 return;
             }
         }
-        let Some(ports) = ask(&commands, Command::List).await else { return };
+        let Some(ports) = Command::ask(&commands, Command::List).await else { return };
         let plan = auto.plan(&listening, &ports);
         if plan.over_limit > 0 && !warned {
             warned = true;
@@ -229,12 +223,12 @@ pub async fn auto_publish(tables: ListenTables, hosts: Vec<IpAddr>, commands: mp
         }
         if !plan.remove.is_empty() {
             tracing::info!(ids = ?plan.remove, "-p auto: the container stopped listening; unpublishing");
-            if ask(&commands, |r| Command::Remove(plan.remove, r)).await.is_none() {
+            if Command::ask(&commands, |r| Command::Remove(plan.remove, r)).await.is_none() {
                 return;
             }
         }
         for fwd in plan.add {
-            match ask(&commands, |r| Command::Add(vec![fwd], r)).await {
+            match Command::ask(&commands, |r| Command::Add(vec![fwd], r)).await {
                 Some(Ok(infos)) => {
                     if let Some(info) = infos.first() {
                         auto.published(&fwd, info.id);
