@@ -197,8 +197,9 @@ pub enum NetworkCommand {
 #[derive(Debug, Args)]
 pub struct PublishArgs {
     /// Publish a container port: [HOST_IP:][HOST_PORT[-END]:]CONTAINER_PORT[-END][/tcp|/udp];
-    /// or [HOST_IP:]auto: every TCP port the container listens on, on the same host port, while
-    /// it listens (checked every second).
+    /// or [HOST_IP:]auto[/udp]: every TCP port the container listens on (/udp: every UDP port
+    /// it serves, bound and unconnected outside its ephemeral range), on the same host port,
+    /// while it does (checked every second).
     #[arg(short = 'p', long = "publish", value_name = "SPEC")]
     pub publish: Vec<String>,
     /// Path of the API socket (default: $XDG_RUNTIME_DIR/warren/PID.sock).
@@ -394,6 +395,7 @@ impl NetArgs {
             queues: self.queues.map_or_else(config::default_queues, usize::from),
             busy_poll: std::time::Duration::from_micros(self.busy_poll.into()),
             to_host: crate::forward::parse_to_host(&self.to_host)?,
+            auto_tables: config::AutoTables::default(),
             limits: config::Limits {
                 tcp_flows: self.max_tcp_flows as usize,
                 handshakes: self.max_handshakes as usize,
@@ -407,7 +409,7 @@ impl NetArgs {
 }
 
 impl PublishArgs {
-    /// Parses every `-p` spec but the `auto` ones ([`PublishArgs::auto_hosts`]).
+    /// Parses every `-p` spec but the `auto` ones ([`PublishArgs::autos`]).
     ///
     /// # Errors
     /// The first malformed spec.
@@ -419,16 +421,16 @@ impl PublishArgs {
         Ok(out)
     }
 
-    /// The host addresses of the `-p [HOST_IP:]auto` specs (each once).
+    /// The host addresses and protocols of the `-p [HOST_IP:]auto[/udp]` specs (each once).
     ///
     /// # Errors
     /// The first malformed `auto` spec.
-    pub fn auto_hosts(&self) -> Result<Vec<std::net::IpAddr>, CliError> {
+    pub fn autos(&self) -> Result<Vec<(std::net::IpAddr, crate::forward::Proto)>, CliError> {
         let mut out = Vec::new();
-        for ip in self.publish.iter().filter_map(|s| crate::forward::parse_auto(s)) {
-            let ip = ip?;
-            if !out.contains(&ip) {
-                out.push(ip);
+        for a in self.publish.iter().filter_map(|s| crate::forward::parse_auto(s)) {
+            let a = a?;
+            if !out.contains(&a) {
+                out.push(a);
             }
         }
         Ok(out)

@@ -281,6 +281,26 @@ pub struct NetConfig {
     pub busy_poll: std::time::Duration,
     /// `-T`: ports of the container's loopback that lead to the host's loopback.
     pub to_host: Vec<crate::forward::ToHost>,
+    /// `-p auto`: which of the namespace's socket tables warren keeps open to read.
+    pub auto_tables: AutoTables,
+}
+
+/// The socket tables of the container's network namespace `-p auto` reads (opened inside it
+/// when the TAP is set up).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AutoTables {
+    /// `/proc/net/tcp` and `tcp6` (`-p auto`).
+    pub tcp: bool,
+    /// `/proc/net/udp` and `udp6`, and the namespace's ephemeral port range (`-p auto/udp`).
+    pub udp: bool,
+}
+
+impl AutoTables {
+    /// The tables the `-p auto` specs (host address, protocol) read.
+    pub fn of(autos: &[(std::net::IpAddr, crate::forward::Proto)]) -> Self {
+        use crate::forward::Proto;
+        Self { tcp: autos.iter().any(|(_, p)| *p == Proto::Tcp), udp: autos.iter().any(|(_, p)| *p == Proto::Udp) }
+    }
 }
 
 /// The default longest busy-poll window, microseconds (`--busy-poll`). Polling stands aside

@@ -10,7 +10,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 /// Transport protocol of a forward.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Proto {
     /// TCP.
     Tcp,
@@ -40,7 +40,7 @@ pub enum Family {
 /// A malformed `-p` spec.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 #[error(
-    "invalid port spec {spec:?}: {why}; expected [HOST_IP:][HOST_PORT[-END]:]CONTAINER_PORT[-END][/tcp|/udp][4|6] or [HOST_IP:]auto"
+    "invalid port spec {spec:?}: {why}; expected [HOST_IP:][HOST_PORT[-END]:]CONTAINER_PORT[-END][/tcp|/udp][4|6] or [HOST_IP:]auto[/udp]"
 )]
 pub struct SpecError {
     /// The text given.
@@ -159,22 +159,24 @@ pub fn parse_spec(spec: &str) -> Result<Vec<Forward>, SpecError> {
         .collect())
 }
 
-/// Reads `[HOST_IP:]auto[/tcp]` (publish every TCP port the container listens on, see
-/// [`crate::autopublish`]): `None` when `spec` is not of that form, else the host address
-/// (default 0.0.0.0) or the error.
-pub fn parse_auto(spec: &str) -> Option<Result<IpAddr, SpecError>> {
+/// Reads `[HOST_IP:]auto[/tcp|/udp]` (publish every TCP port the container listens on, or
+/// every UDP port it serves, see [`crate::autopublish`]): `None` when `spec` is not of that
+/// form, else the host address (default 0.0.0.0) and protocol, or the error.
+pub fn parse_auto(spec: &str) -> Option<Result<(IpAddr, Proto), SpecError>> {
     let err = |why: String| SpecError { spec: spec.to_string(), why };
     let (body, proto) = spec.rsplit_once('/').map_or((spec, None), |(b, p)| (b, Some(p)));
     let host = body.strip_suffix("auto")?;
     if !(host.is_empty() || host.ends_with(':')) {
         return None;
     }
-    if let Some(p) = proto.filter(|p| *p != "tcp") {
-        return Some(Err(err(format!("protocol {p:?}: `auto` publishes TCP ports only"))));
-    }
+    let proto = match proto {
+        None | Some("tcp") => Proto::Tcp,
+        Some("udp") => Proto::Udp,
+        Some(p) => return Some(Err(err(format!("protocol {p:?}: `auto` takes /tcp or /udp")))),
+    };
     let host = host.strip_suffix(':').unwrap_or(host);
     if host.is_empty() {
-        return Some(Ok(IpAddr::V4(Ipv4Addr::UNSPECIFIED)));
+        return Some(Ok((IpAddr::V4(Ipv4Addr::UNSPECIFIED), proto)));
     }
     let ip = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
         Some(v6) => {
@@ -182,7 +184,7 @@ pub fn parse_auto(spec: &str) -> Option<Result<IpAddr, SpecError>> {
         }
         None => host.parse::<Ipv4Addr>().map(IpAddr::V4).map_err(|_| err(format!("{host:?} is not an IPv4 address"))),
     };
-    Some(ip)
+    Some(ip.map(|ip| (ip, proto)))
 }
 
 /// Most ports `-T` may lead to the host: each is a listening socket the container's
@@ -292,11 +294,13 @@ mod tests {
     #[test]
     fn auto_forms() {
         let a = |s: &str| parse_auto(s).map(|r| r.map_err(|e| e.why));
-        assert_eq!(a("auto"), Some(Ok("0.0.0.0".parse().unwrap())));
-        assert_eq!(a("auto/tcp"), Some(Ok("0.0.0.0".parse().unwrap())));
-        assert_eq!(a("127.0.0.1:auto"), Some(Ok("127.0.0.1".parse().unwrap())));
-        assert_eq!(a("[::1]:auto"), Some(Ok("::1".parse().unwrap())));
-        assert_eq!(a("auto/udp"), Some(Err("protocol \"udp\": `auto` publishes TCP ports only".into())));
+        let ok = |ip: &str, proto| Some(Ok((ip.parse().unwrap(), proto)));
+        assert_eq!(a("auto"), ok("0.0.0.0", Proto::Tcp));
+        assert_eq!(a("auto/tcp"), ok("0.0.0.0", Proto::Tcp));
+        assert_eq!(a("auto/udp"), ok("0.0.0.0", Proto::Udp));
+        assert_eq!(a("127.0.0.1:auto"), ok("127.0.0.1", Proto::Tcp));
+        assert_eq!(a("[::1]:auto/udp"), ok("::1", Proto::Udp));
+        assert_eq!(a("auto/sctp"), Some(Err("protocol \"sctp\": `auto` takes /tcp or /udp".into())));
         assert_eq!(a("8080:auto"), Some(Err("\"8080\" is not an IPv4 address".into())));
         assert_eq!(a("[zz]:auto"), Some(Err("\"zz\" is not an IPv6 address".into())));
         assert_eq!(a("8080:80"), None);
@@ -342,10 +346,8 @@ mod tests {
         assert_eq!(e("90-80"), "container port range 90-80 is backwards");
         let full = parse_spec("x").unwrap_err().to_string();
         assert!(full.starts_with("invalid port spec \"x\": container port \"x\" is not a number"), "{full}");
-        assert!(
-            full.ends_with(
-                "expected [HOST_IP:][HOST_PORT[-END]:]CONTAINER_PORT[-END][/tcp|/udp][4|6] or [HOST_IP:]auto"
-            )
-        );
+        assert!(full.ends_with(
+            "expected [HOST_IP:][HOST_PORT[-END]:]CONTAINER_PORT[-END][/tcp|/udp][4|6] or [HOST_IP:]auto[/udp]"
+        ));
     }
 }

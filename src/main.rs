@@ -118,14 +118,14 @@ fn harden(no_seccomp: bool) {
 struct Prepared {
     requested: Vec<Forward>,
     bound: Vec<Bound>,
-    /// Host addresses of `-p [HOST_IP:]auto`.
-    auto: Vec<std::net::IpAddr>,
+    /// Host addresses and protocols of `-p [HOST_IP:]auto[/udp]`.
+    auto: Vec<(std::net::IpAddr, warren::forward::Proto)>,
     api: ApiSocket,
 }
 
 fn prepare(p: PublishArgs) -> Result<Prepared> {
     let requested = p.forwards()?;
-    let auto = p.auto_hosts()?;
+    let auto = p.autos()?;
     let bound = ports::bind_all(&requested)?;
     let api = ApiSocket::bind(p.api_socket)?;
     tracing::info!(path = %api.path.display(), "API socket");
@@ -137,7 +137,7 @@ fn prepare(p: PublishArgs) -> Result<Prepared> {
 fn start_ports(
     dp: &mut Dataplane,
     prep: Prepared,
-    tables: ns::ListenTables,
+    tables: ns::SocketTables,
 ) -> Result<tokio::sync::mpsc::Receiver<DpCommand>> {
     let infos = dp.publish(prep.bound).context("publish ports")?;
     for (info, req) in infos.iter().zip(&prep.requested) {
@@ -183,10 +183,11 @@ fn run(a: RunArgs) -> Result<u8> {
         Some(n) => return run_on_network(a, n.to_string()),
         None => {}
     }
-    let cfg = a.net.to_config()?;
+    let mut cfg = a.net.to_config()?;
     let no_seccomp = a.net.no_seccomp;
     let capture = open_capture(a.net.pcap.as_deref())?;
     let prep = prepare(a.ports)?;
+    cfg.auto_tables = warren::config::AutoTables::of(&prep.auto);
     let setup = Progress::start("setting up the container's network");
     let child = ns::spawn_run(&cfg, &a.command)?;
     drop(setup);
@@ -464,9 +465,10 @@ async fn supervise(pid: Pid) -> u8 {
 }
 
 fn attach(a: AttachArgs) -> Result<u8> {
-    let cfg = a.net.to_config()?;
+    let mut cfg = a.net.to_config()?;
     let capture = open_capture(a.net.pcap.as_deref())?;
     let prep = prepare(a.ports)?;
+    cfg.auto_tables = warren::config::AutoTables::of(&prep.auto);
     let target = match (a.pid, a.netns) {
         (Some(pid), _) => Target::Pid(pid),
         (None, Some(netns)) => Target::Path { netns, userns: a.userns },
@@ -544,7 +546,7 @@ fn run_on_network(a: RunArgs, network: String) -> Result<u8> {
             "--pcap applies to a container's own network; on {network:?} use `warren capture --network {network} -w FILE`"
         );
     }
-    if !a.ports.auto_hosts()?.is_empty() {
+    if !a.ports.autos()?.is_empty() {
         anyhow::bail!("-p auto applies to a container's own network; on {network:?} publish each port (-p PORT)");
     }
     let conn = Conn::connect()?;

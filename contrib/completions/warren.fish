@@ -61,7 +61,7 @@ complete -c warren -n "__fish_warren_using_subcommand run" -l network -d 'Networ
 complete -c warren -n "__fish_warren_using_subcommand run" -l name -d 'Container name on bridge networks (DNS name; default: generated)' -r
 complete -c warren -n "__fish_warren_using_subcommand run" -l alias -d 'Extra DNS name on the bridge network (repeatable)' -r
 complete -c warren -n "__fish_warren_using_subcommand run" -l ip -d 'Address on the bridge network (default: the next free one)' -r
-complete -c warren -n "__fish_warren_using_subcommand run" -s p -l publish -d 'Publish a container port: [HOST_IP:][HOST_PORT[-END]:]CONTAINER_PORT[-END][/tcp|/udp]; or [HOST_IP:]auto: every TCP port the container listens on, on the same host port, while it listens (checked every second)' -r
+complete -c warren -n "__fish_warren_using_subcommand run" -s p -l publish -d 'Publish a container port: [HOST_IP:][HOST_PORT[-END]:]CONTAINER_PORT[-END][/tcp|/udp]; or [HOST_IP:]auto[/udp]: every TCP port the container listens on (/udp: every UDP port it serves, bound and unconnected outside its ephemeral range), on the same host port, while it does (checked every second)' -r
 complete -c warren -n "__fish_warren_using_subcommand run" -l api-socket -d 'Path of the API socket (default: $XDG_RUNTIME_DIR/warren/PID.sock)' -r -F
 complete -c warren -n "__fish_warren_using_subcommand run" -l log-format -d 'Log line format on stderr' -r -f -a "text\t'Human-readable lines'
 json\t'One JSON object per line (ts, level, target, message, fields)'"
@@ -89,7 +89,7 @@ complete -c warren -n "__fish_warren_using_subcommand attach" -l max-buffer-memo
 complete -c warren -n "__fish_warren_using_subcommand attach" -l max-udp-flows -d 'Most open UDP flows; more are dropped and counted' -r
 complete -c warren -n "__fish_warren_using_subcommand attach" -l queues -d 'TAP queues, each served by its own data-path thread; the container\'s kernel spreads its flows over them (default: one per CPU, at most 4)' -r
 complete -c warren -n "__fish_warren_using_subcommand attach" -l busy-poll -d 'Microseconds a data-path thread may keep polling for work before it sleeps, saving the wake-up of request/response traffic (roughly halves round trips on VMs whose idle CPUs halt); adaptive: opens only after closely spaced events, never after bulk transfer or while idle, and stands aside while other threads want the CPUs. 0: off' -r
-complete -c warren -n "__fish_warren_using_subcommand attach" -s p -l publish -d 'Publish a container port: [HOST_IP:][HOST_PORT[-END]:]CONTAINER_PORT[-END][/tcp|/udp]; or [HOST_IP:]auto: every TCP port the container listens on, on the same host port, while it listens (checked every second)' -r
+complete -c warren -n "__fish_warren_using_subcommand attach" -s p -l publish -d 'Publish a container port: [HOST_IP:][HOST_PORT[-END]:]CONTAINER_PORT[-END][/tcp|/udp]; or [HOST_IP:]auto[/udp]: every TCP port the container listens on (/udp: every UDP port it serves, bound and unconnected outside its ephemeral range), on the same host port, while it does (checked every second)' -r
 complete -c warren -n "__fish_warren_using_subcommand attach" -l api-socket -d 'Path of the API socket (default: $XDG_RUNTIME_DIR/warren/PID.sock)' -r -F
 complete -c warren -n "__fish_warren_using_subcommand attach" -l log-format -d 'Log line format on stderr' -r -f -a "text\t'Human-readable lines'
 json\t'One JSON object per line (ts, level, target, message, fields)'"

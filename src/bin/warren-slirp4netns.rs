@@ -119,6 +119,7 @@ fn run(a: SlirpArgs) -> Result<(), String> {
         queues: config::default_queues(),
         busy_poll: config::default_busy_poll(),
         to_host: Vec::new(),
+        auto_tables: Default::default(),
         bridge: None,
     };
     // Taken before configuring: once the set-up is visible, the namespace may go at any moment

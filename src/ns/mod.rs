@@ -26,7 +26,7 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{Pid, getgid, getuid};
 
-use crate::config::NetConfig;
+use crate::config::{AutoTables, NetConfig};
 use crate::sys;
 
 /// Errors of namespace creation and TAP setup.
@@ -64,29 +64,65 @@ pub struct Tap {
     pub mac: [u8; 6],
     /// The fds of the TAP's other queues (multiqueue, `NetConfig::queues` > 1), non-blocking.
     pub queues: Vec<OwnedFd>,
-    /// The namespace's TCP socket tables, opened inside it (`-p auto` reads them).
-    pub tables: ListenTables,
+    /// The namespace's socket tables `-p auto` reads, opened inside it.
+    pub tables: SocketTables,
     /// `-T`: listening sockets on the namespace's loopback, non-blocking (per port, IPv4 and,
     /// when the namespace has ::1, IPv6).
     pub to_host: Vec<std::net::TcpListener>,
 }
 
-/// `/proc/net/tcp` and `/proc/net/tcp6` of a network namespace, opened inside it: reading
-/// them later (from offset 0) lists that namespace's sockets wherever the reader is. A table
-/// the kernel does not offer (IPv6 disabled) is `None`.
+/// `/proc/net/tcp`, `tcp6`, `udp` and `udp6` of a network namespace, opened inside it when
+/// asked for ([`crate::config::AutoTables`]): reading them later (from offset 0) lists that
+/// namespace's sockets wherever the reader is. A table not asked for, or one the kernel does
+/// not offer (IPv6 disabled), is `None`.
 #[derive(Debug, Default)]
-pub struct ListenTables {
+pub struct SocketTables {
     /// `/proc/net/tcp`.
     pub tcp: Option<fs::File>,
     /// `/proc/net/tcp6`.
     pub tcp6: Option<fs::File>,
+    /// `/proc/net/udp`.
+    pub udp: Option<fs::File>,
+    /// `/proc/net/udp6`.
+    pub udp6: Option<fs::File>,
+    /// The namespace's ephemeral port range (`net.ipv4.ip_local_port_range`, which IPv6
+    /// uses too) when the UDP tables are open: ports the kernel picks for unbound sockets.
+    pub ephemeral: (u16, u16),
 }
 
-impl ListenTables {
-    /// The current network namespace's tables.
-    fn open() -> Self {
+/// The kernel's default `ip_local_port_range`.
+const EPHEMERAL_DEFAULT: (u16, u16) = (32768, 60999);
+
+impl SocketTables {
+    /// The current network namespace's tables, those `which` asks for.
+    fn open(which: AutoTables) -> Self {
         let open = |p: &str| fs::File::open(p).ok();
-        Self { tcp: open("/proc/self/net/tcp"), tcp6: open("/proc/self/net/tcp6") }
+        let mut t = Self::default();
+        if which.tcp {
+            (t.tcp, t.tcp6) = (open("/proc/self/net/tcp"), open("/proc/self/net/tcp6"));
+        }
+        if which.udp {
+            (t.udp, t.udp6) = (open("/proc/self/net/udp"), open("/proc/self/net/udp6"));
+            t.ephemeral = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+                .ok()
+                .and_then(|r| parse_port_range(&r))
+                .unwrap_or(EPHEMERAL_DEFAULT);
+        }
+        t
+    }
+
+    /// The open tables in a fixed order, each with its bit in the report message.
+    fn files(&self) -> [(&Option<fs::File>, u8); 4] {
+        [(&self.tcp, 1), (&self.tcp6, 2), (&self.udp, 4), (&self.udp6, 8)]
+    }
+}
+
+/// `ip_local_port_range`'s two numbers, low then high.
+fn parse_port_range(text: &str) -> Option<(u16, u16)> {
+    let mut it = text.split_whitespace().map(str::parse::<u16>);
+    match (it.next(), it.next()) {
+        (Some(Ok(lo)), Some(Ok(hi))) if lo <= hi => Some((lo, hi)),
+        _ => None,
     }
 }
 
@@ -109,7 +145,7 @@ fn configure_tap(cfg: &NetConfig, configure: bool) -> Result<Tap, String> {
     // open_tap returns at least one fd.
     let fd = queues.remove(0);
     let name = cfg.tap_name.as_str();
-    let tables = ListenTables::open();
+    let tables = SocketTables::open(cfg.auto_tables);
     if !configure {
         let mac = ctl.mac(name).map_err(|e| e.to_string())?;
         return Ok(Tap { fd, mac, queues, tables, to_host: Vec::new() });
@@ -223,24 +259,26 @@ fn tun_hint(msg: String) -> String {
     msg
 }
 
-/// Child side of the report protocol: `O` + MAC + whether the TCP and TCP6 tables follow
-/// (one byte each) + the number of `-T` listeners + [TAP fd, other queues' fds, the tables'
-/// fds, the listeners' fds] on success, `E` + message on failure.
+/// Child side of the report protocol: `O` + MAC + a byte with a bit per socket table that
+/// follows ([`SocketTables::files`]) + the number of `-T` listeners + the ephemeral port range
+/// (two u16, native order) + [TAP fd, other queues' fds, the tables' fds, the listeners' fds]
+/// on success, `E` + message on failure.
 fn report(sock: &UnixStream, r: Result<Option<Tap>, String>) {
     match r {
         Ok(None) => {
             let _ = (&*sock).write_all(b"N");
         }
         Ok(Some(tap)) => {
-            let mut msg = [b'O'; 10];
+            let mut msg = [b'O'; REPORT_LEN];
             msg[1..7].copy_from_slice(&tap.mac);
-            msg[7] = u8::from(tap.tables.tcp.is_some());
-            msg[8] = u8::from(tap.tables.tcp6.is_some());
+            msg[7] = tap.tables.files().iter().filter(|(f, _)| f.is_some()).map(|(_, bit)| bit).sum();
             // At most 2 * forward::TO_HOST_MAX.
-            msg[9] = tap.to_host.len() as u8;
+            msg[8] = tap.to_host.len() as u8;
+            msg[9..11].copy_from_slice(&tap.tables.ephemeral.0.to_ne_bytes());
+            msg[11..13].copy_from_slice(&tap.tables.ephemeral.1.to_ne_bytes());
             let mut fds = vec![tap.fd.as_fd()];
             fds.extend(tap.queues.iter().map(AsFd::as_fd));
-            fds.extend(tap.tables.tcp.iter().chain(&tap.tables.tcp6).map(AsFd::as_fd));
+            fds.extend(tap.tables.files().iter().filter_map(|(f, _)| f.as_ref()).map(AsFd::as_fd));
             fds.extend(tap.to_host.iter().map(AsFd::as_fd));
             let _ = sys::send_fds(sock.as_fd(), &msg, &fds);
         }
@@ -253,28 +291,36 @@ fn report(sock: &UnixStream, r: Result<Option<Tap>, String>) {
     }
 }
 
+/// Length of the success message of the report protocol.
+const REPORT_LEN: usize = 13;
+
 /// Parent side of the report protocol.
 fn receive(sock: &UnixStream) -> Result<Option<Tap>, NsError> {
     let mut buf = [0u8; 4096];
     let (n, mut fds) = sys::recv_fds(sock.as_fd(), &mut buf)?;
+    let n_tables = buf.get(7).map_or(0, |b| b.count_ones() as usize);
     match buf.first() {
         Some(b'N') if n == 1 => Ok(None),
-        Some(b'O')
-            if n == 10
-                && buf[7] <= 1
-                && buf[8] <= 1
-                && fds.len() > usize::from(buf[7]) + usize::from(buf[8]) + usize::from(buf[9]) =>
-        {
+        Some(b'O') if n == REPORT_LEN && buf[7] < 16 && fds.len() > n_tables + usize::from(buf[8]) => {
             let mut mac = [0u8; 6];
             mac.copy_from_slice(&buf[1..7]);
             let to_host =
-                fds.split_off(fds.len() - usize::from(buf[9])).into_iter().map(std::net::TcpListener::from).collect();
-            let mut tables = fds.split_off(fds.len() - usize::from(buf[7] + buf[8])).into_iter().map(fs::File::from);
-            let tcp = if buf[7] == 1 { tables.next() } else { None };
-            let tcp6 = tables.next();
+                fds.split_off(fds.len() - usize::from(buf[8])).into_iter().map(std::net::TcpListener::from).collect();
+            let mut files = fds.split_off(fds.len() - n_tables).into_iter().map(fs::File::from);
+            let mut tables = SocketTables {
+                ephemeral: (u16::from_ne_bytes([buf[9], buf[10]]), u16::from_ne_bytes([buf[11], buf[12]])),
+                ..SocketTables::default()
+            };
+            for (slot, bit) in
+                [(&mut tables.tcp, 1u8), (&mut tables.tcp6, 2), (&mut tables.udp, 4), (&mut tables.udp6, 8)]
+            {
+                if buf[7] & bit != 0 {
+                    *slot = files.next();
+                }
+            }
             let queues = fds.split_off(1);
             let fd = fds.pop().expect("one fd");
-            Ok(Some(Tap { fd, mac, queues, tables: ListenTables { tcp, tcp6 }, to_host }))
+            Ok(Some(Tap { fd, mac, queues, tables, to_host }))
         }
         Some(b'E') => Err(NsError::Child(String::from_utf8_lossy(&buf[1..n]).into_owned())),
         _ => Err(NsError::Child("namespace setup failed before reporting (child died)".into())),
@@ -710,6 +756,15 @@ pub fn sandbox(userns: Option<&fs::File>) -> Result<(), String> {
 mod tests {
     use super::*;
     use std::net::Ipv4Addr;
+
+    #[test]
+    fn ephemeral_port_range() {
+        assert_eq!(parse_port_range("32768\t60999\n"), Some((32768, 60999)));
+        assert_eq!(parse_port_range("1024 1024"), Some((1024, 1024)));
+        assert_eq!(parse_port_range("60999 32768"), None);
+        assert_eq!(parse_port_range("32768"), None);
+        assert_eq!(parse_port_range("x 60999"), None);
+    }
 
     #[test]
     fn resolv_keeps_search_and_options() {

@@ -13,9 +13,9 @@ use socket2::{Domain, Socket, Type};
 use tokio::sync::mpsc;
 
 use super::Command;
-use crate::autopublish::{self, AutoPublish, Listening};
+use crate::autopublish::{self, AutoPublish, Listening, Table};
 use crate::forward::{Forward, Proto};
-use crate::ns::ListenTables;
+use crate::ns::SocketTables;
 
 /// A host port that cannot be published, with the reason and the fix.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -166,15 +166,17 @@ pub struct PortInfo {
 /// How often `-p auto` reads the container's socket tables.
 pub const AUTO_SCAN_EVERY: Duration = Duration::from_secs(1);
 
-/// Most bytes of a socket table read per scan: the listening sockets come first, so this
-/// bounds only a namespace with tens of thousands of listeners.
+/// Most bytes of a socket table read per scan: TCP's listening sockets come first, so this
+/// bounds only a namespace with tens of thousands of listeners, or of UDP sockets (~128 bytes
+/// each; UDP tables are read whole).
 const AUTO_TABLE_MAX: u64 = 8 << 20;
 
-/// Adds the listening sockets of one table (`/proc/net/tcp` or `tcp6`, per `v6`) to `out`,
-/// reading from offset 0 (the kernel lists the table afresh) up to its first socket that is
+/// Adds the services of one table (`v6`: `tcp6` or `udp6`) to `out`, reading from offset 0
+/// (the kernel lists the table afresh) up to its end or, for TCP, its first socket that is
 /// not listening.
-fn read_table(table: &std::fs::File, v6: bool, buf: &mut [u8], out: &mut Listening) -> io::Result<()> {
+fn read_table(table: &std::fs::File, v6: bool, kind: Table, buf: &mut [u8], out: &mut Listening) -> io::Result<()> {
     use std::os::unix::fs::FileExt;
+    let proto = if kind == Table::Tcp { Proto::Tcp } else { Proto::Udp };
     let (mut pending, mut off) = (Vec::new(), 0u64);
     loop {
         let n = table.read_at(buf, off)?;
@@ -182,8 +184,8 @@ fn read_table(table: &std::fs::File, v6: bool, buf: &mut [u8], out: &mut Listeni
         pending.extend_from_slice(&buf[..n]);
         // Whole lines only; the rest waits for the next read.
         let end = if n == 0 { pending.len() } else { pending.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1) };
-        let scan = autopublish::listening(&String::from_utf8_lossy(&pending[..end]), v6);
-        autopublish::merge(out, &scan.sockets);
+        let scan = autopublish::scan(&String::from_utf8_lossy(&pending[..end]), v6, kind);
+        autopublish::merge(out, proto, &scan.sockets);
         if n == 0 || scan.done || off > AUTO_TABLE_MAX {
             return Ok(());
         }
@@ -191,11 +193,11 @@ fn read_table(table: &std::fs::File, v6: bool, buf: &mut [u8], out: &mut Listeni
     }
 }
 
-/// `-p [HOST_IP:]auto`: every [`AUTO_SCAN_EVERY`], publishes the TCP ports the container
-/// started listening on, on each of `hosts`, and unpublishes those it stopped listening on
+/// `-p [HOST_IP:]auto[/udp]`: every [`AUTO_SCAN_EVERY`], publishes the ports the container
+/// started serving (each protocol on its `hosts`), and unpublishes those it stopped serving
 /// (see [`crate::autopublish`]), through the data path's `commands` as the API does. Ends
 /// with the data path, or when the tables cannot be read.
-pub async fn auto_publish(tables: ListenTables, hosts: Vec<IpAddr>, commands: mpsc::Sender<Command>) {
+pub async fn auto_publish(tables: SocketTables, hosts: Vec<(IpAddr, Proto)>, commands: mpsc::Sender<Command>) {
     let mut auto = AutoPublish::new(hosts);
     let mut warned = false;
     let mut buf = vec![0u8; 16 << 10];
@@ -204,9 +206,16 @@ pub async fn auto_publish(tables: ListenTables, hosts: Vec<IpAddr>, commands: mp
     loop {
         tick.tick().await;
         let mut listening = Listening::new();
-        for (table, v6) in [(&tables.tcp, false), (&tables.tcp6, true)] {
+        let udp = Table::Udp { ephemeral: tables.ephemeral };
+        let all = [
+            (&tables.tcp, false, Table::Tcp),
+            (&tables.tcp6, true, Table::Tcp),
+            (&tables.udp, false, udp),
+            (&tables.udp6, true, udp),
+        ];
+        for (table, v6, kind) in all {
             if let Some(t) = table
-                && let Err(e) = read_table(t, v6, &mut buf, &mut listening)
+                && let Err(e) = read_table(t, v6, kind, &mut buf, &mut listening)
             {
                 tracing::warn!(error = %e, "-p auto: cannot read the container's sockets; no more ports follow them");
                 return;

@@ -684,6 +684,52 @@ fn auto_publishes_what_the_container_listens_on_while_it_listens() {
 }
 
 #[test]
+fn auto_udp_publishes_the_services_the_container_binds_not_its_client_sockets() {
+    require_isolation();
+    let (p, p2) = (free_service_port("0.0.0.0"), free_service_port("0.0.0.0"));
+    let dir = ScratchDir::new("auto-udp");
+    let stop = dir.join("stop");
+    // A UDP service on p (all addresses) and a TCP one on the same port; a UDP service on the
+    // container's loopback (p2); and a socket bound to an ephemeral port, as a client's is
+    // (`udp-serve 0`). At `stop`, the services on p go; the others stay.
+    let t = nettool();
+    let script = format!(
+        "{t} udp-serve {p} & u=$!; {t} serve {p} & s=$!; {t} udp-serve 127.0.0.1:{p2} & {t} udp-serve 0 & \
+         while [ ! -e {stop} ]; do sleep 0.05; done; kill $u $s; echo stopped; sleep 600",
+        t = t.display(),
+        stop = stop.display()
+    );
+    let r = Running::start(&["-p", "auto/udp", "-p", "127.0.0.1:auto"], &["sh", "-c", &script]);
+    let udp_row = format!("udp\t0.0.0.0:{p}\t10.0.2.100:{p}");
+    let tcp_row = format!("tcp\t127.0.0.1:{p}\t10.0.2.100:{p}");
+    let ls = port_ls_until(&r, "the UDP and TCP services published", |s| s.contains(&udp_row) && s.contains(&tcp_row));
+    // Give a late scan the chance to add what it should not.
+    std::thread::sleep(Duration::from_millis(1500));
+    let ls2 = r.port(&["ls"]).stdout;
+    assert_eq!((ls.lines().count(), ls2.lines().count()), (2, 2), "neither loopback nor ephemeral sockets: {ls2}");
+    // Datagrams both ways, from a loopback client and from a remote one whose source is kept.
+    let f = run_with_deadline(
+        {
+            let mut c = std::process::Command::new(nettool());
+            c.args(["udp-ask", "127.0.0.1", &p.to_string(), "hi"]);
+            c
+        },
+        SHORT,
+    );
+    assert_eq!(f.code, 0, "{} {}", f.stdout, f.stderr);
+    assert!(f.stdout.trim().ends_with(" hi") && f.stdout.contains("reply=from "), "{}", f.stdout);
+    let f = remote_nettool(&["udp-ask", VETH_LOCAL, &p.to_string(), "hi"]);
+    assert_eq!(f.code, 0, "{} {}", f.stdout, f.stderr);
+    let line = f.stdout.trim();
+    let local = line.split_whitespace().next().unwrap().trim_start_matches("local=");
+    assert_eq!(line, format!("local={local} reply=from {local} hi"), "the remote client's source is kept");
+    // The services close: both ports go.
+    std::fs::write(&stop, b"").unwrap();
+    port_ls_until(&r, "the closed services unpublished", str::is_empty);
+    assert!(r.stdout.lock().unwrap().iter().any(|l| l == "stopped"));
+}
+
+#[test]
 fn auto_reports_a_host_port_it_cannot_take_and_refuses_bad_specs() {
     require_isolation();
     let taken = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
@@ -695,7 +741,7 @@ fn auto_reports_a_host_port_it_cannot_take_and_refuses_bad_specs() {
     assert_eq!(f.stderr.matches(&warn).count(), 1, "reported once: {}", f.stderr);
     drop(taken);
     for (spec, msg) in [
-        ("auto/udp", "invalid port spec \"auto/udp\": protocol \"udp\": `auto` publishes TCP ports only"),
+        ("auto/sctp", "invalid port spec \"auto/sctp\": protocol \"sctp\": `auto` takes /tcp or /udp"),
         ("1.2.3:auto", "invalid port spec \"1.2.3:auto\": \"1.2.3\" is not an IPv4 address"),
     ] {
         let f = warren_run(&["-p", spec], &["echo", "started"], SHORT);

@@ -630,6 +630,20 @@ pub fn free_port(ip: &str) -> u16 {
     }
 }
 
+/// A port on `ip` free for TCP and UDP at the time of asking, below the kernel's default
+/// ephemeral range (32768-60999), where a container's services bind.
+pub fn free_service_port(ip: &str) -> u16 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let start = 20000 + std::process::id() % 6000;
+    loop {
+        let p = (start + NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) * 7) % 12000 + 20000;
+        let p = u16::try_from(p).unwrap();
+        if TcpListener::bind((ip, p)).is_ok() && UdpSocket::bind((ip, p)).is_ok() {
+            return p;
+        }
+    }
+}
+
 /// A process in a fresh user + network namespace, as rootless tools create (root inside, our
 /// uid outside), killed by PID when the guard drops. Returns once it is inside them.
 pub fn namespace_holder() -> (Guard, u32) {
