@@ -36,6 +36,8 @@
 //! nettool send HOST PORT BYTES SEED            # write stream(SEED), close, exit at once
 //! nettool ask HOST PORT WORDS...               # send the words as a line; print local addr and reply
 //! nettool udp-ask HOST PORT TEXT               # one datagram; print local addr and reply
+//! nettool udp-sources HOST PORT N              # N sockets in turn, one datagram each, all kept
+//!                                              # open; print "answered A of N" (1 s per reply)
 //! nettool serve PORT...                        # TCP server: "peer" | "get N SEED" | "put" per line
 //! nettool udp-serve PORT [MS]                  # UDP server: answers "from ADDR " + the datagram
 //!                                              # (MS ms later when given)
@@ -975,6 +977,23 @@ fn main() -> ExitCode {
                 }
             }
             Err("no UDP reply".to_string())
+        })(),
+        ["udp-sources", h, p, n] => (|| {
+            let (to, n) = (addr(h, p), n.parse::<usize>().unwrap());
+            let bind = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+            let (mut open, mut answered, mut buf) = (Vec::with_capacity(n), 0, [0u8; 64]);
+            for i in 0..n {
+                let s = UdpSocket::bind(bind).map_err(|e| format!("socket {i}: {e}"))?;
+                s.set_read_timeout(Some(Duration::from_secs(1))).map_err(|e| e.to_string())?;
+                s.connect(to).map_err(|e| e.to_string())?;
+                let text = i.to_string();
+                s.send(text.as_bytes()).map_err(|e| e.to_string())?;
+                if matches!(s.recv(&mut buf), Ok(m) if buf[..m] == *text.as_bytes()) {
+                    answered += 1;
+                }
+                open.push(s);
+            }
+            Ok(format!("answered {answered} of {n}"))
         })(),
         ["serve", ports @ ..] if !ports.is_empty() => serve(ports),
         ["udp-serve", p] => udp_serve(p, Duration::ZERO),

@@ -274,6 +274,11 @@ pub struct NetArgs {
     /// ::1), repeatable: [CONTAINER_PORT[-END]:]HOST_PORT[-END], at most 16 ports (pasta's -T).
     #[arg(short = 'T', long = "to-host", value_name = "SPEC")]
     pub to_host: Vec<String>,
+    /// Make a host-loopback UDP port reachable on the container's loopback, repeatable:
+    /// datagrams to 127.0.0.1 (::1) go to the host's 127.0.0.1 (::1), replies come back;
+    /// [CONTAINER_PORT[-END]:]HOST_PORT[-END], at most 16 ports (pasta's -U).
+    #[arg(short = 'U', long = "to-host-udp", value_name = "SPEC")]
+    pub to_host_udp: Vec<String>,
     /// Let connections to the gateway address reach the host's loopback (127.0.0.1, ::1); off: refused.
     #[arg(long)]
     pub allow_host_loopback: bool,
@@ -394,7 +399,8 @@ impl NetArgs {
             bridge: None,
             queues: self.queues.map_or_else(config::default_queues, usize::from),
             busy_poll: std::time::Duration::from_micros(self.busy_poll.into()),
-            to_host: crate::forward::parse_to_host(&self.to_host)?,
+            to_host: crate::forward::parse_to_host(&self.to_host, "--to-host")?,
+            to_host_udp: crate::forward::parse_to_host(&self.to_host_udp, "--to-host-udp")?,
             auto_tables: config::AutoTables::default(),
             limits: config::Limits {
                 tcp_flows: self.max_tcp_flows as usize,

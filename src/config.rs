@@ -281,6 +281,8 @@ pub struct NetConfig {
     pub busy_poll: std::time::Duration,
     /// `-T`: ports of the container's loopback that lead to the host's loopback.
     pub to_host: Vec<crate::forward::ToHost>,
+    /// `-U`: the same for UDP.
+    pub to_host_udp: Vec<crate::forward::ToHost>,
     /// `-p auto`: which of the namespace's socket tables warren keeps open to read.
     pub auto_tables: AutoTables,
 }

@@ -201,26 +201,28 @@ pub struct ToHost {
     pub host_port: u16,
 }
 
-/// A malformed `-T` spec.
+/// A malformed `-T` or `-U` spec.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
-#[error("invalid --to-host spec {spec:?}: {why}; expected [CONTAINER_PORT[-END]:]HOST_PORT[-END]")]
+#[error("invalid {option} spec {spec:?}: {why}; expected [CONTAINER_PORT[-END]:]HOST_PORT[-END]")]
 pub struct ToHostError {
+    /// The option: `--to-host` or `--to-host-udp`.
+    pub option: &'static str,
     /// The text given.
     pub spec: String,
     /// What is wrong with it.
     pub why: String,
 }
 
-/// Parses the `-T` specs into the ports they denote, at most [`TO_HOST_MAX`] in all, each
-/// container port once.
+/// Parses the specs of `option` (`--to-host`, `--to-host-udp`) into the ports they denote,
+/// at most [`TO_HOST_MAX`] in all, each container port once.
 ///
 /// # Errors
 /// [`ToHostError`] naming the spec and the problem.
-pub fn parse_to_host<S: AsRef<str>>(specs: &[S]) -> Result<Vec<ToHost>, ToHostError> {
+pub fn parse_to_host<S: AsRef<str>>(specs: &[S], option: &'static str) -> Result<Vec<ToHost>, ToHostError> {
     let mut out: Vec<ToHost> = Vec::new();
     for spec in specs {
         let spec = spec.as_ref();
-        let err = |why: String| ToHostError { spec: spec.to_string(), why };
+        let err = |why: String| ToHostError { option, spec: spec.to_string(), why };
         let (c, h) = match spec.split_once(':') {
             Some((c, h)) => (parse_range(c, "container port").map_err(err)?, parse_range(h, "host port").map_err(err)?),
             None => {
@@ -311,13 +313,13 @@ mod tests {
     #[test]
     fn to_host_forms_and_errors() {
         let t = |c, h| ToHost { container_port: c, host_port: h };
-        assert_eq!(parse_to_host(&["5432"]).unwrap(), vec![t(5432, 5432)]);
+        assert_eq!(parse_to_host(&["5432"], "--to-host").unwrap(), vec![t(5432, 5432)]);
         assert_eq!(
-            parse_to_host(&["15432:5432", "8000-8001"]).unwrap(),
+            parse_to_host(&["15432:5432", "8000-8001"], "--to-host").unwrap(),
             vec![t(15432, 5432), t(8000, 8000), t(8001, 8001)]
         );
-        assert_eq!(parse_to_host(&["80-81:9080-9081"]).unwrap(), vec![t(80, 9080), t(81, 9081)]);
-        let e = |s: &[&str]| parse_to_host(s).unwrap_err().to_string();
+        assert_eq!(parse_to_host(&["80-81:9080-9081"], "--to-host-udp").unwrap(), vec![t(80, 9080), t(81, 9081)]);
+        let e = |s: &[&str]| parse_to_host(s, "--to-host").unwrap_err().to_string();
         assert_eq!(
             e(&["pg"]),
             "invalid --to-host spec \"pg\": port \"pg\" is not a number 1..=65535; expected [CONTAINER_PORT[-END]:]HOST_PORT[-END]"
@@ -326,6 +328,8 @@ mod tests {
         assert!(e(&["5432", "5432:6432"]).contains("container port 5432 is given twice"));
         assert!(e(&["1000-1016"]).contains("more than 16 ports in all"));
         assert!(e(&["0"]).contains("port 0 is not a port"));
+        let u = parse_to_host(&["x"], "--to-host-udp").unwrap_err().to_string();
+        assert!(u.starts_with("invalid --to-host-udp spec \"x\""), "{u}");
     }
 
     #[test]

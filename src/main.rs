@@ -153,28 +153,55 @@ fn start_ports(
     Ok(rx)
 }
 
-/// `-T`: serves each listener the container's namespace holds for warren, towards the host
-/// port its container port leads to.
-fn start_to_host(listeners: Vec<std::net::TcpListener>, to_host: &[warren::forward::ToHost]) {
-    let places = std::sync::Arc::new(tokio::sync::Semaphore::new(ports::TO_HOST_MAX_CONNECTIONS));
-    for l in listeners {
-        let port = l.local_addr().map(|a| a.port()).unwrap_or(0);
-        if let Some(t) = to_host.iter().find(|t| t.container_port == port) {
-            tracing::info!(
-                container_port = port,
-                host_port = t.host_port,
-                "-T: container loopback port leads to the host"
-            );
-            tokio::spawn(ports::to_host(l, t.host_port, places.clone()));
+/// `-T` and `-U`: which container loopback port leads to which host port.
+struct ToHostPlan {
+    tcp: Vec<warren::forward::ToHost>,
+    udp: Vec<warren::forward::ToHost>,
+    udp_idle: std::time::Duration,
+}
+
+impl ToHostPlan {
+    fn of(cfg: &warren::config::NetConfig) -> Self {
+        Self { tcp: cfg.to_host.clone(), udp: cfg.to_host_udp.clone(), udp_idle: cfg.limits.udp_timeout }
+    }
+
+    /// Serves each `-T` listener and `-U` socket the container's namespace holds for warren,
+    /// towards the host port its container port leads to.
+    fn start(self, listeners: Vec<std::net::TcpListener>, udp: Vec<std::net::UdpSocket>) {
+        let port_of = |a: std::io::Result<std::net::SocketAddr>| a.map(|a| a.port()).unwrap_or(0);
+        let places = std::sync::Arc::new(tokio::sync::Semaphore::new(ports::TO_HOST_MAX_CONNECTIONS));
+        for l in listeners {
+            let port = port_of(l.local_addr());
+            if let Some(t) = self.tcp.iter().find(|t| t.container_port == port) {
+                tracing::info!(
+                    container_port = port,
+                    host_port = t.host_port,
+                    "-T: container loopback port leads to the host"
+                );
+                tokio::spawn(ports::to_host(l, t.host_port, places.clone()));
+            }
+        }
+        let places = std::sync::Arc::new(tokio::sync::Semaphore::new(ports::TO_HOST_UDP_MAX_FLOWS));
+        for s in udp {
+            let port = port_of(s.local_addr());
+            if let Some(t) = self.udp.iter().find(|t| t.container_port == port) {
+                tracing::info!(
+                    container_port = port,
+                    host_port = t.host_port,
+                    "-U: container loopback port leads to the host"
+                );
+                tokio::spawn(ports::to_host_udp(s, t.host_port, places.clone(), self.udp_idle));
+            }
         }
     }
 }
 
 fn run(a: RunArgs) -> Result<u8> {
     if let Some(n) = a.network.as_deref()
-        && !a.net.to_host.is_empty()
+        && !(a.net.to_host.is_empty() && a.net.to_host_udp.is_empty())
     {
-        anyhow::bail!("-T applies to a container's own network; it has no effect with --network {n}");
+        let o = if a.net.to_host.is_empty() { "-U" } else { "-T" };
+        anyhow::bail!("{o} applies to a container's own network; it has no effect with --network {n}");
     }
     match a.network.clone().as_deref() {
         Some("none") => return run_without_tap(a, false),
@@ -196,7 +223,7 @@ fn run(a: RunArgs) -> Result<u8> {
     log_limits(cfg.limits);
     let tx_fd = child.tap.fd.try_clone().context("dup the TAP fd")?;
     let rt = runtime()?;
-    let to_host = cfg.to_host.clone();
+    let to_host = ToHostPlan::of(&cfg);
     let mut dp = Dataplane::new(cfg, tx_fd, child.tap.mac, true);
     if let Some(w) = capture {
         dp.set_capture(w);
@@ -220,7 +247,7 @@ fn run(a: RunArgs) -> Result<u8> {
                 return Err(e);
             }
         };
-        start_to_host(child.tap.to_host, &to_host);
+        to_host.start(child.tap.to_host, child.tap.to_host_udp);
         let tap = warren::sys::async_fd(child.tap.fd).context("register the TAP")?;
         let supervise = supervise(pid);
         tokio::pin!(supervise);
@@ -487,7 +514,7 @@ fn attach(a: AttachArgs) -> Result<u8> {
     };
     let tx_fd = tap.fd.try_clone().context("dup the TAP fd")?;
     let rt = runtime()?;
-    let to_host = cfg.to_host.clone();
+    let to_host = ToHostPlan::of(&cfg);
     let mut dp = Dataplane::new(cfg, tx_fd, tap.mac, true);
     if let Some(w) = capture {
         dp.set_capture(w);
@@ -497,7 +524,7 @@ fn attach(a: AttachArgs) -> Result<u8> {
     harden(a.net.no_seccomp);
     rt.block_on(async move {
         let commands = start_ports(&mut dp, prep, tap.tables)?;
-        start_to_host(tap.to_host, &to_host);
+        to_host.start(tap.to_host, tap.to_host_udp);
         let stop = stop_signal(target, pidfd, netns_identity);
         let fd = warren::sys::async_fd(tap.fd).context("register the TAP")?;
         let r = dp.run(&fd, Some(commands), stop).await;

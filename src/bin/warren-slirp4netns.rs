@@ -119,6 +119,7 @@ fn run(a: SlirpArgs) -> Result<(), String> {
         queues: config::default_queues(),
         busy_poll: config::default_busy_poll(),
         to_host: Vec::new(),
+        to_host_udp: Vec::new(),
         auto_tables: Default::default(),
         bridge: None,
     };

@@ -169,6 +169,7 @@ impl Iface {
             queues: 1,
             busy_poll: config::default_busy_poll(),
             to_host: Vec::new(),
+            to_host_udp: Vec::new(),
             auto_tables: Default::default(),
             bridge: None,
         }
@@ -355,6 +356,7 @@ fn start_network(spec: NetworkSpec) -> Network {
         queues: 1,
         busy_poll: config::default_busy_poll(),
         to_host: Vec::new(),
+        to_host_udp: Vec::new(),
         auto_tables: Default::default(),
         bridge: Some(BridgeOpts { internal: spec.internal, icc: spec.icc }),
     };

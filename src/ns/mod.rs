@@ -69,6 +69,8 @@ pub struct Tap {
     /// `-T`: listening sockets on the namespace's loopback, non-blocking (per port, IPv4 and,
     /// when the namespace has ::1, IPv6).
     pub to_host: Vec<std::net::TcpListener>,
+    /// `-U`: UDP sockets bound on the namespace's loopback, non-blocking (likewise).
+    pub to_host_udp: Vec<std::net::UdpSocket>,
 }
 
 /// `/proc/net/tcp`, `tcp6`, `udp` and `udp6` of a network namespace, opened inside it when
@@ -148,10 +150,11 @@ fn configure_tap(cfg: &NetConfig, configure: bool) -> Result<Tap, String> {
     let tables = SocketTables::open(cfg.auto_tables);
     if !configure {
         let mac = ctl.mac(name).map_err(|e| e.to_string())?;
-        return Ok(Tap { fd, mac, queues, tables, to_host: Vec::new() });
+        return Ok(Tap { fd, mac, queues, tables, to_host: Vec::new(), to_host_udp: Vec::new() });
     }
     ctl.set_up("lo").map_err(|e| e.to_string())?;
     let to_host = to_host_listeners(cfg)?;
+    let to_host_udp = to_host_udp_sockets(cfg)?;
     if let Some(mac) = cfg.mac {
         ctl.set_mac(name, mac).map_err(|e| e.to_string())?;
     }
@@ -185,25 +188,42 @@ fn configure_tap(cfg: &NetConfig, configure: bool) -> Result<Tap, String> {
         wait_until_usable(a6.container)?;
     }
     let mac = ctl.mac(name).map_err(|e| e.to_string())?;
-    Ok(Tap { fd, mac, queues, tables, to_host })
+    Ok(Tap { fd, mac, queues, tables, to_host, to_host_udp })
 }
 
 /// Listens on the current namespace's loopback for each `-T` port: 127.0.0.1, and ::1 unless
 /// the namespace has no IPv6 there.
 fn to_host_listeners(cfg: &NetConfig) -> Result<Vec<std::net::TcpListener>, String> {
+    loopback_pairs(&cfg.to_host, "-T", "listen on", std::net::TcpListener::bind, |l| l.set_nonblocking(true))
+}
+
+/// `-U`: binds a UDP socket on 127.0.0.1 and, when the namespace has it, ::1 for each port.
+fn to_host_udp_sockets(cfg: &NetConfig) -> Result<Vec<std::net::UdpSocket>, String> {
+    loopback_pairs(&cfg.to_host_udp, "-U", "bind", std::net::UdpSocket::bind, |s| s.set_nonblocking(true))
+}
+
+/// For each container port of `ports`, a socket made by `make` on 127.0.0.1 and one on ::1
+/// (left out when the namespace has no ::1), all non-blocking.
+fn loopback_pairs<S>(
+    ports: &[crate::forward::ToHost],
+    option: &str,
+    verb: &str,
+    make: impl Fn(std::net::SocketAddr) -> io::Result<S>,
+    nonblocking: impl Fn(&S) -> io::Result<()>,
+) -> Result<Vec<S>, String> {
     let mut out = Vec::new();
-    for t in &cfg.to_host {
-        let v4 = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, t.container_port))
-            .map_err(|e| format!("-T: cannot listen on 127.0.0.1:{} in the container: {e}", t.container_port))?;
+    for t in ports {
+        let v4 = make((std::net::Ipv4Addr::LOCALHOST, t.container_port).into())
+            .map_err(|e| format!("{option}: cannot {verb} 127.0.0.1:{} in the container: {e}", t.container_port))?;
         out.push(v4);
-        match std::net::TcpListener::bind((Ipv6Addr::LOCALHOST, t.container_port)) {
+        match make((Ipv6Addr::LOCALHOST, t.container_port).into()) {
             Ok(v6) => out.push(v6),
             Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => {}
-            Err(e) => return Err(format!("-T: cannot listen on [::1]:{} in the container: {e}", t.container_port)),
+            Err(e) => return Err(format!("{option}: cannot {verb} [::1]:{} in the container: {e}", t.container_port)),
         }
     }
-    for l in &out {
-        l.set_nonblocking(true).map_err(|e| format!("-T: {e}"))?;
+    for s in &out {
+        nonblocking(s).map_err(|e| format!("{option}: {e}"))?;
     }
     Ok(out)
 }
@@ -261,8 +281,9 @@ fn tun_hint(msg: String) -> String {
 
 /// Child side of the report protocol: `O` + MAC + a byte with a bit per socket table that
 /// follows ([`SocketTables::files`]) + the number of `-T` listeners + the ephemeral port range
-/// (two u16, native order) + [TAP fd, other queues' fds, the tables' fds, the listeners' fds]
-/// on success, `E` + message on failure.
+/// (two u16, native order) + the number of `-U` sockets + [TAP fd, other queues' fds, the
+/// tables' fds, the `-T` listeners' fds, the `-U` sockets' fds] on success, `E` + message on
+/// failure.
 fn report(sock: &UnixStream, r: Result<Option<Tap>, String>) {
     match r {
         Ok(None) => {
@@ -276,10 +297,13 @@ fn report(sock: &UnixStream, r: Result<Option<Tap>, String>) {
             msg[8] = tap.to_host.len() as u8;
             msg[9..11].copy_from_slice(&tap.tables.ephemeral.0.to_ne_bytes());
             msg[11..13].copy_from_slice(&tap.tables.ephemeral.1.to_ne_bytes());
+            // At most 2 * forward::TO_HOST_MAX.
+            msg[13] = tap.to_host_udp.len() as u8;
             let mut fds = vec![tap.fd.as_fd()];
             fds.extend(tap.queues.iter().map(AsFd::as_fd));
             fds.extend(tap.tables.files().iter().filter_map(|(f, _)| f.as_ref()).map(AsFd::as_fd));
             fds.extend(tap.to_host.iter().map(AsFd::as_fd));
+            fds.extend(tap.to_host_udp.iter().map(AsFd::as_fd));
             let _ = sys::send_fds(sock.as_fd(), &msg, &fds);
         }
         Err(e) => {
@@ -292,7 +316,7 @@ fn report(sock: &UnixStream, r: Result<Option<Tap>, String>) {
 }
 
 /// Length of the success message of the report protocol.
-const REPORT_LEN: usize = 13;
+const REPORT_LEN: usize = 14;
 
 /// Parent side of the report protocol.
 fn receive(sock: &UnixStream) -> Result<Option<Tap>, NsError> {
@@ -301,9 +325,13 @@ fn receive(sock: &UnixStream) -> Result<Option<Tap>, NsError> {
     let n_tables = buf.get(7).map_or(0, |b| b.count_ones() as usize);
     match buf.first() {
         Some(b'N') if n == 1 => Ok(None),
-        Some(b'O') if n == REPORT_LEN && buf[7] < 16 && fds.len() > n_tables + usize::from(buf[8]) => {
+        Some(b'O')
+            if n == REPORT_LEN && buf[7] < 16 && fds.len() > n_tables + usize::from(buf[8]) + usize::from(buf[13]) =>
+        {
             let mut mac = [0u8; 6];
             mac.copy_from_slice(&buf[1..7]);
+            let to_host_udp =
+                fds.split_off(fds.len() - usize::from(buf[13])).into_iter().map(std::net::UdpSocket::from).collect();
             let to_host =
                 fds.split_off(fds.len() - usize::from(buf[8])).into_iter().map(std::net::TcpListener::from).collect();
             let mut files = fds.split_off(fds.len() - n_tables).into_iter().map(fs::File::from);
@@ -320,7 +348,7 @@ fn receive(sock: &UnixStream) -> Result<Option<Tap>, NsError> {
             }
             let queues = fds.split_off(1);
             let fd = fds.pop().expect("one fd");
-            Ok(Some(Tap { fd, mac, queues, tables, to_host }))
+            Ok(Some(Tap { fd, mac, queues, tables, to_host, to_host_udp }))
         }
         Some(b'E') => Err(NsError::Child(String::from_utf8_lossy(&buf[1..n]).into_owned())),
         _ => Err(NsError::Child("namespace setup failed before reporting (child died)".into())),

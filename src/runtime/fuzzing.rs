@@ -59,6 +59,7 @@ fn single_config(allow_host_loopback: bool) -> NetConfig {
         queues: 1,
         busy_poll: std::time::Duration::ZERO,
         to_host: Vec::new(),
+        to_host_udp: Vec::new(),
         auto_tables: Default::default(),
         bridge: None,
     }

@@ -1870,6 +1870,7 @@ mod tests {
             queues: 1,
             busy_poll: std::time::Duration::ZERO,
             to_host: Vec::new(),
+            to_host_udp: Vec::new(),
             auto_tables: Default::default(),
         }
     }

@@ -309,3 +309,124 @@ pub async fn to_host(listener: std::net::TcpListener, host_port: u16, places: st
         });
     }
 }
+
+/// Most `-U` flows (container source address and port) at once, all ports together: beyond,
+/// datagrams from new sources are dropped until a flow goes idle.
+pub const TO_HOST_UDP_MAX_FLOWS: usize = 1024;
+
+/// A `-U` flow: the host socket one container source sends from, the task relaying its
+/// replies, and when it last carried a datagram either way (ms since the relay started).
+struct UdpToHostFlow {
+    host: std::sync::Arc<tokio::net::UdpSocket>,
+    replies: tokio::task::JoinHandle<()>,
+    last: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    _place: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for UdpToHostFlow {
+    fn drop(&mut self) {
+        self.replies.abort();
+    }
+}
+
+/// `-U`: receives datagrams on `socket` (on the container's loopback; see
+/// [`crate::ns::Tap::to_host_udp`]) and sends each to the host's loopback of the same family
+/// at `host_port`, from a host socket per container source (taking a place in `places`,
+/// [`TO_HOST_UDP_MAX_FLOWS`] shared by every `-U` port); replies go back to that source. A
+/// flow that carried nothing for `idle` (`--udp-timeout`) ends. Ends with the data path.
+pub async fn to_host_udp(
+    socket: std::net::UdpSocket,
+    host_port: u16,
+    places: std::sync::Arc<tokio::sync::Semaphore>,
+    idle: Duration,
+) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let sock = match tokio::net::UdpSocket::from_std(socket) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            tracing::warn!(error = %e, host_port, "-U: socket not served");
+            return;
+        }
+    };
+    let host_addr = match sock.local_addr() {
+        Ok(a) if a.is_ipv6() => SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, host_port)),
+        _ => SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, host_port)),
+    };
+    let start = tokio::time::Instant::now();
+    let now_ms = move || start.elapsed().as_millis() as u64;
+    let idle_ms = idle.as_millis() as u64;
+    let mut flows: rustc_hash::FxHashMap<SocketAddr, UdpToHostFlow> = rustc_hash::FxHashMap::default();
+    let mut sweep = tokio::time::interval(Duration::from_secs(1).min(idle));
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let (n, from) = tokio::select! {
+            r = sock.recv_from(&mut buf) => match r {
+                Ok(x) => x,
+                // A reply's container socket had gone (ICMP port unreachable).
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
+                Err(e) => {
+                    tracing::debug!(error = %e, "-U: receive failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            _ = sweep.tick() => {
+                let t = now_ms();
+                flows.retain(|_, f| t.saturating_sub(f.last.load(Ordering::Relaxed)) < idle_ms);
+                continue;
+            }
+        };
+        let flow = match flows.entry(from) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let Ok(place) = places.clone().try_acquire_owned() else {
+                    tracing::debug!(host_port, limit = TO_HOST_UDP_MAX_FLOWS, "-U: too many flows; dropping");
+                    continue;
+                };
+                let host = match udp_connected(host_addr).await {
+                    Ok(h) => Arc::new(h),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "-U: no host socket; dropping");
+                        continue;
+                    }
+                };
+                let last = Arc::new(AtomicU64::new(now_ms()));
+                let replies = tokio::spawn({
+                    let (host, sock, last) = (host.clone(), sock.clone(), last.clone());
+                    async move {
+                        let mut buf = vec![0u8; 65536];
+                        loop {
+                            match host.recv(&mut buf).await {
+                                Ok(n) => {
+                                    last.store(now_ms(), Ordering::Relaxed);
+                                    let _ = sock.send_to(&buf[..n], from).await;
+                                }
+                                // Nobody on the host port (ICMP port unreachable): the next
+                                // datagram tries again.
+                                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
+                                Err(e) => {
+                                    tracing::debug!(error = %e, "-U: receive from the host failed");
+                                    tokio::time::sleep(Duration::from_millis(10)).await;
+                                }
+                            }
+                        }
+                    }
+                });
+                v.insert(UdpToHostFlow { host, replies, last, _place: place })
+            }
+        };
+        flow.last.store(now_ms(), Ordering::Relaxed);
+        if let Err(e) = flow.host.send(&buf[..n]).await {
+            tracing::debug!(error = %e, host_port, "-U: send to the host failed");
+        }
+    }
+}
+
+/// A UDP socket on `to`'s loopback, connected to `to`.
+async fn udp_connected(to: SocketAddr) -> io::Result<tokio::net::UdpSocket> {
+    let s = tokio::net::UdpSocket::bind(SocketAddr::new(to.ip(), 0)).await?;
+    s.connect(to).await?;
+    Ok(s)
+}

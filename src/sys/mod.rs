@@ -477,13 +477,14 @@ pub fn send_fds(sock: BorrowedFd<'_>, payload: &[u8], fds: &[BorrowedFd<'_>]) ->
     Ok(())
 }
 
-/// Receives a message and the fds passed with it (at most 64: a TAP's 16 queues, its
-/// namespace's 2 socket tables, 32 `-T` listeners and a few more) from `sock`.
+/// Receives a message and the fds passed with it (at most 128: a TAP's 16 queues, its
+/// namespace's 4 socket tables, 32 `-T` listeners, 32 `-U` sockets and room to spare) from
+/// `sock`.
 ///
 /// # Errors
 /// Fails if the socket read fails; `WouldBlock` on a non-blocking socket with nothing queued.
 pub fn recv_fds(sock: BorrowedFd<'_>, buf: &mut [u8]) -> Result<(usize, Vec<OwnedFd>), SysError> {
-    let mut space = nix::cmsg_space!([RawFd; 64]);
+    let mut space = nix::cmsg_space!([RawFd; 128]);
     let mut iov = [io::IoSliceMut::new(buf)];
     let msg = recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
         .map_err(|e| nix_err("recvmsg(SCM_RIGHTS)", e))?;

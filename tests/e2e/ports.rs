@@ -812,6 +812,70 @@ fn to_host_leads_container_loopback_ports_to_the_host_loopback() {
 }
 
 #[test]
+fn to_host_udp_leads_container_loopback_datagrams_to_the_host_loopback() {
+    require_isolation();
+    // An echo on the host's 127.0.0.1 and ::1 (one port), and a server that tells whom it saw.
+    let (v4, v6) = udp_loopback_pair();
+    let echo_port = v4.local_addr().unwrap().port();
+    let echo = |s: &UdpSocket, d: &[u8], from: SocketAddr| {
+        let _ = s.send_to(d, from);
+    };
+    let (_e4, _e6) = (UdpServer::serve_socket(v4, echo), UdpServer::serve_socket(v6, echo));
+    let who = UdpServer::serve("127.0.0.1", |s, d, from| {
+        let mut r = format!("from {from} ").into_bytes();
+        r.extend_from_slice(d);
+        let _ = s.send_to(&r, from);
+    });
+    let nobody = free_port("127.0.0.1");
+    let t = nettool();
+    let t = t.display();
+    // Datagrams of 0 to 65000 bytes both families, each checked byte for byte; the source
+    // the host sees; and a host port nobody serves.
+    let script = format!(
+        "{t} udp-echo 127.0.0.1 5800 45 && {t} udp-echo ::1 5800 45 && {t} udp-ask 127.0.0.1 5801 hi && \
+         {{ {t} udp-ask 127.0.0.1 5802 hi || echo no-reply; }}"
+    );
+    let specs = [format!("5800:{echo_port}"), format!("5801:{}", who.addr.port()), format!("5802:{nobody}")];
+    let f = warren_run(&["-U", &specs[0], "-U", &specs[1], "--to-host-udp", &specs[2]], &["sh", "-c", &script], LONG);
+    assert_eq!(f.code, 0, "{} {}", f.stdout, f.stderr);
+    let lines: Vec<&str> = f.stdout.lines().filter(|l| !l.starts_with("FAIL")).collect();
+    assert_eq!(lines.len(), 4, "{}", f.stdout);
+    assert_eq!(lines[..2], ["ok 45", "ok 45"]);
+    let local = lines[2].split_whitespace().next().unwrap().trim_start_matches("local=");
+    assert!(local.starts_with("127.0.0.1:"), "{}", lines[2]);
+    let seen = lines[2].split("reply=from ").nth(1).unwrap_or_default();
+    assert!(seen.starts_with("127.0.0.1:") && seen.ends_with(" hi"), "the host sees its loopback: {}", lines[2]);
+    assert_eq!(lines[3], "no-reply");
+    for (args, msg) in [
+        (vec!["-U", "dns"], "invalid --to-host-udp spec \"dns\": port \"dns\" is not a number 1..=65535"),
+        (
+            vec!["-U", "53", "--network", "none"],
+            "-U applies to a container's own network; it has no effect with --network none",
+        ),
+    ] {
+        let f = warren_run(&args, &["echo", "started"], SHORT);
+        assert_eq!(f.code, 125, "{args:?}");
+        assert!(f.stderr.contains(msg) && !f.stdout.contains("started"), "{args:?}: {}", f.stderr);
+    }
+}
+
+#[test]
+fn to_host_udp_flows_are_bounded() {
+    require_isolation();
+    // 1026 container sources in turn, each kept: the first 1024 get a host socket and their
+    // echo, the last two are dropped (a flow lasts until idle for --udp-timeout).
+    let echo = UdpServer::start("127.0.0.1", |d| Some(d.to_vec()));
+    let t = nettool();
+    let t = t.display();
+    let script = format!("ulimit -n 4096 && {t} udp-sources 127.0.0.1 5900 1026");
+    let spec = format!("5900:{}", echo.addr.port());
+    let f = warren_run(&["-U", &spec, "--udp-timeout", "600"], &["sh", "-c", &script], LONG);
+    assert_eq!(f.code, 0, "{}", f.stderr);
+    let lines: Vec<&str> = f.stdout.lines().filter(|l| !l.starts_with("FAIL")).collect();
+    assert_eq!(lines, ["answered 1024 of 1026"], "{}", f.stdout);
+}
+
+#[test]
 fn to_host_connections_are_bounded() {
     require_isolation();
     // 1024 connections held open take every place: the next one is reset, and once they

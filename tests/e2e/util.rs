@@ -233,6 +233,11 @@ impl UdpServer {
     /// Starts a server handing each datagram and its sender to `handle`.
     pub fn serve(bind: &str, handle: impl Fn(&UdpSocket, &[u8], SocketAddr) + Send + 'static) -> Self {
         let sock = UdpSocket::bind((bind, 0)).unwrap_or_else(|e| panic!("bind {bind}: {e}"));
+        Self::serve_socket(sock, handle)
+    }
+
+    /// Serves a socket the caller bound.
+    pub fn serve_socket(sock: UdpSocket, handle: impl Fn(&UdpSocket, &[u8], SocketAddr) + Send + 'static) -> Self {
         let addr = sock.local_addr().unwrap();
         sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
@@ -640,6 +645,17 @@ pub fn free_service_port(ip: &str) -> u16 {
         let p = u16::try_from(p).unwrap();
         if TcpListener::bind((ip, p)).is_ok() && UdpSocket::bind((ip, p)).is_ok() {
             return p;
+        }
+    }
+}
+
+/// UDP sockets on 127.0.0.1 and ::1 with the same port.
+pub fn udp_loopback_pair() -> (UdpSocket, UdpSocket) {
+    loop {
+        let v4 = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = v4.local_addr().unwrap().port();
+        if let Ok(v6) = UdpSocket::bind(("::1", port)) {
+            return (v4, v6);
         }
     }
 }
