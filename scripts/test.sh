@@ -11,6 +11,8 @@ bash scripts/setup.sh
 echo "== lint"
 cargo fmt --all -- --check
 cargo clippy --release --all-targets -- -D warnings
+# The library's API docs build without broken intra-doc links.
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --lib
 
 echo "== unit tests"
 cargo test --release --lib --bins

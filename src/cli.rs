@@ -194,6 +194,8 @@ pub enum NetworkCommand {
 }
 
 /// Options of published ports and the API socket, shared by `run` and `attach`.
+// The doc comments are clap's help text, whose brackets are not links.
+#[allow(rustdoc::broken_intra_doc_links)]
 #[derive(Debug, Args)]
 pub struct PublishArgs {
     /// Publish a container port: [HOST_IP:][HOST_PORT[-END]:]CONTAINER_PORT[-END][/tcp|/udp];

@@ -127,7 +127,7 @@ fn fd_arg(v: &str, what: &str) -> Result<i32, UsageError> {
     }
 }
 
-/// Parses `args` (without argv[0]); `prog` is the program name for getopt-style messages.
+/// Parses `args` (without `argv[0]`); `prog` is the program name for getopt-style messages.
 ///
 /// # Errors
 /// A [`UsageError`] with slirp4netns's message.

@@ -88,7 +88,7 @@ pub fn rewrite_syn_mss(ip: &mut [u8], mss: u16) -> Option<u16> {
 }
 
 /// The `virtio_net_hdr` of a TCP/IPv4 frame whose checksum field holds only the
-/// pseudo-header sum (see [`tcp4_partial_checksum`]).
+/// pseudo-header sum (see [`tcp_partial_checksum`]).
 pub fn vnet_needs_csum(l4_start: usize, csum_offset: usize) -> [u8; VNET_HDR_LEN] {
     let mut h = [0u8; VNET_HDR_LEN];
     h[0] = VNET_F_NEEDS_CSUM;

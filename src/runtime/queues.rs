@@ -11,7 +11,7 @@
 //! Thread 0 also owns the published ports and the API. The flows it opens towards the
 //! container (published-port clients through the userspace stack, published UDP clients)
 //! start on its queue, but once they are idle for 3 s the container's next frame follows the
-//! hash and may arrive on another queue: their keys are listed in [`Handoff`], and the other
+//! hash and may arrive on another queue: their keys are listed in `Handoff`, and the other
 //! threads pass such frames to thread 0 over a channel (counted as `handed_over`). Thread 0's
 //! answer goes out on its own queue, so the kernel points the flow back at it.
 //!

@@ -330,7 +330,7 @@ impl TcpFlow {
     /// announcing the larger MSS and remembers the real one: it then sends segments of up to
     /// 64 KiB, each written as one GSO frame, the way a kernel sends over a TSO device.
     ///
-    /// The sequence space it uses decides how it is acknowledged ([`ack_delay`]).
+    /// The sequence space it uses decides how it is acknowledged (`ack_delay`).
     pub fn ingress(&mut self, pkt: &[u8], seg: &TcpSeg, tx: &mut TxSink, mtu: usize, stamp: smoltcp::time::Instant) {
         if !seg.syn && seg.seg_len > 0 {
             let delay = ack_delay(self.quick_acks, seg.seg_len, self._buffers.size);
