@@ -408,34 +408,55 @@ fn slirp_entry(p: &PortInfo) -> String {
     )
 }
 
-/// Finds the API socket of the only running warren in `default_dir()`.
+/// Finds the API socket of the only running warren in `default_dir()` (or, where that is a
+/// per-process fallback, in all of this user's fallbacks).
 ///
 /// # Errors
 /// When none or several answer.
 pub fn find_socket() -> Result<PathBuf, ApiError> {
-    let dir = default_dir();
-    let live: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|x| x == "sock"))
-                .filter(|p| std::os::unix::net::UnixStream::connect(p).is_ok())
-                .collect()
-        })
-        .unwrap_or_default();
+    let (dirs, place) = search_dirs(&default_dir());
+    let live: Vec<PathBuf> = dirs
+        .iter()
+        .filter_map(|d| std::fs::read_dir(d).ok())
+        .flat_map(|rd| rd.flatten().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "sock"))
+        .filter(|p| std::os::unix::net::UnixStream::connect(p).is_ok())
+        .collect();
     match live.as_slice() {
         [one] => Ok(one.clone()),
         [] => Err(ApiError::Find(format!(
-            "no running warren found in {}: start one with `warren run`, or pass --api-socket PATH",
-            dir.display()
+            "no running warren found in {place}: start one with `warren run`, or pass --api-socket PATH"
         ))),
         many => Err(ApiError::Find(format!(
-            "{} running warrens found in {} ({}): choose one with --api-socket PATH",
+            "{} running warrens found in {place} ({}): choose one with --api-socket PATH",
             many.len(),
-            dir.display(),
             many.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
         ))),
     }
+}
+
+/// Where instances of this user put their sockets, and how to name that place: `default`
+/// and, when that is a per-process fallback (`/tmp/warren-UID-PID`, see [`default_dir`]),
+/// every such directory that is ours.
+fn search_dirs(default: &Path) -> (Vec<PathBuf>, String) {
+    use std::os::unix::fs::MetadataExt;
+    let uid = nix::unistd::getuid().as_raw();
+    let prefix = format!("warren-{uid}-");
+    let tmp = std::env::temp_dir();
+    let fallback = default.parent() == Some(tmp.as_path())
+        && default.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&prefix));
+    let Some(rd) = fallback.then(|| std::fs::read_dir(&tmp).ok()).flatten() else {
+        return (vec![default.to_path_buf()], default.display().to_string());
+    };
+    let dirs = rd
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().strip_prefix(&prefix).is_some_and(|pid| pid.parse::<u32>().is_ok()))
+        .filter(|e| {
+            std::fs::symlink_metadata(e.path()).is_ok_and(|m| m.is_dir() && m.uid() == uid && m.mode() & 0o077 == 0)
+        })
+        .map(|e| e.path())
+        .collect();
+    (dirs, format!("{}/{prefix}*", tmp.display()))
 }
 
 /// Sends one request to `path` and returns the decoded answer (client side, blocking).

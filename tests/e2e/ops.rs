@@ -506,3 +506,36 @@ fn a_dhcp_client_gets_the_containers_own_address() {
     assert!(f.stdout.contains("bound ip=10.9.8.100 subnet=255.255.255.128 router=10.9.8.2"), "{}", f.stdout);
     assert!(f.stdout.contains("mtu=1500"), "{}", f.stdout);
 }
+
+#[test]
+fn port_finds_an_instance_in_its_per_process_directory() {
+    require_isolation();
+    // No $XDG_RUNTIME_DIR, and $TMPDIR/warren-UID is not a directory of ours (another user
+    // made it first, say): the instance puts its socket in $TMPDIR/warren-UID-PID, and
+    // `warren port` without --api-socket finds it there.
+    let tmp = ScratchDir::new("tmpdir");
+    let uid = nix::unistd::getuid().as_raw();
+    std::fs::write(tmp.join(format!("warren-{uid}")), b"not a directory").unwrap();
+    let warren_in = |args: &[&str]| {
+        let mut c = Command::new(warren());
+        c.env_remove("XDG_RUNTIME_DIR").env("TMPDIR", &*tmp).args(args);
+        c
+    };
+    let port = free_port("127.0.0.1");
+    let spec = format!("127.0.0.1:{port}:80");
+    let tool = nettool();
+    let r = Running::spawn(
+        warren_in(&["run", "-p", &spec, "--", tool.to_str().unwrap(), "serve", "80"]),
+        tmp.join("unused.sock"),
+    );
+    let pid = r.guard.0.as_ref().unwrap().id();
+    assert!(tmp.join(format!("warren-{uid}-{pid}/{pid}.sock")).exists(), "the fallback directory holds the socket");
+    let f = run_with_deadline(warren_in(&["port", "ls"]), SHORT);
+    assert_eq!(f.code, 0, "{}", f.stderr);
+    assert!(f.stdout.contains(&format!("tcp\t127.0.0.1:{port}\t10.0.2.100:80")), "{}", f.stdout);
+    drop(r);
+    let f = run_with_deadline(warren_in(&["port", "ls"]), SHORT);
+    assert_eq!(f.code, 1);
+    let place = format!("no running warren found in {}/warren-{uid}-*", tmp.display());
+    assert!(f.stderr.contains(&place), "{}", f.stderr);
+}
