@@ -160,6 +160,17 @@ pub struct Plan {
     pub over_limit: usize,
 }
 
+/// The container family a forward on `host` leads to. A service reachable only over IPv6
+/// gets IPv6 clients' way in for all. A UDP service that IPv4 reaches is reached over IPv4
+/// from an IPv6 host address too (UDP has no fallback to try IPv6 first, as TCP does).
+fn family(proto: Proto, host: IpAddr, v4: bool) -> Option<Family> {
+    match (v4, proto, host) {
+        (false, _, _) => Some(Family::V6),
+        (true, Proto::Udp, IpAddr::V6(_)) => Some(Family::V4),
+        (true, _, _) => None,
+    }
+}
+
 /// A published or held port: protocol, host address, port.
 type Key = (Proto, IpAddr, u16);
 
@@ -228,8 +239,7 @@ impl AutoPublish {
                     proto,
                     host: SocketAddr::new(ip, port),
                     container_port: port,
-                    // A service reachable only over IPv6 gets IPv6 clients' way in for all.
-                    container_family: (!v4).then_some(Family::V6),
+                    container_family: family(proto, ip, v4),
                     container_ip: None,
                 });
             }
@@ -339,6 +349,20 @@ mod tests {
         assert_eq!(a.plan(&l, &now), Plan::default(), "UDP 6000 has a forward already; TCP 6000 would not");
         let plan = a.plan(&Listening::from([((Proto::Tcp, 53), true)]), &now);
         assert_eq!(plan.remove, vec![2], "the UDP port closed, the TCP one did not");
+    }
+
+    #[test]
+    fn ipv6_host_addresses_lead_udp_to_the_containers_ipv4_when_it_answers_there() {
+        let any6 = v4("::");
+        let mut a = AutoPublish::new(vec![(any6, Proto::Udp), (any6, Proto::Tcp)]);
+        let l = Listening::from([((Proto::Udp, 53), true), ((Proto::Udp, 54), false), ((Proto::Tcp, 80), true)]);
+        let fams: Vec<_> =
+            a.plan(&l, &[]).add.iter().map(|f| (f.proto, f.container_port, f.container_family)).collect();
+        assert_eq!(
+            fams,
+            [(Proto::Tcp, 80, None), (Proto::Udp, 53, Some(Family::V4)), (Proto::Udp, 54, Some(Family::V6))],
+            "TCP tries IPv6 first and falls back; UDP cannot"
+        );
     }
 
     fn v4(s: &str) -> IpAddr {

@@ -429,16 +429,27 @@ impl PublishArgs {
         Ok(out)
     }
 
-    /// The host addresses and protocols of the `-p [HOST_IP:]auto[/udp]` specs (each once).
+    /// The host addresses and protocols of the `-p [HOST_IP:]auto[/udp]` specs (each once);
+    /// without an address, 0.0.0.0 and (when the host has IPv6) [::], as for `-p PORT`.
     ///
     /// # Errors
     /// The first malformed `auto` spec.
     pub fn autos(&self) -> Result<Vec<(std::net::IpAddr, crate::forward::Proto)>, CliError> {
+        use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
         let mut out = Vec::new();
         for a in self.publish.iter().filter_map(|s| crate::forward::parse_auto(s)) {
-            let a = a?;
-            if !out.contains(&a) {
-                out.push(a);
+            let (host, proto) = a?;
+            let hosts = match host {
+                Some(ip) => vec![ip],
+                None if crate::sys::ipv6_available() => {
+                    vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED), IpAddr::V6(Ipv6Addr::UNSPECIFIED)]
+                }
+                None => vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED)],
+            };
+            for ip in hosts {
+                if !out.contains(&(ip, proto)) {
+                    out.push((ip, proto));
+                }
             }
         }
         Ok(out)

@@ -86,11 +86,26 @@ fn parse_range(text: &str, what: &str) -> Result<(u16, u16), String> {
     }
 }
 
-/// Parses one `-p` spec into the forwards it denotes (one per port of a range).
+/// Parses one `-p` spec into the forwards it denotes (one per port of a range, and without a
+/// host address one on 0.0.0.0 and one on [::] when the host has IPv6; see
+/// [`parse_spec_with`]).
 ///
 /// # Errors
 /// [`SpecError`] naming the spec and the problem.
 pub fn parse_spec(spec: &str) -> Result<Vec<Forward>, SpecError> {
+    parse_spec_with(spec, crate::sys::ipv6_available())
+}
+
+/// Parses one `-p` spec into the forwards it denotes: one per port of a range. A spec without
+/// a host address publishes on every address, as Docker, pasta and RootlessKit do: on
+/// 0.0.0.0 and, when `ipv6`, on [::] too (each IPv4 forward followed by its IPv6 twin, the
+/// same host port). A TCP twin leads to the container's IPv6 address with the IPv4 fallback
+/// of any IPv6 listener; a UDP twin, which has no fallback, to its IPv4 address (where a
+/// service bound to 0.0.0.0 or a dual-stack [::] answers), unless the spec names a family.
+///
+/// # Errors
+/// [`SpecError`] naming the spec and the problem.
+pub fn parse_spec_with(spec: &str, ipv6: bool) -> Result<Vec<Forward>, SpecError> {
     let err = |why: String| SpecError { spec: spec.to_string(), why };
     if parse_auto(spec).is_some() {
         return Err(err("`auto` is only for `warren run -p` and `warren attach -p`, when the container starts".into()));
@@ -147,22 +162,32 @@ pub fn parse_spec(spec: &str) -> Result<Vec<Forward>, SpecError> {
         return Err(err(format!("host range {h0}-{h1} and container range {c0}-{c1} differ in length")));
     }
     let ip = host_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-    Ok((c0..=c1)
-        .enumerate()
-        .map(|(i, cp)| Forward {
+    let twin = host_ip.is_none() && ipv6;
+    let mut out = Vec::with_capacity(usize::from(c1 - c0 + 1) * (1 + usize::from(twin)));
+    for (i, cp) in (c0..=c1).enumerate() {
+        let fwd = Forward {
             proto,
             host: SocketAddr::new(ip, host_ports.map_or(0, |(h0, _)| h0 + i as u16)),
             container_port: cp,
             container_family: family,
             container_ip: None,
-        })
-        .collect())
+        };
+        out.push(fwd);
+        if twin {
+            out.push(Forward {
+                host: SocketAddr::new(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), fwd.host.port()),
+                container_family: family.or((proto == Proto::Udp).then_some(Family::V4)),
+                ..fwd
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// Reads `[HOST_IP:]auto[/tcp|/udp]` (publish every TCP port the container listens on, or
 /// every UDP port it serves, see [`crate::autopublish`]): `None` when `spec` is not of that
-/// form, else the host address (default 0.0.0.0) and protocol, or the error.
-pub fn parse_auto(spec: &str) -> Option<Result<(IpAddr, Proto), SpecError>> {
+/// form, else the host address (`None`: every address) and protocol, or the error.
+pub fn parse_auto(spec: &str) -> Option<Result<(Option<IpAddr>, Proto), SpecError>> {
     let err = |why: String| SpecError { spec: spec.to_string(), why };
     let (body, proto) = spec.rsplit_once('/').map_or((spec, None), |(b, p)| (b, Some(p)));
     let host = body.strip_suffix("auto")?;
@@ -176,7 +201,7 @@ pub fn parse_auto(spec: &str) -> Option<Result<(IpAddr, Proto), SpecError>> {
     };
     let host = host.strip_suffix(':').unwrap_or(host);
     if host.is_empty() {
-        return Some(Ok((IpAddr::V4(Ipv4Addr::UNSPECIFIED), proto)));
+        return Some(Ok((None, proto)));
     }
     let ip = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
         Some(v6) => {
@@ -184,7 +209,7 @@ pub fn parse_auto(spec: &str) -> Option<Result<(IpAddr, Proto), SpecError>> {
         }
         None => host.parse::<Ipv4Addr>().map(IpAddr::V4).map_err(|_| err(format!("{host:?} is not an IPv4 address"))),
     };
-    Some(ip.map(|ip| (ip, proto)))
+    Some(ip.map(|ip| (Some(ip), proto)))
 }
 
 /// Most ports `-T` may lead to the host: each is a listening socket the container's
@@ -254,7 +279,7 @@ mod tests {
     use super::*;
 
     fn one(s: &str) -> Forward {
-        let v = parse_spec(s).unwrap();
+        let v = parse_spec_with(s, false).unwrap();
         assert_eq!(v.len(), 1, "{s}");
         v[0]
     }
@@ -287,19 +312,55 @@ mod tests {
         assert_eq!(one("80").host, "0.0.0.0:0".parse().unwrap(), "free host port");
         assert_eq!(one("127.0.0.1::80").host, "127.0.0.1:0".parse().unwrap());
         assert_eq!(one("[::]:80").host, "[::]:0".parse().unwrap());
-        let r = parse_spec("9000-9002:9100-9102").unwrap();
+        let r = parse_spec_with("9000-9002:9100-9102", false).unwrap();
         assert_eq!(r.len(), 3);
         assert_eq!((r[2].host.port(), r[2].container_port), (9002, 9102));
-        assert_eq!(parse_spec("7000-7001").unwrap().iter().map(|f| f.host.port()).collect::<Vec<_>>(), [0, 0]);
+        assert_eq!(
+            parse_spec_with("7000-7001", false).unwrap().iter().map(|f| f.host.port()).collect::<Vec<_>>(),
+            [0, 0]
+        );
+    }
+
+    #[test]
+    fn without_a_host_address_both_families_are_published() {
+        let hosts = |s: &str| -> Vec<(String, u16, Option<Family>)> {
+            parse_spec_with(s, true)
+                .unwrap()
+                .iter()
+                .map(|f| (f.host.to_string(), f.container_port, f.container_family))
+                .collect()
+        };
+        let h = |a: &str, p, f| (a.to_string(), p, f);
+        assert_eq!(hosts("8080:80"), [h("0.0.0.0:8080", 80, None), h("[::]:8080", 80, None)]);
+        assert_eq!(
+            hosts("5353:53/udp"),
+            [h("0.0.0.0:5353", 53, None), h("[::]:5353", 53, Some(Family::V4))],
+            "a UDP twin leads to the container's IPv4 address"
+        );
+        assert_eq!(hosts("5353:53/udp6")[1], h("[::]:5353", 53, Some(Family::V6)), "unless the spec names one");
+        assert_eq!(
+            hosts("9000-9001:80-81"),
+            [
+                h("0.0.0.0:9000", 80, None),
+                h("[::]:9000", 80, None),
+                h("0.0.0.0:9001", 81, None),
+                h("[::]:9001", 81, None)
+            ]
+        );
+        assert_eq!(hosts("80"), [h("0.0.0.0:0", 80, None), h("[::]:0", 80, None)], "one picked port for both");
+        assert_eq!(hosts("127.0.0.1:8080:80").len(), 1, "an address given is the only one");
+        assert_eq!(hosts("[::]:8080:80").len(), 1);
+        assert_eq!(parse_spec_with("8080:80", false).unwrap().len(), 1, "a host without IPv6");
     }
 
     #[test]
     fn auto_forms() {
         let a = |s: &str| parse_auto(s).map(|r| r.map_err(|e| e.why));
-        let ok = |ip: &str, proto| Some(Ok((ip.parse().unwrap(), proto)));
-        assert_eq!(a("auto"), ok("0.0.0.0", Proto::Tcp));
-        assert_eq!(a("auto/tcp"), ok("0.0.0.0", Proto::Tcp));
-        assert_eq!(a("auto/udp"), ok("0.0.0.0", Proto::Udp));
+        let ok = |ip: &str, proto| Some(Ok((Some(ip.parse().unwrap()), proto)));
+        assert_eq!(a("auto"), Some(Ok((None, Proto::Tcp))));
+        assert_eq!(a("auto/tcp"), Some(Ok((None, Proto::Tcp))));
+        assert_eq!(a("auto/udp"), Some(Ok((None, Proto::Udp))));
+        assert_eq!(a("0.0.0.0:auto/udp"), ok("0.0.0.0", Proto::Udp));
         assert_eq!(a("127.0.0.1:auto"), ok("127.0.0.1", Proto::Tcp));
         assert_eq!(a("[::1]:auto/udp"), ok("::1", Proto::Udp));
         assert_eq!(a("auto/sctp"), Some(Err("protocol \"sctp\": `auto` takes /tcp or /udp".into())));

@@ -1,4 +1,4 @@
-//! Everything a user types that warren parses: port specs, CIDRs, MACs, DNS upstreams, MTUs.
+//! Everything a user types that warren parses: port specs (-p, -p auto, -T/-U), CIDRs, MACs, DNS upstreams, MTUs.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -8,6 +8,10 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
     if let Ok(fwds) = forward::parse_spec(text) {
         assert!(!fwds.is_empty(), "a valid spec publishes something");
+    }
+    let _ = forward::parse_auto(text);
+    if let Ok(ports) = forward::parse_to_host(&[text], "--to-host") {
+        assert!(!ports.is_empty() && ports.len() <= forward::TO_HOST_MAX, "{ports:?}");
     }
     let _ = config::parse_cidr(text);
     let _ = config::parse_cidr6(text);

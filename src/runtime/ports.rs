@@ -140,10 +140,60 @@ pub fn bind(fwd: &Forward) -> Result<Bound, BindError> {
 
 /// Binds every forward or none: on the first failure the ones already bound are closed.
 ///
+/// A forward on [::] for a picked port (0) right after one on 0.0.0.0 for a picked port and
+/// the same container port (the two of a `-p` without host address, see
+/// [`crate::forward::parse_spec_with`]) takes the port the kernel picked for the first: both
+/// families publish on one port. Should that port be taken for IPv6, the pair is picked
+/// again, a few times.
+///
 /// # Errors
 /// The first [`BindError`].
 pub fn bind_all(fwds: &[Forward]) -> Result<Vec<Bound>, BindError> {
-    fwds.iter().map(bind).collect()
+    let mut out = Vec::with_capacity(fwds.len());
+    let mut i = 0;
+    while i < fwds.len() {
+        match fwds.get(i + 1) {
+            Some(v6) if picked_pair(&fwds[i], v6) => {
+                out.extend(bind_pair(&fwds[i], v6)?);
+                i += 2;
+            }
+            _ => {
+                out.push(bind(&fwds[i])?);
+                i += 1;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Whether `v4` and `v6` are the two forwards of one picked port (see [`bind_all`]).
+fn picked_pair(v4: &Forward, v6: &Forward) -> bool {
+    v4.host == SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0))
+        && v6.host == SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
+        && (v4.proto, v4.container_port) == (v6.proto, v6.container_port)
+}
+
+/// Times a picked port is picked again when it is taken for IPv6.
+const PAIR_TRIES: usize = 16;
+
+/// Binds `v4` on a port the kernel picks, then `v6` on the same port.
+fn bind_pair(v4: &Forward, v6: &Forward) -> Result<[Bound; 2], BindError> {
+    // Ports taken for IPv6 stay bound for IPv4 until the end, so the kernel picks others.
+    let mut tried = Vec::new();
+    let mut taken = None;
+    for _ in 0..PAIR_TRIES {
+        let first = bind(v4)?;
+        let twin = Forward { host: SocketAddr::new(v6.host.ip(), first.fwd.host.port()), ..*v6 };
+        match bind(&twin) {
+            Ok(second) => return Ok([first, second]),
+            Err(e @ BindError::InUse { .. }) => {
+                taken = Some(e);
+                tried.push(first);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(taken.expect("PAIR_TRIES > 0"))
 }
 
 /// A published port as listed by the API.

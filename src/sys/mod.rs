@@ -580,6 +580,16 @@ pub fn tune_allocator() {
     }
 }
 
+/// Whether this host has IPv6 sockets at all (not when booted with `ipv6.disable=1`), asked
+/// once per process.
+pub fn ipv6_available() -> bool {
+    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
+        socket(AddressFamily::Inet6, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None).is_ok()
+    })
+}
+
 /// Raises the soft limit of open files to the hard limit: every NAT flow holds a host socket,
 /// and the usual soft limit of 1024 would cap warren near a thousand flows.
 pub fn raise_nofile_limit() {

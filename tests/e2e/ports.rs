@@ -472,6 +472,41 @@ fn two_hundred_concurrent_forwarded_connections() {
 }
 
 #[test]
+fn a_spec_without_an_address_publishes_on_ipv4_and_ipv6() {
+    require_isolation();
+    let (tp, up) = (free_port("0.0.0.0"), free_port("0.0.0.0"));
+    // IPv4-only services in the container (0.0.0.0): IPv6 clients reach the TCP one through
+    // the fallback, the UDP one because the [::] listener leads to the container's IPv4.
+    let t = nettool();
+    let script = format!("{t} udp-serve 53 & exec {t} serve 80", t = t.display());
+    let (tcp, udp) = (format!("{tp}:80"), format!("{up}:53/udp"));
+    let r = Running::start(&["-p", &tcp, "-p", &udp, "-p", "80"], &["sh", "-c", &script]);
+    let v6 = |port| SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port));
+    get_and_check(v6(tp), None, 8 * MIB, 61);
+    get_and_check(SocketAddr::from(([127, 0, 0, 1], tp)), None, 8 * MIB, 62);
+    let ask = |host: &str| {
+        let mut c = std::process::Command::new(nettool());
+        c.args(["udp-ask", host, &up.to_string(), "hi"]);
+        run_with_deadline(c, SHORT)
+    };
+    for host in ["::1", "127.0.0.1"] {
+        let f = ask(host);
+        assert_eq!(f.code, 0, "{host}: {} {}", f.stdout, f.stderr);
+        assert!(f.stdout.contains("reply=from 10.0.2.2:") && f.stdout.trim().ends_with(" hi"), "{}", f.stdout);
+    }
+    // A remote IPv6 client too.
+    let f = remote_nettool(&["udp-ask", VETH_LOCAL6, &up.to_string(), "hi"]);
+    assert_eq!(f.code, 0, "{} {}", f.stdout, f.stderr);
+    // A picked port is one port for both families, and both are reported.
+    let (a, b) = (r.published("tcp", 0), r.published("tcp", 1));
+    assert_eq!((a.ip().to_string(), b.ip().to_string(), a.port()), ("0.0.0.0".into(), "::".into(), b.port()));
+    get_and_check(v6(b.port()), None, MIB, 63);
+    let ls = r.port(&["ls"]).stdout;
+    assert_eq!(ls.lines().count(), 6, "{ls}");
+    assert!(ls.contains(&format!("udp\t[::]:{up}\t10.0.2.100:53")), "{ls}");
+}
+
+#[test]
 fn api_add_list_remove_while_traffic_flows() {
     require_isolation();
     let port = free_port("0.0.0.0");
@@ -480,23 +515,25 @@ fn api_add_list_remove_while_traffic_flows() {
     let rem = SocketAddr::new(remote().unwrap(), port);
     let bulk = std::thread::spawn(move || get_and_check(rem, remote(), 512 * MIB, 21));
     let extra = free_port("0.0.0.0");
+    // Without a host address a spec publishes on 0.0.0.0 and [::] (ids 3 and 4).
     let f = r.port(&["add", &format!("{extra}:81"), "127.0.0.1::82"]);
     assert_eq!(f.code, 0, "{}", f.stderr);
     let lines: Vec<&str> = f.stdout.lines().collect();
-    assert_eq!(lines.len(), 2, "{}", f.stdout);
-    assert!(lines[0].starts_with(&format!("2\ttcp\t0.0.0.0:{extra}\t10.0.2.100:81")), "{}", f.stdout);
+    assert_eq!(lines.len(), 3, "{}", f.stdout);
+    assert!(lines[0].starts_with(&format!("3\ttcp\t0.0.0.0:{extra}\t10.0.2.100:81")), "{}", f.stdout);
+    assert!(lines[1].starts_with(&format!("4\ttcp\t[::]:{extra}\t")), "{}", f.stdout);
     get_and_check(SocketAddr::new(remote().unwrap(), extra), remote(), MIB, 22);
     let ls = r.port(&["ls"]);
-    assert_eq!(ls.stdout.lines().count(), 3, "{}", ls.stdout);
+    assert_eq!(ls.stdout.lines().count(), 5, "{}", ls.stdout);
     let json = r.port(&["ls", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
-    assert_eq!(v.as_array().unwrap().len(), 3);
+    assert_eq!(v.as_array().unwrap().len(), 5);
     // A failing add (second spec in use) changes nothing.
     let f = r.port(&["add", "127.0.0.1::83", &format!("{extra}:84")]);
     assert_eq!(f.code, 1);
     assert!(f.stderr.contains(&format!("port {extra} is already in use")), "{}", f.stderr);
     assert_eq!(r.port(&["ls"]).stdout, ls.stdout, "a failed add leaves the forwards untouched");
-    let f = r.port(&["rm", "2"]);
+    let f = r.port(&["rm", "3"]);
     assert_eq!(f.code, 0, "{}", f.stderr);
     let refused = tcp_request(SocketAddr::new(remote().unwrap(), extra), remote(), "peer\n");
     assert_eq!(refused.unwrap_err().kind(), std::io::ErrorKind::ConnectionRefused);
@@ -662,8 +699,10 @@ fn auto_publishes_what_the_container_listens_on_while_it_listens() {
     );
     let r = Running::start(&["-p", "auto"], &["sh", "-c", &script]);
     let row = |port: u16| format!("tcp\t0.0.0.0:{port}\t10.0.2.100:{port}");
-    let ls = port_ls_until(&r, "both ports published", |s| s.contains(&row(p)) && s.contains(&row(p2)));
-    assert_eq!(ls.lines().count(), 2, "the loopback-only listener is not published: {ls}");
+    // Both ports on 0.0.0.0 and [::].
+    let ls = port_ls_until(&r, "both ports published", |s| s.lines().count() >= 4);
+    assert!(ls.contains(&row(p)) && ls.contains(&row(p2)), "{ls}");
+    assert_eq!(ls.lines().count(), 4, "the loopback-only listener is not published: {ls}");
     // Both kinds of client, byte for byte; the remote one keeps its address.
     get_and_check(SocketAddr::from(([127, 0, 0, 1], p)), None, 8 * MIB, 31);
     get_and_check(SocketAddr::new(remote().unwrap(), p), remote(), 8 * MIB, 32);
@@ -702,11 +741,14 @@ fn auto_udp_publishes_the_services_the_container_binds_not_its_client_sockets() 
     let r = Running::start(&["-p", "auto/udp", "-p", "127.0.0.1:auto"], &["sh", "-c", &script]);
     let udp_row = format!("udp\t0.0.0.0:{p}\t10.0.2.100:{p}");
     let tcp_row = format!("tcp\t127.0.0.1:{p}\t10.0.2.100:{p}");
-    let ls = port_ls_until(&r, "the UDP and TCP services published", |s| s.contains(&udp_row) && s.contains(&tcp_row));
+    // UDP on 0.0.0.0 and [::] (to the container's IPv4 address), TCP on 127.0.0.1 only.
+    let udp6_row = format!("udp\t[::]:{p}\t10.0.2.100:{p}");
+    let ls = port_ls_until(&r, "the UDP and TCP services published", |s| s.lines().count() >= 3);
+    assert!(ls.contains(&udp_row) && ls.contains(&udp6_row) && ls.contains(&tcp_row), "{ls}");
     // Give a late scan the chance to add what it should not.
     std::thread::sleep(Duration::from_millis(1500));
     let ls2 = r.port(&["ls"]).stdout;
-    assert_eq!((ls.lines().count(), ls2.lines().count()), (2, 2), "neither loopback nor ephemeral sockets: {ls2}");
+    assert_eq!((ls.lines().count(), ls2.lines().count()), (3, 3), "neither loopback nor ephemeral sockets: {ls2}");
     // Datagrams both ways, from a loopback client and from a remote one whose source is kept.
     let f = run_with_deadline(
         {
@@ -718,6 +760,10 @@ fn auto_udp_publishes_the_services_the_container_binds_not_its_client_sockets() 
     );
     assert_eq!(f.code, 0, "{} {}", f.stdout, f.stderr);
     assert!(f.stdout.trim().ends_with(" hi") && f.stdout.contains("reply=from "), "{}", f.stdout);
+    let mut c = std::process::Command::new(nettool());
+    c.args(["udp-ask", "::1", &p.to_string(), "hi"]);
+    let f = run_with_deadline(c, SHORT);
+    assert_eq!(f.code, 0, "over IPv6 too: {} {}", f.stdout, f.stderr);
     let f = remote_nettool(&["udp-ask", VETH_LOCAL, &p.to_string(), "hi"]);
     assert_eq!(f.code, 0, "{} {}", f.stdout, f.stderr);
     let line = f.stdout.trim();
