@@ -430,7 +430,7 @@ impl PublishArgs {
     }
 
     /// The host addresses and protocols of the `-p [HOST_IP:]auto[/udp]` specs (each once);
-    /// without an address, 0.0.0.0 and (when the host has IPv6) [::], as for `-p PORT`.
+    /// without an address, `0.0.0.0` and (when the host has IPv6) `[::]`, as for `-p PORT`.
     ///
     /// # Errors
     /// The first malformed `auto` spec.

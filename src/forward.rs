@@ -87,7 +87,7 @@ fn parse_range(text: &str, what: &str) -> Result<(u16, u16), String> {
 }
 
 /// Parses one `-p` spec into the forwards it denotes (one per port of a range, and without a
-/// host address one on 0.0.0.0 and one on [::] when the host has IPv6; see
+/// host address one on `0.0.0.0` and one on `[::]` when the host has IPv6; see
 /// [`parse_spec_with`]).
 ///
 /// # Errors
@@ -98,10 +98,10 @@ pub fn parse_spec(spec: &str) -> Result<Vec<Forward>, SpecError> {
 
 /// Parses one `-p` spec into the forwards it denotes: one per port of a range. A spec without
 /// a host address publishes on every address, as Docker, pasta and RootlessKit do: on
-/// 0.0.0.0 and, when `ipv6`, on [::] too (each IPv4 forward followed by its IPv6 twin, the
+/// `0.0.0.0` and, when `ipv6`, on `[::]` too (each IPv4 forward followed by its IPv6 twin, the
 /// same host port). A TCP twin leads to the container's IPv6 address with the IPv4 fallback
 /// of any IPv6 listener; a UDP twin, which has no fallback, to its IPv4 address (where a
-/// service bound to 0.0.0.0 or a dual-stack [::] answers), unless the spec names a family.
+/// service bound to `0.0.0.0` or a dual-stack `[::]` answers), unless the spec names a family.
 ///
 /// # Errors
 /// [`SpecError`] naming the spec and the problem.

@@ -140,7 +140,7 @@ pub fn bind(fwd: &Forward) -> Result<Bound, BindError> {
 
 /// Binds every forward or none: on the first failure the ones already bound are closed.
 ///
-/// A forward on [::] for a picked port (0) right after one on 0.0.0.0 for a picked port and
+/// A forward on `[::]` for a picked port (0) right after one on `0.0.0.0` for a picked port and
 /// the same container port (the two of a `-p` without host address, see
 /// [`crate::forward::parse_spec_with`]) takes the port the kernel picked for the first: both
 /// families publish on one port. Should that port be taken for IPv6, the pair is picked
