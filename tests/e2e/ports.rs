@@ -481,6 +481,12 @@ fn a_spec_without_an_address_publishes_on_ipv4_and_ipv6() {
     let script = format!("{t} udp-serve 53 & exec {t} serve 80", t = t.display());
     let (tcp, udp) = (format!("{tp}:80"), format!("{up}:53/udp"));
     let r = Running::start(&["-p", &tcp, "-p", &udp, "-p", "80"], &["sh", "-c", &script]);
+    // Both servers say "serving"; start returned after the first.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while r.stdout.lock().unwrap().iter().filter(|l| *l == "serving").count() < 2 {
+        assert!(std::time::Instant::now() < deadline, "both servers start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let v6 = |port| SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port));
     get_and_check(v6(tp), None, 8 * MIB, 61);
     get_and_check(SocketAddr::from(([127, 0, 0, 1], tp)), None, 8 * MIB, 62);
