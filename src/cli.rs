@@ -284,6 +284,13 @@ pub struct NetArgs {
     /// Let connections to the gateway address reach the host's loopback (127.0.0.1, ::1); off: refused.
     #[arg(long)]
     pub allow_host_loopback: bool,
+    /// Source of the container's IPv4 connections and datagrams on the host: an address of
+    /// this host, or an interface (its first IPv4 address); loopback destinations excepted.
+    #[arg(long, value_name = "IP|IFACE")]
+    pub outbound_addr: Option<String>,
+    /// The same for IPv6 (an interface's first address that is not link-local).
+    #[arg(long, value_name = "IP|IFACE")]
+    pub outbound_addr6: Option<String>,
     /// DNS upstream for the forwarder, repeatable (default: the host's /etc/resolv.conf).
     #[arg(long = "dns-upstream", value_name = "IP[:PORT]")]
     pub dns_upstream: Vec<String>,
@@ -395,8 +402,8 @@ impl NetArgs {
             mac,
             allow_host_loopback: self.allow_host_loopback,
             dns,
-            outbound_v4: None,
-            outbound_v6: None,
+            outbound_v4: self.outbound_addr.as_deref().map(outbound_v4).transpose()?,
+            outbound_v6: self.outbound_addr6.as_deref().map(outbound_v6).transpose()?,
             default_route: true,
             bridge: None,
             queues: self.queues.map_or_else(config::default_queues, usize::from),
@@ -414,6 +421,20 @@ impl NetArgs {
             },
         })
     }
+}
+
+/// `--outbound-addr`: resolved, and an address this host can send from.
+fn outbound_v4(spec: &str) -> Result<std::net::Ipv4Addr, CliError> {
+    config::outbound_v4(spec)
+        .filter(|ip| std::net::UdpSocket::bind((*ip, 0)).is_ok())
+        .ok_or_else(|| ConfigError::Outbound { option: "--outbound-addr", spec: spec.into(), family: "IPv4" }.into())
+}
+
+/// `--outbound-addr6`: likewise.
+fn outbound_v6(spec: &str) -> Result<std::net::Ipv6Addr, CliError> {
+    config::outbound_v6(spec)
+        .filter(|ip| std::net::UdpSocket::bind((*ip, 0)).is_ok())
+        .ok_or_else(|| ConfigError::Outbound { option: "--outbound-addr6", spec: spec.into(), family: "IPv6" }.into())
 }
 
 impl PublishArgs {

@@ -52,6 +52,43 @@ pub enum ConfigError {
     /// `--dns-upstream` that does not parse.
     #[error("invalid DNS upstream {0:?}: expected IP or IP:PORT (IPv6 as [ADDR]:PORT)")]
     DnsUpstream(String),
+    /// `--outbound-addr` / `--outbound-addr6` that names no address of this host.
+    #[error(
+        "invalid {option} {spec:?}: expected an {family} address of this host or the name of an interface that has one"
+    )]
+    Outbound {
+        /// The option.
+        option: &'static str,
+        /// What was given.
+        spec: String,
+        /// `IPv4` or `IPv6`.
+        family: &'static str,
+    },
+}
+
+/// Resolves an outbound source (slirp4netns `--outbound-addr`, pasta `-o`/`--outbound-if4`):
+/// an IPv4 address, or an interface whose first IPv4 address is taken. `None` when `spec`
+/// names neither.
+pub fn outbound_v4(spec: &str) -> Option<Ipv4Addr> {
+    if let Ok(ip) = spec.parse() {
+        return Some(ip);
+    }
+    crate::sys::interface_addresses(spec).into_iter().find_map(|a| match a {
+        std::net::IpAddr::V4(a) => Some(a),
+        std::net::IpAddr::V6(_) => None,
+    })
+}
+
+/// Like [`outbound_v4`] for IPv6 (`--outbound-addr6`); an interface's link-local addresses
+/// are skipped.
+pub fn outbound_v6(spec: &str) -> Option<Ipv6Addr> {
+    if let Ok(ip) = spec.parse() {
+        return Some(ip);
+    }
+    crate::sys::interface_addresses(spec).into_iter().find_map(|a| match a {
+        std::net::IpAddr::V6(a) if !a.is_unicast_link_local() => Some(a),
+        _ => None,
+    })
 }
 
 /// Parses and validates an MTU.

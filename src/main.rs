@@ -197,11 +197,16 @@ impl ToHostPlan {
 }
 
 fn run(a: RunArgs) -> Result<u8> {
-    if let Some(n) = a.network.as_deref()
-        && !(a.net.to_host.is_empty() && a.net.to_host_udp.is_empty())
-    {
-        let o = if a.net.to_host.is_empty() { "-U" } else { "-T" };
-        anyhow::bail!("{o} applies to a container's own network; it has no effect with --network {n}");
+    if let Some(n) = a.network.as_deref() {
+        let own = [
+            ("-T", !a.net.to_host.is_empty()),
+            ("-U", !a.net.to_host_udp.is_empty()),
+            ("--outbound-addr", a.net.outbound_addr.is_some()),
+            ("--outbound-addr6", a.net.outbound_addr6.is_some()),
+        ];
+        if let Some((o, _)) = own.iter().find(|(_, given)| *given) {
+            anyhow::bail!("{o} applies to a container's own network; it has no effect with --network {n}");
+        }
     }
     match a.network.clone().as_deref() {
         Some("none") => return run_without_tap(a, false),

@@ -47,6 +47,8 @@ complete -c warren -n "__fish_warren_using_subcommand run" -l cidr -d 'IPv4 netw
 complete -c warren -n "__fish_warren_using_subcommand run" -l cidr6 -d 'IPv6 network of the container (a /64): gateway ::2, DNS ::3, container ::100' -r
 complete -c warren -n "__fish_warren_using_subcommand run" -s T -l to-host -d 'Make a host-loopback TCP port reachable on the container\'s loopback (127.0.0.1 and ::1), repeatable: [CONTAINER_PORT[-END]:]HOST_PORT[-END], at most 16 ports (pasta\'s -T)' -r
 complete -c warren -n "__fish_warren_using_subcommand run" -s U -l to-host-udp -d 'Make a host-loopback UDP port reachable on the container\'s loopback, repeatable: datagrams to 127.0.0.1 (::1) go to the host\'s 127.0.0.1 (::1), replies come back; [CONTAINER_PORT[-END]:]HOST_PORT[-END], at most 16 ports (pasta\'s -U)' -r
+complete -c warren -n "__fish_warren_using_subcommand run" -l outbound-addr -d 'Source of the container\'s IPv4 connections and datagrams on the host: an address of this host, or an interface (its first IPv4 address); loopback destinations excepted' -r
+complete -c warren -n "__fish_warren_using_subcommand run" -l outbound-addr6 -d 'The same for IPv6 (an interface\'s first address that is not link-local)' -r
 complete -c warren -n "__fish_warren_using_subcommand run" -l dns-upstream -d 'DNS upstream for the forwarder, repeatable (default: the host\'s /etc/resolv.conf)' -r
 complete -c warren -n "__fish_warren_using_subcommand run" -l tap-name -d 'Name of the TAP device inside the namespace' -r
 complete -c warren -n "__fish_warren_using_subcommand run" -l mac -d 'MAC address of the TAP device inside the namespace (default: random)' -r
@@ -80,6 +82,8 @@ complete -c warren -n "__fish_warren_using_subcommand attach" -l cidr -d 'IPv4 n
 complete -c warren -n "__fish_warren_using_subcommand attach" -l cidr6 -d 'IPv6 network of the container (a /64): gateway ::2, DNS ::3, container ::100' -r
 complete -c warren -n "__fish_warren_using_subcommand attach" -s T -l to-host -d 'Make a host-loopback TCP port reachable on the container\'s loopback (127.0.0.1 and ::1), repeatable: [CONTAINER_PORT[-END]:]HOST_PORT[-END], at most 16 ports (pasta\'s -T)' -r
 complete -c warren -n "__fish_warren_using_subcommand attach" -s U -l to-host-udp -d 'Make a host-loopback UDP port reachable on the container\'s loopback, repeatable: datagrams to 127.0.0.1 (::1) go to the host\'s 127.0.0.1 (::1), replies come back; [CONTAINER_PORT[-END]:]HOST_PORT[-END], at most 16 ports (pasta\'s -U)' -r
+complete -c warren -n "__fish_warren_using_subcommand attach" -l outbound-addr -d 'Source of the container\'s IPv4 connections and datagrams on the host: an address of this host, or an interface (its first IPv4 address); loopback destinations excepted' -r
+complete -c warren -n "__fish_warren_using_subcommand attach" -l outbound-addr6 -d 'The same for IPv6 (an interface\'s first address that is not link-local)' -r
 complete -c warren -n "__fish_warren_using_subcommand attach" -l dns-upstream -d 'DNS upstream for the forwarder, repeatable (default: the host\'s /etc/resolv.conf)' -r
 complete -c warren -n "__fish_warren_using_subcommand attach" -l tap-name -d 'Name of the TAP device inside the namespace' -r
 complete -c warren -n "__fish_warren_using_subcommand attach" -l mac -d 'MAC address of the TAP device inside the namespace (default: random)' -r

@@ -61,34 +61,13 @@ fn main() -> ExitCode {
 }
 
 fn outbound_v4(spec: &str) -> Result<Ipv4Addr, String> {
-    if let Ok(ip) = spec.parse() {
-        return Ok(ip);
-    }
-    let addrs = nix::ifaddrs::getifaddrs().map_err(|e| format!("getifaddrs: {e}"))?;
-    for ifa in addrs {
-        if ifa.interface_name == spec
-            && let Some(sin) = ifa.address.as_ref().and_then(|a| a.as_sockaddr_in())
-        {
-            return Ok(sin.ip());
-        }
-    }
-    Err(format!("outbound-addr: no IPv4 address or interface named {spec:?}"))
+    warren::config::outbound_v4(spec)
+        .ok_or_else(|| format!("outbound-addr: no IPv4 address or interface named {spec:?}"))
 }
 
 fn outbound_v6(spec: &str) -> Result<Ipv6Addr, String> {
-    if let Ok(ip) = spec.parse() {
-        return Ok(ip);
-    }
-    let addrs = nix::ifaddrs::getifaddrs().map_err(|e| format!("getifaddrs: {e}"))?;
-    for ifa in addrs {
-        if ifa.interface_name == spec
-            && let Some(sin6) = ifa.address.as_ref().and_then(|a| a.as_sockaddr_in6())
-            && !sin6.ip().is_unicast_link_local()
-        {
-            return Ok(sin6.ip());
-        }
-    }
-    Err(format!("outbound-addr6: no IPv6 address or interface named {spec:?}"))
+    warren::config::outbound_v6(spec)
+        .ok_or_else(|| format!("outbound-addr6: no IPv6 address or interface named {spec:?}"))
 }
 
 /// How long TCP flows may still carry data after the namespace or the exit signal went.

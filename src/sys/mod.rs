@@ -580,6 +580,21 @@ pub fn tune_allocator() {
     }
 }
 
+/// The addresses of the network interface `name` in this namespace (none when it does not
+/// exist or the kernel cannot list them).
+pub fn interface_addresses(name: &str) -> Vec<std::net::IpAddr> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else { return Vec::new() };
+    addrs
+        .filter(|ifa| ifa.interface_name == name)
+        .filter_map(|ifa| {
+            let a = ifa.address?;
+            a.as_sockaddr_in()
+                .map(|s| std::net::IpAddr::V4(s.ip()))
+                .or_else(|| a.as_sockaddr_in6().map(|s| std::net::IpAddr::V6(s.ip())))
+        })
+        .collect()
+}
+
 /// Whether this host has IPv6 sockets at all (not when booted with `ipv6.disable=1`), asked
 /// once per process.
 pub fn ipv6_available() -> bool {

@@ -239,6 +239,63 @@ fn host_loopback_is_denied_by_default() {
 }
 
 #[test]
+fn outbound_address_is_the_source_of_the_containers_flows() {
+    require_isolation();
+    // Servers on REMOTE_IP / REMOTE_IP6 (on lo) that answer with the source they see. With
+    // --outbound-addr (an interface, then an address) the container's flows leave from the
+    // veth's VETH_LOCAL / VETH_LOCAL6.
+    let tcp = TcpServer::peer_echo(REMOTE_IP);
+    let tcp6 = TcpServer::peer_echo(REMOTE_IP6);
+    let udp = UdpServer::serve(REMOTE_IP, |s, _, from| {
+        let _ = s.send_to(from.to_string().as_bytes(), from);
+    });
+    let t = nettool();
+    let script = format!(
+        "{t} peer {REMOTE_IP} {p} && {t} udp-ask {REMOTE_IP} {u} x && {t} peer {REMOTE_IP6} {p6}",
+        t = t.display(),
+        p = tcp.addr.port(),
+        u = udp.addr.port(),
+        p6 = tcp6.addr.port()
+    );
+    let seen = |args: &[&str]| -> Vec<String> {
+        let f = warren_run(args, &["sh", "-c", &script], SHORT);
+        assert_eq!(f.code, 0, "{args:?}: {} {}", f.stdout, f.stderr);
+        // "server saw ADDR:PORT" (TCP), "local=... reply=ADDR:PORT" (UDP): the addresses.
+        f.stdout
+            .lines()
+            .map(|l| {
+                let a = l.rsplit([' ', '=']).next().unwrap_or_default();
+                a.parse::<std::net::SocketAddr>().map(|a| a.ip().to_string()).unwrap_or_else(|_| l.to_string())
+            })
+            .collect()
+    };
+    let plain = seen(&[]);
+    assert!(!plain.contains(&VETH_LOCAL.to_string()), "{plain:?}");
+    let veth = seen(&["--outbound-addr", "wrn-remote0", "--outbound-addr6", VETH_LOCAL6]);
+    assert_eq!(veth, [VETH_LOCAL, VETH_LOCAL, VETH_LOCAL6], "by interface (IPv4) and by address (IPv6)");
+    let by_ip = seen(&["--outbound-addr", VETH_LOCAL]);
+    assert_eq!(by_ip[..2], [VETH_LOCAL, VETH_LOCAL]);
+    for (args, msg) in [
+        (
+            &["--outbound-addr", "nosuchif0"][..],
+            "invalid --outbound-addr \"nosuchif0\": expected an IPv4 address of this host or the name of an interface that has one",
+        ),
+        (
+            &["--outbound-addr6", "fd99:999::1"][..],
+            "invalid --outbound-addr6 \"fd99:999::1\": expected an IPv6 address",
+        ),
+        (
+            &["--outbound-addr", VETH_LOCAL, "--network", "none"][..],
+            "--outbound-addr applies to a container's own network; it has no effect with --network none",
+        ),
+    ] {
+        let f = warren_run(args, &["echo", "started"], SHORT);
+        assert_eq!(f.code, 125, "{args:?}");
+        assert!(f.stderr.contains(msg) && !f.stdout.contains("started"), "{args:?}: {}", f.stderr);
+    }
+}
+
+#[test]
 fn non_loopback_destination_is_natted() {
     require_isolation();
     assert!(has_remote_ip(), "scripts/test.sh puts {REMOTE_IP} on lo of the suite's namespace");
