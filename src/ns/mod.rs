@@ -113,9 +113,9 @@ impl SocketTables {
         t
     }
 
-    /// The open tables in a fixed order, each with its bit in the report message.
-    fn files(&self) -> [(&Option<fs::File>, u8); 4] {
-        [(&self.tcp, 1), (&self.tcp6, 2), (&self.udp, 4), (&self.udp6, 8)]
+    /// The tables in a fixed order, each with its bit in the report message.
+    fn slots(&mut self) -> [(&mut Option<fs::File>, u8); 4] {
+        [(&mut self.tcp, 1), (&mut self.tcp6, 2), (&mut self.udp, 4), (&mut self.udp6, 8)]
     }
 }
 
@@ -289,19 +289,20 @@ fn report(sock: &UnixStream, r: Result<Option<Tap>, String>) {
         Ok(None) => {
             let _ = (&*sock).write_all(b"N");
         }
-        Ok(Some(tap)) => {
+        Ok(Some(mut tap)) => {
             let mut msg = [b'O'; REPORT_LEN];
             msg[1..7].copy_from_slice(&tap.mac);
-            msg[7] = tap.tables.files().iter().filter(|(f, _)| f.is_some()).map(|(_, bit)| bit).sum();
             // At most 2 * forward::TO_HOST_MAX.
             msg[8] = tap.to_host.len() as u8;
             msg[9..11].copy_from_slice(&tap.tables.ephemeral.0.to_ne_bytes());
             msg[11..13].copy_from_slice(&tap.tables.ephemeral.1.to_ne_bytes());
             // At most 2 * forward::TO_HOST_MAX.
             msg[13] = tap.to_host_udp.len() as u8;
+            let tables = tap.tables.slots();
+            msg[7] = tables.iter().filter(|(f, _)| f.is_some()).map(|(_, bit)| bit).sum();
             let mut fds = vec![tap.fd.as_fd()];
             fds.extend(tap.queues.iter().map(AsFd::as_fd));
-            fds.extend(tap.tables.files().iter().filter_map(|(f, _)| f.as_ref()).map(AsFd::as_fd));
+            fds.extend(tables.iter().filter_map(|(f, _)| f.as_ref()).map(AsFd::as_fd));
             fds.extend(tap.to_host.iter().map(AsFd::as_fd));
             fds.extend(tap.to_host_udp.iter().map(AsFd::as_fd));
             let _ = sys::send_fds(sock.as_fd(), &msg, &fds);
@@ -339,9 +340,7 @@ fn receive(sock: &UnixStream) -> Result<Option<Tap>, NsError> {
                 ephemeral: (u16::from_ne_bytes([buf[9], buf[10]]), u16::from_ne_bytes([buf[11], buf[12]])),
                 ..SocketTables::default()
             };
-            for (slot, bit) in
-                [(&mut tables.tcp, 1u8), (&mut tables.tcp6, 2), (&mut tables.udp, 4), (&mut tables.udp6, 8)]
-            {
+            for (slot, bit) in tables.slots() {
                 if buf[7] & bit != 0 {
                     *slot = files.next();
                 }
