@@ -198,7 +198,8 @@ pub enum NetworkCommand {
 #[allow(rustdoc::broken_intra_doc_links)]
 #[derive(Debug, Args)]
 pub struct PublishArgs {
-    /// Publish a container port: [HOST_IP:][HOST_PORT[-END]:]CONTAINER_PORT[-END][/tcp|/udp];
+    /// Publish a container port: [HOST_IP:][HOST_PORT[-END]:]CONTAINER_PORT[-END][/tcp|/udp]
+    /// (without HOST_IP on 0.0.0.0 and [::]);
     /// or [HOST_IP:]auto[/udp]: every TCP port the container listens on (/udp: every UDP port
     /// it serves, bound and unconnected outside its ephemeral range), on the same host port,
     /// while it does (checked every second).
