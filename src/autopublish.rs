@@ -55,6 +55,16 @@ pub enum Table {
     },
 }
 
+impl Table {
+    /// The protocol whose sockets the table lists.
+    pub fn proto(self) -> Proto {
+        match self {
+            Table::Tcp => Proto::Tcp,
+            Table::Udp { .. } => Proto::Udp,
+        }
+    }
+}
+
 /// What one table says, as far as it was read.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct TableScan {

@@ -226,7 +226,6 @@ const AUTO_TABLE_MAX: u64 = 8 << 20;
 /// not listening.
 fn read_table(table: &std::fs::File, v6: bool, kind: Table, buf: &mut [u8], out: &mut Listening) -> io::Result<()> {
     use std::os::unix::fs::FileExt;
-    let proto = if kind == Table::Tcp { Proto::Tcp } else { Proto::Udp };
     let (mut pending, mut off) = (Vec::new(), 0u64);
     loop {
         let n = table.read_at(buf, off)?;
@@ -235,7 +234,7 @@ fn read_table(table: &std::fs::File, v6: bool, kind: Table, buf: &mut [u8], out:
         // Whole lines only; the rest waits for the next read.
         let end = if n == 0 { pending.len() } else { pending.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1) };
         let scan = autopublish::scan(&String::from_utf8_lossy(&pending[..end]), v6, kind);
-        autopublish::merge(out, proto, &scan.sockets);
+        autopublish::merge(out, kind.proto(), &scan.sockets);
         if n == 0 || scan.done || off > AUTO_TABLE_MAX {
             return Ok(());
         }
