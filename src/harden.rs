@@ -124,12 +124,18 @@ fn daemon_extra() -> Vec<libc::c_long> {
     v
 }
 
-/// Loads the allowlist into the calling process (and every thread it starts later).
+/// What `-T` adds: its connections are joined inside the kernel through pipes.
+pub const SPLICE: &[libc::c_long] = &[libc::SYS_pipe2, libc::SYS_splice];
+
+/// Loads the allowlist, and the calls in `extra` (e.g. [`SPLICE`]), into the calling process
+/// (and every thread it starts later).
 ///
 /// # Errors
 /// [`HardenError`] when the architecture is unknown or the kernel refuses the filter.
-pub fn apply_seccomp_allowlist() -> Result<(), HardenError> {
-    apply(allowed())
+pub fn apply_seccomp_allowlist(extra: &[libc::c_long]) -> Result<(), HardenError> {
+    let mut v = allowed();
+    v.extend_from_slice(extra);
+    apply(v)
 }
 
 /// Loads the daemon's allowlist: the data path's plus saving its state.

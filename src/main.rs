@@ -104,11 +104,11 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 /// Once namespaces, TAP, listeners and the runtime exist, warren needs only a small set of
 /// system calls: load the allowlist (unless `--no-seccomp`). A kernel without seccomp gets a
 /// warning, not a failure.
-fn harden(no_seccomp: bool) {
+fn harden(no_seccomp: bool, extra: &[libc::c_long]) {
     if no_seccomp {
         return;
     }
-    match warren::harden::apply_seccomp_allowlist() {
+    match warren::harden::apply_seccomp_allowlist(extra) {
         Ok(()) => tracing::debug!("seccomp allowlist loaded"),
         Err(e) => tracing::warn!(error = %e, "running without the seccomp allowlist"),
     }
@@ -163,6 +163,11 @@ struct ToHostPlan {
 impl ToHostPlan {
     fn of(cfg: &warren::config::NetConfig) -> Self {
         Self { tcp: cfg.to_host.clone(), udp: cfg.to_host_udp.clone(), udp_idle: cfg.limits.udp_timeout }
+    }
+
+    /// System calls the relays need beyond the data path's: `-T` splices.
+    fn seccomp_extra(&self) -> &'static [libc::c_long] {
+        if self.tcp.is_empty() { &[] } else { warren::harden::SPLICE }
     }
 
     /// Serves each `-T` listener and `-U` socket the container's namespace holds for warren,
@@ -242,7 +247,7 @@ fn run(a: RunArgs) -> Result<u8> {
             return Err(anyhow::Error::from(e).context("start the TAP queues' threads"));
         }
     };
-    harden(no_seccomp);
+    harden(no_seccomp, to_host.seccomp_extra());
     let code = rt.block_on(async move {
         let commands = match start_ports(&mut dp, prep, child.tap.tables) {
             Ok(c) => c,
@@ -526,7 +531,7 @@ fn attach(a: AttachArgs) -> Result<u8> {
     }
     // The queues' threads start before the seccomp filter, which then covers them too.
     let mut queues = dp.spawn_queues(tap.queues, DRAIN_GRACE).context("start the TAP queues' threads")?;
-    harden(a.net.no_seccomp);
+    harden(a.net.no_seccomp, to_host.seccomp_extra());
     rt.block_on(async move {
         let commands = start_ports(&mut dp, prep, tap.tables)?;
         to_host.start(tap.to_host, tap.to_host_udp);

@@ -186,7 +186,7 @@ fn run(a: SlirpArgs) -> Result<(), String> {
     let mut queues = dp.spawn_queues(queue_fds, DRAIN_GRACE).map_err(|e| format!("TAP queue threads: {e}"))?;
     if a.seccomp {
         // Everything that needed more (namespaces, the TAP, listeners, the runtime) exists now.
-        warren::harden::apply_seccomp_allowlist().map_err(|e| e.to_string())?;
+        warren::harden::apply_seccomp_allowlist(&[]).map_err(|e| e.to_string())?;
     }
     let r = rt.block_on(async move {
         // A guest that autoconfigures IPv6 learns the prefix at once, not at its next solicitation.

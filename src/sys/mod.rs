@@ -660,6 +660,45 @@ pub fn seqpacket_connect(path: &std::path::Path) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// A non-blocking pipe for `splice(2)`: (read end, write end), of the default size (64 KiB).
+///
+/// # Errors
+/// Fails if the fd limit is reached.
+pub fn splice_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    Ok(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?)
+}
+
+/// Grows the pipe of `fd` to `size` bytes; returns its size afterwards.
+///
+/// # Errors
+/// Beyond `fs.pipe-max-size`, or while this user's pipes hold more than
+/// `fs.pipe-user-pages-soft`, an unprivileged caller is refused (`EPERM`); the pipe keeps its size.
+pub fn grow_pipe(fd: BorrowedFd<'_>, size: usize) -> io::Result<usize> {
+    let n = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(size as libc::c_int))?;
+    Ok(n as usize)
+}
+
+/// Moves up to `len` bytes from `from` to `to` inside the kernel, one of them a pipe
+/// (`splice(2)` with `SPLICE_F_MOVE | SPLICE_F_NONBLOCK`); `WouldBlock` when nothing can move.
+///
+/// # Errors
+/// The OS error, e.g. `ECONNRESET` from a socket.
+pub fn splice(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> io::Result<usize> {
+    // SAFETY: both fds are valid for the call (borrowed); null offsets mean "the current
+    // position", the only kind sockets and pipes take.
+    let rc = unsafe {
+        libc::splice(
+            from.as_raw_fd(),
+            std::ptr::null_mut(),
+            to.as_raw_fd(),
+            std::ptr::null_mut(),
+            len,
+            libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+        )
+    };
+    if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(rc as usize) }
+}
+
 /// Takes ownership of an fd number the parent process handed over (`--ready-fd 3`), after
 /// checking that it is open.
 ///

@@ -863,6 +863,91 @@ fn to_host_leads_container_loopback_ports_to_the_host_loopback() {
     }
 }
 
+/// Pipes among warren's fds (the `-T` relay splices through pipes); stdio left out.
+fn pipe_fds(pid: u32) -> usize {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return 0 };
+    dir.flatten()
+        .filter(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()).is_some_and(|n| n > 2))
+        .filter(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().starts_with("pipe:")))
+        .count()
+}
+
+#[test]
+fn to_host_splices_in_the_kernel_holds_no_pipe_for_quiet_connections_and_passes_resets() {
+    require_isolation();
+    // A host service that sends 4 MiB the container never reads, and one that only listens.
+    let talker = TcpServer::start("127.0.0.1", |mut c| {
+        let buf = vec![7u8; 1 << 20];
+        for _ in 0..4 {
+            if c.write_all(&buf).is_err() {
+                return;
+            }
+        }
+        let mut b = [0u8; 64];
+        while c.read(&mut b).is_ok_and(|n| n > 0) {}
+    });
+    let quiet = TcpServer::start("127.0.0.1", |mut c| {
+        let mut b = [0u8; 64];
+        while c.read(&mut b).is_ok_and(|n| n > 0) {}
+    });
+    // And one that counts the connections that ended with a reset rather than a FIN.
+    static RESETS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let resets = TcpServer::start("127.0.0.1", |mut c| {
+        let mut b = [0u8; 64];
+        loop {
+            match c.read(&mut b) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                    RESETS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    return;
+                }
+                Err(_) => return,
+            }
+        }
+    });
+    let t = nettool();
+    let t = t.display();
+    let script = format!(
+        "echo serving; sleep 2; {t} hold 127.0.0.1 5900 2 60 & {t} hold 127.0.0.1 5901 3 60 & \
+         {t} reset 127.0.0.1 5902; wait; echo done"
+    );
+    let specs = [
+        format!("5900:{}", talker.addr.port()),
+        format!("5901:{}", quiet.addr.port()),
+        format!("5902:{}", resets.addr.port()),
+    ];
+    let r = Running::start(&["-T", &specs[0], "-T", &specs[1], "-T", &specs[2]], &["sh", "-c", &script]);
+    let pid = r.guard.0.as_ref().unwrap().id();
+    let before = pipe_fds(pid);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let held = |n: &str| r.stdout.lock().unwrap().iter().any(|l| l == n);
+    while !(held("holding 2") && held("holding 3")) {
+        assert!(std::time::Instant::now() < deadline, "connections not held: {:?}", r.stdout.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A reset from the container reaches the host as a reset (its relay, and the pipe
+    // its byte made, are gone by then).
+    while RESETS.load(std::sync::atomic::Ordering::SeqCst) == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(RESETS.load(std::sync::atomic::Ordering::SeqCst), 1, "{:?}", r.stdout.lock().unwrap());
+    // Each talking connection moves its bytes through one pipe (2 fds), its silent direction
+    // and the quiet connections have none.
+    while pipe_fds(pid) < before + 4 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(pipe_fds(pid) as i64 - before as i64, 4, "pipes of warren (before the connections: {before})");
+    assert_eq!(
+        (
+            talker.accepted.load(std::sync::atomic::Ordering::SeqCst),
+            quiet.accepted.load(std::sync::atomic::Ordering::SeqCst)
+        ),
+        (2, 3)
+    );
+}
+
 #[test]
 fn to_host_udp_leads_container_loopback_datagrams_to_the_host_loopback() {
     require_isolation();
