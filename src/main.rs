@@ -203,9 +203,12 @@ impl ToHostPlan {
 
 fn run(a: RunArgs) -> Result<u8> {
     if let Some(n) = a.network.as_deref() {
+        // -T and -U need a network namespace of the container's own (a bridge network's
+        // container has one); the outbound address is the network's (`network create`).
+        let own_netns = !(n == "none" || n == "host" || n.starts_with("container:"));
         let own = [
-            ("-T", !a.net.to_host.is_empty()),
-            ("-U", !a.net.to_host_udp.is_empty()),
+            ("-T", !a.net.to_host.is_empty() && !own_netns),
+            ("-U", !a.net.to_host_udp.is_empty() && !own_netns),
             ("--outbound-addr", a.net.outbound_addr.is_some()),
             ("--outbound-addr6", a.net.outbound_addr6.is_some()),
         ];
@@ -577,7 +580,7 @@ async fn stop_signal(target: Target, pidfd: Option<OwnedFd>, netns_identity: Opt
 /// whose switch and gateway serve it. This process stays to supervise the container and to
 /// create more interfaces in it on request (`warren network connect`).
 fn run_on_network(a: RunArgs, network: String) -> Result<u8> {
-    a.net.to_config()?;
+    let own = a.net.to_config()?;
     if a.net.pcap.is_some() {
         anyhow::bail!(
             "--pcap applies to a container's own network; on {network:?} use `warren capture --network {network} -w FILE`"
@@ -598,14 +601,18 @@ fn run_on_network(a: RunArgs, network: String) -> Result<u8> {
     let answer = conn.request(&join)?;
     let iface: daemon::Iface = serde_json::from_value(answer["iface"].clone()).context("bad join answer")?;
     let name = answer["name"].as_str().unwrap_or_default().to_string();
-    let cfg = iface.net_config(true);
+    let mut cfg = iface.net_config(true);
+    // -T and -U are served here: they join the container's loopback to the host's, no TAP.
+    (cfg.to_host, cfg.to_host_udp, cfg.limits.udp_timeout) = (own.to_host, own.to_host_udp, own.limits.udp_timeout);
+    let to_host = ToHostPlan::of(&cfg);
     let setup = Progress::start(&format!("setting up {name} on {}", iface.network));
-    let child = ns::spawn_run(&cfg, &a.command)?;
+    let mut child = ns::spawn_run(&cfg, &a.command)?;
     drop(setup);
     let pid = child.pid;
     tracing::info!(pid = pid.as_raw(), %name, ip = %iface.ip4, "container started");
     let attach = serde_json::to_value(Request::Attach { pid: pid.as_raw() as u32 })?;
     let attached = conn.send(&attach, &[child.tap.fd.as_fd()]).and_then(|()| conn.recv());
+    let relays = (std::mem::take(&mut child.tap.to_host), std::mem::take(&mut child.tap.to_host_udp));
     drop(child.tap);
     let ports = match attached {
         Ok((v, _)) => v["ports"].as_array().cloned().unwrap_or_default(),
@@ -622,6 +629,7 @@ fn run_on_network(a: RunArgs, network: String) -> Result<u8> {
     }
     let rt = runtime()?;
     let code = rt.block_on(async move {
+        to_host.start(relays.0, relays.1);
         let fd = warren::sys::async_fd(conn.into_fd()).context("register the daemon connection")?;
         let supervise = supervise(pid);
         tokio::pin!(supervise);

@@ -312,6 +312,57 @@ print("sent")
 }
 
 #[test]
+fn to_host_ports_of_a_container_on_a_bridge_network() {
+    require_isolation();
+    let w = World::new("tohost");
+    w.ok(&["network", "create", "lan"]);
+    let down = TcpServer::download("127.0.0.1");
+    let up = TcpServer::upload_sink("127.0.0.1");
+    let echo = UdpServer::echo("127.0.0.1");
+    let n = 16 << 20;
+    // Its loopback's -T and -U ports reach the host's loopback, byte for byte; the network's
+    // gateway still does not lead to the host's loopback.
+    let script = format!(
+        "{t} download 127.0.0.1 5700 {n} 41 && {t} upload 127.0.0.1 5701 {n} 43 && {t} udp-echo 127.0.0.1 5800 45 && \
+         {{ {t} download 10.89.0.1 {d} 10 1 || echo gateway-refused; }}",
+        t = nettool().display(),
+        d = down.addr.port()
+    );
+    let specs = [
+        format!("5700:{}", down.addr.port()),
+        format!("5701:{}", up.addr.port()),
+        format!("5800:{}", echo.addr.port()),
+    ];
+    let f = w.once(&["--network", "lan", "-T", &specs[0], "-T", &specs[1], "-U", &specs[2]], &["sh", "-c", &script]);
+    assert_eq!(f.code, 0, "{} {}", f.stdout, f.stderr);
+    let lines: Vec<&str> = f.stdout.lines().filter(|l| !l.starts_with("FAIL")).collect();
+    assert_eq!(
+        lines,
+        [
+            format!("ok {n} {}", stream_hash(41, n)).as_str(),
+            &format!("{n} {}", stream_hash(43, n)),
+            "ok 45",
+            "gateway-refused",
+        ],
+        "{}",
+        f.stderr
+    );
+    assert_eq!(down.accepted.load(std::sync::atomic::Ordering::SeqCst), 1, "the gateway never reached the host");
+    // Where the container has no network namespace of its own, -T and -U are refused.
+    for net in ["host", "none"] {
+        let f = w.once(&["--network", net, "-U", "5800"], &["echo", "started"]);
+        assert_eq!(f.code, 125, "{net}");
+        assert!(
+            f.stderr
+                .contains(&format!("-U applies to a container's own network; it has no effect with --network {net}"))
+                && !f.stdout.contains("started"),
+            "{net}: {}",
+            f.stderr
+        );
+    }
+}
+
+#[test]
 fn published_ports_on_a_bridge_network_keep_client_addresses() {
     require_isolation();
     assert!(has_remote_ip());
