@@ -152,6 +152,14 @@ pub enum NetworkCommand {
         /// `warren capture --network NAME --stop`).
         #[arg(long, value_name = "FILE")]
         pcap: Option<PathBuf>,
+        /// Source of the containers' IPv4 connections and datagrams on the host: an address
+        /// of this host, or an interface (its first IPv4 address, taken now); loopback
+        /// destinations excepted (Docker's com.docker.network.host_ipv4).
+        #[arg(long, value_name = "IP|IFACE")]
+        outbound_addr: Option<String>,
+        /// The same for IPv6 (an interface's first address that is not link-local).
+        #[arg(long, value_name = "IP|IFACE")]
+        outbound_addr6: Option<String>,
     },
     /// List networks.
     Ls {
@@ -403,8 +411,16 @@ impl NetArgs {
             mac,
             allow_host_loopback: self.allow_host_loopback,
             dns,
-            outbound_v4: self.outbound_addr.as_deref().map(outbound_v4).transpose()?,
-            outbound_v6: self.outbound_addr6.as_deref().map(outbound_v6).transpose()?,
+            outbound_v4: self
+                .outbound_addr
+                .as_deref()
+                .map(|a| config::host_outbound_v4(a, "--outbound-addr"))
+                .transpose()?,
+            outbound_v6: self
+                .outbound_addr6
+                .as_deref()
+                .map(|a| config::host_outbound_v6(a, "--outbound-addr6"))
+                .transpose()?,
             default_route: true,
             bridge: None,
             queues: self.queues.map_or_else(config::default_queues, usize::from),
@@ -422,20 +438,6 @@ impl NetArgs {
             },
         })
     }
-}
-
-/// `--outbound-addr`: resolved, and an address this host can send from.
-fn outbound_v4(spec: &str) -> Result<std::net::Ipv4Addr, CliError> {
-    config::outbound_v4(spec)
-        .filter(|ip| std::net::UdpSocket::bind((*ip, 0)).is_ok())
-        .ok_or_else(|| ConfigError::Outbound { option: "--outbound-addr", spec: spec.into(), family: "IPv4" }.into())
-}
-
-/// `--outbound-addr6`: likewise.
-fn outbound_v6(spec: &str) -> Result<std::net::Ipv6Addr, CliError> {
-    config::outbound_v6(spec)
-        .filter(|ip| std::net::UdpSocket::bind((*ip, 0)).is_ok())
-        .ok_or_else(|| ConfigError::Outbound { option: "--outbound-addr6", spec: spec.into(), family: "IPv6" }.into())
 }
 
 impl PublishArgs {

@@ -91,6 +91,31 @@ pub fn outbound_v6(spec: &str) -> Option<Ipv6Addr> {
     })
 }
 
+/// [`outbound_v4`] for `option` (`--outbound-addr`), refused unless this host can send from
+/// the address (it binds).
+///
+/// # Errors
+/// [`ConfigError::Outbound`].
+pub fn host_outbound_v4(spec: &str, option: &'static str) -> Result<Ipv4Addr, ConfigError> {
+    outbound_v4(spec).filter(|ip| std::net::UdpSocket::bind((*ip, 0)).is_ok()).ok_or_else(|| ConfigError::Outbound {
+        option,
+        spec: spec.into(),
+        family: "IPv4",
+    })
+}
+
+/// [`host_outbound_v4`] for IPv6 (`--outbound-addr6`).
+///
+/// # Errors
+/// [`ConfigError::Outbound`].
+pub fn host_outbound_v6(spec: &str, option: &'static str) -> Result<Ipv6Addr, ConfigError> {
+    outbound_v6(spec).filter(|ip| std::net::UdpSocket::bind((*ip, 0)).is_ok()).ok_or_else(|| ConfigError::Outbound {
+        option,
+        spec: spec.into(),
+        family: "IPv6",
+    })
+}
+
 /// Parses and validates an MTU.
 ///
 /// # Errors

@@ -678,10 +678,35 @@ fn serve_daemon_request(pid: Pid, msg: &serde_json::Value) -> Result<ns::Tap, St
 
 fn network(a: NetworkArgs) -> Result<u8> {
     match a.command {
-        NetworkCommand::Create { name, subnet, gateway, internal, icc, mtu, ipv6, subnet6, dns_upstream, pcap } => {
+        NetworkCommand::Create {
+            name,
+            subnet,
+            gateway,
+            internal,
+            icc,
+            mtu,
+            ipv6,
+            subnet6,
+            dns_upstream,
+            pcap,
+            outbound_addr,
+            outbound_addr6,
+        } => {
             let pcap = pcap.map(std::path::absolute).transpose().context("capture file")?;
-            let args =
-                daemon::CreateArgs { name, subnet, gateway, internal, icc, mtu, ipv6, subnet6, dns_upstream, pcap };
+            let args = daemon::CreateArgs {
+                name,
+                subnet,
+                gateway,
+                internal,
+                icc,
+                mtu,
+                ipv6,
+                subnet6,
+                dns_upstream,
+                pcap,
+                outbound_addr,
+                outbound_addr6,
+            };
             let v = daemon::client::call(&Request::NetworkCreate(args))?;
             out!("{}", v["id"].as_str().unwrap_or_default());
         }

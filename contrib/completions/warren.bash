@@ -848,7 +848,7 @@ _warren() {
             return 0
             ;;
         warren__subcmd__network__subcmd__create)
-            opts="-v -h -V --subnet --gateway --internal --icc --mtu --ipv6 --subnet6 --dns-upstream --pcap --verbose --log-format --help --version"
+            opts="-v -h -V --subnet --gateway --internal --icc --mtu --ipv6 --subnet6 --dns-upstream --pcap --outbound-addr --outbound-addr6 --verbose --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -879,6 +879,14 @@ _warren() {
                     return 0
                     ;;
                 --pcap)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --outbound-addr)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --outbound-addr6)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -178,6 +178,8 @@ complete -c warren -n "__fish_warren_using_subcommand network; and __fish_seen_s
 complete -c warren -n "__fish_warren_using_subcommand network; and __fish_seen_subcommand_from create" -l subnet6 -d 'IPv6 /64 (implies --ipv6)' -r
 complete -c warren -n "__fish_warren_using_subcommand network; and __fish_seen_subcommand_from create" -l dns-upstream -d 'DNS upstream for names that are not containers\' (default: the host\'s resolv.conf)' -r
 complete -c warren -n "__fish_warren_using_subcommand network; and __fish_seen_subcommand_from create" -l pcap -d 'Record every frame of the network in this pcap file (until the daemon stops or `warren capture --network NAME --stop`)' -r -F
+complete -c warren -n "__fish_warren_using_subcommand network; and __fish_seen_subcommand_from create" -l outbound-addr -d 'Source of the containers\' IPv4 connections and datagrams on the host: an address of this host, or an interface (its first IPv4 address, taken now); loopback destinations excepted (Docker\'s com.docker.network.host_ipv4)' -r
+complete -c warren -n "__fish_warren_using_subcommand network; and __fish_seen_subcommand_from create" -l outbound-addr6 -d 'The same for IPv6 (an interface\'s first address that is not link-local)' -r
 complete -c warren -n "__fish_warren_using_subcommand network; and __fish_seen_subcommand_from create" -l log-format -d 'Log line format on stderr' -r -f -a "text\t'Human-readable lines'
 json\t'One JSON object per line (ts, level, target, message, fields)'"
 complete -c warren -n "__fish_warren_using_subcommand network; and __fish_seen_subcommand_from create" -l internal -d 'No outside access (names and published ports still work)'

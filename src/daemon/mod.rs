@@ -91,6 +91,12 @@ pub struct CreateArgs {
     /// Record every frame of the network in this pcap file while the daemon runs.
     #[serde(default)]
     pub pcap: Option<PathBuf>,
+    /// Source address of the containers' IPv4 flows on the host (IP or interface).
+    #[serde(default)]
+    pub outbound_addr: Option<String>,
+    /// The same for IPv6.
+    #[serde(default)]
+    pub outbound_addr6: Option<String>,
 }
 
 /// A network as persisted.
@@ -118,6 +124,12 @@ pub struct NetworkSpec {
     pub mtu: u32,
     /// DNS upstreams (empty: the host's resolv.conf).
     pub dns_upstream: Vec<SocketAddr>,
+    /// Source address of the containers' IPv4 flows on the host (`--outbound-addr`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbound4: Option<Ipv4Addr>,
+    /// Source address of their IPv6 flows (`--outbound-addr6`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbound6: Option<Ipv6Addr>,
 }
 
 /// What a container needs to configure one interface.
@@ -349,8 +361,8 @@ fn start_network(spec: NetworkSpec) -> Network {
         } else {
             DnsUpstreams::Fixed(spec.dns_upstream.clone())
         },
-        outbound_v4: None,
-        outbound_v6: None,
+        outbound_v4: spec.outbound4,
+        outbound_v6: spec.outbound6,
         limits: Default::default(),
         default_route: true,
         queues: 1,
@@ -744,6 +756,21 @@ fn create(state: &Shared, a: CreateArgs) -> Result<Value, String> {
         .iter()
         .map(|u| crate::config::parse_upstream(u).map_err(|e| e.to_string()))
         .collect::<Result<Vec<_>, _>>()?;
+    if a.internal && (a.outbound_addr.is_some() || a.outbound_addr6.is_some()) {
+        return Err("--outbound-addr has no effect on an --internal network (nothing leaves it)".into());
+    }
+    let outbound4 = a
+        .outbound_addr
+        .as_deref()
+        .map(|o| crate::config::host_outbound_v4(o, "--outbound-addr"))
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    let outbound6 = a
+        .outbound_addr6
+        .as_deref()
+        .map(|o| crate::config::host_outbound_v6(o, "--outbound-addr6"))
+        .transpose()
+        .map_err(|e| e.to_string())?;
     let spec = NetworkSpec {
         name: a.name.clone(),
         id: random_hex(32),
@@ -756,6 +783,8 @@ fn create(state: &Shared, a: CreateArgs) -> Result<Value, String> {
         icc: a.icc,
         mtu,
         dns_upstream,
+        outbound4,
+        outbound6,
     };
     let capture = a
         .pcap
@@ -858,14 +887,25 @@ async fn inspect(state: &Shared, names: &[String]) -> Value {
             "EnableIPv6": spec.subnet6.is_some(),
             "IPAM": {"Driver": "default", "Config": config},
             "Internal": spec.internal,
-            "Options": {
-                "com.docker.network.bridge.enable_icc": spec.icc.to_string(),
-                "com.docker.network.driver.mtu": spec.mtu.to_string(),
-            },
+            "Options": options(&spec),
             "Containers": containers,
         }));
     }
     ok(Value::Array(out))
+}
+
+/// `network inspect`'s Options: Docker's keys for what the network sets.
+fn options(spec: &NetworkSpec) -> Value {
+    let mut o = serde_json::Map::new();
+    o.insert("com.docker.network.bridge.enable_icc".into(), spec.icc.to_string().into());
+    o.insert("com.docker.network.driver.mtu".into(), spec.mtu.to_string().into());
+    if let Some(ip) = spec.outbound4 {
+        o.insert("com.docker.network.host_ipv4".into(), ip.to_string().into());
+    }
+    if let Some(ip) = spec.outbound6 {
+        o.insert("com.docker.network.host_ipv6".into(), ip.to_string().into());
+    }
+    Value::Object(o)
 }
 
 /// Unplugs and forgets every interface of a container (its session ended).

@@ -363,6 +363,77 @@ fn to_host_ports_of_a_container_on_a_bridge_network() {
 }
 
 #[test]
+fn a_networks_outbound_address_is_the_source_of_its_containers_flows() {
+    require_isolation();
+    let w = World::new("outbound");
+    // Servers on REMOTE_IP / REMOTE_IP6 that answer with the source they see: the network
+    // created with --outbound-addr (an interface, and an IPv6 address) sends from the veth's
+    // addresses, another network does not.
+    w.ok(&["network", "create", "out", "--ipv6", "--outbound-addr", "wrn-remote0", "--outbound-addr6", VETH_LOCAL6]);
+    w.ok(&["network", "create", "plain"]);
+    let tcp = TcpServer::peer_echo(REMOTE_IP);
+    let tcp6 = TcpServer::peer_echo(REMOTE_IP6);
+    let udp = UdpServer::serve(REMOTE_IP, |s, _, from| {
+        let _ = s.send_to(from.to_string().as_bytes(), from);
+    });
+    let t = nettool();
+    let seen = |net: &str, v6: bool| -> Vec<String> {
+        let mut script = format!(
+            "{t} peer {REMOTE_IP} {p} && {t} udp-ask {REMOTE_IP} {u} x",
+            t = t.display(),
+            p = tcp.addr.port(),
+            u = udp.addr.port()
+        );
+        if v6 {
+            script += &format!(" && {t} peer {REMOTE_IP6} {p6}", t = t.display(), p6 = tcp6.addr.port());
+        }
+        let f = w.once(&["--network", net], &["sh", "-c", &script]);
+        assert_eq!(f.code, 0, "{net}: {} {}", f.stdout, f.stderr);
+        // "server saw ADDR:PORT" (TCP), "local=... reply=ADDR:PORT" (UDP): the addresses.
+        f.stdout
+            .lines()
+            .map(|l| {
+                let a = l.rsplit([' ', '=']).next().unwrap_or_default();
+                a.parse::<std::net::SocketAddr>().map(|a| a.ip().to_string()).unwrap_or_else(|_| l.to_string())
+            })
+            .collect()
+    };
+    assert_eq!(seen("out", true), [VETH_LOCAL, VETH_LOCAL, VETH_LOCAL6]);
+    let plain = seen("plain", false);
+    assert_eq!(plain.len(), 2, "{plain:?}");
+    assert!(!plain.contains(&VETH_LOCAL.to_string()), "{plain:?}");
+    // Docker's option names in inspect; kept across a daemon restart.
+    let options = &w.inspect("out")["Options"];
+    assert_eq!(options["com.docker.network.host_ipv4"], VETH_LOCAL, "{options}");
+    assert_eq!(options["com.docker.network.host_ipv6"], VETH_LOCAL6, "{options}");
+    assert!(w.inspect("plain")["Options"].get("com.docker.network.host_ipv4").is_none());
+    w.stop_daemon();
+    assert_eq!(seen("out", false), [VETH_LOCAL, VETH_LOCAL]);
+    // Bad addresses and an internal network are refused, and nothing is created.
+    for (args, msg) in [
+        (
+            &["--outbound-addr", "nosuchif0"][..],
+            "invalid --outbound-addr \"nosuchif0\": expected an IPv4 address of this host or the name of an interface that has one",
+        ),
+        (
+            &["--outbound-addr6", "fd99:999::1"][..],
+            "invalid --outbound-addr6 \"fd99:999::1\": expected an IPv6 address",
+        ),
+        (
+            &["--outbound-addr", VETH_LOCAL, "--internal"][..],
+            "--outbound-addr has no effect on an --internal network (nothing leaves it)",
+        ),
+    ] {
+        let mut a = vec!["network", "create", "bad"];
+        a.extend_from_slice(args);
+        let f = w.run(&a);
+        assert_eq!(f.code, 1, "{args:?}");
+        assert!(f.stderr.contains(msg) && f.stderr.lines().count() == 1, "{args:?}: {}", f.stderr);
+    }
+    assert!(!w.ok(&["network", "ls"]).contains("bad"), "no network half-created");
+}
+
+#[test]
 fn published_ports_on_a_bridge_network_keep_client_addresses() {
     require_isolation();
     assert!(has_remote_ip());
