@@ -65,6 +65,28 @@ pub struct Forward {
     pub container_ip: Option<IpAddr>,
 }
 
+impl Forward {
+    /// The `-p` spec that parses back into this forward (with its host address; an explicit
+    /// container address, which no spec carries, is left out).
+    pub fn spec(&self) -> String {
+        let family = match self.container_family {
+            None => "",
+            Some(Family::V4) => "4",
+            Some(Family::V6) => "6",
+        };
+        let ip = match self.host.ip() {
+            IpAddr::V4(ip) => ip.to_string(),
+            IpAddr::V6(ip) => format!("[{ip}]"),
+        };
+        // An empty host port picks one, as port 0 does.
+        let port = match self.host.port() {
+            0 => String::new(),
+            p => p.to_string(),
+        };
+        format!("{ip}:{port}:{}/{}{family}", self.container_port, self.proto.as_str())
+    }
+}
+
 fn parse_port(text: &str, what: &str, allow_zero: bool) -> Result<u16, String> {
     match text.parse::<u16>() {
         Ok(0) if !allow_zero => Err(format!("{what} 0 is not a port")),
@@ -277,6 +299,16 @@ pub fn parse_to_host<S: AsRef<str>>(specs: &[S], option: &'static str) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_forward_spec_parses_back_into_the_forward() {
+        for s in
+            ["0.0.0.0:8080:80", "127.0.0.1::53/udp", "[::]:8443:443/tcp4", "[::1]:5353:53/udp6", "[::]:7000:7000/udp4"]
+        {
+            let f = one(s);
+            assert_eq!(one(&f.spec()), f, "{s} -> {}", f.spec());
+        }
+    }
 
     fn one(s: &str) -> Forward {
         let v = parse_spec_with(s, false).unwrap();

@@ -586,16 +586,15 @@ fn run_on_network(a: RunArgs, network: String) -> Result<u8> {
             "--pcap applies to a container's own network; on {network:?} use `warren capture --network {network} -w FILE`"
         );
     }
-    if !a.ports.autos()?.is_empty() {
-        anyhow::bail!("-p auto applies to a container's own network; on {network:?} publish each port (-p PORT)");
-    }
+    let autos = a.ports.autos()?;
     let conn = Conn::connect()?;
     let join = Request::Join {
         network,
         name: a.name.clone(),
         aliases: a.aliases.clone(),
         ip: a.ip.clone(),
-        publish: a.ports.publish.clone(),
+        // The explicit ones; `auto` specs are served by this process once the container runs.
+        publish: a.ports.publish.iter().filter(|s| warren::forward::parse_auto(s).is_none()).cloned().collect(),
     };
     let requested = a.ports.forwards()?;
     let answer = conn.request(&join)?;
@@ -604,6 +603,8 @@ fn run_on_network(a: RunArgs, network: String) -> Result<u8> {
     let mut cfg = iface.net_config(true);
     // -T and -U are served here: they join the container's loopback to the host's, no TAP.
     (cfg.to_host, cfg.to_host_udp, cfg.limits.udp_timeout) = (own.to_host, own.to_host_udp, own.limits.udp_timeout);
+    // -p auto reads the container's socket tables here and asks the daemon for the ports.
+    cfg.auto_tables = warren::config::AutoTables::of(&autos);
     let to_host = ToHostPlan::of(&cfg);
     let setup = Progress::start(&format!("setting up {name} on {}", iface.network));
     let mut child = ns::spawn_run(&cfg, &a.command)?;
@@ -613,6 +614,7 @@ fn run_on_network(a: RunArgs, network: String) -> Result<u8> {
     let attach = serde_json::to_value(Request::Attach { pid: pid.as_raw() as u32 })?;
     let attached = conn.send(&attach, &[child.tap.fd.as_fd()]).and_then(|()| conn.recv());
     let relays = (std::mem::take(&mut child.tap.to_host), std::mem::take(&mut child.tap.to_host_udp));
+    let tables = std::mem::take(&mut child.tap.tables);
     drop(child.tap);
     let ports = match attached {
         Ok((v, _)) => v["ports"].as_array().cloned().unwrap_or_default(),
@@ -630,6 +632,11 @@ fn run_on_network(a: RunArgs, network: String) -> Result<u8> {
     let rt = runtime()?;
     let code = rt.block_on(async move {
         to_host.start(relays.0, relays.1);
+        if !autos.is_empty() {
+            let (tx, rx) = tokio::sync::mpsc::channel(16);
+            tokio::spawn(ports::auto_publish(tables, autos, tx));
+            tokio::spawn(daemon::client::serve_port_commands(name, rx));
+        }
         let fd = warren::sys::async_fd(conn.into_fd()).context("register the daemon connection")?;
         let supervise = supervise(pid);
         tokio::pin!(supervise);

@@ -7,6 +7,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::{MSG_MAX, Request, runtime_dir, socket_path};
+use crate::forward::Forward;
+use crate::runtime::Command;
+use crate::runtime::ports::PortInfo;
 
 /// A failed daemon request.
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +122,68 @@ impl Conn {
 /// As [`Conn::connect`] and [`Conn::request`].
 pub fn call(req: &Request) -> Result<Value, ClientError> {
     Conn::connect()?.request(req)
+}
+
+/// One request to the running daemon from a task of a tokio runtime: no thread, no start on
+/// demand (a container's `warren run` asks the daemon it joined).
+///
+/// # Errors
+/// As [`Conn::request`].
+pub async fn call_async(req: &Request) -> Result<Value, ClientError> {
+    let io = |what: &str| {
+        let what = what.to_string();
+        move |e: io::Error| ClientError::Io(what, e)
+    };
+    let fd = crate::sys::seqpacket_connect(&socket_path()).map_err(io("connect"))?;
+    socket2::SockRef::from(&fd).set_nonblocking(true).map_err(io("connect"))?;
+    let fd = crate::sys::async_fd(fd).map_err(io("connect"))?;
+    let v = serde_json::to_value(req).map_err(|e| ClientError::Io("encode".into(), io::Error::other(e)))?;
+    super::send(&fd, &v, &[]).await.map_err(io("send"))?;
+    let Some((v, _)) = super::recv(&fd).await.map_err(io("receive"))? else {
+        return Err(ClientError::Io("receive".into(), io::Error::other("the daemon closed the connection")));
+    };
+    if let Some(e) = v.get("error").and_then(Value::as_str) {
+        return Err(ClientError::Refused(e.to_string()));
+    }
+    Ok(v.get("ok").cloned().unwrap_or(Value::Null))
+}
+
+/// Serves a network container's `-p auto` ([`crate::runtime::ports::auto_publish`]) in its
+/// `warren run`: the port list, additions and removals it asks for go to the daemon, which
+/// owns the network's data path, as requests for `container`. Ends when the task asking ends.
+pub async fn serve_port_commands(container: String, mut commands: tokio::sync::mpsc::Receiver<Command>) {
+    while let Some(cmd) = commands.recv().await {
+        match cmd {
+            Command::List(reply) => {
+                let req = Request::Ports { container: container.clone() };
+                let infos = match call_async(&req).await {
+                    Ok(v) => {
+                        v.as_array().map(|a| a.iter().filter_map(PortInfo::from_json).collect()).unwrap_or_default()
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "-p auto: cannot list the container's ports");
+                        return;
+                    }
+                };
+                let _ = reply.send(infos);
+            }
+            Command::Add(fwds, reply) => {
+                let req = Request::Publish {
+                    container: container.clone(),
+                    publish: fwds.iter().map(Forward::spec).collect(),
+                };
+                let r = call_async(&req).await.map_err(|e| e.to_string()).map(|v| {
+                    v.as_array().map(|a| a.iter().filter_map(PortInfo::from_json).collect()).unwrap_or_default()
+                });
+                let _ = reply.send(r);
+            }
+            Command::Remove(ids, reply) => {
+                let req = Request::Unpublish { container: container.clone(), ids };
+                let _ = reply.send(call_async(&req).await.map(|_| ()).map_err(|e| e.to_string()));
+            }
+            other => tracing::debug!(command = ?std::mem::discriminant(&other), "not for the daemon; dropped"),
+        }
+    }
 }
 
 /// Starts `warren daemon --detach` with its output in `daemon.log` of the runtime directory.

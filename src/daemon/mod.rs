@@ -266,6 +266,26 @@ pub enum Request {
         /// Network or container name.
         target: String,
     },
+    /// The published ports of a running container (its `-p auto` compares them with what
+    /// it listens on).
+    Ports {
+        /// Container name.
+        container: String,
+    },
+    /// Publish more ports to a running container's `eth0` (`-p auto`), all or none.
+    Publish {
+        /// Container name.
+        container: String,
+        /// `-p` specs, each with its host address.
+        publish: Vec<String>,
+    },
+    /// Unpublish ports of a running container by id, all or none.
+    Unpublish {
+        /// Container name.
+        container: String,
+        /// Port ids (of [`Request::Ports`]).
+        ids: Vec<u64>,
+    },
 }
 
 /// A container the daemon serves.
@@ -557,7 +577,7 @@ async fn serve(state: Shared, listener: OwnedFd) -> io::Result<()> {
 }
 
 /// Receives one message; `None` at end of stream.
-async fn recv(fd: &AsyncFd<OwnedFd>) -> io::Result<Option<(Value, Vec<OwnedFd>)>> {
+pub(crate) async fn recv(fd: &AsyncFd<OwnedFd>) -> io::Result<Option<(Value, Vec<OwnedFd>)>> {
     let mut buf = vec![0u8; MSG_MAX];
     loop {
         let mut g = fd.readable().await?;
@@ -574,7 +594,7 @@ async fn recv(fd: &AsyncFd<OwnedFd>) -> io::Result<Option<(Value, Vec<OwnedFd>)>
 }
 
 /// Sends one message (and fds).
-async fn send(fd: &AsyncFd<OwnedFd>, v: &Value, fds: &[std::os::fd::BorrowedFd<'_>]) -> io::Result<()> {
+pub(crate) async fn send(fd: &AsyncFd<OwnedFd>, v: &Value, fds: &[std::os::fd::BorrowedFd<'_>]) -> io::Result<()> {
     let bytes = v.to_string();
     loop {
         let mut g = fd.writable().await?;
@@ -674,6 +694,18 @@ async fn handle(state: &Shared, req: Request) -> Value {
                 .collect();
             ok(Value::Array(v))
         }
+        Request::Ports { container } => match state.borrow().containers.get(&container) {
+            Some(c) if c.pid != 0 => ok(json!(c.ports.iter().map(|(_, p)| p).collect::<Vec<_>>())),
+            _ => err(format!("no such container: {container:?} (see `warren ps`)")),
+        },
+        Request::Publish { container, publish } => match publish_more(state, &container, &publish).await {
+            Ok(infos) => ok(json!(infos)),
+            Err(e) => err(e),
+        },
+        Request::Unpublish { container, ids } => match unpublish(state, &container, ids).await {
+            Ok(()) => ok(json!({})),
+            Err(e) => err(e),
+        },
         Request::Pid { container } => match state.borrow().containers.get(&container) {
             Some(c) if c.pid != 0 => ok(json!({ "pid": c.pid })),
             _ => err(format!("no such container: {container:?} (see `warren ps`)")),
@@ -1059,6 +1091,62 @@ async fn join(
         }
     }
     release(&state, &name).await;
+}
+
+/// [`Request::Publish`]: binds the specs' host sockets and publishes them to the container's
+/// `eth0`; nothing is kept when one fails.
+async fn publish_more(state: &Shared, container: &str, publish: &[String]) -> Result<Vec<PortInfo>, String> {
+    let (network, port, dp) = {
+        let st = state.borrow();
+        let c = st
+            .containers
+            .get(container)
+            .filter(|c| c.pid != 0)
+            .ok_or_else(|| format!("no such container: {container:?} (see `warren ps`)"))?;
+        let iface = c
+            .ifaces
+            .iter()
+            .find(|i| i.ifname == "eth0")
+            .ok_or_else(|| format!("container {container:?} has no eth0 to publish to"))?;
+        let dp = st.networks.get(&iface.network).map(|n| n.dp.clone()).ok_or("network removed")?;
+        (iface.network.clone(), iface.port, dp)
+    };
+    let mut fwds = Vec::new();
+    for s in publish {
+        fwds.extend(crate::forward::parse_spec(s).map_err(|e| e.to_string())?);
+    }
+    let bound = ports::bind_all(&fwds).map_err(|e| e.to_string())?;
+    let infos = ask(&dp, |r| Command::PublishFor(port, bound, r)).await.ok_or("network stopped")??;
+    match state.borrow_mut().containers.get_mut(container) {
+        Some(c) => c.ports.extend(infos.iter().map(|p| (network.clone(), p.clone()))),
+        // The container left meanwhile: its interface, and with it these ports, are gone.
+        None => return Err(format!("no such container: {container:?} (see `warren ps`)")),
+    }
+    Ok(infos)
+}
+
+/// [`Request::Unpublish`]: only ports of that container, all or none.
+async fn unpublish(state: &Shared, container: &str, ids: Vec<u64>) -> Result<(), String> {
+    let Some(&first) = ids.first() else { return Ok(()) };
+    let dp = {
+        let st = state.borrow();
+        let c = st
+            .containers
+            .get(container)
+            .filter(|c| c.pid != 0)
+            .ok_or_else(|| format!("no such container: {container:?} (see `warren ps`)"))?;
+        if let Some(id) = ids.iter().find(|id| !c.ports.iter().any(|(_, p)| p.id == **id)) {
+            return Err(format!("container {container:?} has no published port {id}"));
+        }
+        // A container's ports are all on the network of its eth0.
+        let network = c.ports.iter().find(|(_, p)| p.id == first).map(|(n, _)| n.clone());
+        network.and_then(|n| st.networks.get(&n)).map(|n| n.dp.clone()).ok_or("network removed")?
+    };
+    ask(&dp, |r| Command::Remove(ids.clone(), r)).await.ok_or("network stopped")??;
+    if let Some(c) = state.borrow_mut().containers.get_mut(container) {
+        c.ports.retain(|(_, p)| !ids.contains(&p.id));
+    }
+    Ok(())
 }
 
 /// Plugs a container interface into its network's switch.

@@ -214,6 +214,24 @@ pub struct PortInfo {
     pub fallback: Option<SocketAddr>,
 }
 
+impl PortInfo {
+    /// Reads one back from its JSON form (as the daemon sends it); `None` if malformed.
+    pub fn from_json(v: &serde_json::Value) -> Option<Self> {
+        let addr = |k: &str| v.get(k)?.as_str()?.parse::<SocketAddr>().ok();
+        Some(Self {
+            id: v.get("id")?.as_u64()?,
+            proto: match v.get("proto")?.as_str()? {
+                "tcp" => "tcp",
+                "udp" => "udp",
+                _ => return None,
+            },
+            host: addr("host")?,
+            container: addr("container")?,
+            fallback: addr("fallback"),
+        })
+    }
+}
+
 /// How often `-p auto` reads the container's socket tables.
 pub const AUTO_SCAN_EVERY: Duration = Duration::from_secs(1);
 

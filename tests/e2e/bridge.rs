@@ -434,6 +434,56 @@ fn a_networks_outbound_address_is_the_source_of_its_containers_flows() {
 }
 
 #[test]
+fn auto_publishes_a_network_containers_services_while_it_serves_them() {
+    require_isolation();
+    let w = World::new("auto");
+    w.ok(&["network", "create", "lan"]);
+    let (p, u) = (free_port("0.0.0.0"), free_service_port("0.0.0.0"));
+    let dir = ScratchDir::new("bridge-auto");
+    let stop = dir.join("stop");
+    // A TCP service on p and a UDP one on u until `stop` exists; then neither.
+    let script = format!(
+        "{t} serve {p} & s=$!; {t} udp-serve {u} & x=$!; while [ ! -e {stop} ]; do sleep 0.05; done; kill $s $x; \
+         echo stopped; sleep 600",
+        t = nettool().display(),
+        stop = stop.display()
+    );
+    let _r = w.start(&["--network", "lan", "--name", "web", "-p", "auto", "-p", "auto/udp"], &["sh", "-c", &script]);
+    let ports_until = |what: &str, done: &dyn Fn(&[String]) -> bool| -> Vec<String> {
+        let deadline = Instant::now() + SHORT;
+        loop {
+            let v: serde_json::Value = serde_json::from_str(&w.ok(&["ps", "--json"])).unwrap();
+            let web = v.as_array().unwrap().iter().find(|c| c["name"] == "web").cloned().unwrap_or_default();
+            let ports: Vec<String> =
+                web["ports"].as_array().into_iter().flatten().filter_map(|p| p.as_str().map(String::from)).collect();
+            if done(&ports) {
+                return ports;
+            }
+            assert!(Instant::now() < deadline, "{what}: ps says {web}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let (tcp, udp) = (format!("0.0.0.0:{p}->10.89.0.2:{p}/tcp"), format!("0.0.0.0:{u}->10.89.0.2:{u}/udp"));
+    let ports = ports_until("both services published", &|ps| ps.contains(&tcp) && ps.contains(&udp));
+    // On 0.0.0.0 and [::] each; nothing else.
+    assert_eq!(ports.len(), 4, "{ports:?}");
+    // Byte for byte from a loopback client; a remote client keeps its address; UDP answers.
+    crate::ports::get_and_check(std::net::SocketAddr::from(([127, 0, 0, 1], p)), None, 8 << 20, 31);
+    let remote: std::net::IpAddr = REMOTE_IP.parse().unwrap();
+    let (local, seen) = tcp_peer_seen(std::net::SocketAddr::new(remote, p), Some(remote));
+    assert_eq!(seen, local.to_string());
+    let mut c = Command::new(nettool());
+    c.args(["udp-ask", "127.0.0.1", &u.to_string(), "hi"]);
+    let f = run_with_deadline(c, SHORT);
+    assert!(f.code == 0 && f.stdout.trim().ends_with(" hi"), "{} {}", f.stdout, f.stderr);
+    // The container stops serving: the ports go, and connecting is refused.
+    std::fs::write(&stop, b"").unwrap();
+    ports_until("the closed ports unpublished", &|ps| ps.is_empty());
+    let refused = tcp_request(std::net::SocketAddr::from(([127, 0, 0, 1], p)), None, "peer\n");
+    assert_eq!(refused.unwrap_err().kind(), std::io::ErrorKind::ConnectionRefused);
+}
+
+#[test]
 fn published_ports_on_a_bridge_network_keep_client_addresses() {
     require_isolation();
     assert!(has_remote_ip());
