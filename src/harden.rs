@@ -124,6 +124,12 @@ fn daemon_extra() -> Vec<libc::c_long> {
     v
 }
 
+/// What the `warren run` of a bridge-network container adds: `network connect` forks a
+/// helper that joins the container's namespaces (`setns`) and makes the new interface there
+/// (the helper runs under the same filter), and closes the fds it does not hand over
+/// (`getdents64` of /proc/self/fd).
+pub const SUPERVISOR: &[libc::c_long] = &[libc::SYS_clone, libc::SYS_clone3, libc::SYS_setns, libc::SYS_getdents64];
+
 /// What `-T` adds: its connections are joined inside the kernel through pipes.
 pub const SPLICE: &[libc::c_long] = &[libc::SYS_pipe2, libc::SYS_splice];
 

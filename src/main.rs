@@ -630,6 +630,10 @@ fn run_on_network(a: RunArgs, network: String) -> Result<u8> {
         }
     }
     let rt = runtime()?;
+    // From here on: the daemon's requests, the relays and -p auto.
+    let mut extra = warren::harden::SUPERVISOR.to_vec();
+    extra.extend_from_slice(to_host.seccomp_extra());
+    harden(a.net.no_seccomp, &extra);
     let code = rt.block_on(async move {
         to_host.start(relays.0, relays.1);
         if !autos.is_empty() {

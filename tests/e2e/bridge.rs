@@ -528,6 +528,9 @@ fn live_connect_and_disconnect() {
     assert_eq!(got.trim(), format!("ok 4096 {}", stream_hash(3, 4096)));
     let ps = w.ok(&["ps"]);
     assert!(ps.lines().any(|l| l.starts_with("web\t") && l.contains("a,b")), "{ps}");
+    // All of it with the container's warren run under its seccomp allowlist.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", _web.guard.0.as_ref().unwrap().id())).unwrap();
+    assert!(status.lines().any(|l| l == "Seccomp:\t2"), "warren run --network runs under its allowlist");
     // Errors name what is wrong and change nothing.
     let f = w.run(&["network", "connect", "b", "web"]);
     assert_eq!(f.code, 1);
