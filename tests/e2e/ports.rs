@@ -811,6 +811,29 @@ fn auto_reports_a_host_port_it_cannot_take_and_refuses_bad_specs() {
 }
 
 #[test]
+fn a_container_reaches_its_own_published_port_through_a_host_address() {
+    require_isolation();
+    // Hairpin: the container connects to one of the host's addresses at the port published
+    // to it; the flow leaves through the NAT and comes back in through the listener, byte
+    // for byte, and the container sees the host address as the client (a non-loopback
+    // address is kept).
+    let p = free_port("0.0.0.0");
+    let n = 4 * MIB;
+    let script = format!(
+        "{t} serve 80 & until {t} ask 127.0.0.1 80 peer >/dev/null 2>&1; do sleep 0.05; done; \
+         {t} fetch {REMOTE_IP} {p} {n} 7 && {t} ask {REMOTE_IP} {p} peer",
+        t = nettool().display()
+    );
+    let spec = format!("{p}:80");
+    let f = warren_run(&["-p", &spec], &["sh", "-c", &script], SHORT);
+    let lines: Vec<&str> = f.stdout.lines().filter(|l| *l != "serving").collect();
+    assert_eq!(lines.len(), 2, "{} {}", f.stdout, f.stderr);
+    assert_eq!(lines[0], format!("ok {n} {}", stream_hash(7, n)));
+    let reply = lines[1].split("reply=").nth(1).unwrap_or_default();
+    assert!(reply.starts_with(&format!("{REMOTE_IP}:")), "the container sees the host address: {}", lines[1]);
+}
+
+#[test]
 fn to_host_leads_container_loopback_ports_to_the_host_loopback() {
     require_isolation();
     let down = TcpServer::download("127.0.0.1");
