@@ -213,6 +213,11 @@ fn run(a: RunArgs) -> Result<u8> {
             ("--outbound-addr6", a.net.outbound_addr6.is_some()),
         ];
         if let Some((o, _)) = own.iter().find(|(_, given)| *given) {
+            if own_netns && o.starts_with("--outbound-addr") {
+                anyhow::bail!(
+                    "{o} applies to a container's own network; on {n:?} it is the network's: `warren network create {n} {o} IP|IFACE`"
+                );
+            }
             anyhow::bail!("{o} applies to a container's own network; it has no effect with --network {n}");
         }
     }

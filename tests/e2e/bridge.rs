@@ -431,6 +431,17 @@ fn a_networks_outbound_address_is_the_source_of_its_containers_flows() {
         assert!(f.stderr.contains(msg) && f.stderr.lines().count() == 1, "{args:?}: {}", f.stderr);
     }
     assert!(!w.ok(&["network", "ls"]).contains("bad"), "no network half-created");
+    // A container's own --outbound-addr on a network points to the network's.
+    let f = w.once(&["--network", "plain", "--outbound-addr", VETH_LOCAL], &["echo", "started"]);
+    assert_eq!(f.code, 125);
+    assert!(
+        f.stderr.contains(
+            "--outbound-addr applies to a container's own network; on \"plain\" it is the network's: \
+             `warren network create plain --outbound-addr IP|IFACE`"
+        ) && !f.stdout.contains("started"),
+        "{}",
+        f.stderr
+    );
 }
 
 #[test]
