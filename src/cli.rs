@@ -361,6 +361,10 @@ pub struct RunArgs {
     /// Address on the bridge network (default: the next free one).
     #[arg(long, value_name = "IP", requires = "network")]
     pub ip: Option<String>,
+    /// Add a line to the container's /etc/hosts (repeatable): NAME:IP, NAME=IP; IP may be
+    /// host-gateway, the container's gateway (Docker's --add-host).
+    #[arg(long = "add-host", value_name = "NAME:IP")]
+    pub add_hosts: Vec<String>,
     #[command(flatten)]
     pub ports: PublishArgs,
     /// The command and its arguments.
@@ -384,6 +388,33 @@ pub struct AttachArgs {
     pub net: NetArgs,
     #[command(flatten)]
     pub ports: PublishArgs,
+}
+
+impl RunArgs {
+    /// The `--add-host` entries, `host-gateway` resolved to `gateway` (none: the container
+    /// has no network of its own, and `host-gateway` is refused).
+    ///
+    /// # Errors
+    /// The first malformed entry.
+    pub fn hosts(&self, gateway: Option<std::net::Ipv4Addr>) -> Result<Vec<(String, std::net::IpAddr)>, CliError> {
+        let mut out = Vec::new();
+        for spec in &self.add_hosts {
+            let (name, addr) = config::parse_add_host(spec)?;
+            let ip = match (addr, gateway) {
+                (config::HostEntryAddr::Ip(ip), _) => ip,
+                (config::HostEntryAddr::Gateway, Some(gw)) => gw.into(),
+                (config::HostEntryAddr::Gateway, None) => {
+                    return Err(ConfigError::AddHost {
+                        spec: spec.clone(),
+                        why: "host-gateway needs a network with a gateway (not --network none or host)".into(),
+                    }
+                    .into());
+                }
+            };
+            out.push((name, ip));
+        }
+        Ok(out)
+    }
 }
 
 impl NetArgs {

@@ -52,6 +52,16 @@ pub enum ConfigError {
     /// `--dns-upstream` that does not parse.
     #[error("invalid DNS upstream {0:?}: expected IP or IP:PORT (IPv6 as [ADDR]:PORT)")]
     DnsUpstream(String),
+    /// `--add-host` that is not `NAME:IP`.
+    #[error(
+        "invalid --add-host {spec:?}: {why}; expected NAME:IP or NAME=IP (IPv6 may be in brackets), IP may be host-gateway"
+    )]
+    AddHost {
+        /// What was given.
+        spec: String,
+        /// What is wrong with it.
+        why: String,
+    },
     /// `--outbound-addr` / `--outbound-addr6` that names no address of this host.
     #[error(
         "invalid {option} {spec:?}: expected an {family} address of this host or the name of an interface that has one"
@@ -64,6 +74,50 @@ pub enum ConfigError {
         /// `IPv4` or `IPv6`.
         family: &'static str,
     },
+}
+
+/// The address of an `--add-host` entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostEntryAddr {
+    /// This address.
+    Ip(IpAddr),
+    /// `host-gateway`: the container's gateway (which leads to the host; to its loopback with
+    /// `--allow-host-loopback`).
+    Gateway,
+}
+
+/// Parses Docker's `--add-host NAME:IP` (also `NAME=IP`, IPv6 bare or in brackets, IP
+/// `host-gateway`) into a line of the container's `/etc/hosts`.
+///
+/// # Errors
+/// [`ConfigError::AddHost`] naming what is wrong.
+pub fn parse_add_host(spec: &str) -> Result<(String, HostEntryAddr), ConfigError> {
+    let err = |why: &str| ConfigError::AddHost { spec: spec.to_string(), why: why.to_string() };
+    let (name, addr) = spec.split_once('=').or_else(|| spec.split_once(':')).ok_or_else(|| err("no address"))?;
+    let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_');
+    if name.is_empty() || name.len() > 253 || !name.chars().all(valid) || name.starts_with(['-', '.']) {
+        return Err(err(&format!("{name:?} is not a host name")));
+    }
+    if addr == "host-gateway" {
+        return Ok((name.to_string(), HostEntryAddr::Gateway));
+    }
+    let bare = addr.strip_prefix('[').and_then(|a| a.strip_suffix(']')).unwrap_or(addr);
+    let ip = bare.parse::<IpAddr>().map_err(|_| err(&format!("{addr:?} is not an IP address")))?;
+    Ok((name.to_string(), HostEntryAddr::Ip(ip)))
+}
+
+/// The container's `/etc/hosts` with `--add-host` entries: the host's file, then one line per
+/// entry.
+pub fn hosts_file_contents(host: &str, entries: &[(String, IpAddr)]) -> String {
+    let mut out = host.to_string();
+    if !out.is_empty() && !out.ends_with('\n') {
+        out.push('\n');
+    }
+    out.push_str("# added by warren (--add-host)\n");
+    for (name, ip) in entries {
+        out.push_str(&format!("{ip}\t{name}\n"));
+    }
+    out
 }
 
 /// Resolves an outbound source (slirp4netns `--outbound-addr`, pasta `-o`/`--outbound-if4`):
@@ -414,6 +468,27 @@ impl NetConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn add_host_takes_docker_forms_and_names_what_is_wrong() {
+        let ip = |s: &str| HostEntryAddr::Ip(s.parse().unwrap());
+        assert_eq!(parse_add_host("db:192.0.2.9").unwrap(), ("db".into(), ip("192.0.2.9")));
+        assert_eq!(parse_add_host("db=192.0.2.9").unwrap(), ("db".into(), ip("192.0.2.9")));
+        assert_eq!(parse_add_host("v6:2001:db8::33").unwrap(), ("v6".into(), ip("2001:db8::33")));
+        assert_eq!(parse_add_host("v6=[2001:db8::33]").unwrap(), ("v6".into(), ip("2001:db8::33")));
+        assert_eq!(parse_add_host("h.docker.internal:host-gateway").unwrap().1, HostEntryAddr::Gateway);
+        for (bad, why) in [
+            ("nohost", "no address"),
+            (":1.2.3.4", "\"\" is not a host name"),
+            ("a b:1.2.3.4", "\"a b\" is not a host name"),
+            ("db:1.2.3", "\"1.2.3\" is not an IP address"),
+        ] {
+            let e = parse_add_host(bad).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("invalid --add-host {bad:?}: {why}; expected NAME:IP")), "{e}");
+        }
+        let hosts = hosts_file_contents("127.0.0.1 localhost", &[("db".into(), "192.0.2.9".parse().unwrap())]);
+        assert_eq!(hosts, "127.0.0.1 localhost\n# added by warren (--add-host)\n192.0.2.9\tdb\n");
+    }
 
     #[test]
     fn cidr_rules() {

@@ -202,6 +202,14 @@ impl ToHostPlan {
 }
 
 fn run(a: RunArgs) -> Result<u8> {
+    // --add-host is checked before anything starts (host-gateway is resolved later).
+    match a.network.as_deref() {
+        Some(n) if n.starts_with("container:") && !a.add_hosts.is_empty() => {
+            anyhow::bail!("--add-host has no effect with --network {n}: the container joins another's network")
+        }
+        Some("none" | "host") => a.hosts(None)?,
+        _ => a.hosts(Some(std::net::Ipv4Addr::UNSPECIFIED))?,
+    };
     if let Some(n) = a.network.as_deref() {
         // -T and -U need a network namespace of the container's own (a bridge network's
         // container has one); the outbound address is the network's (`network create`).
@@ -231,10 +239,11 @@ fn run(a: RunArgs) -> Result<u8> {
     let mut cfg = a.net.to_config()?;
     let no_seccomp = a.net.no_seccomp;
     let capture = open_capture(a.net.pcap.as_deref())?;
+    let hosts = a.hosts(Some(cfg.addrs.gateway))?;
     let prep = prepare(a.ports)?;
     cfg.auto_tables = warren::config::AutoTables::of(&prep.auto);
     let setup = Progress::start("setting up the container's network");
-    let child = ns::spawn_run(&cfg, &a.command)?;
+    let child = ns::spawn_run(&cfg, &a.command, &hosts)?;
     drop(setup);
     let pid = child.pid;
     tracing::info!(pid = pid.as_raw(), tap = %cfg.tap_name, "container started");
@@ -606,13 +615,14 @@ fn run_on_network(a: RunArgs, network: String) -> Result<u8> {
     let iface: daemon::Iface = serde_json::from_value(answer["iface"].clone()).context("bad join answer")?;
     let name = answer["name"].as_str().unwrap_or_default().to_string();
     let mut cfg = iface.net_config(true);
+    let hosts = a.hosts(Some(cfg.addrs.gateway))?;
     // -T and -U are served here: they join the container's loopback to the host's, no TAP.
     (cfg.to_host, cfg.to_host_udp, cfg.limits.udp_timeout) = (own.to_host, own.to_host_udp, own.limits.udp_timeout);
     // -p auto reads the container's socket tables here and asks the daemon for the ports.
     cfg.auto_tables = warren::config::AutoTables::of(&autos);
     let to_host = ToHostPlan::of(&cfg);
     let setup = Progress::start(&format!("setting up {name} on {}", iface.network));
-    let mut child = ns::spawn_run(&cfg, &a.command)?;
+    let mut child = ns::spawn_run(&cfg, &a.command, &hosts)?;
     drop(setup);
     let pid = child.pid;
     tracing::info!(pid = pid.as_raw(), %name, ip = %iface.ip4, "container started");
@@ -796,7 +806,7 @@ fn run_without_tap(a: RunArgs, host_net: bool) -> Result<u8> {
     if a.net.pcap.is_some() {
         anyhow::bail!("--pcap has nothing to capture with --network {}", if host_net { "host" } else { "none" });
     }
-    let pid = ns::spawn_run_without_tap(host_net, &a.command)?;
+    let pid = ns::spawn_run_without_tap(host_net, &a.command, &a.hosts(None)?)?;
     Ok(runtime()?.block_on(supervise(pid)))
 }
 

@@ -64,6 +64,7 @@ complete -c warren -n "__fish_warren_using_subcommand run" -l network -d 'Networ
 complete -c warren -n "__fish_warren_using_subcommand run" -l name -d 'Container name on bridge networks (DNS name; default: generated)' -r
 complete -c warren -n "__fish_warren_using_subcommand run" -l alias -d 'Extra DNS name on the bridge network (repeatable)' -r
 complete -c warren -n "__fish_warren_using_subcommand run" -l ip -d 'Address on the bridge network (default: the next free one)' -r
+complete -c warren -n "__fish_warren_using_subcommand run" -l add-host -d 'Add a line to the container\'s /etc/hosts (repeatable): NAME:IP, NAME=IP; IP may be host-gateway, the container\'s gateway (Docker\'s --add-host)' -r
 complete -c warren -n "__fish_warren_using_subcommand run" -s p -l publish -d 'Publish a container port: [HOST_IP:][HOST_PORT[-END]:]CONTAINER_PORT[-END][/tcp|/udp] (without HOST_IP on 0.0.0.0 and [::]); or [HOST_IP:]auto[/udp]: every TCP port the container listens on (/udp: every UDP port it serves, bound and unconnected outside its ephemeral range), on the same host port, while it does (checked every second)' -r
 complete -c warren -n "__fish_warren_using_subcommand run" -l api-socket -d 'Path of the API socket (default: $XDG_RUNTIME_DIR/warren/PID.sock)' -r -F
 complete -c warren -n "__fish_warren_using_subcommand run" -l log-format -d 'Log line format on stderr' -r -f -a "text\t'Human-readable lines'

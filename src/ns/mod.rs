@@ -379,8 +379,18 @@ impl Drop for TempFile {
 
 fn write_resolv(dns: &[IpAddr]) -> Result<TempFile, NsError> {
     let host = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    let contents = resolv_conf_contents(dns, &host);
-    let name = format!("warren-resolv-{}.conf", std::process::id());
+    write_temp("resolv", &resolv_conf_contents(dns, &host))
+}
+
+/// The container's `/etc/hosts` with `--add-host` entries.
+fn write_hosts(entries: &[(String, IpAddr)]) -> Result<TempFile, NsError> {
+    let host = fs::read_to_string("/etc/hosts").unwrap_or_default();
+    write_temp("hosts", &crate::config::hosts_file_contents(&host, entries))
+}
+
+/// A new private file `warren-WHAT-PID` holding `contents`, for a bind mount.
+fn write_temp(what: &str, contents: &str) -> Result<TempFile, NsError> {
+    let name = format!("warren-{what}-{}", std::process::id());
     // $XDG_RUNTIME_DIR when it is ours and writable, else the temp dir.
     let dirs = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from).into_iter().chain([std::env::temp_dir()]);
     let mut last_err = None;
@@ -461,8 +471,8 @@ fn write_id_maps(pid: Pid) -> Result<(), NsError> {
 /// # Errors
 /// Any failure of namespace creation, id mapping or TAP setup, with a message for the user;
 /// the child is killed and reaped before returning.
-pub fn spawn_run(cfg: &NetConfig, argv: &[String]) -> Result<RunChild, NsError> {
-    let (pid, tap) = spawn_container(Some(cfg), false, argv)?;
+pub fn spawn_run(cfg: &NetConfig, argv: &[String], hosts: &[(String, IpAddr)]) -> Result<RunChild, NsError> {
+    let (pid, tap) = spawn_container(Some(cfg), false, argv, hosts)?;
     Ok(RunChild { pid, tap: tap.ok_or_else(|| NsError::Child("no TAP came back".into()))? })
 }
 
@@ -471,8 +481,8 @@ pub fn spawn_run(cfg: &NetConfig, argv: &[String]) -> Result<RunChild, NsError> 
 ///
 /// # Errors
 /// As [`spawn_run`].
-pub fn spawn_run_without_tap(host_net: bool, argv: &[String]) -> Result<Pid, NsError> {
-    spawn_container(None, host_net, argv).map(|(pid, _)| pid)
+pub fn spawn_run_without_tap(host_net: bool, argv: &[String], hosts: &[(String, IpAddr)]) -> Result<Pid, NsError> {
+    spawn_container(None, host_net, argv, hosts).map(|(pid, _)| pid)
 }
 
 /// Runs `argv` in the user and network namespaces of process `target` (`--network
@@ -510,7 +520,12 @@ fn cstrings(argv: &[String]) -> Result<Vec<CString>, NsError> {
         .collect()
 }
 
-fn spawn_container(cfg: Option<&NetConfig>, host_net: bool, argv: &[String]) -> Result<(Pid, Option<Tap>), NsError> {
+fn spawn_container(
+    cfg: Option<&NetConfig>,
+    host_net: bool,
+    argv: &[String],
+    hosts: &[(String, IpAddr)],
+) -> Result<(Pid, Option<Tap>), NsError> {
     let argv = cstrings(argv)?;
     let mut dns = Vec::new();
     if let Some(cfg) = cfg {
@@ -518,6 +533,8 @@ fn spawn_container(cfg: Option<&NetConfig>, host_net: bool, argv: &[String]) -> 
         dns.extend(cfg.addrs6.map(|a| IpAddr::from(a.dns)));
     }
     let resolv = cfg.map(|_| write_resolv(&dns)).transpose()?;
+    let hosts = (!hosts.is_empty()).then(|| write_hosts(hosts)).transpose()?;
+    let files = Files { resolv: resolv.as_ref().map(|r| r.0.as_path()), hosts: hosts.as_ref().map(|h| h.0.as_path()) };
     let (parent_sock, child_sock) = UnixStream::pair().map_err(|e| NsError::Io("socketpair".into(), e))?;
     let (go_r, go_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| NsError::Io("pipe".into(), e.into()))?;
@@ -529,7 +546,7 @@ fn spawn_container(cfg: Option<&NetConfig>, host_net: bool, argv: &[String]) -> 
     if pid == 0 {
         drop(parent_sock);
         drop(go_w);
-        child_run(cfg, host_net, &argv, resolv.as_ref().map(|r| r.0.as_path()), child_sock, go_r);
+        child_run(cfg, host_net, &argv, files, child_sock, go_r);
     }
     let pid = Pid::from_raw(pid);
     drop(child_sock);
@@ -543,8 +560,17 @@ fn spawn_container(cfg: Option<&NetConfig>, host_net: bool, argv: &[String]) -> 
     nix::unistd::write(&go_w, b"g").map_err(|e| fail(NsError::Io("signal child".into(), e.into())))?;
     drop(go_w);
     let tap = receive(&parent_sock).map_err(fail)?;
-    drop(resolv);
+    drop((resolv, hosts));
     Ok((pid, tap))
+}
+
+/// Files the container gets bind-mounted over the host's.
+#[derive(Clone, Copy)]
+struct Files<'a> {
+    /// Over /etc/resolv.conf (with a network).
+    resolv: Option<&'a Path>,
+    /// Over /etc/hosts (`--add-host`).
+    hosts: Option<&'a Path>,
 }
 
 /// The cloned child: PID 1 of the new PID namespace. Never returns.
@@ -552,7 +578,7 @@ fn child_run(
     cfg: Option<&NetConfig>,
     host_net: bool,
     argv: &[CString],
-    resolv: Option<&Path>,
+    files: Files<'_>,
     sock: UnixStream,
     go: OwnedFd,
 ) -> ! {
@@ -563,7 +589,7 @@ fn child_run(
         sys::exit_now(1);
     }
     drop(go);
-    let r = child_setup(cfg, host_net, resolv);
+    let r = child_setup(cfg, host_net, files);
     let ok = r.is_ok();
     report(&sock, r);
     drop(sock);
@@ -573,10 +599,15 @@ fn child_run(
     init(argv)
 }
 
-fn child_setup(cfg: Option<&NetConfig>, host_net: bool, resolv: Option<&Path>) -> Result<Option<Tap>, String> {
+fn child_setup(cfg: Option<&NetConfig>, host_net: bool, files: Files<'_>) -> Result<Option<Tap>, String> {
     use nix::mount::{MsFlags, mount};
     mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
         .map_err(|e| format!("make mounts private: {e}"))?;
+    if let Some(hosts) = files.hosts {
+        let target = Path::new("/etc/hosts");
+        mount(Some(hosts), target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+            .map_err(|e| format!("bind-mount the --add-host file over {}: {e}", target.display()))?;
+    }
     let Some(cfg) = cfg else {
         if !host_net {
             sys::IfCtl::new().and_then(|c| c.set_up("lo")).map_err(|e| e.to_string())?;
@@ -587,7 +618,7 @@ fn child_setup(cfg: Option<&NetConfig>, host_net: bool, resolv: Option<&Path>) -
     };
     let tap = configure_tap(cfg, true)?;
     let target = Path::new("/etc/resolv.conf");
-    if let Some(resolv) = resolv
+    if let Some(resolv) = files.resolv
         && target.exists()
     {
         mount(Some(resolv), target, None::<&str>, MsFlags::MS_BIND, None::<&str>)

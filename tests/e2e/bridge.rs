@@ -312,7 +312,7 @@ print("sent")
 }
 
 #[test]
-fn to_host_ports_of_a_container_on_a_bridge_network() {
+fn to_host_ports_and_add_host_of_a_container_on_a_bridge_network() {
     require_isolation();
     let w = World::new("tohost");
     w.ok(&["network", "create", "lan"]);
@@ -321,7 +321,7 @@ fn to_host_ports_of_a_container_on_a_bridge_network() {
     let echo = UdpServer::echo("127.0.0.1");
     let n = 16 << 20;
     // Its loopback's -T and -U ports reach the host's loopback, byte for byte; the network's
-    // gateway still does not lead to the host's loopback.
+    // gateway still does not lead to the host's loopback. --add-host host-gateway names it.
     let script = format!(
         "{t} download 127.0.0.1 5700 {n} 41 && {t} upload 127.0.0.1 5701 {n} 43 && {t} udp-echo 127.0.0.1 5800 45 && \
          {{ {t} download 10.89.0.1 {d} 10 1 || echo gateway-refused; }}",
@@ -333,12 +333,15 @@ fn to_host_ports_of_a_container_on_a_bridge_network() {
         format!("5701:{}", up.addr.port()),
         format!("5800:{}", echo.addr.port()),
     ];
-    let f = w.once(&["--network", "lan", "-T", &specs[0], "-T", &specs[1], "-U", &specs[2]], &["sh", "-c", &script]);
+    let script = format!("getent hosts host.docker.internal && {script}");
+    let net = ["--network", "lan", "-T", &specs[0], "-T", &specs[1], "-U", &specs[2]];
+    let f = w.once(&[&net[..], &["--add-host", "host.docker.internal:host-gateway"]].concat(), &["sh", "-c", &script]);
     assert_eq!(f.code, 0, "{} {}", f.stdout, f.stderr);
     let lines: Vec<&str> = f.stdout.lines().filter(|l| !l.starts_with("FAIL")).collect();
     assert_eq!(
         lines,
         [
+            "10.89.0.1       host.docker.internal",
             format!("ok {n} {}", stream_hash(41, n)).as_str(),
             &format!("{n} {}", stream_hash(43, n)),
             "ok 45",

@@ -360,6 +360,57 @@ fn nothing_is_left_behind() {
 }
 
 #[test]
+fn add_host_entries_reach_the_containers_etc_hosts_and_only_there() {
+    require_isolation();
+    let host_before = std::fs::read_to_string("/etc/hosts").unwrap();
+    // Resolved through the C library as programs inside do; the host's own entries stay
+    // (localhost); host-gateway is the gateway, which leads to the host.
+    let runtime_dir = ScratchDir::new("addhost");
+    let mut cmd = Command::new(warren());
+    cmd.env("XDG_RUNTIME_DIR", &*runtime_dir).args([
+        "run",
+        "--add-host",
+        "db:192.0.2.9",
+        "--add-host",
+        "gw:host-gateway",
+        "--add-host",
+        "v6=[fd00::9]",
+        "--",
+        "getent",
+        "hosts",
+        "db",
+        "gw",
+        "v6",
+        "localhost",
+    ]);
+    let f = run_with_deadline(cmd, SHORT);
+    assert_eq!(f.code, 0, "{}", f.stderr);
+    let got: Vec<Vec<&str>> = f.stdout.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(got[..3], [vec!["192.0.2.9", "db"], vec!["10.0.2.2", "gw"], vec!["fd00::9", "v6"]], "{}", f.stdout);
+    assert!(got[3][0] == "127.0.0.1" || got[3][0] == "::1", "{}", f.stdout);
+    // Neither the host's file nor the private copy's temporary file remain changed or behind.
+    assert_eq!(std::fs::read_to_string("/etc/hosts").unwrap(), host_before);
+    let files: Vec<_> = std::fs::read_dir(&*runtime_dir).unwrap().flatten().map(|e| e.path()).collect();
+    assert!(files.is_empty(), "files left behind: {files:?}");
+    // --network none takes plain addresses; host-gateway needs a gateway; bad entries are
+    // refused before anything starts.
+    let f = warren_run(&["--network", "none", "--add-host", "db:192.0.2.9"], &["getent", "hosts", "db"], SHORT);
+    assert_eq!((f.code, f.stdout.split_whitespace().collect::<Vec<_>>()), (0, vec!["192.0.2.9", "db"]), "{}", f.stderr);
+    for (args, msg) in [
+        (
+            &["--network", "none", "--add-host", "gw:host-gateway"][..],
+            "invalid --add-host \"gw:host-gateway\": host-gateway needs a network with a gateway (not --network none or host)",
+        ),
+        (&["--add-host", "db"][..], "invalid --add-host \"db\": no address; expected NAME:IP or NAME=IP"),
+        (&["--add-host", "db:1.2.3"][..], "invalid --add-host \"db:1.2.3\": \"1.2.3\" is not an IP address"),
+    ] {
+        let f = warren_run(args, &["echo", "started"], SHORT);
+        assert_eq!(f.code, 125, "{args:?}");
+        assert!(f.stderr.contains(msg) && !f.stdout.contains("started"), "{args:?}: {}", f.stderr);
+    }
+}
+
+#[test]
 fn bad_input_is_refused_with_a_clear_message() {
     require_isolation();
     let cases: [(&[&str], &str); 6] = [
