@@ -592,3 +592,51 @@ async fn udp_connected(to: SocketAddr) -> io::Result<tokio::net::UdpSocket> {
     s.connect(to).await?;
     Ok(s)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Two connected loopback TCP streams: (one end, the other end).
+    async fn pair() -> (tokio::net::TcpStream, tokio::net::TcpStream) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a = tokio::net::TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (b, _) = l.accept().await.unwrap();
+        (a, b)
+    }
+
+    /// `relay` moves 3 MiB (more than a grown pipe) from one connection to another intact, then
+    /// passes the sender's EOF on as a half-close.
+    async fn relays_intact(spliced: bool) {
+        let (mut client, src) = pair().await;
+        let (dst, mut server) = pair().await;
+        let data: Vec<u8> = (0..3u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let sent = data.clone();
+        let writer = tokio::spawn(async move {
+            client.write_all(&sent).await.unwrap();
+            client.shutdown().await.unwrap();
+            client
+        });
+        let relay = tokio::spawn(async move {
+            let n = if spliced { splice_one_way(&src, &dst).await } else { copy_one_way(&src, &dst, 0).await };
+            (n, src, dst)
+        });
+        let mut got = Vec::new();
+        server.read_to_end(&mut got).await.unwrap();
+        let (n, _src, _dst) = relay.await.unwrap();
+        let _client = writer.await.unwrap();
+        assert_eq!(n.unwrap(), data.len() as u64);
+        assert!(got == data, "{} bytes arrived, not the {} sent", got.len(), data.len());
+    }
+
+    #[tokio::test]
+    async fn splice_relay_moves_bytes_intact_and_passes_the_half_close() {
+        relays_intact(true).await;
+    }
+
+    #[tokio::test]
+    async fn buffer_relay_moves_bytes_intact_and_passes_the_half_close() {
+        relays_intact(false).await;
+    }
+}
