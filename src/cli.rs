@@ -224,6 +224,9 @@ pub struct PortArgs {
     /// API socket of the instance (default: the only one running).
     #[arg(long, value_name = "PATH", global = true)]
     pub api_socket: Option<PathBuf>,
+    /// A container on a bridge network (by name, see `warren ps`) instead of an instance.
+    #[arg(long, value_name = "NAME", global = true, conflicts_with = "api_socket")]
+    pub container: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: PortCommand,

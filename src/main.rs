@@ -385,6 +385,9 @@ fn doctor(json: bool) -> Result<u8> {
 }
 
 fn port(a: PortArgs) -> Result<u8> {
+    if let Some(container) = a.container {
+        return container_port(container, a.command);
+    }
     let path = match a.api_socket {
         Some(p) => p,
         None => api::find_socket()?,
@@ -404,6 +407,34 @@ fn port(a: PortArgs) -> Result<u8> {
         PortCommand::Rm { ids } => {
             api::request(&path, &serde_json::json!({"execute": "port_remove", "arguments": {"ids": ids}}))?;
         }
+    }
+    Ok(0)
+}
+
+/// `warren port --container NAME ...`: the daemon publishes to the container's eth0, live.
+fn container_port(container: String, command: PortCommand) -> Result<u8> {
+    let v = match command {
+        PortCommand::Add { specs } => {
+            for s in &specs {
+                warren::forward::parse_spec(s)?;
+            }
+            daemon::client::call(&Request::Publish { container, publish: specs })?
+        }
+        PortCommand::Ls { json } => {
+            let v = daemon::client::call(&Request::Ports { container })?;
+            if json {
+                out!("{v}");
+                return Ok(0);
+            }
+            v
+        }
+        PortCommand::Rm { ids } => {
+            daemon::client::call(&Request::Unpublish { container, ids })?;
+            return Ok(0);
+        }
+    };
+    for p in v.as_array().cloned().unwrap_or_default() {
+        out!("{}", tsv_row(&p, &["id", "proto", "host", "container"]));
     }
     Ok(0)
 }

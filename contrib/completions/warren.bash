@@ -1086,13 +1086,17 @@ _warren() {
             return 0
             ;;
         warren__subcmd__port)
-            opts="-v -h -V --api-socket --verbose --log-format --help --version add ls rm help"
+            opts="-v -h -V --api-socket --container --verbose --log-format --help --version add ls rm help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --api-socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --container)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1108,13 +1112,17 @@ _warren() {
             return 0
             ;;
         warren__subcmd__port__subcmd__add)
-            opts="-v -h -V --api-socket --verbose --log-format --help --version"
+            opts="-v -h -V --api-socket --container --verbose --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --api-socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --container)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1200,13 +1208,17 @@ _warren() {
             return 0
             ;;
         warren__subcmd__port__subcmd__ls)
-            opts="-v -h -V --json --api-socket --verbose --log-format --help --version"
+            opts="-v -h -V --json --api-socket --container --verbose --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --api-socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --container)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1222,13 +1234,17 @@ _warren() {
             return 0
             ;;
         warren__subcmd__port__subcmd__rm)
-            opts="-v -h -V --api-socket --verbose --log-format --help --version"
+            opts="-v -h -V --api-socket --container --verbose --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --api-socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --container)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -107,6 +107,7 @@ complete -c warren -n "__fish_warren_using_subcommand attach" -s v -l verbose -d
 complete -c warren -n "__fish_warren_using_subcommand attach" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c warren -n "__fish_warren_using_subcommand attach" -s V -l version -d 'Print version'
 complete -c warren -n "__fish_warren_using_subcommand port; and not __fish_seen_subcommand_from add ls rm help" -l api-socket -d 'API socket of the instance (default: the only one running)' -r -F
+complete -c warren -n "__fish_warren_using_subcommand port; and not __fish_seen_subcommand_from add ls rm help" -l container -d 'A container on a bridge network (by name, see `warren ps`) instead of an instance' -r
 complete -c warren -n "__fish_warren_using_subcommand port; and not __fish_seen_subcommand_from add ls rm help" -l log-format -d 'Log line format on stderr' -r -f -a "text\t'Human-readable lines'
 json\t'One JSON object per line (ts, level, target, message, fields)'"
 complete -c warren -n "__fish_warren_using_subcommand port; and not __fish_seen_subcommand_from add ls rm help" -s v -l verbose -d 'More log output (-v info, -vv debug, -vvv trace); RUST_LOG overrides'
@@ -117,12 +118,14 @@ complete -c warren -n "__fish_warren_using_subcommand port; and not __fish_seen_
 complete -c warren -n "__fish_warren_using_subcommand port; and not __fish_seen_subcommand_from add ls rm help" -f -a "rm" -d 'Unpublish ports by id'
 complete -c warren -n "__fish_warren_using_subcommand port; and not __fish_seen_subcommand_from add ls rm help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c warren -n "__fish_warren_using_subcommand port; and __fish_seen_subcommand_from add" -l api-socket -d 'API socket of the instance (default: the only one running)' -r -F
+complete -c warren -n "__fish_warren_using_subcommand port; and __fish_seen_subcommand_from add" -l container -d 'A container on a bridge network (by name, see `warren ps`) instead of an instance' -r
 complete -c warren -n "__fish_warren_using_subcommand port; and __fish_seen_subcommand_from add" -l log-format -d 'Log line format on stderr' -r -f -a "text\t'Human-readable lines'
 json\t'One JSON object per line (ts, level, target, message, fields)'"
 complete -c warren -n "__fish_warren_using_subcommand port; and __fish_seen_subcommand_from add" -s v -l verbose -d 'More log output (-v info, -vv debug, -vvv trace); RUST_LOG overrides'
 complete -c warren -n "__fish_warren_using_subcommand port; and __fish_seen_subcommand_from add" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c warren -n "__fish_warren_using_subcommand port; and __fish_seen_subcommand_from add" -s V -l version -d 'Print version'
 complete -c warren -n "__fish_warren_using_subcommand port; and __fish_seen_subcommand_from ls" -l api-socket -d 'API socket of the instance (default: the only one running)' -r -F
+complete -c warren -n "__fish_warren_using_subcommand port; and __fish_seen_subcommand_from ls" -l container -d 'A container on a bridge network (by name, see `warren ps`) instead of an instance' -r
 complete -c warren -n "__fish_warren_using_subcommand port; and __fish_seen_subcommand_from ls" -l log-format -d 'Log line format on stderr' -r -f -a "text\t'Human-readable lines'
 json\t'One JSON object per line (ts, level, target, message, fields)'"
 complete -c warren -n "__fish_warren_using_subcommand port; and __fish_seen_subcommand_from ls" -l json -d 'JSON output'
@@ -130,6 +133,7 @@ complete -c warren -n "__fish_warren_using_subcommand port; and __fish_seen_subc
 complete -c warren -n "__fish_warren_using_subcommand port; and __fish_seen_subcommand_from ls" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c warren -n "__fish_warren_using_subcommand port; and __fish_seen_subcommand_from ls" -s V -l version -d 'Print version'
 complete -c warren -n "__fish_warren_using_subcommand port; and __fish_seen_subcommand_from rm" -l api-socket -d 'API socket of the instance (default: the only one running)' -r -F
+complete -c warren -n "__fish_warren_using_subcommand port; and __fish_seen_subcommand_from rm" -l container -d 'A container on a bridge network (by name, see `warren ps`) instead of an instance' -r
 complete -c warren -n "__fish_warren_using_subcommand port; and __fish_seen_subcommand_from rm" -l log-format -d 'Log line format on stderr' -r -f -a "text\t'Human-readable lines'
 json\t'One JSON object per line (ts, level, target, message, fields)'"
 complete -c warren -n "__fish_warren_using_subcommand port; and __fish_seen_subcommand_from rm" -s v -l verbose -d 'More log output (-v info, -vv debug, -vvv trace); RUST_LOG overrides'

@@ -498,6 +498,35 @@ fn auto_publishes_a_network_containers_services_while_it_serves_them() {
 }
 
 #[test]
+fn ports_of_a_network_container_are_added_and_removed_live() {
+    require_isolation();
+    let w = World::new("liveport");
+    w.ok(&["network", "create", "lan"]);
+    let _web = w.start(&["--network", "lan", "--name", "web"], &serve80());
+    // Added while the container runs: a picked port on 127.0.0.1, printed, listed, working.
+    let added = w.ok(&["port", "--container", "web", "add", "127.0.0.1::80"]);
+    let row: Vec<&str> = added.trim().split('\t').collect();
+    assert_eq!((row.len(), row[1], row[3]), (4, "tcp", "10.89.0.2:80"), "{added}");
+    let host: std::net::SocketAddr = row[2].parse().unwrap();
+    assert!(host.ip().is_loopback() && host.port() != 0, "{added}");
+    assert_eq!(w.ok(&["port", "--container", "web", "ls"]), added);
+    let (local, seen) = tcp_peer_seen(host, None);
+    assert_eq!(seen, format!("10.89.0.1:{}", local.port()), "a loopback client appears as the gateway");
+    // Errors change nothing: an id the container does not have, an unknown container.
+    let f = w.run(&["port", "--container", "web", "rm", "999"]);
+    assert_eq!(f.code, 1);
+    assert!(f.stderr.contains("container \"web\" has no published port 999"), "{}", f.stderr);
+    let f = w.run(&["port", "--container", "ghost", "ls"]);
+    assert!(f.code == 1 && f.stderr.contains("no such container: \"ghost\""), "{}", f.stderr);
+    assert_eq!(w.ok(&["port", "--container", "web", "ls"]), added);
+    // Removed: gone from the list, and the host port refuses.
+    w.ok(&["port", "--container", "web", "rm", row[0]]);
+    assert_eq!(w.ok(&["port", "--container", "web", "ls"]), "");
+    let refused = tcp_request(host, None, "peer\n");
+    assert_eq!(refused.unwrap_err().kind(), std::io::ErrorKind::ConnectionRefused);
+}
+
+#[test]
 fn published_ports_on_a_bridge_network_keep_client_addresses() {
     require_isolation();
     assert!(has_remote_ip());
