@@ -157,9 +157,7 @@ pub async fn serve_port_commands(container: String, mut commands: tokio::sync::m
             Command::List(reply) => {
                 let req = Request::Ports { container: container.clone() };
                 let infos = match call_async(&req).await {
-                    Ok(v) => {
-                        v.as_array().map(|a| a.iter().filter_map(PortInfo::from_json).collect()).unwrap_or_default()
-                    }
+                    Ok(v) => port_infos(&v),
                     Err(e) => {
                         tracing::warn!(error = %e, "-p auto: cannot list the container's ports");
                         return;
@@ -172,10 +170,7 @@ pub async fn serve_port_commands(container: String, mut commands: tokio::sync::m
                     container: container.clone(),
                     publish: fwds.iter().map(Forward::spec).collect(),
                 };
-                let r = call_async(&req).await.map_err(|e| e.to_string()).map(|v| {
-                    v.as_array().map(|a| a.iter().filter_map(PortInfo::from_json).collect()).unwrap_or_default()
-                });
-                let _ = reply.send(r);
+                let _ = reply.send(call_async(&req).await.map(|v| port_infos(&v)).map_err(|e| e.to_string()));
             }
             Command::Remove(ids, reply) => {
                 let req = Request::Unpublish { container: container.clone(), ids };
@@ -184,6 +179,11 @@ pub async fn serve_port_commands(container: String, mut commands: tokio::sync::m
             other => tracing::debug!(command = ?std::mem::discriminant(&other), "not for the daemon; dropped"),
         }
     }
+}
+
+/// The ports of a `ports` or `publish` answer.
+fn port_infos(v: &Value) -> Vec<PortInfo> {
+    v.as_array().map(|a| a.iter().filter_map(PortInfo::from_json).collect()).unwrap_or_default()
 }
 
 /// Starts `warren daemon --detach` with its output in `daemon.log` of the runtime directory.
