@@ -570,7 +570,7 @@ impl Dataplane {
                 for _ in 0..64 {
                     match t.poll_accept(&mut cx) {
                         Poll::Ready(Ok((s, peer))) => {
-                            let _ = s.set_nodelay(true);
+                            // TCP_NODELAY comes from the listener (ports::bind).
                             self.inbound_tcp(s, peer, container, fallback, now);
                         }
                         Poll::Ready(Err(e)) => tracing::debug!(error = %e, "accept failed"),

@@ -122,6 +122,8 @@ pub fn bind(fwd: &Forward) -> Result<Bound, BindError> {
     }
     if fwd.proto == Proto::Tcp {
         s.set_reuse_address(true).map_err(|e| bind_error(fwd, e))?;
+        // Accepted sockets inherit it: no setsockopt per client connection.
+        s.set_tcp_nodelay(true).map_err(|e| bind_error(fwd, e))?;
     } else {
         // Best effort (the kernel caps it at net.core.rmem_max): a client's burst waits in
         // the kernel while the data path is off the CPU instead of being dropped.
@@ -628,6 +630,16 @@ mod tests {
         let _client = writer.await.unwrap();
         assert_eq!(n.unwrap(), data.len() as u64);
         assert!(got == data, "{} bytes arrived, not the {} sent", got.len(), data.len());
+    }
+
+    #[test]
+    fn clients_of_a_published_tcp_port_are_accepted_with_nodelay() {
+        let fwd = crate::forward::parse_spec_with("127.0.0.1::80", false).unwrap()[0];
+        let Bound { fwd, sock: HostSocket::Tcp(l) } = bind(&fwd).unwrap() else { panic!("a TCP listener") };
+        let _client = std::net::TcpStream::connect(fwd.host).unwrap();
+        l.set_nonblocking(false).unwrap();
+        let (accepted, _) = l.accept().unwrap();
+        assert!(accepted.nodelay().unwrap(), "the data path no longer sets it per connection");
     }
 
     #[tokio::test]
