@@ -687,7 +687,11 @@ fn run_on_network(a: RunArgs, network: String) -> Result<u8> {
             tokio::spawn(ports::auto_publish(tables, autos, tx));
             tokio::spawn(daemon::client::serve_port_commands(name, rx));
         }
-        let fd = warren::sys::async_fd(conn.into_fd()).context("register the daemon connection")?;
+        // Non-blocking, or a read after a request (readiness stays set after a read that
+        // got data) would block the whole process in recvmsg, the container's exit unseen.
+        let fd = conn.into_fd();
+        socket2::SockRef::from(&fd).set_nonblocking(true).context("make the daemon connection non-blocking")?;
+        let fd = warren::sys::async_fd(fd).context("register the daemon connection")?;
         let supervise = supervise(pid);
         tokio::pin!(supervise);
         loop {

@@ -591,6 +591,25 @@ fn live_connect_and_disconnect() {
     assert_eq!(w.inside("peer", &format!("{} dns 10.89.1.1 api", t.display())).trim(), "rcode=0 192.0.2.55");
     let f = w.run(&["network", "disconnect", "b", "web"]);
     assert!(f.stderr.contains("container \"web\" is not connected to network \"b\""), "{}", f.stderr);
+    // A container that was connected still ends its warren run when it exits, with its status
+    // (the run process once blocked reading the daemon after a request, and never exited).
+    let dir = ScratchDir::new("connect-exit");
+    let stop = dir.join("stop");
+    let script = format!("echo serving; while [ ! -e {} ]; do sleep 0.05; done; exit 7", stop.display());
+    let mut brief = w.start(&["--network", "a", "--name", "brief"], &["sh", "-c", &script]);
+    w.ok(&["network", "connect", "b", "brief"]);
+    w.ok(&["network", "disconnect", "b", "brief"]);
+    std::fs::write(&stop, b"").unwrap();
+    let child = brief.guard.0.as_mut().unwrap();
+    let deadline = Instant::now() + SHORT;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "warren run did not end with its container");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(7));
 }
 
 #[test]
