@@ -115,9 +115,9 @@ fn allowed() -> Vec<libc::c_long> {
     v
 }
 
-/// What the bridge-network daemon needs beyond the data path: it saves its networks
-/// (create the data directory, write a temporary file, rename it over the old one).
-fn daemon_extra() -> Vec<libc::c_long> {
+/// What the bridge-network daemon adds: it saves its networks (create the data directory,
+/// write a temporary file, rename it over the old one).
+pub fn daemon_extra() -> Vec<libc::c_long> {
     let mut v = vec![libc::SYS_mkdirat, libc::SYS_renameat, libc::SYS_renameat2, libc::SYS_fsync];
     #[cfg(target_arch = "x86_64")]
     v.extend([libc::SYS_mkdir, libc::SYS_rename]);
@@ -133,7 +133,7 @@ pub const SUPERVISOR: &[libc::c_long] = &[libc::SYS_clone, libc::SYS_clone3, lib
 /// What `-T` adds: its connections are joined inside the kernel through pipes.
 pub const SPLICE: &[libc::c_long] = &[libc::SYS_pipe2, libc::SYS_splice];
 
-/// Loads the allowlist, and the calls in `extra` (e.g. [`SPLICE`]), into the calling process
+/// Loads the allowlist, and the calls in `extra` (e.g. [`SPLICE`], [`daemon_extra`]), into the calling process
 /// (and every thread it starts later).
 ///
 /// # Errors
@@ -141,16 +141,6 @@ pub const SPLICE: &[libc::c_long] = &[libc::SYS_pipe2, libc::SYS_splice];
 pub fn apply_seccomp_allowlist(extra: &[libc::c_long]) -> Result<(), HardenError> {
     let mut v = allowed();
     v.extend_from_slice(extra);
-    apply(v)
-}
-
-/// Loads the daemon's allowlist: the data path's plus saving its state.
-///
-/// # Errors
-/// As [`apply_seccomp_allowlist`].
-pub fn apply_daemon_seccomp_allowlist() -> Result<(), HardenError> {
-    let mut v = allowed();
-    v.extend(daemon_extra());
     apply(v)
 }
 

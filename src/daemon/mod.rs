@@ -517,7 +517,7 @@ pub fn run(detach: bool, seccomp: bool) -> Result<(), DaemonError> {
     let pidfile = dir.join("daemon.pid");
     let _ = std::fs::write(&pidfile, format!("{}\n", std::process::id()));
     if seccomp {
-        match crate::harden::apply_daemon_seccomp_allowlist() {
+        match crate::harden::apply_seccomp_allowlist(&crate::harden::daemon_extra()) {
             Ok(()) => tracing::debug!("seccomp allowlist loaded"),
             Err(e) => tracing::warn!(error = %e, "daemon running without the seccomp allowlist"),
         }
