@@ -475,13 +475,18 @@ impl NetArgs {
 }
 
 impl PublishArgs {
+    /// The `-p` specs but the `auto` ones ([`PublishArgs::autos`]), as given.
+    pub fn explicit(&self) -> impl Iterator<Item = &String> {
+        self.publish.iter().filter(|s| crate::forward::parse_auto(s).is_none())
+    }
+
     /// Parses every `-p` spec but the `auto` ones ([`PublishArgs::autos`]).
     ///
     /// # Errors
     /// The first malformed spec.
     pub fn forwards(&self) -> Result<Vec<crate::forward::Forward>, CliError> {
         let mut out = Vec::new();
-        for s in self.publish.iter().filter(|s| crate::forward::parse_auto(s).is_none()) {
+        for s in self.explicit() {
             out.extend(crate::forward::parse_spec(s)?);
         }
         Ok(out)

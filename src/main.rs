@@ -639,7 +639,7 @@ fn run_on_network(a: RunArgs, network: String) -> Result<u8> {
         aliases: a.aliases.clone(),
         ip: a.ip.clone(),
         // The explicit ones; `auto` specs are served by this process once the container runs.
-        publish: a.ports.publish.iter().filter(|s| warren::forward::parse_auto(s).is_none()).cloned().collect(),
+        publish: a.ports.explicit().cloned().collect(),
     };
     let requested = a.ports.forwards()?;
     let answer = conn.request(&join)?;

@@ -99,10 +99,7 @@ impl Conn {
         }
         let v: Value = serde_json::from_slice(&buf[..n])
             .map_err(|e| ClientError::Io("receive".into(), io::Error::other(format!("bad answer: {e}"))))?;
-        if let Some(e) = v.get("error").and_then(Value::as_str) {
-            return Err(ClientError::Refused(e.to_string()));
-        }
-        Ok((v.get("ok").cloned().unwrap_or(Value::Null), fds))
+        Ok((answer(&v)?, fds))
     }
 
     /// One request, one answer.
@@ -142,6 +139,11 @@ pub async fn call_async(req: &Request) -> Result<Value, ClientError> {
     let Some((v, _)) = super::recv(&fd).await.map_err(io("receive"))? else {
         return Err(ClientError::Io("receive".into(), io::Error::other("the daemon closed the connection")));
     };
+    answer(&v)
+}
+
+/// The payload of a daemon answer: `{"ok": V}` is V, `{"error": E}` is [`ClientError::Refused`].
+fn answer(v: &Value) -> Result<Value, ClientError> {
     if let Some(e) = v.get("error").and_then(Value::as_str) {
         return Err(ClientError::Refused(e.to_string()));
     }
