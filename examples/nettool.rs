@@ -36,6 +36,8 @@
 //! nettool send HOST PORT BYTES SEED            # write stream(SEED), close, exit at once
 //! nettool ask HOST PORT WORDS...               # send the words as a line; print local addr and reply
 //! nettool udp-ask HOST PORT TEXT               # one datagram; print local addr and reply
+//! nettool mcast-query GROUP PORT BYTES SEED IFACE # query a group, report answer and announcement
+//! nettool mcast-respond GROUP PORT IFACE       # answer one query to the group, then announce
 //! nettool udp-sources HOST PORT N              # N sockets in turn, one datagram each, all kept
 //!                                              # open; print "answered A of N" (1 s per reply)
 //! nettool serve PORT...                        # TCP server: "peer" | "get N SEED" | "put" per line
@@ -875,6 +877,139 @@ fn udp_serve(port: &str, delay: Duration) -> Result<String, String> {
     }
 }
 
+/// A UDP socket on `port` of the group's family, joined to `group` on `iface` ("-": the
+/// interface the routes pick) and sending there.
+fn mcast_socket(group: IpAddr, port: u16, iface: &str) -> Result<(UdpSocket, u32), String> {
+    use socket2::{Domain, Socket, Type};
+    let idx = if iface == "-" {
+        0
+    } else {
+        nix::net::if_::if_nametoindex(iface).map_err(|e| format!("interface {iface}: {e}"))?
+    };
+    let s = Socket::new(Domain::for_address(SocketAddr::new(group, port)), Type::DGRAM, None)
+        .map_err(|e| format!("socket: {e}"))?;
+    s.set_reuse_address(true).map_err(|e| e.to_string())?;
+    let any = match group {
+        IpAddr::V4(g) => {
+            s.join_multicast_v4_n(&g, &socket2::InterfaceIndexOrAddress::Index(idx))
+                .map_err(|e| format!("join {g}: {e}"))?;
+            let first_v4 = nix::ifaddrs::getifaddrs().ok().into_iter().flatten().find_map(|a| {
+                (a.interface_name == iface).then(|| a.address?.as_sockaddr_in().map(|s| s.ip())).flatten()
+            });
+            if let Some(a) = first_v4 {
+                s.set_multicast_if_v4(&a).map_err(|e| format!("multicast interface: {e}"))?;
+            }
+            SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port)
+        }
+        IpAddr::V6(g) => {
+            s.set_only_v6(true).map_err(|e| e.to_string())?;
+            s.join_multicast_v6(&g, idx).map_err(|e| format!("join {g}: {e}"))?;
+            s.set_multicast_if_v6(idx).map_err(|e| format!("multicast interface: {e}"))?;
+            SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), port)
+        }
+    };
+    s.bind(&any.into()).map_err(|e| format!("bind {any}: {e}"))?;
+    Ok((s.into(), idx))
+}
+
+fn group_addr(group: IpAddr, port: u16, idx: u32) -> SocketAddr {
+    match group {
+        IpAddr::V6(g) => std::net::SocketAddrV6::new(g, port, 0, idx).into(),
+        IpAddr::V4(_) => SocketAddr::new(group, port),
+    }
+}
+
+/// Sends a query of `bytes` bytes of stream(`seed`) to the group with TTL 4 (again each second until
+/// answered), then reports the unicast reply and the group announcement of an
+/// `mcast-respond` (whether each carries the query's hash) and the sources of anything else.
+fn mcast_query(group: IpAddr, port: u16, bytes: usize, seed: u64, iface: &str) -> Result<String, String> {
+    let (s, idx) = mcast_socket(group, port, iface)?;
+    s.set_read_timeout(Some(Duration::from_millis(200))).map_err(|e| e.to_string())?;
+    // Further than the default 1, as SSDP asks: the relay keeps the sender's TTL.
+    let s2 = socket2::SockRef::from(&s);
+    if group.is_ipv4() { s2.set_multicast_ttl_v4(4) } else { s2.set_multicast_hops_v6(4) }
+        .map_err(|e| e.to_string())?;
+    if group.is_ipv4() { s2.set_multicast_loop_v4(false) } else { s2.set_multicast_loop_v6(false) }
+        .map_err(|e| e.to_string())?;
+    let mut q = vec![0u8; bytes];
+    Stream::new(seed).fill(&mut q);
+    let want = hex(&Sha256::digest(&q));
+    let to = group_addr(group, port, idx);
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let (mut reply, mut announce, mut others) = (None, None, Vec::new());
+    let mut next_send = Instant::now();
+    let mut buf = vec![0u8; 65536];
+    while (reply.is_none() || announce.is_none()) && Instant::now() < deadline {
+        if reply.is_none() && Instant::now() >= next_send {
+            s.send_to(&q, to).map_err(|e| format!("send to {to}: {e}"))?;
+            next_send = Instant::now() + Duration::from_secs(1);
+        }
+        let Ok((n, from)) = s.recv_from(&mut buf) else { continue };
+        if buf[..n] == q[..] {
+            // Its own query (its kernel loops none back): someone relayed it back.
+            others.push(format!("echo:{from}"));
+            continue;
+        }
+        let text = String::from_utf8_lossy(&buf[..n]).to_string();
+        let hash = |t: &str| if t.split(' ').nth(1) == Some(want.as_str()) { "hash=ok" } else { "hash=BAD" };
+        if text.starts_with("reply ") {
+            let seen = text.split(' ').nth(2).unwrap_or_default().to_string();
+            reply = Some(format!("reply from {from} seen={seen} {}", hash(&text)));
+        } else if text.starts_with("announce ") {
+            announce = Some(format!("announce from {from} {}", hash(&text)));
+        } else {
+            others.push(from.to_string());
+        }
+    }
+    Ok(format!(
+        "{}\n{}\nothers: {}",
+        reply.unwrap_or_else(|| "no reply".into()),
+        announce.unwrap_or_else(|| "no announce".into()),
+        others.join(" ")
+    ))
+}
+
+/// Waits (up to 15 s) for one datagram to the group, answers its sender with "reply HASH
+/// SENDER", then sends "announce HASH" to the group; prints what it got and its TTL.
+fn mcast_respond(group: IpAddr, port: u16, iface: &str) -> Result<String, String> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg, setsockopt, sockopt};
+    let (s, idx) = mcast_socket(group, port, iface)?;
+    s.set_read_timeout(Some(Duration::from_secs(15))).map_err(|e| e.to_string())?;
+    match group {
+        IpAddr::V4(_) => setsockopt(&s, sockopt::Ipv4RecvTtl, &true),
+        IpAddr::V6(_) => setsockopt(&s, sockopt::Ipv6RecvHopLimit, &true),
+    }
+    .map_err(|e| format!("ask for the TTL: {e}"))?;
+    println!("listening");
+    let mut buf = vec![0u8; 65536];
+    let mut cmsg = nix::cmsg_space!(libc::c_int);
+    let (n, from, ttl) = {
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let m = recvmsg::<SockaddrStorage>(
+            std::os::fd::AsRawFd::as_raw_fd(&s),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::empty(),
+        )
+        .map_err(|e| format!("no query: {e}"))?;
+        let ttl = m.cmsgs().ok().into_iter().flatten().find_map(|c| match c {
+            ControlMessageOwned::Ipv4Ttl(t) | ControlMessageOwned::Ipv6HopLimit(t) => Some(t),
+            _ => None,
+        });
+        let from = m.address.and_then(|a| {
+            a.as_sockaddr_in()
+                .map(|a| SocketAddr::from(std::net::SocketAddrV4::from(*a)))
+                .or_else(|| a.as_sockaddr_in6().map(|a| SocketAddr::from(std::net::SocketAddrV6::from(*a))))
+        });
+        (m.bytes, from.ok_or("no sender address")?, ttl.unwrap_or(-1))
+    };
+    let h = hex(&Sha256::digest(&buf[..n]));
+    s.send_to(format!("reply {h} {from}").as_bytes(), from).map_err(|e| format!("reply: {e}"))?;
+    let to = group_addr(group, port, idx);
+    s.send_to(format!("announce {h}").as_bytes(), to).map_err(|e| format!("announce to {to}: {e}"))?;
+    Ok(format!("query {n} bytes from {from} ttl={ttl}"))
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -894,6 +1029,10 @@ fn main() -> ExitCode {
                 Err(format!("{} failed: {:?}", bad.len(), bad))
             }
         }
+        ["mcast-query", g, p, n, seed, iface] => {
+            mcast_query(g.parse().unwrap(), p.parse().unwrap(), n.parse().unwrap(), seed.parse().unwrap(), iface)
+        }
+        ["mcast-respond", g, p, iface] => mcast_respond(g.parse().unwrap(), p.parse().unwrap(), iface),
         ["udp-echo", h, p, count] => udp_echo(addr(h, p), count.parse().unwrap()),
         ["udp-blast", h, p, count, size] => udp_blast(addr(h, p), count.parse().unwrap(), size.parse().unwrap()),
         ["udp-blast-recv", h, p, count, size] => {

@@ -293,6 +293,15 @@ pub struct NetArgs {
     /// [CONTAINER_PORT[-END]:]HOST_PORT[-END], at most 16 ports (pasta's -U).
     #[arg(short = 'U', long = "to-host-udp", value_name = "SPEC")]
     pub to_host_udp: Vec<String>,
+    /// Relay a multicast group between the container and the host's network, repeatable:
+    /// GROUP:PORT[@IFACE] (mDNS 224.0.0.251:5353 or [ff02::fb]:5353@eth0, SSDP
+    /// 239.255.255.250:1900); the group's datagrams on the host reach the container, the
+    /// container's to the group leave from the host and their answers come back. Default
+    /// interface: the host's route for the group (link-scoped IPv6 groups need one). At most 16.
+    // The help text is clap's, not markdown: its brackets are not links.
+    #[allow(rustdoc::broken_intra_doc_links)]
+    #[arg(long = "multicast", value_name = "GROUP:PORT[@IFACE]")]
+    pub multicast: Vec<String>,
     /// Let connections to the gateway address reach the host's loopback (127.0.0.1, ::1); off: refused.
     #[arg(long)]
     pub allow_host_loopback: bool,
@@ -431,6 +440,12 @@ impl NetArgs {
         let net6 = config::parse_cidr6(&self.cidr6)?;
         crate::sys::check_ifname(&self.tap_name).map_err(|_| CliError::TapName(self.tap_name.clone()))?;
         let mac = self.mac.as_deref().map(config::parse_mac).transpose()?;
+        let multicast = crate::multicast::parse_all(&self.multicast)?;
+        if self.no_ipv6
+            && let Some(r) = multicast.iter().find(|r| r.group.is_ipv6())
+        {
+            return Err(crate::multicast::MulticastError::NoIpv6(r.to_string()).into());
+        }
         let dns = if self.dns_upstream.is_empty() {
             DnsUpstreams::HostResolvConf
         } else {
@@ -461,6 +476,7 @@ impl NetArgs {
             busy_poll: std::time::Duration::from_micros(self.busy_poll.into()),
             to_host: crate::forward::parse_to_host(&self.to_host, "--to-host")?,
             to_host_udp: crate::forward::parse_to_host(&self.to_host_udp, "--to-host-udp")?,
+            multicast,
             auto_tables: config::AutoTables::default(),
             limits: config::Limits {
                 tcp_flows: self.max_tcp_flows as usize,
@@ -557,6 +573,9 @@ pub enum CliError {
     /// A `-T` spec.
     #[error(transparent)]
     ToHost(#[from] crate::forward::ToHostError),
+    /// A `--multicast` spec.
+    #[error(transparent)]
+    Multicast(#[from] crate::multicast::MulticastError),
     /// A TAP name the kernel would refuse.
     #[error("invalid TAP name {0:?}: expected 1..=15 bytes without '/', ':' or whitespace")]
     TapName(String),

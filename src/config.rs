@@ -399,6 +399,8 @@ pub struct NetConfig {
     pub to_host: Vec<crate::forward::ToHost>,
     /// `-U`: the same for UDP.
     pub to_host_udp: Vec<crate::forward::ToHost>,
+    /// `--multicast`: the groups relayed between the container and the host's network.
+    pub multicast: Vec<crate::multicast::Relay>,
     /// `-p auto`: which of the namespace's socket tables warren keeps open to read.
     pub auto_tables: AutoTables,
 }

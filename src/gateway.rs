@@ -27,7 +27,7 @@ pub enum Drop {
     ArpNotForUs,
     /// An IP fragment (reassembly is not supported; Linux sends none with PMTU discovery).
     Fragment,
-    /// A broadcast, multicast or otherwise non-routable destination.
+    /// A broadcast, multicast (but a relayed group's UDP) or otherwise non-routable destination.
     NotRoutable,
     /// An IP protocol other than TCP, UDP and ICMP (IPv6 extension headers included: MLD
     /// reports come with a hop-by-hop header).
@@ -317,8 +317,11 @@ fn classify_ipv4<'a>(payload: &'a [u8], gw: &GatewayAddrs, l4_trusted: bool) -> 
     if !gw.net.contains(&src) || gw.owns(src) {
         return Err(Drop::Spoofed);
     }
+    // UDP to a multicast group goes on: the runtime relays the groups asked for
+    // (`--multicast`) and drops the rest as not routable.
+    let relayable = dst.is_multicast() && ip.next_header() == IpProtocol::Udp;
     if dst.is_broadcast()
-        || dst.is_multicast()
+        || (dst.is_multicast() && !relayable)
         || dst.is_unspecified()
         || dst.is_loopback()
         || dst == gw.net.broadcast()
@@ -442,6 +445,14 @@ fn classify_ipv6<'a>(payload: &'a [u8], gw: &GatewayAddrs6, l4_trusted: bool) ->
         // Multicast listener reports (MLD, behind a router-alert option) that every container
         // sends from its link-local address at start: nothing to route, and not spoofing.
         IpProtocol::HopByHop => Err(Drop::OtherProtocol),
+        // UDP to a multicast group, as for IPv4; from the segment or, as a kernel picks for
+        // link-scoped groups (ff02::fb), from the container's link-local address.
+        IpProtocol::Udp if dst.is_multicast() => {
+            if !(gw.net.contains(&src) || src.is_unicast_link_local()) || gw.owns(src) {
+                return Err(Drop::Spoofed);
+            }
+            classify_l4(whole, body, IpProtocol::Udp, src.into(), dst.into(), l4_trusted)
+        }
         proto => {
             check_v6_endpoints(src, dst, gw)?;
             classify_l4(whole, body, proto, src.into(), dst.into(), l4_trusted)
@@ -530,6 +541,31 @@ mod tests {
         let n = wire::udp(&mut buf, G, C, "192.0.2.1:1".parse().unwrap(), "10.0.2.2:9".parse().unwrap(), 0);
         assert_eq!(classify(&buf[..n], &gw(), false).unwrap_err(), Drop::Spoofed);
         let n = wire::udp(&mut buf, G, C, "10.0.2.100:1".parse().unwrap(), "10.0.2.255:9".parse().unwrap(), 0);
+        assert_eq!(classify(&buf[..n], &gw(), false).unwrap_err(), Drop::NotRoutable);
+    }
+
+    #[test]
+    fn udp_to_a_group_goes_on_for_the_relay_other_multicast_does_not() {
+        let mut buf = vec![0u8; 120];
+        for (src, dst) in [("10.0.2.100:5353", "224.0.0.251:5353"), ("[fe80::1]:5353", "[ff02::fb]:5353")] {
+            let (s, d): (SocketAddr, SocketAddr) = (src.parse().unwrap(), dst.parse().unwrap());
+            let n = wire::udp(&mut buf, G, C, s, d, 3);
+            match classify(&buf[..n], &gw(), false).unwrap().1 {
+                Packet::Udp { src, dst, .. } => assert_eq!((src, dst), (s, d)),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        // A gateway address or one off the segment is spoofed.
+        let ll = wire::link_local_of(G);
+        let n = wire::udp(&mut buf, G, C, (ll, 5353).into(), "[ff02::fb]:5353".parse().unwrap(), 0);
+        assert_eq!(classify(&buf[..n], &gw(), false).unwrap_err(), Drop::Spoofed);
+        let n = wire::udp(&mut buf, G, C, "[fd99::1]:5353".parse().unwrap(), "[ff02::fb]:5353".parse().unwrap(), 0);
+        assert_eq!(classify(&buf[..n], &gw(), false).unwrap_err(), Drop::Spoofed);
+        // Not UDP (an IGMP-like protocol number on IPv4): not routable.
+        let n = wire::udp(&mut buf, G, C, "10.0.2.100:1".parse().unwrap(), "224.0.0.22:9".parse().unwrap(), 0);
+        buf[14 + 9] = 2;
+        let mut ip = Ipv4Packet::new_unchecked(&mut buf[14..n]);
+        ip.fill_checksum();
         assert_eq!(classify(&buf[..n], &gw(), false).unwrap_err(), Drop::NotRoutable);
     }
 

@@ -35,6 +35,7 @@ pub mod forward;
 pub mod gateway;
 pub mod harden;
 pub mod logfmt;
+pub mod multicast;
 pub mod ns;
 pub mod pcap;
 pub mod runtime;

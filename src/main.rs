@@ -121,15 +121,18 @@ struct Prepared {
     /// Host addresses and protocols of `-p [HOST_IP:]auto[/udp]`.
     auto: Vec<(std::net::IpAddr, warren::forward::Proto)>,
     api: ApiSocket,
+    /// The `--multicast` relays' listeners, in the configuration's order.
+    relays: Vec<std::net::UdpSocket>,
 }
 
-fn prepare(p: PublishArgs) -> Result<Prepared> {
+fn prepare(p: PublishArgs, relays: &[warren::multicast::Relay]) -> Result<Prepared> {
     let requested = p.forwards()?;
     let auto = p.autos()?;
     let bound = ports::bind_all(&requested)?;
+    let relays = relays.iter().map(warren::multicast::listen).collect::<Result<_, _>>()?;
     let api = ApiSocket::bind(p.api_socket)?;
     tracing::info!(path = %api.path.display(), "API socket");
-    Ok(Prepared { requested, bound, auto, api })
+    Ok(Prepared { requested, bound, auto, api, relays })
 }
 
 /// Starts publishing, `-p auto` (reading the container's socket `tables`) and the API inside
@@ -140,6 +143,7 @@ fn start_ports(
     tables: ns::SocketTables,
 ) -> Result<tokio::sync::mpsc::Receiver<DpCommand>> {
     let infos = dp.publish(prep.bound).context("publish ports")?;
+    dp.relay(prep.relays).context("start the multicast relays")?;
     for (info, req) in infos.iter().zip(&prep.requested) {
         if req.host.port() == 0 {
             say!("published {} {} -> {}", info.proto, info.host, info.container);
@@ -214,9 +218,15 @@ fn run(a: RunArgs) -> Result<u8> {
         // -T and -U need a network namespace of the container's own (a bridge network's
         // container has one); the outbound address is the network's (`network create`).
         let own_netns = !(n == "none" || n == "host" || n.starts_with("container:"));
+        if own_netns && !a.net.multicast.is_empty() {
+            anyhow::bail!(
+                "--multicast applies to a container's own network; on {n:?} the network's gateway relays no multicast to the host (its containers reach each other's groups)"
+            );
+        }
         let own = [
             ("-T", !a.net.to_host.is_empty() && !own_netns),
             ("-U", !a.net.to_host_udp.is_empty() && !own_netns),
+            ("--multicast", !a.net.multicast.is_empty()),
             ("--outbound-addr", a.net.outbound_addr.is_some()),
             ("--outbound-addr6", a.net.outbound_addr6.is_some()),
         ];
@@ -240,7 +250,7 @@ fn run(a: RunArgs) -> Result<u8> {
     let no_seccomp = a.net.no_seccomp;
     let capture = open_capture(a.net.pcap.as_deref())?;
     let hosts = a.hosts(Some(cfg.addrs.gateway))?;
-    let prep = prepare(a.ports)?;
+    let prep = prepare(a.ports, &cfg.multicast)?;
     cfg.auto_tables = warren::config::AutoTables::of(&prep.auto);
     let setup = Progress::start("setting up the container's network");
     let child = ns::spawn_run(&cfg, &a.command, &hosts)?;
@@ -502,6 +512,9 @@ fn log_stats(dp: &Dataplane, others: &[warren::runtime::Stats]) {
         busy_polls = s.busy_polls,
         busy_poll_hits = s.busy_poll_hits,
         busy_poll_backoffs = s.busy_poll_backoffs,
+        multicast_out = s.multicast_out,
+        multicast_in = s.multicast_in,
+        multicast_echoes = s.multicast_echoes,
         "data path totals (open flows: thread 0's)"
     );
     for (name, n) in warren::gateway::DROP_NAMES.iter().zip(s.drops.0) {
@@ -552,7 +565,7 @@ async fn supervise(pid: Pid) -> u8 {
 fn attach(a: AttachArgs) -> Result<u8> {
     let mut cfg = a.net.to_config()?;
     let capture = open_capture(a.net.pcap.as_deref())?;
-    let prep = prepare(a.ports)?;
+    let prep = prepare(a.ports, &cfg.multicast)?;
     cfg.auto_tables = warren::config::AutoTables::of(&prep.auto);
     let target = match (a.pid, a.netns) {
         (Some(pid), _) => Target::Pid(pid),

@@ -552,6 +552,20 @@ pub fn tcp_rst(out: &mut [u8], eth_dst: [u8; 6], eth_src: [u8; 6], seg: &Segment
     total
 }
 
+/// The Ethernet multicast address of an IPv4 multicast group (RFC 1112: its low 23 bits).
+pub fn ipv4_multicast_mac(ip: Ipv4Addr) -> [u8; 6] {
+    let o = ip.octets();
+    [0x01, 0x00, 0x5e, o[1] & 0x7f, o[2], o[3]]
+}
+
+/// The Ethernet multicast address of a multicast group of either family.
+pub fn multicast_mac(ip: IpAddr) -> [u8; 6] {
+    match ip {
+        IpAddr::V4(a) => ipv4_multicast_mac(a),
+        IpAddr::V6(a) => ipv6_multicast_mac(a),
+    }
+}
+
 /// The Ethernet multicast address of an IPv6 multicast group (RFC 2464).
 pub fn ipv6_multicast_mac(ip: Ipv6Addr) -> [u8; 6] {
     let o = ip.octets();
@@ -647,6 +661,14 @@ mod tests {
 
     fn v6(s: &str) -> Ipv6Addr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn multicast_macs_carry_the_groups_low_bits() {
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        assert_eq!(multicast_mac(ip("224.0.0.251")), [0x01, 0x00, 0x5e, 0x00, 0x00, 0xfb]);
+        assert_eq!(multicast_mac(ip("239.255.255.250")), [0x01, 0x00, 0x5e, 0x7f, 0xff, 0xfa], "23 bits only");
+        assert_eq!(multicast_mac(ip("ff02::fb")), [0x33, 0x33, 0, 0, 0, 0xfb]);
     }
 
     #[test]

@@ -212,7 +212,7 @@ _warren() {
             return 0
             ;;
         warren__subcmd__attach)
-            opts="-T -U -p -v -h -V --pid --netns --userns --mtu --cidr --cidr6 --no-ipv6 --to-host --to-host-udp --allow-host-loopback --outbound-addr --outbound-addr6 --dns-upstream --tap-name --mac --pcap --no-seccomp --max-tcp-flows --max-handshakes --udp-timeout --max-buffer-memory --max-udp-flows --queues --busy-poll --publish --api-socket --verbose --log-format --help --version"
+            opts="-T -U -p -v -h -V --pid --netns --userns --mtu --cidr --cidr6 --no-ipv6 --to-host --to-host-udp --multicast --allow-host-loopback --outbound-addr --outbound-addr6 --dns-upstream --tap-name --mac --pcap --no-seccomp --max-tcp-flows --max-handshakes --udp-timeout --max-buffer-memory --max-udp-flows --queues --busy-poll --publish --api-socket --verbose --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -255,6 +255,10 @@ _warren() {
                     return 0
                     ;;
                 -U)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --multicast)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1278,7 +1282,7 @@ _warren() {
             return 0
             ;;
         warren__subcmd__run)
-            opts="-T -U -p -v -h -V --mtu --cidr --cidr6 --no-ipv6 --to-host --to-host-udp --allow-host-loopback --outbound-addr --outbound-addr6 --dns-upstream --tap-name --mac --pcap --no-seccomp --max-tcp-flows --max-handshakes --udp-timeout --max-buffer-memory --max-udp-flows --queues --busy-poll --network --name --alias --ip --add-host --publish --api-socket --verbose --log-format --help --version"
+            opts="-T -U -p -v -h -V --mtu --cidr --cidr6 --no-ipv6 --to-host --to-host-udp --multicast --allow-host-loopback --outbound-addr --outbound-addr6 --dns-upstream --tap-name --mac --pcap --no-seccomp --max-tcp-flows --max-handshakes --udp-timeout --max-buffer-memory --max-udp-flows --queues --busy-poll --network --name --alias --ip --add-host --publish --api-socket --verbose --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1309,6 +1313,10 @@ _warren() {
                     return 0
                     ;;
                 -U)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --multicast)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

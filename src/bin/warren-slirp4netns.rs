@@ -99,6 +99,7 @@ fn run(a: SlirpArgs) -> Result<(), String> {
         busy_poll: config::default_busy_poll(),
         to_host: Vec::new(),
         to_host_udp: Vec::new(),
+        multicast: Vec::new(),
         auto_tables: Default::default(),
         bridge: None,
     };

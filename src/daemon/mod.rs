@@ -182,6 +182,7 @@ impl Iface {
             busy_poll: config::default_busy_poll(),
             to_host: Vec::new(),
             to_host_udp: Vec::new(),
+            multicast: Vec::new(),
             auto_tables: Default::default(),
             bridge: None,
         }
@@ -389,6 +390,7 @@ fn start_network(spec: NetworkSpec) -> Network {
         busy_poll: config::default_busy_poll(),
         to_host: Vec::new(),
         to_host_udp: Vec::new(),
+        multicast: Vec::new(),
         auto_tables: Default::default(),
         bridge: Some(BridgeOpts { internal: spec.internal, icc: spec.icc }),
     };

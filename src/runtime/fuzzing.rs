@@ -60,6 +60,7 @@ fn single_config(allow_host_loopback: bool) -> NetConfig {
         busy_poll: std::time::Duration::ZERO,
         to_host: Vec::new(),
         to_host_udp: Vec::new(),
+        multicast: Vec::new(),
         auto_tables: Default::default(),
         bridge: None,
     }

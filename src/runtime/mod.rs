@@ -71,6 +71,8 @@ enum Token {
     Ping(PingKey),
     Listener(u64),
     Port(u64),
+    /// A `--multicast` relay's listener, by its place in the configuration.
+    Relay(usize),
 }
 
 /// A request to the dataplane from the API socket, with where to send the answer.
@@ -165,6 +167,13 @@ struct Listener {
     owner: Option<u64>,
 }
 
+/// The host socket of a `--multicast` relay: its group's datagrams go to the container.
+struct RelayListener {
+    group: SocketAddr,
+    sock: tokio::net::UdpSocket,
+    waker: Waker,
+}
+
 /// A client of a published UDP port, seen by the container as coming from `key.dst`.
 struct InboundUdp {
     listener: u64,
@@ -252,6 +261,12 @@ pub struct Stats {
     /// Counts of runnable threads that found more than the CPUs (no polling for the next
     /// millisecond: other threads want them).
     pub busy_poll_backoffs: u64,
+    /// Datagrams the container sent to a relayed multicast group (`--multicast`).
+    pub multicast_out: u64,
+    /// Datagrams of a relayed group handed to the container.
+    pub multicast_in: u64,
+    /// The host's loopback copies of the container's own group datagrams, not handed back.
+    pub multicast_echoes: u64,
 }
 
 impl Stats {
@@ -283,6 +298,9 @@ impl Stats {
         self.busy_polls += o.busy_polls;
         self.busy_poll_hits += o.busy_poll_hits;
         self.busy_poll_backoffs += o.busy_poll_backoffs;
+        self.multicast_out += o.multicast_out;
+        self.multicast_in += o.multicast_in;
+        self.multicast_echoes += o.multicast_echoes;
     }
 }
 
@@ -340,6 +358,8 @@ pub struct Dataplane {
     pending: Vec<FlowKey>,
     /// Within a batch: datagrams of one UDP flow read back to back, sent together.
     udp_batch: udp::Batch,
+    /// Thread 0: the `--multicast` relays' listeners, in the configuration's order.
+    relays: Vec<RelayListener>,
 }
 
 impl Dataplane {
@@ -403,6 +423,7 @@ impl Dataplane {
             batching: false,
             pending: Vec::new(),
             udp_batch: udp::Batch::default(),
+            relays: Vec::new(),
         }
     }
 
@@ -466,6 +487,50 @@ impl Dataplane {
     /// If the reactor refuses a socket (nothing is published then).
     pub fn publish(&mut self, bound: Vec<Bound>) -> io::Result<Vec<PortInfo>> {
         self.publish_with(bound, None, |dp, fwd| dp.forward_target(fwd))
+    }
+
+    /// Starts the `--multicast` relays' listeners, bound beforehand from the configuration's
+    /// relays (`crate::multicast::listen`), in its order.
+    ///
+    /// # Errors
+    /// If the reactor refuses a socket.
+    pub fn relay(&mut self, socks: Vec<std::net::UdpSocket>) -> io::Result<()> {
+        for (i, sock) in socks.into_iter().enumerate() {
+            let Some(r) = self.cfg.multicast.get(i) else { break };
+            tracing::info!(relay = %r, "multicast relay");
+            let (group, sock) = (r.addr(), tokio::net::UdpSocket::from_std(sock)?);
+            let waker = self.waker(Token::Relay(i));
+            self.relays.push(RelayListener { group, sock, waker });
+            self.service_relay(i);
+        }
+        Ok(())
+    }
+
+    /// Hands a relay's group datagrams to the container as multicast frames, from their
+    /// senders; the relay's own, looped back by the host, stay out.
+    fn service_relay(&mut self, i: usize) {
+        let Self { relays, tx, stats, shared, .. } = self;
+        let Some(l) = relays.get(i) else { return };
+        let mut cx = Context::from_waker(&l.waker);
+        let (off, max) = (wire::udp_payload_offset(l.group.ip()), wire::udp_max_payload(l.group.ip()));
+        let mac = wire::multicast_mac(l.group.ip());
+        for _ in 0..64 {
+            match l.sock.try_recv_from(&mut tx.buf[off..off + max]) {
+                Ok((_, peer)) if shared.echo().contains(peer.port()) => stats.multicast_echoes += 1,
+                Ok((n, peer)) => {
+                    let len = wire::udp(&mut tx.buf, mac, tx.src_mac, peer, l.group, n);
+                    tx.send(len);
+                    stats.multicast_in += 1;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if l.sock.poll_recv_ready(&mut cx).is_pending() {
+                        return;
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, group = %l.group, "multicast relay receive failed"),
+            }
+        }
+        l.waker.wake_by_ref();
     }
 
     fn publish_with(
@@ -1399,6 +1464,9 @@ impl Dataplane {
         payload: &[u8],
         now: Instant,
     ) {
+        if dst.ip().is_multicast() {
+            return self.multicast_datagram(ip, src, dst, payload, now);
+        }
         if dst.port() == 53
             && let Some(b) = &self.bridge
             && self.gw.owns_ip(dst.ip())
@@ -1486,6 +1554,44 @@ impl Dataplane {
             let len = wire::icmp_too_big(&mut self.tx.buf, self.tx.dst_mac, self.tx.src_mac, dst.ip(), mtu, ip);
             self.tx.send(len);
             self.stats.icmp_errors += 1;
+        }
+        let alive = flow.service(&key, &mut self.tx, now);
+        self.after_udp(key, alive, now);
+    }
+
+    /// A container datagram to a multicast group: sent on by the group's relay from a host
+    /// socket of the container endpoint's (answers come back through it), else dropped.
+    fn multicast_datagram(&mut self, ip: &[u8], src: SocketAddr, dst: SocketAddr, payload: &[u8], now: Instant) {
+        let Some(relay) = self.cfg.multicast.iter().find(|r| r.addr() == dst) else {
+            self.stats.drops.count(gateway::Drop::NotRoutable);
+            return;
+        };
+        let key = FlowKey { src, dst };
+        if !self.udp.contains_key(&key) {
+            let Some(slot) = queues::Slot::take(&self.shared.udp_flows, self.cfg.limits.udp_flows) else {
+                self.stats.limit_drops += 1;
+                return;
+            };
+            let source = udp::outbound_source(dst, (self.cfg.outbound_v4, self.cfg.outbound_v6));
+            let waker = self.waker(Token::Udp(key));
+            let mut flow = match UdpFlow::multicast(relay, source, self.shared.echo(), waker, now, slot) {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::debug!(%relay, error = %e, "multicast flow failed");
+                    return;
+                }
+            };
+            tracing::debug!(%src, %relay, "multicast flow");
+            flow.set_timeout(self.cfg.limits.udp_timeout);
+            self.udp.insert(key, flow);
+            self.stats.udp_flows += 1;
+        }
+        let Some(flow) = self.udp.get_mut(&key) else { return };
+        // The container's TTL (IPv4) or hop limit (IPv6): how far it meant the datagram to go.
+        let ttl = if dst.is_ipv4() { ip.get(8) } else { ip.get(7) }.copied().unwrap_or(1);
+        match flow.send_multicast(payload, ttl, now) {
+            Ok(()) => self.stats.multicast_out += 1,
+            Err(e) => tracing::debug!(%dst, error = %e, "multicast send failed"),
         }
         let alive = flow.service(&key, &mut self.tx, now);
         self.after_udp(key, alive, now);
@@ -1588,6 +1694,7 @@ impl Dataplane {
             Token::UdpIn(key) => self.expire_udp_in(key, now),
             Token::Listener(id) => self.service_listener(id, now),
             Token::Port(id) => self.service_port(id, now),
+            Token::Relay(i) => self.service_relay(i),
         }
     }
 
@@ -1668,7 +1775,7 @@ impl Dataplane {
                 Token::Udp(k) => udp.get(k).map(|f| f.scheduled),
                 Token::Ping(k) => ping.get(k).map(|f| f.scheduled),
                 Token::UdpIn(k) => udp_in.get(k).map(|f| f.scheduled),
-                Token::Listener(_) | Token::Port(_) => return true,
+                Token::Listener(_) | Token::Port(_) | Token::Relay(_) => return true,
             };
             s == Some(Some(*at))
         });
@@ -1687,7 +1794,7 @@ impl Dataplane {
                 Token::Udp(k) => self.udp.get_mut(&k).map(|f| &mut f.scheduled),
                 Token::Ping(k) => self.ping.get_mut(&k).map(|f| &mut f.scheduled),
                 Token::UdpIn(k) => self.udp_in.get_mut(&k).map(|f| &mut f.scheduled),
-                Token::Listener(_) | Token::Port(_) => None,
+                Token::Listener(_) | Token::Port(_) | Token::Relay(_) => None,
             };
             // Stale entries (flow gone, or rescheduled since) are skipped.
             if let Some(s) = current
@@ -1871,6 +1978,7 @@ mod tests {
             busy_poll: std::time::Duration::ZERO,
             to_host: Vec::new(),
             to_host_udp: Vec::new(),
+            multicast: Vec::new(),
             auto_tables: Default::default(),
         }
     }
@@ -2003,6 +2111,9 @@ mod tests {
             ("busy_polls", &mut s.busy_polls),
             ("busy_poll_hits", &mut s.busy_poll_hits),
             ("busy_poll_backoffs", &mut s.busy_poll_backoffs),
+            ("multicast_out", &mut s.multicast_out),
+            ("multicast_in", &mut s.multicast_in),
+            ("multicast_echoes", &mut s.multicast_echoes),
         ] {
             assert!(one.get(name).is_some(), "{name} is a field");
             *field = 1;

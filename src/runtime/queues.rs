@@ -64,6 +64,15 @@ pub(super) struct Shared {
     pub ping_flows: Arc<AtomicUsize>,
     /// With more than one queue: thread 0's flows towards the container, and the way to it.
     pub handoff: Option<Handoff>,
+    /// The ports of the `--multicast` relay's senders, made at the first use.
+    echo: std::sync::OnceLock<Arc<crate::multicast::EchoPorts>>,
+}
+
+impl Shared {
+    /// The ports of the `--multicast` relay's senders (see [`crate::multicast::EchoPorts`]).
+    pub fn echo(&self) -> &Arc<crate::multicast::EchoPorts> {
+        self.echo.get_or_init(Arc::default)
+    }
 }
 
 /// Thread 0's flows that the container's frames may reach on another queue.

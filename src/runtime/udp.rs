@@ -50,8 +50,11 @@ pub struct UdpFlow {
     /// Its place in `--max-udp-flows`.
     _slot: super::queues::Slot,
     /// Largest datagram payload sent in a segmented batch (fits the path MTU known at
-    /// creation); 0 once the kernel refused a batch, and for DNS flows.
+    /// creation); 0 once the kernel refused a batch, and for DNS and multicast flows.
     gso_max: usize,
+    /// A flow to a relayed multicast group (`--multicast`): the group its unconnected socket
+    /// sends to, the TTL last set on it, and its port's place among the relay's senders.
+    multicast: Option<(SocketAddr, u8, crate::multicast::EchoGuard)>,
 }
 
 impl UdpFlow {
@@ -90,7 +93,57 @@ impl UdpFlow {
             timeout: UDP_REPLIED_TIMEOUT,
             _slot: slot,
             gso_max,
+            multicast: None,
         })
+    }
+
+    /// Opens the host socket of one container endpoint's datagrams to a relayed group
+    /// (see [`crate::multicast`]): unconnected, so answers from anyone come back to the
+    /// endpoint from their source; bound to `source` (an outbound address) if given.
+    ///
+    /// # Errors
+    /// What the kernel refused.
+    pub fn multicast(
+        relay: &crate::multicast::Relay,
+        source: Option<SocketAddr>,
+        echo: &std::sync::Arc<crate::multicast::EchoPorts>,
+        waker: Waker,
+        now: Instant,
+        slot: super::queues::Slot,
+    ) -> io::Result<Self> {
+        let std_sock = crate::multicast::sender(relay, source)?;
+        let guard = echo.insert(std_sock.local_addr()?.port());
+        Ok(Self {
+            sock: UdpSocket::from_std(std_sock)?,
+            reply_src: relay.addr(),
+            last: now,
+            replied: false,
+            waker,
+            scheduled: None,
+            dns: None,
+            timeout: UDP_REPLIED_TIMEOUT,
+            _slot: slot,
+            gso_max: 0,
+            // The kernel's default multicast TTL; the container's first datagram sets its own.
+            multicast: Some((relay.addr(), 1, guard)),
+        })
+    }
+
+    /// Sends a container datagram of a multicast flow to its group with the container's TTL
+    /// (hop limit). A full socket buffer drops it.
+    ///
+    /// # Errors
+    /// What the kernel refused; `InvalidInput` on a flow that is not a multicast one.
+    pub fn send_multicast(&mut self, payload: &[u8], ttl: u8, now: Instant) -> io::Result<()> {
+        self.last = now;
+        let Some((group, set, _)) = &mut self.multicast else {
+            return Err(io::ErrorKind::InvalidInput.into());
+        };
+        if *set != ttl {
+            crate::multicast::set_ttl(std::os::fd::AsFd::as_fd(&self.sock), group.is_ipv4(), ttl)?;
+            *set = ttl;
+        }
+        socket2::SockRef::from(&self.sock).send_to(payload, &(*group).into()).map(|_| ())
     }
 
     /// Sets the idle timeout once answered (unanswered flows: at most [`UDP_UNREPLIED_TIMEOUT`]).
@@ -176,6 +229,9 @@ impl UdpFlow {
     /// With UDP segmentation offload on the TAP, datagrams of one size are read back to back
     /// into the frame buffer and go to the container in one frame (see [`Run`]).
     pub fn service(&mut self, key: &FlowKey, tx: &mut TxSink, now: Instant) -> bool {
+        if self.multicast.is_some() {
+            return self.service_multicast(key, tx, now);
+        }
         let waker = self.waker.clone();
         let mut cx = Context::from_waker(&waker);
         let (off, max) = (wire::udp_payload_offset(key.src.ip()), wire::udp_max_payload(key.src.ip()));
@@ -228,6 +284,36 @@ impl UdpFlow {
         }
         run.send(tx, src, dst, off);
         // More may be queued: come back after other work.
+        self.waker.wake_by_ref();
+        true
+    }
+}
+
+impl UdpFlow {
+    /// [`UdpFlow::service`] of a multicast flow: each datagram goes to the container endpoint
+    /// alone, from whoever sent it.
+    fn service_multicast(&mut self, key: &FlowKey, tx: &mut TxSink, now: Instant) -> bool {
+        let waker = self.waker.clone();
+        let mut cx = Context::from_waker(&waker);
+        let (off, max) = (wire::udp_payload_offset(key.src.ip()), wire::udp_max_payload(key.src.ip()));
+        for _ in 0..BATCH {
+            match self.sock.try_recv_from(&mut tx.buf[off..off + max]) {
+                Ok((n, peer)) => {
+                    self.replied = true;
+                    self.last = now;
+                    let len = wire::udp(&mut tx.buf, tx.dst_mac, tx.src_mac, peer, key.src, n);
+                    tx.send(len);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => match self.sock.poll_recv_ready(&mut cx) {
+                    Poll::Pending => return now < self.expires(),
+                    Poll::Ready(_) => continue,
+                },
+                Err(e) => {
+                    tracing::debug!(error = %e, "multicast flow receive failed");
+                    return now < self.expires();
+                }
+            }
+        }
         self.waker.wake_by_ref();
         true
     }

@@ -372,6 +372,25 @@ pub fn path_mtu(sock: BorrowedFd<'_>, v6: bool) -> io::Result<u32> {
     if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(mtu as u32) }
 }
 
+/// Makes an IPv4 socket send its multicast datagrams on the interface with this index
+/// (`IP_MULTICAST_IF` with an `ip_mreqn`: no address of the interface needed).
+///
+/// # Errors
+/// What the kernel refused (`ENODEV` for an index that does not exist).
+pub fn set_multicast_if_v4_index(sock: BorrowedFd<'_>, ifindex: u32) -> io::Result<()> {
+    let req = libc::ip_mreqn {
+        imr_multiaddr: libc::in_addr { s_addr: 0 },
+        imr_address: libc::in_addr { s_addr: 0 },
+        imr_ifindex: ifindex as libc::c_int,
+    };
+    let len = std::mem::size_of::<libc::ip_mreqn>() as libc::socklen_t;
+    // SAFETY: setsockopt reads `len` bytes from `req`, which lives for the call.
+    let rc = unsafe {
+        libc::setsockopt(sock.as_raw_fd(), libc::IPPROTO_IP, libc::IP_MULTICAST_IF, (&raw const req).cast(), len)
+    };
+    if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
 /// Sends `data` on a UDP socket as datagrams of `size` bytes each (the last may be shorter) in
 /// one call: UDP segmentation offload (`UDP_SEGMENT`), so the host stack is traversed once and
 /// the receiving socket takes them in one go. `to` is the destination of an unconnected

@@ -836,3 +836,88 @@ time.sleep(60)
     assert!(acceptor.join().unwrap() >= 3, "warren's retried connect reached the service");
     assert!(r.stats()["tcp_flows"].as_u64().unwrap() == 1, "one flow, now gone");
 }
+
+#[test]
+fn multicast_groups_are_relayed_both_ways_only_when_asked() {
+    require_isolation();
+    let t = nettool();
+    // A responder on the remote host (or on this host, sharing the group's port with warren's
+    // relay as a host mDNS responder would) answers the container's query (100 bytes, TTL 4)
+    // to its sender, then announces to the group; the container reports both, whether each
+    // carries its query's hash, and anything else it got (its own query relayed back, say).
+    let relayed = |group: &'static str, port: &'static str, relay: Option<&str>, remote: bool| {
+        let responder = std::thread::spawn(move || {
+            let args = ["mcast-respond", group, port, if remote { "wrn-remote1" } else { "wrn-remote0" }];
+            if remote {
+                remote_nettool(&args)
+            } else {
+                let mut c = Command::new(nettool());
+                c.args(args);
+                run_with_deadline(c, Duration::from_secs(60))
+            }
+        });
+        let mut net = vec![];
+        if let Some(r) = relay {
+            net = vec!["--multicast", r];
+        }
+        let f = warren_run(&net, &[t.to_str().unwrap(), "mcast-query", group, port, "100", "7", "-"], SHORT);
+        let r = responder.join().unwrap();
+        assert_eq!(f.code, 0, "{relay:?}: {} {}", f.stdout, f.stderr);
+        (f.stdout.lines().map(String::from).collect::<Vec<_>>(), r.stdout)
+    };
+    let (lines, seen) = relayed("224.0.0.251", "5353", Some("224.0.0.251:5353@wrn-remote0"), true);
+    assert!(lines[0].starts_with(&format!("reply from {VETH_REMOTE}:5353 seen={VETH_LOCAL}:")), "{lines:?}");
+    assert!(lines[0].ends_with("hash=ok"), "{lines:?}");
+    assert_eq!(lines[1..], [format!("announce from {VETH_REMOTE}:5353 hash=ok"), "others: ".into()]);
+    assert!(
+        seen.starts_with(&format!("listening\nquery 100 bytes from {VETH_LOCAL}:"))
+            && seen.trim_end().ends_with("ttl=4"),
+        "the remote host got the query from this host's address, with the container's TTL: {seen}"
+    );
+    // IPv6, link-scoped (the container queries from its link-local address; the hosts pick
+    // theirs as their routes say).
+    let (lines, seen) = relayed("ff02::fb", "5353", Some("[ff02::fb]:5353@wrn-remote0"), true);
+    assert!(lines[0].starts_with("reply from [") && lines[0].ends_with("hash=ok"), "{lines:?}");
+    assert!(lines[1].starts_with("announce from [") && lines[1].ends_with("hash=ok"), "{lines:?}");
+    assert_eq!(lines[2], "others: ");
+    assert!(seen.contains("query 100 bytes from [") && seen.trim_end().ends_with("ttl=4"), "{seen}");
+    // A responder of this host on the group's port, beside warren's relay.
+    let (lines, _) = relayed("239.255.255.250", "1900", Some("239.255.255.250:1900@wrn-remote0"), false);
+    assert!(lines[0].starts_with(&format!("reply from {VETH_LOCAL}:1900 ")) && lines[0].ends_with("hash=ok"));
+    assert_eq!(lines[1..], [format!("announce from {VETH_LOCAL}:1900 hash=ok"), "others: ".into()]);
+    // Without --multicast nothing multicast crosses, either way.
+    let (lines, seen) = relayed("224.0.0.251", "5353", None, true);
+    assert_eq!(lines, ["no reply", "no announce", "others: "]);
+    assert!(seen.contains("FAIL no query"), "{seen}");
+    for (args, msg) in [
+        (
+            &["--multicast", "10.0.0.1:5353"][..],
+            "invalid --multicast spec \"10.0.0.1:5353\": 10.0.0.1 is not a multicast group (224.0.0.0/4 or ff00::/8)",
+        ),
+        (
+            &["--multicast", "[ff02::fb]:5353"][..],
+            "ff02::fb is link-scoped: name the host interface, [ff02::fb]:5353@IFACE",
+        ),
+        (&["--multicast", "224.0.0.251:5353@nosuchif0"][..], "no interface \"nosuchif0\" on this host"),
+        (
+            &["--multicast", "239.255.255.250:1900"][..],
+            "--multicast 239.255.255.250:1900: the host refused to join the group: No such device (os error 19) (no route for 239.255.255.250 on this host: name the interface, 239.255.255.250:1900@IFACE)",
+        ),
+        (
+            &["--multicast", "[ff02::fb]:5353@wrn-remote0", "--no-ipv6"][..],
+            "--multicast [ff02::fb]:5353@wrn-remote0: an IPv6 group, but the container has no IPv6 (--no-ipv6)",
+        ),
+        (
+            &["--multicast", "224.0.0.251:5353@wrn-remote0", "--network", "none"][..],
+            "--multicast applies to a container's own network; it has no effect with --network none",
+        ),
+        (
+            &["--multicast", "224.0.0.251:5353@wrn-remote0", "--network", "lan"][..],
+            "--multicast applies to a container's own network; on \"lan\" the network's gateway relays no multicast to the host",
+        ),
+    ] {
+        let f = warren_run(args, &["echo", "started"], SHORT);
+        assert_eq!(f.code, 125, "{args:?}: {}", f.stderr);
+        assert!(f.stderr.contains(msg) && !f.stdout.contains("started"), "{args:?}: {}", f.stderr);
+    }
+}
