@@ -36,8 +36,10 @@
 //! nettool send HOST PORT BYTES SEED            # write stream(SEED), close, exit at once
 //! nettool ask HOST PORT WORDS...               # send the words as a line; print local addr and reply
 //! nettool udp-ask HOST PORT TEXT               # one datagram; print local addr and reply
-//! nettool mcast-query GROUP PORT BYTES SEED IFACE # query a group, report answer and announcement
-//! nettool mcast-respond GROUP PORT IFACE       # answer one query to the group, then announce
+//! nettool mcast-query GROUP PORT BYTES SEED IFACE port|ephemeral
+//!                                              # query a group from its port or another, report
+//!                                              # the answer and the announcement
+//! nettool mcast-respond GROUP PORT IFACE       # answer one query (as mDNS), then announce
 //! nettool udp-sources HOST PORT N              # N sockets in turn, one datagram each, all kept
 //!                                              # open; print "answered A of N" (1 s per reply)
 //! nettool serve PORT...                        # TCP server: "peer" | "get N SEED" | "put" per line
@@ -919,18 +921,35 @@ fn group_addr(group: IpAddr, port: u16, idx: u32) -> SocketAddr {
     }
 }
 
-/// Sends a query of `bytes` bytes of stream(`seed`) to the group with TTL 4 (again each second until
-/// answered), then reports the unicast reply and the group announcement of an
-/// `mcast-respond` (whether each carries the query's hash) and the sources of anything else.
-fn mcast_query(group: IpAddr, port: u16, bytes: usize, seed: u64, iface: &str) -> Result<String, String> {
+/// Sends a query of `bytes` bytes of stream(`seed`) to the group with TTL 4 (again each
+/// second until answered) from the group's port (`from` = "port", as an mDNS responder or
+/// full querier does) or from an ephemeral port ("ephemeral", a one-shot query), then reports
+/// the reply and the group announcement of an `mcast-respond` (whether each carries the
+/// query's hash) and the sources of anything else.
+fn mcast_query(group: IpAddr, port: u16, bytes: usize, seed: u64, iface: &str, from: &str) -> Result<String, String> {
     let (s, idx) = mcast_socket(group, port, iface)?;
-    s.set_read_timeout(Some(Duration::from_millis(200))).map_err(|e| e.to_string())?;
-    // Further than the default 1, as SSDP asks: the relay keeps the sender's TTL.
-    let s2 = socket2::SockRef::from(&s);
-    if group.is_ipv4() { s2.set_multicast_ttl_v4(4) } else { s2.set_multicast_hops_v6(4) }
-        .map_err(|e| e.to_string())?;
-    if group.is_ipv4() { s2.set_multicast_loop_v4(false) } else { s2.set_multicast_loop_v6(false) }
-        .map_err(|e| e.to_string())?;
+    let ephemeral = match from {
+        "port" => None,
+        "ephemeral" => {
+            let any = if group.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+            Some(UdpSocket::bind(any).map_err(|e| e.to_string())?)
+        }
+        _ => return Err(format!("FROM must be port or ephemeral, not {from:?}")),
+    };
+    for sock in std::iter::once(&s).chain(ephemeral.as_ref()) {
+        sock.set_read_timeout(Some(Duration::from_millis(100))).map_err(|e| e.to_string())?;
+        // Further than the default 1, as SSDP asks: the relay keeps the sender's TTL. Its
+        // kernel loops none of its datagrams back to it.
+        let s2 = socket2::SockRef::from(sock);
+        if group.is_ipv4() { s2.set_multicast_ttl_v4(4) } else { s2.set_multicast_hops_v6(4) }
+            .map_err(|e| e.to_string())?;
+        if group.is_ipv4() { s2.set_multicast_loop_v4(false) } else { s2.set_multicast_loop_v6(false) }
+            .map_err(|e| e.to_string())?;
+        if !group.is_ipv4() {
+            s2.set_multicast_if_v6(idx).map_err(|e| e.to_string())?;
+        }
+    }
+    let sender = ephemeral.as_ref().unwrap_or(&s);
     let mut q = vec![0u8; bytes];
     Stream::new(seed).fill(&mut q);
     let want = hex(&Sha256::digest(&q));
@@ -941,24 +960,26 @@ fn mcast_query(group: IpAddr, port: u16, bytes: usize, seed: u64, iface: &str) -
     let mut buf = vec![0u8; 65536];
     while (reply.is_none() || announce.is_none()) && Instant::now() < deadline {
         if reply.is_none() && Instant::now() >= next_send {
-            s.send_to(&q, to).map_err(|e| format!("send to {to}: {e}"))?;
+            sender.send_to(&q, to).map_err(|e| format!("send to {to}: {e}"))?;
             next_send = Instant::now() + Duration::from_secs(1);
         }
-        let Ok((n, from)) = s.recv_from(&mut buf) else { continue };
-        if buf[..n] == q[..] {
-            // Its own query (its kernel loops none back): someone relayed it back.
-            others.push(format!("echo:{from}"));
-            continue;
-        }
-        let text = String::from_utf8_lossy(&buf[..n]).to_string();
-        let hash = |t: &str| if t.split(' ').nth(1) == Some(want.as_str()) { "hash=ok" } else { "hash=BAD" };
-        if text.starts_with("reply ") {
-            let seen = text.split(' ').nth(2).unwrap_or_default().to_string();
-            reply = Some(format!("reply from {from} seen={seen} {}", hash(&text)));
-        } else if text.starts_with("announce ") {
-            announce = Some(format!("announce from {from} {}", hash(&text)));
-        } else {
-            others.push(from.to_string());
+        for sock in std::iter::once(&s).chain(ephemeral.as_ref()) {
+            let Ok((n, from)) = sock.recv_from(&mut buf) else { continue };
+            if buf[..n] == q[..] {
+                // Its own query: someone relayed it back.
+                others.push(format!("echo:{from}"));
+                continue;
+            }
+            let text = String::from_utf8_lossy(&buf[..n]).to_string();
+            let hash = |t: &str| if t.split(' ').nth(1) == Some(want.as_str()) { "hash=ok" } else { "hash=BAD" };
+            if text.starts_with("reply ") {
+                let seen = text.split(' ').nth(2).unwrap_or_default().to_string();
+                reply = Some(format!("reply from {from} seen={seen} {}", hash(&text)));
+            } else if text.starts_with("announce ") {
+                announce = Some(format!("announce from {from} {}", hash(&text)));
+            } else {
+                others.push(from.to_string());
+            }
         }
     }
     Ok(format!(
@@ -969,8 +990,9 @@ fn mcast_query(group: IpAddr, port: u16, bytes: usize, seed: u64, iface: &str) -
     ))
 }
 
-/// Waits (up to 15 s) for one datagram to the group, answers its sender with "reply HASH
-/// SENDER", then sends "announce HASH" to the group; prints what it got and its TTL.
+/// Waits (up to 15 s) for one datagram to the group and answers "reply HASH SENDER" as mDNS
+/// does: to the group when it came from the group's port, else to its sender; then sends
+/// "announce HASH" to the group. Prints what it got and its TTL.
 fn mcast_respond(group: IpAddr, port: u16, iface: &str) -> Result<String, String> {
     use nix::sys::socket::{ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg, setsockopt, sockopt};
     let (s, idx) = mcast_socket(group, port, iface)?;
@@ -1004,8 +1026,9 @@ fn mcast_respond(group: IpAddr, port: u16, iface: &str) -> Result<String, String
         (m.bytes, from.ok_or("no sender address")?, ttl.unwrap_or(-1))
     };
     let h = hex(&Sha256::digest(&buf[..n]));
-    s.send_to(format!("reply {h} {from}").as_bytes(), from).map_err(|e| format!("reply: {e}"))?;
     let to = group_addr(group, port, idx);
+    let reply_to = if from.port() == port { to } else { from };
+    s.send_to(format!("reply {h} {from}").as_bytes(), reply_to).map_err(|e| format!("reply: {e}"))?;
     s.send_to(format!("announce {h}").as_bytes(), to).map_err(|e| format!("announce to {to}: {e}"))?;
     Ok(format!("query {n} bytes from {from} ttl={ttl}"))
 }
@@ -1029,8 +1052,8 @@ fn main() -> ExitCode {
                 Err(format!("{} failed: {:?}", bad.len(), bad))
             }
         }
-        ["mcast-query", g, p, n, seed, iface] => {
-            mcast_query(g.parse().unwrap(), p.parse().unwrap(), n.parse().unwrap(), seed.parse().unwrap(), iface)
+        ["mcast-query", g, p, n, seed, iface, from] => {
+            mcast_query(g.parse().unwrap(), p.parse().unwrap(), n.parse().unwrap(), seed.parse().unwrap(), iface, from)
         }
         ["mcast-respond", g, p, iface] => mcast_respond(g.parse().unwrap(), p.parse().unwrap(), iface),
         ["udp-echo", h, p, count] => udp_echo(addr(h, p), count.parse().unwrap()),

@@ -12,17 +12,25 @@
 //!   TTL (hop limit); whatever reaches that socket, unicast from anyone, goes back to the
 //!   container endpoint from its source. Queries (SSDP `M-SEARCH`, one-shot mDNS) get their
 //!   answers this way.
+//!   A datagram from the group's own port (an mDNS responder's announcement or answer, an
+//!   SSDP `NOTIFY`) leaves from that port instead, through the relay's listener
+//!   ([`GroupSenders`]): receivers ignore mDNS from other ports.
 //! - The host kernel loops the relay's own sends back to its listener when both use one
-//!   interface: [`EchoPorts`] knows the ports of those sockets, and such datagrams are not
-//!   handed back to the container.
+//!   interface: [`EchoPorts`] knows the ports of the per-endpoint sockets and
+//!   [`GroupSenders`] the datagrams it sent, and such copies are not handed back to the
+//!   container.
 //!
 //! The host sockets join groups and send as any unprivileged program may (no
 //! `CAP_NET_ADMIN`, no raw sockets). IGMP and MLD reports of the container stay unanswered
 //! (counted as drops): its kernel receives a relayed group once one of its sockets joins it.
 
+use std::collections::VecDeque;
+use std::hash::Hasher;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -171,7 +179,8 @@ fn host_err<'a>(relay: &'a Relay, what: &'static str) -> impl FnOnce(std::io::Er
 
 /// The host socket that receives the relay's group: bound to the group and port (so it gets
 /// that group's datagrams only), shared with other programs listening there (an mDNS
-/// responder of the host), joined to the group. Non-blocking.
+/// responder of the host), joined to the group; it also sends the container's datagrams from
+/// the group's port ([`GroupSenders`]). Non-blocking.
 ///
 /// # Errors
 /// [`MulticastError::Host`] saying what the kernel refused.
@@ -187,12 +196,17 @@ pub fn listen(relay: &Relay) -> Result<std::net::UdpSocket, MulticastError> {
             s.set_multicast_all_v4(false).map_err(host_err(relay, "limit the socket to its group"))?;
             s.join_multicast_v4_n(&g, &socket2::InterfaceIndexOrAddress::Index(relay.ifindex()))
                 .map_err(host_err(relay, "join the group"))?;
+            if relay.ifindex() != 0 {
+                crate::sys::set_multicast_if_v4_index(std::os::fd::AsFd::as_fd(&s), relay.ifindex())
+                    .map_err(host_err(relay, "send on the interface"))?;
+            }
             SocketAddr::new(g.into(), relay.port)
         }
         IpAddr::V6(g) => {
             s.set_only_v6(true).map_err(host_err(relay, "open an IPv6-only socket"))?;
             s.set_multicast_all_v6(false).map_err(host_err(relay, "limit the socket to its group"))?;
             s.join_multicast_v6(&g, relay.ifindex()).map_err(host_err(relay, "join the group"))?;
+            s.set_multicast_if_v6(relay.ifindex()).map_err(host_err(relay, "send on the interface"))?;
             SocketAddr::V6(std::net::SocketAddrV6::new(g, relay.port, 0, relay.ifindex()))
         }
     };
@@ -230,6 +244,73 @@ pub fn sender(relay: &Relay, source: Option<SocketAddr>) -> std::io::Result<std:
 pub fn set_ttl(sock: std::os::fd::BorrowedFd<'_>, v4: bool, ttl: u8) -> std::io::Result<()> {
     let s = socket2::SockRef::from(&sock);
     if v4 { s.set_multicast_ttl_v4(ttl.into()) } else { s.set_multicast_hops_v6(ttl.into()) }
+}
+
+/// How long a datagram sent from a relay's own port is remembered for [`GroupSenders::is_echo`]
+/// (the host loops it back within the send; this only bounds what a lost copy costs).
+const ECHO_WINDOW: Duration = Duration::from_secs(2);
+/// Most such datagrams remembered.
+const RECENT_MAX: usize = 64;
+
+/// The relays' listeners, shared by the data-path threads to send from the group's own port:
+/// a container datagram to a group from that same port (an mDNS responder's announcement or
+/// answer, which receivers ignore from any other port; an SSDP `NOTIFY`) leaves from the
+/// relay's port on the host, through the listener itself. Bound to the group address, it
+/// receives nothing unicast, so a host responder on the port keeps its unicast traffic. Its
+/// sends come back to it through the host's multicast loopback with the port a host
+/// responder uses too, so they are told apart by content: [`GroupSenders::is_echo`].
+pub struct GroupSenders {
+    socks: Vec<(SocketAddr, std::net::UdpSocket, AtomicU8)>,
+    recent: Mutex<VecDeque<(u64, Instant)>>,
+}
+
+impl GroupSenders {
+    /// The listeners (clones of the sockets the runtime serves), by group and port.
+    pub fn new(socks: Vec<(SocketAddr, std::net::UdpSocket)>) -> Self {
+        let socks = socks.into_iter().map(|(g, s)| (g, s, AtomicU8::new(1))).collect();
+        Self { socks, recent: Mutex::new(VecDeque::new()) }
+    }
+
+    fn digest(payload: &[u8]) -> u64 {
+        let mut h = rustc_hash::FxHasher::default();
+        h.write_usize(payload.len());
+        h.write(payload);
+        h.finish()
+    }
+
+    /// Sends `payload` to `group` from its relay's listener with this TTL (hop limit), and
+    /// remembers it. `None`: no relay for the group.
+    pub fn send(&self, group: SocketAddr, payload: &[u8], ttl: u8, now: Instant) -> Option<std::io::Result<()>> {
+        let (_, sock, set) = self.socks.iter().find(|(g, ..)| *g == group)?;
+        if set.swap(ttl, Ordering::Relaxed) != ttl
+            && let Err(e) = set_ttl(std::os::fd::AsFd::as_fd(sock), group.is_ipv4(), ttl)
+        {
+            return Some(Err(e));
+        }
+        if let Ok(mut r) = self.recent.lock() {
+            while r.len() >= RECENT_MAX || r.front().is_some_and(|(_, t)| now.duration_since(*t) > ECHO_WINDOW) {
+                r.pop_front();
+            }
+            r.push_back((Self::digest(payload), now));
+        }
+        Some(sock.send_to(payload, group).map(|_| ()))
+    }
+
+    /// Whether a datagram a relay's listener got from the relay's port is the host's loopback
+    /// copy of one [`GroupSenders::send`] sent: the same bytes, sent within the last
+    /// seconds. Each send is recognised once, so a host elsewhere that sends the same bytes
+    /// just after is still heard.
+    pub fn is_echo(&self, payload: &[u8], now: Instant) -> bool {
+        let d = Self::digest(payload);
+        let Ok(mut r) = self.recent.lock() else { return false };
+        match r.iter().position(|(h, t)| *h == d && now.duration_since(*t) <= ECHO_WINDOW) {
+            Some(i) => {
+                r.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 /// The local ports of the relay's [`sender`] sockets, shared by the data-path threads: a
@@ -302,6 +383,24 @@ mod tests {
         let many: Vec<String> = (1..=17).map(|p| format!("239.1.1.1:{p}")).collect();
         assert_eq!(parse_all(&many).unwrap_err().to_string(), "too many --multicast relays: at most 16");
         assert_eq!(parse_all(&many[..16]).unwrap().len(), 16);
+    }
+
+    #[test]
+    fn a_send_from_the_groups_port_is_an_echo_once_and_only_for_a_while() {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = peer.local_addr().unwrap();
+        let s = GroupSenders::new(vec![(to, sock)]);
+        let t0 = Instant::now();
+        assert!(s.send("127.0.0.1:9".parse().unwrap(), b"x", 1, t0).is_none(), "no relay for that group");
+        assert!(s.send(to, b"announce", 255, t0).unwrap().is_ok());
+        let mut buf = [0u8; 16];
+        assert_eq!(peer.recv(&mut buf).unwrap(), 8, "sent");
+        assert!(!s.is_echo(b"announce!", t0), "other bytes");
+        assert!(s.is_echo(b"announce", t0), "the copy");
+        assert!(!s.is_echo(b"announce", t0), "a second identical datagram is someone else's");
+        s.send(to, b"late", 255, t0).unwrap().unwrap();
+        assert!(!s.is_echo(b"late", t0 + ECHO_WINDOW + Duration::from_millis(1)), "forgotten");
     }
 
     #[test]

@@ -495,20 +495,27 @@ impl Dataplane {
     /// # Errors
     /// If the reactor refuses a socket.
     pub fn relay(&mut self, socks: Vec<std::net::UdpSocket>) -> io::Result<()> {
-        for (i, sock) in socks.into_iter().enumerate() {
-            let Some(r) = self.cfg.multicast.get(i) else { break };
+        let mut senders = Vec::with_capacity(socks.len());
+        let mut listeners = Vec::with_capacity(socks.len());
+        for (sock, r) in socks.into_iter().zip(&self.cfg.multicast) {
+            senders.push((r.addr(), sock.try_clone()?));
+            listeners.push((r, tokio::net::UdpSocket::from_std(sock)?));
+        }
+        for (i, (r, sock)) in listeners.into_iter().enumerate() {
             tracing::info!(relay = %r, "multicast relay");
-            let (group, sock) = (r.addr(), tokio::net::UdpSocket::from_std(sock)?);
             let waker = self.waker(Token::Relay(i));
-            self.relays.push(RelayListener { group, sock, waker });
-            self.service_relay(i);
+            self.relays.push(RelayListener { group: r.addr(), sock, waker });
+        }
+        let _ = self.shared.group_senders.set(crate::multicast::GroupSenders::new(senders));
+        for i in 0..self.relays.len() {
+            self.service_relay(i, Instant::now());
         }
         Ok(())
     }
 
     /// Hands a relay's group datagrams to the container as multicast frames, from their
     /// senders; the relay's own, looped back by the host, stay out.
-    fn service_relay(&mut self, i: usize) {
+    fn service_relay(&mut self, i: usize, now: Instant) {
         let Self { relays, tx, stats, shared, .. } = self;
         let Some(l) = relays.get(i) else { return };
         let mut cx = Context::from_waker(&l.waker);
@@ -516,7 +523,13 @@ impl Dataplane {
         let mac = wire::multicast_mac(l.group.ip());
         for _ in 0..64 {
             match l.sock.try_recv_from(&mut tx.buf[off..off + max]) {
-                Ok((_, peer)) if shared.echo().contains(peer.port()) => stats.multicast_echoes += 1,
+                Ok((n, peer))
+                    if shared.echo().contains(peer.port())
+                        || (peer.port() == l.group.port()
+                            && shared.group_senders.get().is_some_and(|s| s.is_echo(&tx.buf[off..off + n], now))) =>
+                {
+                    stats.multicast_echoes += 1
+                }
                 Ok((n, peer)) => {
                     let len = wire::udp(&mut tx.buf, mac, tx.src_mac, peer, l.group, n);
                     tx.send(len);
@@ -1559,13 +1572,26 @@ impl Dataplane {
         self.after_udp(key, alive, now);
     }
 
-    /// A container datagram to a multicast group: sent on by the group's relay from a host
-    /// socket of the container endpoint's (answers come back through it), else dropped.
+    /// A container datagram to a multicast group: sent on by the group's relay, from the
+    /// group's port if it came from there, else from a host socket of the container
+    /// endpoint's (answers come back through it); dropped for groups not relayed.
     fn multicast_datagram(&mut self, ip: &[u8], src: SocketAddr, dst: SocketAddr, payload: &[u8], now: Instant) {
         let Some(relay) = self.cfg.multicast.iter().find(|r| r.addr() == dst) else {
             self.stats.drops.count(gateway::Drop::NotRoutable);
             return;
         };
+        // The container's TTL (IPv4) or hop limit (IPv6): how far it meant the datagram to go.
+        let ttl = if dst.is_ipv4() { ip.get(8) } else { ip.get(7) }.copied().unwrap_or(1);
+        // From the group's own port (an mDNS responder): from that port on the host too.
+        if src.port() == dst.port()
+            && let Some(sent) = self.shared.group_senders.get().and_then(|s| s.send(dst, payload, ttl, now))
+        {
+            match sent {
+                Ok(()) => self.stats.multicast_out += 1,
+                Err(e) => tracing::debug!(%dst, error = %e, "multicast send from the group's port failed"),
+            }
+            return;
+        }
         let key = FlowKey { src, dst };
         if !self.udp.contains_key(&key) {
             let Some(slot) = queues::Slot::take(&self.shared.udp_flows, self.cfg.limits.udp_flows) else {
@@ -1587,8 +1613,6 @@ impl Dataplane {
             self.stats.udp_flows += 1;
         }
         let Some(flow) = self.udp.get_mut(&key) else { return };
-        // The container's TTL (IPv4) or hop limit (IPv6): how far it meant the datagram to go.
-        let ttl = if dst.is_ipv4() { ip.get(8) } else { ip.get(7) }.copied().unwrap_or(1);
         match flow.send_multicast(payload, ttl, now) {
             Ok(()) => self.stats.multicast_out += 1,
             Err(e) => tracing::debug!(%dst, error = %e, "multicast send failed"),
@@ -1694,7 +1718,7 @@ impl Dataplane {
             Token::UdpIn(key) => self.expire_udp_in(key, now),
             Token::Listener(id) => self.service_listener(id, now),
             Token::Port(id) => self.service_port(id, now),
-            Token::Relay(i) => self.service_relay(i),
+            Token::Relay(i) => self.service_relay(i, now),
         }
     }
 

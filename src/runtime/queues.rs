@@ -66,6 +66,9 @@ pub(super) struct Shared {
     pub handoff: Option<Handoff>,
     /// The ports of the `--multicast` relay's senders, made at the first use.
     echo: std::sync::OnceLock<Arc<crate::multicast::EchoPorts>>,
+    /// The `--multicast` relays' listeners, to send from their port (set by thread 0 when
+    /// it starts them).
+    pub group_senders: std::sync::OnceLock<crate::multicast::GroupSenders>,
 }
 
 impl Shared {

@@ -843,9 +843,10 @@ fn multicast_groups_are_relayed_both_ways_only_when_asked() {
     let t = nettool();
     // A responder on the remote host (or on this host, sharing the group's port with warren's
     // relay as a host mDNS responder would) answers the container's query (100 bytes, TTL 4)
-    // to its sender, then announces to the group; the container reports both, whether each
-    // carries its query's hash, and anything else it got (its own query relayed back, say).
-    let relayed = |group: &'static str, port: &'static str, relay: Option<&str>, remote: bool| {
+    // as mDNS does (to the group if it came from the group's port, else to its sender), then
+    // announces to the group; the container reports both, whether each carries its query's
+    // hash, and anything else it got (its own query relayed back, say).
+    let relayed = |group: &'static str, port: &'static str, relay: Option<&str>, remote: bool, from: &str| {
         let responder = std::thread::spawn(move || {
             let args = ["mcast-respond", group, port, if remote { "wrn-remote1" } else { "wrn-remote0" }];
             if remote {
@@ -860,33 +861,47 @@ fn multicast_groups_are_relayed_both_ways_only_when_asked() {
         if let Some(r) = relay {
             net = vec!["--multicast", r];
         }
-        let f = warren_run(&net, &[t.to_str().unwrap(), "mcast-query", group, port, "100", "7", "-"], SHORT);
+        let f = warren_run(&net, &[t.to_str().unwrap(), "mcast-query", group, port, "100", "7", "-", from], SHORT);
         let r = responder.join().unwrap();
         assert_eq!(f.code, 0, "{relay:?}: {} {}", f.stdout, f.stderr);
         (f.stdout.lines().map(String::from).collect::<Vec<_>>(), r.stdout)
     };
-    let (lines, seen) = relayed("224.0.0.251", "5353", Some("224.0.0.251:5353@wrn-remote0"), true);
-    assert!(lines[0].starts_with(&format!("reply from {VETH_REMOTE}:5353 seen={VETH_LOCAL}:")), "{lines:?}");
-    assert!(lines[0].ends_with("hash=ok"), "{lines:?}");
-    assert_eq!(lines[1..], [format!("announce from {VETH_REMOTE}:5353 hash=ok"), "others: ".into()]);
-    assert!(
-        seen.starts_with(&format!("listening\nquery 100 bytes from {VETH_LOCAL}:"))
-            && seen.trim_end().ends_with("ttl=4"),
-        "the remote host got the query from this host's address, with the container's TTL: {seen}"
+    let announce = |from: &str| vec![format!("announce from {from} hash=ok"), "others: ".into()];
+    // From the group's port (an mDNS responder or querier): it leaves from that port on the
+    // host, so the answer comes to the group.
+    let mdns = Some("224.0.0.251:5353@wrn-remote0");
+    let (lines, seen) = relayed("224.0.0.251", "5353", mdns, true, "port");
+    let remote = format!("{VETH_REMOTE}:5353");
+    assert_eq!(lines[0], format!("reply from {remote} seen={VETH_LOCAL}:5353 hash=ok"));
+    assert_eq!(lines[1..], announce(&remote));
+    assert_eq!(
+        seen,
+        format!("listening\nquery 100 bytes from {VETH_LOCAL}:5353 ttl=4\n"),
+        "the remote host got the query from this host's address and the group's port, with the container's TTL"
     );
+    // From another port (a one-shot query, SSDP's M-SEARCH): from a host socket of its own, to
+    // which the answer comes back.
+    let (lines, seen) = relayed("224.0.0.251", "5353", mdns, true, "ephemeral");
+    let p = seen.split(&format!("from {VETH_LOCAL}:")).nth(1).and_then(|r| r.split(' ').next()).unwrap_or("?");
+    assert!(p != "5353" && p.parse::<u16>().is_ok() && seen.trim_end().ends_with("ttl=4"), "{seen}");
+    assert_eq!(lines[0], format!("reply from {remote} seen={VETH_LOCAL}:{p} hash=ok"));
+    assert_eq!(lines[1..], announce(&remote));
     // IPv6, link-scoped (the container queries from its link-local address; the hosts pick
     // theirs as their routes say).
-    let (lines, seen) = relayed("ff02::fb", "5353", Some("[ff02::fb]:5353@wrn-remote0"), true);
-    assert!(lines[0].starts_with("reply from [") && lines[0].ends_with("hash=ok"), "{lines:?}");
+    let (lines, seen) = relayed("ff02::fb", "5353", Some("[ff02::fb]:5353@wrn-remote0"), true, "port");
+    assert!(lines[0].starts_with("reply from [") && lines[0].ends_with("]:5353 hash=ok"), "{lines:?}");
     assert!(lines[1].starts_with("announce from [") && lines[1].ends_with("hash=ok"), "{lines:?}");
     assert_eq!(lines[2], "others: ");
-    assert!(seen.contains("query 100 bytes from [") && seen.trim_end().ends_with("ttl=4"), "{seen}");
+    assert!(seen.contains("query 100 bytes from [") && seen.trim_end().ends_with("]:5353 ttl=4"), "{seen}");
     // A responder of this host on the group's port, beside warren's relay.
-    let (lines, _) = relayed("239.255.255.250", "1900", Some("239.255.255.250:1900@wrn-remote0"), false);
-    assert!(lines[0].starts_with(&format!("reply from {VETH_LOCAL}:1900 ")) && lines[0].ends_with("hash=ok"));
-    assert_eq!(lines[1..], [format!("announce from {VETH_LOCAL}:1900 hash=ok"), "others: ".into()]);
+    let ssdp = Some("239.255.255.250:1900@wrn-remote0");
+    for from in ["ephemeral", "port"] {
+        let (lines, _) = relayed("239.255.255.250", "1900", ssdp, false, from);
+        assert!(lines[0].starts_with(&format!("reply from {VETH_LOCAL}:1900 ")) && lines[0].ends_with("hash=ok"));
+        assert_eq!(lines[1..], announce(&format!("{VETH_LOCAL}:1900")), "{from}");
+    }
     // Without --multicast nothing multicast crosses, either way.
-    let (lines, seen) = relayed("224.0.0.251", "5353", None, true);
+    let (lines, seen) = relayed("224.0.0.251", "5353", None, true, "port");
     assert_eq!(lines, ["no reply", "no announce", "others: "]);
     assert!(seen.contains("FAIL no query"), "{seen}");
     for (args, msg) in [
