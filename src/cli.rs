@@ -160,6 +160,12 @@ pub enum NetworkCommand {
         /// The same for IPv6 (an interface's first address that is not link-local).
         #[arg(long, value_name = "IP|IFACE")]
         outbound_addr6: Option<String>,
+        /// Relay a multicast group between the network's containers and the host's network,
+        /// repeatable: GROUP:PORT[@IFACE], as `warren run --multicast`.
+        // The help text is clap's, not markdown: its brackets are not links.
+        #[allow(rustdoc::broken_intra_doc_links)]
+        #[arg(long = "multicast", value_name = "GROUP:PORT[@IFACE]")]
+        multicast: Vec<String>,
     },
     /// List networks.
     Ls {

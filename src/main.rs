@@ -220,7 +220,7 @@ fn run(a: RunArgs) -> Result<u8> {
         let own_netns = !(n == "none" || n == "host" || n.starts_with("container:"));
         if own_netns && !a.net.multicast.is_empty() {
             anyhow::bail!(
-                "--multicast applies to a container's own network; on {n:?} the network's gateway relays no multicast to the host (its containers reach each other's groups)"
+                "--multicast applies to a container's own network; on {n:?} it is the network's: `warren network create {n} --multicast GROUP:PORT[@IFACE]`"
             );
         }
         let own = [
@@ -765,6 +765,7 @@ fn network(a: NetworkArgs) -> Result<u8> {
             pcap,
             outbound_addr,
             outbound_addr6,
+            multicast,
         } => {
             let pcap = pcap.map(std::path::absolute).transpose().context("capture file")?;
             let args = daemon::CreateArgs {
@@ -780,6 +781,7 @@ fn network(a: NetworkArgs) -> Result<u8> {
                 pcap,
                 outbound_addr,
                 outbound_addr6,
+                multicast,
             };
             let v = daemon::client::call(&Request::NetworkCreate(args))?;
             out!("{}", v["id"].as_str().unwrap_or_default());

@@ -852,7 +852,7 @@ _warren() {
             return 0
             ;;
         warren__subcmd__network__subcmd__create)
-            opts="-v -h -V --subnet --gateway --internal --icc --mtu --ipv6 --subnet6 --dns-upstream --pcap --outbound-addr --outbound-addr6 --verbose --log-format --help --version"
+            opts="-v -h -V --subnet --gateway --internal --icc --mtu --ipv6 --subnet6 --dns-upstream --pcap --outbound-addr --outbound-addr6 --multicast --verbose --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -891,6 +891,10 @@ _warren() {
                     return 0
                     ;;
                 --outbound-addr6)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --multicast)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

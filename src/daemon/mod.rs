@@ -97,6 +97,9 @@ pub struct CreateArgs {
     /// The same for IPv6.
     #[serde(default)]
     pub outbound_addr6: Option<String>,
+    /// `--multicast` relays, as given.
+    #[serde(default)]
+    pub multicast: Vec<String>,
 }
 
 /// A network as persisted.
@@ -130,6 +133,10 @@ pub struct NetworkSpec {
     /// Source address of their IPv6 flows (`--outbound-addr6`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outbound6: Option<Ipv6Addr>,
+    /// Multicast relays to the host's network (`--multicast`), as given: interfaces are
+    /// looked up when the network starts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub multicast: Vec<String>,
 }
 
 /// What a container needs to configure one interface.
@@ -363,8 +370,21 @@ fn capture_iface<'a>(c: &'a Container, network: &str) -> Result<&'a Iface, Strin
     }
 }
 
-/// Starts the dataplane task of a network.
-fn start_network(spec: NetworkSpec) -> Network {
+/// The multicast relays of a network and their bound listeners.
+///
+/// # Errors
+/// The first relay that does not parse or that the host refuses.
+fn network_relays(spec: &NetworkSpec) -> Result<Relays, crate::multicast::MulticastError> {
+    let relays = crate::multicast::parse_all(&spec.multicast)?;
+    let socks = relays.iter().map(crate::multicast::listen).collect::<Result<_, _>>()?;
+    Ok((relays, socks))
+}
+
+/// A network's multicast relays, with their listeners in the same order.
+type Relays = (Vec<crate::multicast::Relay>, Vec<std::net::UdpSocket>);
+
+/// Starts the dataplane task of a network, relaying multicast with `relays`.
+fn start_network(spec: NetworkSpec, relays: Relays) -> Network {
     let net = spec.subnet;
     let cfg = NetConfig {
         addrs: Addresses { net, gateway: spec.gateway, dns: spec.gateway, container: spec.gateway },
@@ -390,15 +410,19 @@ fn start_network(spec: NetworkSpec) -> Network {
         busy_poll: config::default_busy_poll(),
         to_host: Vec::new(),
         to_host_udp: Vec::new(),
-        multicast: Vec::new(),
+        multicast: relays.0,
         auto_tables: Default::default(),
         bridge: Some(BridgeOpts { internal: spec.internal, icc: spec.icc }),
     };
+    let relay_socks = relays.1;
     let (tx, rx) = mpsc::channel(64);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let name = spec.name.clone();
     tokio::task::spawn_local(async move {
         let mut dp = Dataplane::new_bridge(cfg);
+        if let Err(e) = dp.relay(relay_socks) {
+            tracing::warn!(network = %name, error = %e, "multicast relays not started");
+        }
         let stop = async {
             let _ = stop_rx.await;
         };
@@ -533,7 +557,13 @@ pub fn run(detach: bool, seccomp: bool) -> Result<(), DaemonError> {
         let mut networks = BTreeMap::new();
         for s in specs {
             tracing::info!(network = %s.name, subnet = %s.subnet, "network loaded");
-            networks.insert(s.name.clone(), start_network(s));
+            // A relay the host refuses now (its interface gone) leaves the network without
+            // its relays, not without its containers.
+            let relays = network_relays(&s).unwrap_or_else(|e| {
+                tracing::warn!(network = %s.name, error = %e, "network starts without its multicast relays");
+                (Vec::new(), Vec::new())
+            });
+            networks.insert(s.name.clone(), start_network(s, relays));
         }
         let state = Rc::new(RefCell::new(State { data, networks, containers: BTreeMap::new(), next_port: 0 }));
         serve(state, listener).await
@@ -793,6 +823,9 @@ fn create(state: &Shared, a: CreateArgs) -> Result<Value, String> {
     if a.internal && (a.outbound_addr.is_some() || a.outbound_addr6.is_some()) {
         return Err("--outbound-addr has no effect on an --internal network (nothing leaves it)".into());
     }
+    if a.internal && !a.multicast.is_empty() {
+        return Err("--multicast has no effect on an --internal network (nothing leaves it)".into());
+    }
     let outbound4 = a
         .outbound_addr
         .as_deref()
@@ -819,7 +852,17 @@ fn create(state: &Shared, a: CreateArgs) -> Result<Value, String> {
         dns_upstream,
         outbound4,
         outbound6,
+        multicast: a.multicast.clone(),
     };
+    if let Some(r) = crate::multicast::parse_all(&spec.multicast)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .find(|r| r.group.is_ipv6() && spec.subnet6.is_none())
+    {
+        return Err(format!("--multicast {r}: an IPv6 group, but the network has no IPv6: create it with --ipv6"));
+    }
+    // Bound now: a group the host refuses is refused before anything is created.
+    let relays = network_relays(&spec).map_err(|e| e.to_string())?;
     let capture = a
         .pcap
         .as_deref()
@@ -830,7 +873,7 @@ fn create(state: &Shared, a: CreateArgs) -> Result<Value, String> {
         .transpose()?;
     tracing::info!(network = %spec.name, %subnet, "network created");
     let id = spec.id.clone();
-    let net = start_network(spec);
+    let net = start_network(spec, relays);
     if let Some(w) = capture {
         let _ = net.dp.try_send(Command::SetCapture(Some(std::sync::Arc::new(std::sync::Mutex::new(w)))));
     }
@@ -938,6 +981,9 @@ fn options(spec: &NetworkSpec) -> Value {
     }
     if let Some(ip) = spec.outbound6 {
         o.insert("com.docker.network.host_ipv6".into(), ip.to_string().into());
+    }
+    if !spec.multicast.is_empty() {
+        o.insert("warren.multicast".into(), spec.multicast.join(",").into());
     }
     Value::Object(o)
 }

@@ -903,3 +903,72 @@ fn network_created_with_a_capture_file() {
     assert_eq!(f.code, 1);
     assert!(f.stderr.contains("no capture is running"), "{}", f.stderr);
 }
+
+#[test]
+fn a_networks_multicast_relay_reaches_the_hosts_network() {
+    require_isolation();
+    let w = World::new("multicast");
+    // As `warren run --multicast` (main.rs), for every container of a network: a responder
+    // on the remote host answers the query a container sends to the group from the group's
+    // port (to the group, as mDNS does) and announces; both reach the container.
+    let relay = "239.255.77.7:7777@wrn-remote0";
+    w.ok(&["network", "create", "mc", "--multicast", relay]);
+    let query = || {
+        let responder =
+            std::thread::spawn(|| remote_nettool(&["mcast-respond", "239.255.77.7", "7777", "wrn-remote1"]));
+        let f = w.once(
+            &["--network", "mc"],
+            &[nettool().to_str().unwrap(), "mcast-query", "239.255.77.7", "7777", "100", "9", "-", "port"],
+        );
+        let r = responder.join().unwrap();
+        assert_eq!(f.code, 0, "{} {}", f.stdout, f.stderr);
+        (f.stdout, r.stdout)
+    };
+    let want = |seen: &str| {
+        format!(
+            "reply from {VETH_REMOTE}:7777 seen={seen} hash=ok\nannounce from {VETH_REMOTE}:7777 hash=ok\nothers: \n"
+        )
+    };
+    let (got, seen) = query();
+    assert_eq!(got, want(&format!("{VETH_LOCAL}:7777")), "remote host saw: {seen}");
+    assert!(seen.contains(&format!("query 100 bytes from {VETH_LOCAL}:7777 ttl=4")), "{seen}");
+    assert_eq!(w.inspect("mc")["Options"]["warren.multicast"], relay);
+    // Kept across a daemon restart.
+    w.stop_daemon();
+    assert_eq!(query().0, want(&format!("{VETH_LOCAL}:7777")));
+    for (args, msg) in [
+        (
+            &["--multicast", "239.255.77.7:0"][..],
+            "invalid --multicast spec \"239.255.77.7:0\": port 0: expected 1..=65535",
+        ),
+        (
+            &["--multicast", "[ff02::fb]:5353@wrn-remote0"][..],
+            "--multicast [ff02::fb]:5353@wrn-remote0: an IPv6 group, but the network has no IPv6: create it with --ipv6",
+        ),
+        (
+            &["--multicast", "239.255.77.8:7777"][..],
+            "the host refused to join the group: No such device (os error 19) (no route for 239.255.77.8 on this host",
+        ),
+        (
+            &["--multicast", relay, "--internal"][..],
+            "--multicast has no effect on an --internal network (nothing leaves it)",
+        ),
+    ] {
+        let mut a = vec!["network", "create", "bad"];
+        a.extend_from_slice(args);
+        let f = w.run(&a);
+        assert_eq!(f.code, 1, "{args:?}");
+        assert!(f.stderr.contains(msg) && f.stderr.lines().count() == 1, "{args:?}: {}", f.stderr);
+    }
+    assert!(!w.ok(&["network", "ls"]).contains("bad"), "no network half-created");
+    let f = w.once(&["--network", "mc", "--multicast", relay], &["echo", "started"]);
+    assert_eq!(f.code, 125);
+    assert!(
+        f.stderr.contains(
+            "--multicast applies to a container's own network; on \"mc\" it is the network's: \
+             `warren network create mc --multicast GROUP:PORT[@IFACE]`"
+        ),
+        "{}",
+        f.stderr
+    );
+}

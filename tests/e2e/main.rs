@@ -928,7 +928,7 @@ fn multicast_groups_are_relayed_both_ways_only_when_asked() {
         ),
         (
             &["--multicast", "224.0.0.251:5353@wrn-remote0", "--network", "lan"][..],
-            "--multicast applies to a container's own network; on \"lan\" the network's gateway relays no multicast to the host",
+            "--multicast applies to a container's own network; on \"lan\" it is the network's: `warren network create lan --multicast GROUP:PORT[@IFACE]`",
         ),
     ] {
         let f = warren_run(args, &["echo", "started"], SHORT);
