@@ -39,7 +39,8 @@
 //! nettool mcast-query GROUP PORT BYTES SEED IFACE port|ephemeral
 //!                                              # query a group from its port or another, report
 //!                                              # the answer and the announcement
-//! nettool mcast-respond GROUP PORT IFACE       # answer one query (as mDNS), then announce
+//! nettool mcast-respond GROUP PORT IFACE [MS]  # answer one query (as mDNS, MS ms later), then
+//!                                              # announce
 //! nettool udp-sources HOST PORT N              # N sockets in turn, one datagram each, all kept
 //!                                              # open; print "answered A of N" (1 s per reply)
 //! nettool serve PORT...                        # TCP server: "peer" | "get N SEED" | "put" per line
@@ -992,8 +993,8 @@ fn mcast_query(group: IpAddr, port: u16, bytes: usize, seed: u64, iface: &str, f
 
 /// Waits (up to 15 s) for one datagram to the group and answers "reply HASH SENDER" as mDNS
 /// does: to the group when it came from the group's port, else to its sender; then sends
-/// "announce HASH" to the group. Prints what it got and its TTL.
-fn mcast_respond(group: IpAddr, port: u16, iface: &str) -> Result<String, String> {
+/// "announce HASH" to the group (both `delay` after the query). Prints what it got and its TTL.
+fn mcast_respond(group: IpAddr, port: u16, iface: &str, delay: Duration) -> Result<String, String> {
     use nix::sys::socket::{ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg, setsockopt, sockopt};
     let (s, idx) = mcast_socket(group, port, iface)?;
     s.set_read_timeout(Some(Duration::from_secs(15))).map_err(|e| e.to_string())?;
@@ -1026,6 +1027,7 @@ fn mcast_respond(group: IpAddr, port: u16, iface: &str) -> Result<String, String
         (m.bytes, from.ok_or("no sender address")?, ttl.unwrap_or(-1))
     };
     let h = hex(&Sha256::digest(&buf[..n]));
+    std::thread::sleep(delay);
     let to = group_addr(group, port, idx);
     let reply_to = if from.port() == port { to } else { from };
     s.send_to(format!("reply {h} {from}").as_bytes(), reply_to).map_err(|e| format!("reply: {e}"))?;
@@ -1055,7 +1057,10 @@ fn main() -> ExitCode {
         ["mcast-query", g, p, n, seed, iface, from] => {
             mcast_query(g.parse().unwrap(), p.parse().unwrap(), n.parse().unwrap(), seed.parse().unwrap(), iface, from)
         }
-        ["mcast-respond", g, p, iface] => mcast_respond(g.parse().unwrap(), p.parse().unwrap(), iface),
+        ["mcast-respond", g, p, iface] => mcast_respond(g.parse().unwrap(), p.parse().unwrap(), iface, Duration::ZERO),
+        ["mcast-respond", g, p, iface, ms] => {
+            mcast_respond(g.parse().unwrap(), p.parse().unwrap(), iface, Duration::from_millis(ms.parse().unwrap()))
+        }
         ["udp-echo", h, p, count] => udp_echo(addr(h, p), count.parse().unwrap()),
         ["udp-blast", h, p, count, size] => udp_blast(addr(h, p), count.parse().unwrap(), size.parse().unwrap()),
         ["udp-blast-recv", h, p, count, size] => {

@@ -1600,7 +1600,9 @@ impl Dataplane {
             };
             let source = udp::outbound_source(dst, (self.cfg.outbound_v4, self.cfg.outbound_v6));
             let waker = self.waker(Token::Udp(key));
-            let mut flow = match UdpFlow::multicast(relay, source, self.shared.echo(), waker, now, slot) {
+            // The sender's MAC (dispatch set it): where its answers go.
+            let mac = self.tx.dst_mac;
+            let mut flow = match UdpFlow::multicast(relay, mac, source, self.shared.echo(), waker, now, slot) {
                 Ok(f) => f,
                 Err(e) => {
                     tracing::debug!(%relay, error = %e, "multicast flow failed");

@@ -33,6 +33,19 @@ pub const DNS_TIMEOUT: Duration = Duration::from_secs(3);
 /// DNS queries remembered per flow (the oldest beyond this get no SERVFAIL).
 const DNS_PENDING: usize = 64;
 
+/// What a flow to a relayed multicast group keeps.
+struct Multicast {
+    /// The group its unconnected socket sends to.
+    group: SocketAddr,
+    /// The TTL (hop limit) last set on the socket.
+    ttl: u8,
+    /// The container endpoint's MAC: on a bridge network its answers find the port by it,
+    /// since the endpoint may be a link-local address the switch does not know.
+    mac: [u8; 6],
+    /// Its port's place among the relay's senders.
+    _echo: crate::multicast::EchoGuard,
+}
+
 /// A NATed UDP flow.
 pub struct UdpFlow {
     sock: UdpSocket,
@@ -52,9 +65,8 @@ pub struct UdpFlow {
     /// Largest datagram payload sent in a segmented batch (fits the path MTU known at
     /// creation); 0 once the kernel refused a batch, and for DNS and multicast flows.
     gso_max: usize,
-    /// A flow to a relayed multicast group (`--multicast`): the group its unconnected socket
-    /// sends to, the TTL last set on it, and its port's place among the relay's senders.
-    multicast: Option<(SocketAddr, u8, crate::multicast::EchoGuard)>,
+    /// A flow to a relayed multicast group (`--multicast`): see [`Multicast`].
+    multicast: Option<Multicast>,
 }
 
 impl UdpFlow {
@@ -99,12 +111,14 @@ impl UdpFlow {
 
     /// Opens the host socket of one container endpoint's datagrams to a relayed group
     /// (see [`crate::multicast`]): unconnected, so answers from anyone come back to the
-    /// endpoint from their source; bound to `source` (an outbound address) if given.
+    /// endpoint (behind `mac`) from their source; bound to `source` (an outbound address) if
+    /// given.
     ///
     /// # Errors
     /// What the kernel refused.
     pub fn multicast(
         relay: &crate::multicast::Relay,
+        mac: [u8; 6],
         source: Option<SocketAddr>,
         echo: &std::sync::Arc<crate::multicast::EchoPorts>,
         waker: Waker,
@@ -125,7 +139,7 @@ impl UdpFlow {
             _slot: slot,
             gso_max: 0,
             // The kernel's default multicast TTL; the container's first datagram sets its own.
-            multicast: Some((relay.addr(), 1, guard)),
+            multicast: Some(Multicast { group: relay.addr(), ttl: 1, mac, _echo: guard }),
         })
     }
 
@@ -136,14 +150,14 @@ impl UdpFlow {
     /// What the kernel refused; `InvalidInput` on a flow that is not a multicast one.
     pub fn send_multicast(&mut self, payload: &[u8], ttl: u8, now: Instant) -> io::Result<()> {
         self.last = now;
-        let Some((group, set, _)) = &mut self.multicast else {
+        let Some(m) = &mut self.multicast else {
             return Err(io::ErrorKind::InvalidInput.into());
         };
-        if *set != ttl {
-            crate::multicast::set_ttl(std::os::fd::AsFd::as_fd(&self.sock), group.is_ipv4(), ttl)?;
-            *set = ttl;
+        if m.ttl != ttl {
+            crate::multicast::set_ttl(std::os::fd::AsFd::as_fd(&self.sock), m.group.is_ipv4(), ttl)?;
+            m.ttl = ttl;
         }
-        socket2::SockRef::from(&self.sock).send_to(payload, &(*group).into()).map(|_| ())
+        socket2::SockRef::from(&self.sock).send_to(payload, &m.group.into()).map(|_| ())
     }
 
     /// Sets the idle timeout once answered (unanswered flows: at most [`UDP_UNREPLIED_TIMEOUT`]).
@@ -296,12 +310,13 @@ impl UdpFlow {
         let waker = self.waker.clone();
         let mut cx = Context::from_waker(&waker);
         let (off, max) = (wire::udp_payload_offset(key.src.ip()), wire::udp_max_payload(key.src.ip()));
+        let mac = self.multicast.as_ref().map_or(tx.dst_mac, |m| m.mac);
         for _ in 0..BATCH {
             match self.sock.try_recv_from(&mut tx.buf[off..off + max]) {
                 Ok((n, peer)) => {
                     self.replied = true;
                     self.last = now;
-                    let len = wire::udp(&mut tx.buf, tx.dst_mac, tx.src_mac, peer, key.src, n);
+                    let len = wire::udp(&mut tx.buf, mac, tx.src_mac, peer, key.src, n);
                     tx.send(len);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => match self.sock.poll_recv_ready(&mut cx) {

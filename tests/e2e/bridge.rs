@@ -936,6 +936,52 @@ fn a_networks_multicast_relay_reaches_the_hosts_network() {
     // Kept across a daemon restart.
     w.stop_daemon();
     assert_eq!(query().0, want(&format!("{VETH_LOCAL}:7777")));
+    // IPv6: a one-shot query from the container's link-local address (which the switch's
+    // address table does not hold) and an ephemeral port, answered 1.5 s later while another
+    // container of the network keeps sending: the answer goes to the querier's port (the
+    // capture shows its MAC), not to whoever sent last.
+    let file = w.rt.join("mc6.pcap");
+    w.ok(&[
+        "network",
+        "create",
+        "mc6",
+        "--ipv6",
+        "--multicast",
+        "[ff02::fb]:7778@wrn-remote0",
+        "--pcap",
+        file.to_str().unwrap(),
+    ]);
+    let gw = w.inspect("mc6")["IPAM"]["Config"][0]["Gateway"].as_str().unwrap().to_string();
+    let chatty = format!("echo serving; for i in $(seq 100); do {} ping {gw}; sleep 0.1; done", nettool().display());
+    let _chatty = w.start(&["--network", "mc6"], &["sh", "-c", &chatty]);
+    let responder =
+        std::thread::spawn(|| remote_nettool(&["mcast-respond", "ff02::fb", "7778", "wrn-remote1", "1500"]));
+    let f = w.once(
+        &["--network", "mc6"],
+        &[nettool().to_str().unwrap(), "mcast-query", "ff02::fb", "7778", "100", "9", "-", "ephemeral"],
+    );
+    let seen = responder.join().unwrap().stdout;
+    assert_eq!(f.code, 0, "{} {}", f.stdout, f.stderr);
+    let lines: Vec<&str> = f.stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("reply from [") && lines[0].contains("]:7778 seen=[") && lines[0].ends_with("hash=ok"),
+        "{lines:?} ({seen})"
+    );
+    assert!(lines[1].starts_with("announce from [") && lines[1].ends_with("hash=ok"), "{lines:?}");
+    assert_eq!(lines[2], "others: ");
+    assert!(seen.contains("query 100 bytes from [") && !seen.contains("]:7778 "), "an ephemeral port: {seen}");
+    let mut c = Command::new("tshark");
+    c.args(["-n", "-r"]).arg(&file);
+    c.args(["-Y", "udp.srcport == 7778 && ipv6.dst == fe80::/10", "-T", "fields", "-e", "eth.dst", "-e", "ipv6.dst"]);
+    c.env("HOME", std::env::temp_dir());
+    let t = run_with_deadline(c, SHORT);
+    assert_eq!(t.code, 0, "{}", t.stderr);
+    let answer: Vec<&str> = t.stdout.split_whitespace().collect();
+    assert_eq!(answer.len(), 2, "one answer to the link-local address: {}", t.stdout);
+    let mac: Vec<u8> = answer[0].split(':').map(|b| u8::from_str_radix(b, 16).unwrap()).collect();
+    let ll: std::net::Ipv6Addr = answer[1].parse().unwrap();
+    let iid = [mac[0] ^ 2, mac[1], mac[2], 0xff, 0xfe, mac[3], mac[4], mac[5]];
+    assert_eq!(ll.octets()[8..], iid, "to the MAC behind that address, not flooded: {}", t.stdout);
     for (args, msg) in [
         (
             &["--multicast", "239.255.77.7:0"][..],
