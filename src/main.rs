@@ -266,7 +266,8 @@ fn run(a: RunArgs) -> Result<u8> {
         dp.set_capture(w);
     }
     // The queues' threads start before the seccomp filter, which then covers them too.
-    let mut queues = match dp.spawn_queues(child.tap.queues, DRAIN_GRACE) {
+    let queues = dp.relay_senders(&prep.relays).and_then(|()| dp.spawn_queues(child.tap.queues, DRAIN_GRACE));
+    let mut queues = match queues {
         Ok(q) => q,
         Err(e) => {
             let _ = kill(pid, Signal::SIGKILL);
@@ -590,6 +591,7 @@ fn attach(a: AttachArgs) -> Result<u8> {
     if let Some(w) = capture {
         dp.set_capture(w);
     }
+    dp.relay_senders(&prep.relays).context("multicast relays")?;
     // The queues' threads start before the seccomp filter, which then covers them too.
     let mut queues = dp.spawn_queues(tap.queues, DRAIN_GRACE).context("start the TAP queues' threads")?;
     harden(a.net.no_seccomp, to_host.seccomp_extra());

@@ -420,7 +420,7 @@ fn start_network(spec: NetworkSpec, relays: Relays) -> Network {
     let name = spec.name.clone();
     tokio::task::spawn_local(async move {
         let mut dp = Dataplane::new_bridge(cfg);
-        if let Err(e) = dp.relay(relay_socks) {
+        if let Err(e) = dp.relay_senders(&relay_socks).and_then(|()| dp.relay(relay_socks)) {
             tracing::warn!(network = %name, error = %e, "multicast relays not started");
         }
         let stop = async {

@@ -489,24 +489,37 @@ impl Dataplane {
         self.publish_with(bound, None, |dp, fwd| dp.forward_target(fwd))
     }
 
-    /// Starts the `--multicast` relays' listeners, bound beforehand from the configuration's
-    /// relays (`crate::multicast::listen`), in its order.
+    /// Lets the data path send from the `--multicast` relays' ports through their listeners
+    /// (bound beforehand from the configuration's relays by `crate::multicast::listen`, in
+    /// its order). Call before the queues' threads start and before any frame is read: the
+    /// container may send to a group at once.
+    ///
+    /// # Errors
+    /// If a socket cannot be cloned (out of fds).
+    pub fn relay_senders(&mut self, socks: &[std::net::UdpSocket]) -> io::Result<()> {
+        let mut senders = Vec::with_capacity(socks.len());
+        for (sock, r) in socks.iter().zip(&self.cfg.multicast) {
+            senders.push((r.addr(), sock.try_clone()?));
+        }
+        let _ = self.shared.group_senders.set(Arc::new(crate::multicast::GroupSenders::new(senders)));
+        Ok(())
+    }
+
+    /// Starts serving the `--multicast` relays' listeners (those given to
+    /// [`Dataplane::relay_senders`]): their groups' datagrams go to the container.
     ///
     /// # Errors
     /// If the reactor refuses a socket.
     pub fn relay(&mut self, socks: Vec<std::net::UdpSocket>) -> io::Result<()> {
-        let mut senders = Vec::with_capacity(socks.len());
         let mut listeners = Vec::with_capacity(socks.len());
         for (sock, r) in socks.into_iter().zip(&self.cfg.multicast) {
-            senders.push((r.addr(), sock.try_clone()?));
-            listeners.push((r, tokio::net::UdpSocket::from_std(sock)?));
-        }
-        for (i, (r, sock)) in listeners.into_iter().enumerate() {
             tracing::info!(relay = %r, "multicast relay");
-            let waker = self.waker(Token::Relay(i));
-            self.relays.push(RelayListener { group: r.addr(), sock, waker });
+            listeners.push((r.addr(), tokio::net::UdpSocket::from_std(sock)?));
         }
-        let _ = self.shared.group_senders.set(crate::multicast::GroupSenders::new(senders));
+        for (i, (group, sock)) in listeners.into_iter().enumerate() {
+            let waker = self.waker(Token::Relay(i));
+            self.relays.push(RelayListener { group, sock, waker });
+        }
         for i in 0..self.relays.len() {
             self.service_relay(i, Instant::now());
         }

@@ -66,9 +66,9 @@ pub(super) struct Shared {
     pub handoff: Option<Handoff>,
     /// The ports of the `--multicast` relay's senders, made at the first use.
     echo: std::sync::OnceLock<Arc<crate::multicast::EchoPorts>>,
-    /// The `--multicast` relays' listeners, to send from their port (set by thread 0 when
-    /// it starts them).
-    pub group_senders: std::sync::OnceLock<crate::multicast::GroupSenders>,
+    /// The `--multicast` relays' listeners, to send from their port (set before any frame
+    /// is read: [`Dataplane::relay_senders`]).
+    pub group_senders: std::sync::OnceLock<Arc<crate::multicast::GroupSenders>>,
 }
 
 impl Shared {
@@ -161,6 +161,8 @@ impl Dataplane {
             udp_flows: self.shared.udp_flows.clone(),
             ping_flows: self.shared.ping_flows.clone(),
             handoff: Some(Handoff { keys: Mutex::default(), to_first }),
+            group_senders: self.shared.group_senders.clone(),
+            echo: self.shared.echo.clone(),
             ..Shared::default()
         });
         self.shared = shared.clone();
