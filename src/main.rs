@@ -218,22 +218,18 @@ fn run(a: RunArgs) -> Result<u8> {
         // -T and -U need a network namespace of the container's own (a bridge network's
         // container has one); the outbound address is the network's (`network create`).
         let own_netns = !(n == "none" || n == "host" || n.starts_with("container:"));
-        if own_netns && !a.net.multicast.is_empty() {
-            anyhow::bail!(
-                "--multicast applies to a container's own network; on {n:?} it is the network's: `warren network create {n} --multicast GROUP:PORT[@IFACE]`"
-            );
-        }
+        // (option, given, the value of the network's option of that name, if there is one)
         let own = [
-            ("-T", !a.net.to_host.is_empty() && !own_netns),
-            ("-U", !a.net.to_host_udp.is_empty() && !own_netns),
-            ("--multicast", !a.net.multicast.is_empty()),
-            ("--outbound-addr", a.net.outbound_addr.is_some()),
-            ("--outbound-addr6", a.net.outbound_addr6.is_some()),
+            ("-T", !a.net.to_host.is_empty() && !own_netns, None),
+            ("-U", !a.net.to_host_udp.is_empty() && !own_netns, None),
+            ("--multicast", !a.net.multicast.is_empty(), Some("GROUP:PORT[@IFACE]")),
+            ("--outbound-addr", a.net.outbound_addr.is_some(), Some("IP|IFACE")),
+            ("--outbound-addr6", a.net.outbound_addr6.is_some(), Some("IP|IFACE")),
         ];
-        if let Some((o, _)) = own.iter().find(|(_, given)| *given) {
-            if own_netns && o.starts_with("--outbound-addr") {
+        if let Some((o, _, network_option)) = own.iter().find(|(_, given, _)| *given) {
+            if let (true, Some(value)) = (own_netns, network_option) {
                 anyhow::bail!(
-                    "{o} applies to a container's own network; on {n:?} it is the network's: `warren network create {n} {o} IP|IFACE`"
+                    "{o} applies to a container's own network; on {n:?} it is the network's: `warren network create {n} {o} {value}`"
                 );
             }
             anyhow::bail!("{o} applies to a container's own network; it has no effect with --network {n}");

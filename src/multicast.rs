@@ -196,22 +196,28 @@ pub fn listen(relay: &Relay) -> Result<std::net::UdpSocket, MulticastError> {
             s.set_multicast_all_v4(false).map_err(host_err(relay, "limit the socket to its group"))?;
             s.join_multicast_v4_n(&g, &socket2::InterfaceIndexOrAddress::Index(relay.ifindex()))
                 .map_err(host_err(relay, "join the group"))?;
-            if relay.ifindex() != 0 {
-                crate::sys::set_multicast_if_v4_index(std::os::fd::AsFd::as_fd(&s), relay.ifindex())
-                    .map_err(host_err(relay, "send on the interface"))?;
-            }
             SocketAddr::new(g.into(), relay.port)
         }
         IpAddr::V6(g) => {
             s.set_only_v6(true).map_err(host_err(relay, "open an IPv6-only socket"))?;
             s.set_multicast_all_v6(false).map_err(host_err(relay, "limit the socket to its group"))?;
             s.join_multicast_v6(&g, relay.ifindex()).map_err(host_err(relay, "join the group"))?;
-            s.set_multicast_if_v6(relay.ifindex()).map_err(host_err(relay, "send on the interface"))?;
             SocketAddr::V6(std::net::SocketAddrV6::new(g, relay.port, 0, relay.ifindex()))
         }
     };
+    send_on_interface(&s, relay).map_err(host_err(relay, "send on the interface"))?;
     s.bind(&bind.into()).map_err(host_err(relay, "bind the group's port"))?;
     Ok(s.into())
+}
+
+/// Makes a socket send its multicast datagrams on the relay's interface (without one: where
+/// the routes say).
+fn send_on_interface(s: &Socket, relay: &Relay) -> std::io::Result<()> {
+    match (relay.group, relay.ifindex()) {
+        (IpAddr::V4(_), 0) => Ok(()),
+        (IpAddr::V4(_), i) => crate::sys::set_multicast_if_v4_index(std::os::fd::AsFd::as_fd(s), i),
+        (IpAddr::V6(_), i) => s.set_multicast_if_v6(i),
+    }
 }
 
 /// A host socket for one container endpoint's datagrams to the relay's group: unconnected
@@ -228,11 +234,7 @@ pub fn sender(relay: &Relay, source: Option<SocketAddr>) -> std::io::Result<std:
     if !v4 {
         s.set_only_v6(true)?;
     }
-    match (relay.group, relay.ifindex()) {
-        (IpAddr::V4(_), 0) => {}
-        (IpAddr::V4(_), i) => crate::sys::set_multicast_if_v4_index(std::os::fd::AsFd::as_fd(&s), i)?,
-        (IpAddr::V6(_), i) => s.set_multicast_if_v6(i)?,
-    }
+    send_on_interface(&s, relay)?;
     s.bind(&source.unwrap_or(any).into())?;
     Ok(s.into())
 }

@@ -854,15 +854,11 @@ fn create(state: &Shared, a: CreateArgs) -> Result<Value, String> {
         outbound6,
         multicast: a.multicast.clone(),
     };
-    if let Some(r) = crate::multicast::parse_all(&spec.multicast)
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .find(|r| r.group.is_ipv6() && spec.subnet6.is_none())
-    {
-        return Err(format!("--multicast {r}: an IPv6 group, but the network has no IPv6: create it with --ipv6"));
-    }
     // Bound now: a group the host refuses is refused before anything is created.
     let relays = network_relays(&spec).map_err(|e| e.to_string())?;
+    if let Some(r) = relays.0.iter().find(|r| r.group.is_ipv6() && spec.subnet6.is_none()) {
+        return Err(format!("--multicast {r}: an IPv6 group, but the network has no IPv6: create it with --ipv6"));
+    }
     let capture = a
         .pcap
         .as_deref()
