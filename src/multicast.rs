@@ -284,10 +284,11 @@ impl GroupSenders {
     /// remembers it. `None`: no relay for the group.
     pub fn send(&self, group: SocketAddr, payload: &[u8], ttl: u8, now: Instant) -> Option<std::io::Result<()>> {
         let (_, sock, set) = self.socks.iter().find(|(g, ..)| *g == group)?;
-        if set.swap(ttl, Ordering::Relaxed) != ttl
-            && let Err(e) = set_ttl(std::os::fd::AsFd::as_fd(sock), group.is_ipv4(), ttl)
-        {
-            return Some(Err(e));
+        if set.load(Ordering::Relaxed) != ttl {
+            if let Err(e) = set_ttl(std::os::fd::AsFd::as_fd(sock), group.is_ipv4(), ttl) {
+                return Some(Err(e));
+            }
+            set.store(ttl, Ordering::Relaxed);
         }
         if let Ok(mut r) = self.recent.lock() {
             while r.len() >= RECENT_MAX || r.front().is_some_and(|(_, t)| now.duration_since(*t) > ECHO_WINDOW) {
