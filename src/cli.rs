@@ -145,9 +145,13 @@ pub enum NetworkCommand {
         /// IPv6 /64 (implies --ipv6).
         #[arg(long, value_name = "CIDR")]
         subnet6: Option<String>,
-        /// DNS upstream for names that are not containers' (default: the host's resolv.conf).
+        /// DNS upstream for names that are not containers' (default: the host's resolv.conf),
+        /// repeatable: asked in turn when one fails.
         #[arg(long = "dns-upstream", value_name = "IP[:PORT]")]
         dns_upstream: Vec<String>,
+        /// Names in DOMAIN go to their own DNS server, as `warren run --dns-route`.
+        #[arg(long = "dns-route", value_name = "DOMAIN=IP[:PORT]")]
+        dns_route: Vec<String>,
         /// Record every frame of the network in this pcap file (until the daemon stops or
         /// `warren capture --network NAME --stop`).
         #[arg(long, value_name = "FILE")]
@@ -318,9 +322,17 @@ pub struct NetArgs {
     /// The same for IPv6 (an interface's first address that is not link-local).
     #[arg(long, value_name = "IP|IFACE")]
     pub outbound_addr6: Option<String>,
-    /// DNS upstream for the forwarder, repeatable (default: the host's /etc/resolv.conf).
+    /// DNS upstream for the forwarder, repeatable (default: the host's /etc/resolv.conf
+    /// nameservers). They are asked in order; one that is silent for a second, refuses, or
+    /// answers SERVFAIL/REFUSED hands the query to the next, and is asked last for 30 s.
     #[arg(long = "dns-upstream", value_name = "IP[:PORT]")]
     pub dns_upstream: Vec<String>,
+    /// Names in DOMAIN (and DOMAIN itself) go to their own DNS server, repeatable: split
+    /// horizon, as for a VPN's domains (corp.example=10.8.0.1, 10.in-addr.arpa=10.8.0.1).
+    /// The longest matching domain wins; its servers fail over like --dns-upstream. UDP
+    /// queries only: TCP queries go to the upstreams of --dns-upstream.
+    #[arg(long = "dns-route", value_name = "DOMAIN=IP[:PORT]")]
+    pub dns_route: Vec<String>,
     /// Name of the TAP device inside the namespace.
     #[arg(long, value_name = "NAME", default_value = "tap0")]
     pub tap_name: String,
@@ -466,6 +478,7 @@ impl NetArgs {
             mac,
             allow_host_loopback: self.allow_host_loopback,
             dns,
+            dns_routes: self.dns_route.iter().map(|r| config::parse_dns_route(r)).collect::<Result<_, _>>()?,
             outbound_v4: self
                 .outbound_addr
                 .as_deref()

@@ -52,6 +52,9 @@ pub enum ConfigError {
     /// `--dns-upstream` that does not parse.
     #[error("invalid DNS upstream {0:?}: expected IP or IP:PORT (IPv6 as [ADDR]:PORT)")]
     DnsUpstream(String),
+    /// `--dns-route` that is not `DOMAIN=IP[:PORT]`.
+    #[error("invalid --dns-route {0:?}: {1}; expected DOMAIN=IP[:PORT] like corp.example=10.8.0.1")]
+    DnsRoute(String, &'static str),
     /// `--add-host` that is not `NAME:IP`.
     #[error(
         "invalid --add-host {spec:?}: {why}; expected NAME:IP or NAME=IP (IPv6 may be in brackets), IP may be host-gateway"
@@ -259,6 +262,27 @@ pub fn parse_upstream(text: &str) -> Result<SocketAddr, ConfigError> {
     }
 }
 
+/// Parses a `--dns-route DOMAIN=IP[:PORT]`: names in DOMAIN (and DOMAIN itself) go to that
+/// server; the port defaults to 53.
+///
+/// # Errors
+/// [`ConfigError::DnsRoute`] naming the text and what is wrong with it.
+pub fn parse_dns_route(text: &str) -> Result<crate::dns::Route, ConfigError> {
+    let bad = |why| ConfigError::DnsRoute(text.to_string(), why);
+    let (domain, server) = text.split_once('=').ok_or_else(|| bad("no '='"))?;
+    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+    if domain.is_empty() {
+        return Err(bad("the domain is empty (the default upstreams are --dns-upstream)"));
+    }
+    let label_ok =
+        |l: &str| (1..=63).contains(&l.len()) && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if domain.len() > 253 || !domain.split('.').all(label_ok) {
+        return Err(bad("the domain is not a DNS name (labels of letters, digits, '-' and '_', 1-63 long)"));
+    }
+    let server = parse_upstream(server).map_err(|_| bad("the server is not IP or IP:PORT (IPv6 as [ADDR]:PORT)"))?;
+    Ok(crate::dns::Route { domain, server })
+}
+
 /// Where the DNS forwarder sends queries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DnsUpstreams {
@@ -379,6 +403,8 @@ pub struct NetConfig {
     pub allow_host_loopback: bool,
     /// DNS upstream policy.
     pub dns: DnsUpstreams,
+    /// `--dns-route`: domains whose names go to servers of their own.
+    pub dns_routes: Vec<crate::dns::Route>,
     /// Source address for outbound IPv4 host sockets (slirp4netns `--outbound-addr`).
     pub outbound_v4: Option<Ipv4Addr>,
     /// Source address for outbound IPv6 host sockets (slirp4netns `--outbound-addr6`).
@@ -470,6 +496,27 @@ impl NetConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dns_routes() {
+        let r = parse_dns_route("Corp.Example.=10.8.0.1").unwrap();
+        assert_eq!((r.domain.as_str(), r.server), ("corp.example", "10.8.0.1:53".parse().unwrap()));
+        let r = parse_dns_route("10.in-addr.arpa=[fd00::1]:5353").unwrap();
+        assert_eq!((r.domain.as_str(), r.server), ("10.in-addr.arpa", "[fd00::1]:5353".parse().unwrap()));
+        assert_eq!(parse_dns_route("_tcp.local=::1").unwrap().server, "[::1]:53".parse().unwrap());
+        for (bad, why) in [
+            ("corp.example", "no '='"),
+            ("=10.8.0.1", "the domain is empty"),
+            (".=10.8.0.1", "the domain is empty"),
+            ("a..b=10.8.0.1", "not a DNS name"),
+            ("a b=10.8.0.1", "not a DNS name"),
+            ("corp.example=resolver", "the server is not IP"),
+            ("corp.example=10.8.0.1:0", "the server is not IP"),
+        ] {
+            let e = parse_dns_route(bad).unwrap_err().to_string();
+            assert!(e.contains(&format!("{bad:?}")) && e.contains(why) && e.contains("DOMAIN=IP[:PORT]"), "{e}");
+        }
+    }
 
     #[test]
     fn add_host_takes_docker_forms_and_names_what_is_wrong() {

@@ -1,17 +1,42 @@
-//! DNS upstream selection for the forwarder at network + 3, and the local answers of bridge
-//! networks (container names and aliases).
+//! DNS upstream selection for the forwarder at network + 3, the local answers of bridge
+//! networks (container names and aliases), and the failover of one query across upstreams.
 //!
 //! The forwarder is byte-transparent: a query the container sends to the DNS address over UDP
-//! or TCP is NATed onto a host socket connected to an upstream, and answers come back with
-//! the DNS address as their source. This module only decides *which* upstream: fixed ones
-//! from `--dns-upstream`, or the host's `/etc/resolv.conf` nameservers, re-read whenever the
-//! file changes (checked at most once a second, when a new DNS flow starts).
+//! or TCP goes unchanged to an upstream from a host socket, and answers come back with the
+//! DNS address as their source. This module decides *which* upstreams, in which order:
+//!
+//! - the servers of the longest `--dns-route DOMAIN=IP[:PORT]` whose domain holds the query's
+//!   name (split-horizon: a VPN's resolver for its domains), else
+//! - fixed ones from `--dns-upstream`, or the host's `/etc/resolv.conf` nameservers, re-read
+//!   whenever the file changes (checked at most once a second, when a query is routed);
+//! - in their given order, except that a server which recently left a query unanswered or
+//!   refused it ([`Health`], for [`DOWN_FOR`]) is asked after the others.
+//!
+//! [`Queries`] then tries a UDP query on them in turn: the next one when the one asked is
+//! silent for [`TRY_TIMEOUT`], refuses (ICMP), or answers SERVFAIL or REFUSED; the first
+//! other answer goes to the container; after [`QUERY_TIMEOUT`] it gets the last error answer
+//! heard or SERVFAIL. TCP queries go to the first server of the default list: their name is
+//! not known when the connection is made.
 
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::DnsUpstreams;
+
+/// How long the upstream asked may leave a query unanswered before the next one is asked
+/// (the one asked first may still answer).
+pub const TRY_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a query may wait for any upstream before the container gets an answer anyway (so
+/// silent upstreams cost a client seconds, not its whole retry schedule).
+pub const QUERY_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a server that was silent or refused is asked after the others.
+pub const DOWN_FOR: Duration = Duration::from_secs(30);
+/// Queries tracked per container endpoint (the oldest beyond this are forgotten: no failover,
+/// no SERVFAIL, and their late answers are dropped).
+pub const PENDING_MAX: usize = 64;
 
 /// Extracts the nameservers of a resolv.conf text, in order, as port-53 addresses.
 /// IPv6 scope suffixes (`fe80::1%eth0`) are ignored: such servers are skipped.
@@ -25,37 +50,123 @@ pub fn parse_resolv_conf(text: &str) -> Vec<SocketAddr> {
         .collect()
 }
 
+/// A domain whose names are resolved by a server of its own (`--dns-route DOMAIN=IP[:PORT]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Lowercase, without the final dot (`corp.example`).
+    pub domain: String,
+    /// The server asked for names in it.
+    pub server: SocketAddr,
+}
+
+impl Route {
+    /// Whether `name` (lowercase, no final dot) is the domain or a name inside it.
+    fn holds(&self, name: &str) -> bool {
+        name.strip_suffix(self.domain.as_str()).is_some_and(|rest| rest.is_empty() || rest.ends_with('.'))
+    }
+}
+
+impl std::fmt::Display for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}={}", self.domain, self.server)
+    }
+}
+
+/// Which upstreams recently failed a query (silent for [`TRY_TIMEOUT`], or refused), shared
+/// by the data-path threads' selectors and their DNS flows.
+#[derive(Debug, Clone, Default)]
+pub struct Health(Arc<Mutex<HashMap<SocketAddr, Instant>>>);
+
+impl Health {
+    /// `server` failed a query at `now`: it is asked last for [`DOWN_FOR`].
+    pub fn failed(&self, server: SocketAddr, now: Instant) {
+        let mut m = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !m.contains_key(&server) {
+            tracing::info!(%server, "DNS upstream failed a query: asking the others first");
+        }
+        // Forget the servers that recovered long ago (resolv.conf may have replaced them).
+        m.retain(|_, t| now.saturating_duration_since(*t) < DOWN_FOR);
+        m.insert(server, now);
+    }
+
+    /// `server` answered: it is back in its place.
+    pub fn answered(&self, server: SocketAddr) {
+        let mut m = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if m.remove(&server).is_some() {
+            tracing::info!(%server, "DNS upstream answers again");
+        }
+    }
+
+    /// Whether `server` failed a query less than [`DOWN_FOR`] before `now`.
+    pub fn is_down(&self, server: SocketAddr, now: Instant) -> bool {
+        let m = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        m.get(&server).is_some_and(|t| now.saturating_duration_since(*t) < DOWN_FOR)
+    }
+}
+
 /// The upstream list, kept current.
 #[derive(Debug)]
 pub struct Upstreams {
     policy: DnsUpstreams,
+    routes: Vec<Route>,
     path: PathBuf,
     servers: Vec<SocketAddr>,
     stamp: Option<(SystemTime, u64)>,
     checked: Option<Instant>,
+    health: Health,
 }
 
 impl Upstreams {
     /// Creates the selector; reads resolv.conf lazily.
-    pub fn new(policy: DnsUpstreams) -> Self {
-        Self::with_path(policy, PathBuf::from("/etc/resolv.conf"))
+    pub fn new(policy: DnsUpstreams, routes: Vec<Route>) -> Self {
+        Self::with_path(policy, routes, PathBuf::from("/etc/resolv.conf"))
     }
 
     /// Like [`Upstreams::new`] with another resolv.conf path (tests).
-    pub fn with_path(policy: DnsUpstreams, path: PathBuf) -> Self {
+    pub fn with_path(policy: DnsUpstreams, routes: Vec<Route>, path: PathBuf) -> Self {
         let servers = match &policy {
             DnsUpstreams::Fixed(v) => v.clone(),
             DnsUpstreams::HostResolvConf | DnsUpstreams::Disabled => Vec::new(),
         };
-        Self { policy, path, servers, stamp: None, checked: None }
+        Self { policy, routes, path, servers, stamp: None, checked: None, health: Health::default() }
     }
 
-    /// The upstream to use for a new flow at `now`, if there is any.
+    /// The health record this selector orders by (its flows report to it).
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// Orders by `health` from now on (the data-path threads of one container share one).
+    pub fn share_health(&mut self, health: Health) {
+        self.health = health;
+    }
+
+    /// The upstreams to try for a query about `name` (`None`: unknown, as for TCP), in order:
+    /// a route's servers if one holds the name, else the default ones; those that failed
+    /// recently last. Empty when there is none.
+    pub fn candidates(&mut self, name: Option<&str>, now: Instant) -> Vec<SocketAddr> {
+        let route = name.and_then(|n| {
+            self.routes.iter().filter(|r| r.holds(n)).map(|r| r.domain.len()).max().map(|longest| {
+                self.routes.iter().filter(|r| r.domain.len() == longest && r.holds(n)).map(|r| r.server).collect()
+            })
+        });
+        let mut list: Vec<SocketAddr> = match route {
+            Some(servers) => servers,
+            None => {
+                if self.policy == DnsUpstreams::HostResolvConf {
+                    self.refresh(now);
+                }
+                self.servers.clone()
+            }
+        };
+        // A stable sort: the order given, those down after those up.
+        list.sort_by_key(|s| self.health.is_down(*s, now));
+        list
+    }
+
+    /// The upstream for a query whose name is not known (TCP), if there is any.
     pub fn pick(&mut self, now: Instant) -> Option<SocketAddr> {
-        if self.policy == DnsUpstreams::HostResolvConf {
-            self.refresh(now);
-        }
-        self.servers.first().copied()
+        self.candidates(None, now).first().copied()
     }
 
     fn refresh(&mut self, now: Instant) {
@@ -78,6 +189,184 @@ impl Upstreams {
         }
         self.servers = servers;
     }
+}
+
+/// What the forwarder does next for the queries of one container endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Send this query to this upstream.
+    Ask(SocketAddr, Vec<u8>),
+    /// Give the container this answer.
+    Answer(Vec<u8>),
+    /// This upstream left a query unanswered for [`TRY_TIMEOUT`] (for [`Health`]).
+    Silent(SocketAddr),
+}
+
+/// What to do with a datagram an upstream sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Hand it to the container: it answers a pending query.
+    Deliver,
+    /// Drop it (no pending query of that ID was sent to that server) and do nothing else.
+    Drop,
+    /// An error answer while other servers remain: kept, and the query goes on to the next.
+    Next(SocketAddr, Vec<u8>),
+}
+
+/// A query waiting for its answer.
+#[derive(Debug)]
+struct Query {
+    id: u16,
+    bytes: Vec<u8>,
+    started: Instant,
+    /// When the server asked last was asked.
+    asked: Instant,
+    servers: Vec<SocketAddr>,
+    /// How many of `servers` were asked (in order; at least one).
+    tried: usize,
+    /// The last error answer heard (SERVFAIL, REFUSED), given if nothing better comes.
+    fallback: Option<Vec<u8>>,
+}
+
+impl Query {
+    fn current(&self) -> SocketAddr {
+        self.servers[self.tried - 1]
+    }
+
+    /// Moves on to the next server: the step asking it, or `None` when none is left.
+    fn next(&mut self, now: Instant) -> Option<Step> {
+        let server = *self.servers.get(self.tried)?;
+        self.tried += 1;
+        self.asked = now;
+        Some(Step::Ask(server, self.bytes.clone()))
+    }
+
+    /// The answer the container gets when no server gave one.
+    fn give_up(self) -> Option<Step> {
+        self.fallback.or_else(|| error_answer(&self.bytes, 2)).map(Step::Answer)
+    }
+}
+
+/// The UDP queries of one container endpoint to the forwarder, each tried on its upstreams in
+/// turn. Time is passed in; sockets are the caller's.
+#[derive(Debug, Default)]
+pub struct Queries {
+    pending: VecDeque<Query>,
+}
+
+impl Queries {
+    /// A query from the container, to be tried on `servers` in order: the step asking the
+    /// first (`None` without servers). A datagram too short to be a query goes to the first
+    /// server untracked; a retransmission of a pending query goes again to the server asked
+    /// last.
+    pub fn ask(&mut self, bytes: &[u8], servers: Vec<SocketAddr>, now: Instant) -> Option<Step> {
+        let first = *servers.first()?;
+        if bytes.len() < 12 {
+            return Some(Step::Ask(first, bytes.to_vec()));
+        }
+        let id = u16::from_be_bytes([bytes[0], bytes[1]]);
+        if let Some(q) = self.pending.iter().find(|q| q.id == id && q.bytes == bytes) {
+            return Some(Step::Ask(q.current(), bytes.to_vec()));
+        }
+        if self.pending.len() >= PENDING_MAX {
+            self.pending.pop_front();
+        }
+        let q = Query { id, bytes: bytes.to_vec(), started: now, asked: now, servers, tried: 1, fallback: None };
+        self.pending.push_back(q);
+        Some(Step::Ask(first, bytes.to_vec()))
+    }
+
+    /// A datagram from upstream `from`.
+    pub fn answer(&mut self, from: SocketAddr, bytes: &[u8], now: Instant) -> Verdict {
+        if bytes.len() < 12 {
+            return Verdict::Drop;
+        }
+        let id = u16::from_be_bytes([bytes[0], bytes[1]]);
+        let Some(i) = self.pending.iter().position(|q| q.id == id && q.servers[..q.tried].contains(&from)) else {
+            return Verdict::Drop;
+        };
+        if matches!(bytes[3] & 0x0f, 2 | 5) {
+            // SERVFAIL or REFUSED: kept, and given only if nothing better comes. From an
+            // earlier server, the one asked since may still answer.
+            let q = &mut self.pending[i];
+            if from != q.current() {
+                q.fallback = Some(bytes.to_vec());
+                return Verdict::Drop;
+            }
+            if let Some(Step::Ask(next, query)) = q.next(now) {
+                q.fallback = Some(bytes.to_vec());
+                return Verdict::Next(next, query);
+            }
+        }
+        self.pending.remove(i);
+        Verdict::Deliver
+    }
+
+    /// Upstream `server` refused (ICMP unreachable): the queries it was the last asked for go
+    /// on to their next server, or get their answer now.
+    pub fn unreachable(&mut self, server: SocketAddr, now: Instant) -> Vec<Step> {
+        let mut steps = Vec::new();
+        let mut i = 0;
+        while i < self.pending.len() {
+            let q = &mut self.pending[i];
+            if q.current() != server {
+                i += 1;
+                continue;
+            }
+            match q.next(now) {
+                Some(step) => {
+                    steps.push(step);
+                    i += 1;
+                }
+                None => steps.extend(self.pending.remove(i).and_then(Query::give_up)),
+            }
+        }
+        steps
+    }
+
+    /// What is due at `now`: the next server for queries whose server was silent for
+    /// [`TRY_TIMEOUT`] (reporting it), an answer for those older than [`QUERY_TIMEOUT`].
+    pub fn poll(&mut self, now: Instant) -> Vec<Step> {
+        let mut steps = Vec::new();
+        let mut i = 0;
+        while i < self.pending.len() {
+            let q = &mut self.pending[i];
+            if now >= q.started + QUERY_TIMEOUT {
+                steps.extend(self.pending.remove(i).and_then(Query::give_up));
+                continue;
+            }
+            if now >= q.asked + TRY_TIMEOUT && q.tried < q.servers.len() {
+                let silent = q.current();
+                steps.extend(q.next(now));
+                if !steps.contains(&Step::Silent(silent)) {
+                    steps.push(Step::Silent(silent));
+                }
+            }
+            i += 1;
+        }
+        steps
+    }
+
+    /// When [`Queries::poll`] next has something to do, if a query is pending.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.pending
+            .iter()
+            .map(|q| {
+                let over = q.started + QUERY_TIMEOUT;
+                if q.tried < q.servers.len() { over.min(q.asked + TRY_TIMEOUT) } else { over }
+            })
+            .min()
+    }
+
+    /// Whether a query is pending.
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+}
+
+/// The name a standard query asks about, lowercase without the final dot.
+pub fn query_name(query: &[u8]) -> Option<String> {
+    question(query).map(|(name, _, _)| name)
 }
 
 /// Names a bridge network's DNS answers itself: container names and aliases, lowercased,
@@ -221,7 +510,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("resolv.conf");
         std::fs::write(&path, "nameserver 127.0.0.1\n").unwrap();
-        let mut u = Upstreams::with_path(DnsUpstreams::HostResolvConf, path.clone());
+        let mut u = Upstreams::with_path(DnsUpstreams::HostResolvConf, Vec::new(), path.clone());
         let t0 = Instant::now();
         assert_eq!(u.pick(t0), Some("127.0.0.1:53".parse().unwrap()));
         std::fs::write(&path, "nameserver 127.0.0.2\nnameserver 127.0.0.3\n").unwrap();
@@ -229,6 +518,122 @@ mod tests {
         assert_eq!(u.pick(t0), Some("127.0.0.1:53".parse().unwrap()));
         assert_eq!(u.pick(t0 + Duration::from_secs(2)), Some("127.0.0.2:53".parse().unwrap()));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    /// An answer from an upstream to `q` with response code `rcode`.
+    fn reply(q: &[u8], rcode: u8) -> Vec<u8> {
+        let mut r = q.to_vec();
+        r[2] |= 0x80;
+        r[3] = 0x80 | rcode;
+        r
+    }
+
+    #[test]
+    fn routes_pick_the_longest_domain_and_failed_servers_go_last() {
+        let route = |d: &str, s: &str| Route { domain: d.into(), server: sa(s) };
+        let routes = vec![
+            route("corp.example", "10.8.0.1:53"),
+            route("corp.example", "10.8.0.2:53"),
+            route("lab.corp.example", "10.9.0.1:5353"),
+            route("10.in-addr.arpa", "10.8.0.1:53"),
+        ];
+        let default = vec![sa("127.0.0.1:53"), sa("[::1]:53")];
+        let mut u = Upstreams::with_path(DnsUpstreams::Fixed(default.clone()), routes, "/nonexistent".into());
+        let t0 = Instant::now();
+        assert_eq!(u.candidates(Some("www.corp.example"), t0), vec![sa("10.8.0.1:53"), sa("10.8.0.2:53")]);
+        assert_eq!(u.candidates(Some("corp.example"), t0), vec![sa("10.8.0.1:53"), sa("10.8.0.2:53")]);
+        assert_eq!(u.candidates(Some("a.lab.corp.example"), t0), vec![sa("10.9.0.1:5353")]);
+        assert_eq!(u.candidates(Some("4.3.2.10.in-addr.arpa"), t0), vec![sa("10.8.0.1:53")]);
+        // Only whole labels match; other names and TCP (no name) use the default list.
+        assert_eq!(u.candidates(Some("notcorp.example"), t0), default);
+        assert_eq!(u.candidates(Some("example"), t0), default);
+        assert_eq!(u.candidates(None, t0), default);
+        // A server that failed is asked last, for DOWN_FOR, and again first once it answers.
+        u.health().failed(sa("127.0.0.1:53"), t0);
+        assert_eq!(u.pick(t0), Some(sa("[::1]:53")));
+        assert_eq!(u.candidates(Some("x.corp.example"), t0)[0], sa("10.8.0.1:53"));
+        assert_eq!(u.pick(t0 + DOWN_FOR), Some(sa("127.0.0.1:53")));
+        u.health().failed(sa("127.0.0.1:53"), t0);
+        u.health().answered(sa("127.0.0.1:53"));
+        assert_eq!(u.pick(t0), Some(sa("127.0.0.1:53")));
+        // Nothing to ask: no candidates.
+        let mut none = Upstreams::with_path(DnsUpstreams::Fixed(vec![]), vec![], "/nonexistent".into());
+        assert_eq!(none.candidates(Some("a.b"), t0), Vec::<SocketAddr>::new());
+    }
+
+    #[test]
+    fn a_query_fails_over_on_silence_refusal_and_error_answers() {
+        let (a, b, c) = (sa("127.0.0.1:5301"), sa("127.0.0.1:5302"), sa("127.0.0.1:5303"));
+        let t0 = Instant::now();
+        let q = query("web.example", 1);
+        let mut qs = Queries::default();
+        assert_eq!(qs.ask(&q, vec![a, b, c], t0), Some(Step::Ask(a, q.clone())));
+        assert_eq!(qs.deadline(), Some(t0 + TRY_TIMEOUT));
+        assert!(qs.poll(t0 + TRY_TIMEOUT / 2).is_empty());
+        // Silent: the next server is asked, and the silent one reported.
+        let t1 = t0 + TRY_TIMEOUT;
+        assert_eq!(qs.poll(t1), vec![Step::Ask(b, q.clone()), Step::Silent(a)]);
+        // B refuses: on to C.
+        assert_eq!(qs.unreachable(b, t1), vec![Step::Ask(c, q.clone())]);
+        // A late answer from A still counts; one from a server never asked, or with another
+        // ID, does not.
+        assert_eq!(qs.answer(sa("127.0.0.1:9"), &reply(&q, 0), t1), Verdict::Drop);
+        let mut other = reply(&q, 0);
+        other[1] ^= 1;
+        assert_eq!(qs.answer(a, &other, t1), Verdict::Drop);
+        assert_eq!(qs.answer(a, &reply(&q, 0), t1), Verdict::Deliver);
+        assert!(qs.is_empty());
+        assert_eq!(qs.answer(c, &reply(&q, 0), t1), Verdict::Drop, "answered already");
+
+        // SERVFAIL from the server asked: the next is asked; if it is silent too, the
+        // container gets that SERVFAIL when the query times out.
+        assert_eq!(qs.ask(&q, vec![a, b], t0), Some(Step::Ask(a, q.clone())));
+        assert_eq!(qs.answer(a, &reply(&q, 2), t0), Verdict::Next(b, q.clone()));
+        assert_eq!(qs.deadline(), Some(t0 + QUERY_TIMEOUT));
+        assert_eq!(qs.poll(t0 + QUERY_TIMEOUT), vec![Step::Answer(reply(&q, 2))]);
+        // The last server's error answer is delivered as it is.
+        assert_eq!(qs.ask(&q, vec![a, b], t0), Some(Step::Ask(a, q.clone())));
+        assert_eq!(qs.answer(a, &reply(&q, 5), t0), Verdict::Next(b, q.clone()));
+        assert_eq!(qs.answer(b, &reply(&q, 5), t0), Verdict::Deliver);
+        // An earlier server's late error answer waits for the one asked since.
+        assert_eq!(qs.ask(&q, vec![a, b], t0), Some(Step::Ask(a, q.clone())));
+        assert_eq!(qs.poll(t1), vec![Step::Ask(b, q.clone()), Step::Silent(a)]);
+        assert_eq!(qs.answer(a, &reply(&q, 2), t1), Verdict::Drop);
+        assert_eq!(qs.answer(b, &reply(&q, 0), t1), Verdict::Deliver);
+
+        // Every server refuses: SERVFAIL at once. Nobody answers: SERVFAIL after QUERY_TIMEOUT.
+        qs.ask(&q, vec![a], t0);
+        let servfail = error_answer(&q, 2).unwrap();
+        assert_eq!(qs.unreachable(a, t0), vec![Step::Answer(servfail.clone())]);
+        qs.ask(&q, vec![a], t0);
+        assert_eq!(qs.deadline(), Some(t0 + QUERY_TIMEOUT), "a single server is not asked twice");
+        assert!(qs.poll(t0 + QUERY_TIMEOUT - Duration::from_millis(1)).is_empty());
+        assert_eq!(qs.poll(t0 + QUERY_TIMEOUT), vec![Step::Answer(servfail)]);
+        assert_eq!(qs.deadline(), None);
+
+        // A retransmission is asked again of the current server, not tracked twice.
+        qs.ask(&q, vec![a, b], t0);
+        assert_eq!(qs.ask(&q, vec![a, b], t0), Some(Step::Ask(a, q.clone())));
+        assert_eq!(qs.pending.len(), 1);
+        // Short datagrams go to the first server untracked; no server: nothing.
+        assert_eq!(qs.ask(&[1, 2, 3], vec![b], t0), Some(Step::Ask(b, vec![1, 2, 3])));
+        assert_eq!(qs.pending.len(), 1);
+        assert_eq!(qs.ask(&q, vec![], t0), None);
+        // At most PENDING_MAX queries are tracked.
+        for id in 0..PENDING_MAX as u16 * 2 {
+            let mut q = q.clone();
+            q[..2].copy_from_slice(&id.to_be_bytes());
+            qs.ask(&q, vec![a], t0);
+        }
+        assert_eq!(qs.pending.len(), PENDING_MAX);
+        // Garbage from an upstream never panics.
+        for cut in 0..q.len() {
+            let _ = qs.answer(a, &q[..cut], t0);
+        }
     }
 
     fn query(name: &str, qtype: u16) -> Vec<u8> {

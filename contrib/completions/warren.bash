@@ -212,7 +212,7 @@ _warren() {
             return 0
             ;;
         warren__subcmd__attach)
-            opts="-T -U -p -v -h -V --pid --netns --userns --mtu --cidr --cidr6 --no-ipv6 --to-host --to-host-udp --multicast --allow-host-loopback --outbound-addr --outbound-addr6 --dns-upstream --tap-name --mac --pcap --no-seccomp --max-tcp-flows --max-handshakes --udp-timeout --max-buffer-memory --max-udp-flows --queues --busy-poll --publish --api-socket --verbose --log-format --help --version"
+            opts="-T -U -p -v -h -V --pid --netns --userns --mtu --cidr --cidr6 --no-ipv6 --to-host --to-host-udp --multicast --allow-host-loopback --outbound-addr --outbound-addr6 --dns-upstream --dns-route --tap-name --mac --pcap --no-seccomp --max-tcp-flows --max-handshakes --udp-timeout --max-buffer-memory --max-udp-flows --queues --busy-poll --publish --api-socket --verbose --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -271,6 +271,10 @@ _warren() {
                     return 0
                     ;;
                 --dns-upstream)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --dns-route)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -852,7 +856,7 @@ _warren() {
             return 0
             ;;
         warren__subcmd__network__subcmd__create)
-            opts="-v -h -V --subnet --gateway --internal --icc --mtu --ipv6 --subnet6 --dns-upstream --pcap --outbound-addr --outbound-addr6 --multicast --verbose --log-format --help --version"
+            opts="-v -h -V --subnet --gateway --internal --icc --mtu --ipv6 --subnet6 --dns-upstream --dns-route --pcap --outbound-addr --outbound-addr6 --multicast --verbose --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -879,6 +883,10 @@ _warren() {
                     return 0
                     ;;
                 --dns-upstream)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --dns-route)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1286,7 +1294,7 @@ _warren() {
             return 0
             ;;
         warren__subcmd__run)
-            opts="-T -U -p -v -h -V --mtu --cidr --cidr6 --no-ipv6 --to-host --to-host-udp --multicast --allow-host-loopback --outbound-addr --outbound-addr6 --dns-upstream --tap-name --mac --pcap --no-seccomp --max-tcp-flows --max-handshakes --udp-timeout --max-buffer-memory --max-udp-flows --queues --busy-poll --network --name --alias --ip --add-host --publish --api-socket --verbose --log-format --help --version"
+            opts="-T -U -p -v -h -V --mtu --cidr --cidr6 --no-ipv6 --to-host --to-host-udp --multicast --allow-host-loopback --outbound-addr --outbound-addr6 --dns-upstream --dns-route --tap-name --mac --pcap --no-seccomp --max-tcp-flows --max-handshakes --udp-timeout --max-buffer-memory --max-udp-flows --queues --busy-poll --network --name --alias --ip --add-host --publish --api-socket --verbose --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1333,6 +1341,10 @@ _warren() {
                     return 0
                     ;;
                 --dns-upstream)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --dns-route)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

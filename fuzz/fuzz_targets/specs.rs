@@ -1,4 +1,4 @@
-//! Everything a user types that warren parses: port specs (-p, -p auto, -T/-U), CIDRs, MACs, DNS upstreams, MTUs.
+//! Everything a user types that warren parses: port specs (-p, -p auto, -T/-U), CIDRs, MACs, DNS upstreams and routes, MTUs.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -17,6 +17,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = config::parse_cidr6(text);
     let _ = config::parse_mac(text);
     let _ = config::parse_upstream(text);
+    let _ = config::parse_dns_route(text);
     if let Ok(n) = text.parse::<u32>() {
         let _ = config::parse_mtu(n);
     }

@@ -90,6 +90,7 @@ fn run(a: SlirpArgs) -> Result<(), String> {
         mac: a.macaddress,
         allow_host_loopback: !a.disable_host_loopback,
         dns: if a.disable_dns { DnsUpstreams::Disabled } else { DnsUpstreams::HostResolvConf },
+        dns_routes: Vec::new(),
         outbound_v4: a.outbound_addr.as_deref().map(outbound_v4).transpose()?,
         outbound_v6: a.outbound_addr6.as_deref().map(outbound_v6).transpose()?,
         limits: Default::default(),

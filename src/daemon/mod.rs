@@ -88,6 +88,9 @@ pub struct CreateArgs {
     pub subnet6: Option<String>,
     /// DNS upstreams for names that are not local (default: the host's resolv.conf).
     pub dns_upstream: Vec<String>,
+    /// `--dns-route` domains with servers of their own, as given.
+    #[serde(default)]
+    pub dns_route: Vec<String>,
     /// Record every frame of the network in this pcap file while the daemon runs.
     #[serde(default)]
     pub pcap: Option<PathBuf>,
@@ -137,6 +140,9 @@ pub struct NetworkSpec {
     /// looked up when the network starts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub multicast: Vec<String>,
+    /// `--dns-route` domains with servers of their own, as given (`DOMAIN=IP[:PORT]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_route: Vec<String>,
 }
 
 /// What a container needs to configure one interface.
@@ -181,6 +187,7 @@ impl Iface {
             mac: Some(self.mac),
             allow_host_loopback: false,
             dns: DnsUpstreams::Disabled,
+            dns_routes: Vec::new(),
             outbound_v4: None,
             outbound_v6: None,
             limits: Default::default(),
@@ -402,6 +409,16 @@ fn start_network(spec: NetworkSpec, relays: Relays) -> Network {
         } else {
             DnsUpstreams::Fixed(spec.dns_upstream.clone())
         },
+        dns_routes: spec
+            .dns_route
+            .iter()
+            .filter_map(|r| {
+                // Checked at creation: only a hand-edited networks.json gets here.
+                crate::config::parse_dns_route(r)
+                    .inspect_err(|e| tracing::warn!(network = %spec.name, error = %e, "DNS route left out"))
+                    .ok()
+            })
+            .collect(),
         outbound_v4: spec.outbound4,
         outbound_v6: spec.outbound6,
         limits: Default::default(),
@@ -826,6 +843,12 @@ fn create(state: &Shared, a: CreateArgs) -> Result<Value, String> {
     if a.internal && !a.multicast.is_empty() {
         return Err("--multicast has no effect on an --internal network (nothing leaves it)".into());
     }
+    if a.internal && !a.dns_route.is_empty() {
+        return Err("--dns-route has no effect on an --internal network (it answers only its containers' names)".into());
+    }
+    for r in &a.dns_route {
+        crate::config::parse_dns_route(r).map_err(|e| e.to_string())?;
+    }
     let outbound4 = a
         .outbound_addr
         .as_deref()
@@ -853,6 +876,7 @@ fn create(state: &Shared, a: CreateArgs) -> Result<Value, String> {
         outbound4,
         outbound6,
         multicast: a.multicast.clone(),
+        dns_route: a.dns_route.clone(),
     };
     // Bound now: a group the host refuses is refused before anything is created.
     let relays = network_relays(&spec).map_err(|e| e.to_string())?;
@@ -980,6 +1004,9 @@ fn options(spec: &NetworkSpec) -> Value {
     }
     if !spec.multicast.is_empty() {
         o.insert("warren.multicast".into(), spec.multicast.join(",").into());
+    }
+    if !spec.dns_route.is_empty() {
+        o.insert("warren.dns_route".into(), spec.dns_route.join(",").into());
     }
     Value::Object(o)
 }

@@ -52,6 +52,7 @@ fn single_config(allow_host_loopback: bool) -> NetConfig {
         allow_host_loopback,
         // A loopback upstream nobody serves: queries go nowhere even by mistake.
         dns: DnsUpstreams::Fixed(vec![SocketAddr::from(([127, 0, 0, 1], 9))]),
+        dns_routes: Vec::new(),
         outbound_v4: None,
         outbound_v6: None,
         limits: Default::default(),

@@ -382,7 +382,7 @@ impl Dataplane {
         if let Some(a) = cfg.addrs6 {
             gw_cidrs.push(IpCidr::new(a.gateway.into(), a.net.prefix_len()));
         }
-        let upstreams = Upstreams::new(cfg.dns.clone());
+        let upstreams = Upstreams::new(cfg.dns.clone(), cfg.dns_routes.clone());
         let epoch = Instant::now();
         let seed = u64::from(std::process::id()) << 32
             ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
@@ -1235,6 +1235,22 @@ impl Dataplane {
         }
     }
 
+    /// Whether a datagram to `dst` is a query for the DNS forwarder (its address, port 53,
+    /// the forwarder on, a network with a way out).
+    fn forwards_dns(&self, dst: SocketAddr) -> bool {
+        let dns: IpAddr = match dst.ip() {
+            IpAddr::V4(_) => self.gw.dns.into(),
+            IpAddr::V6(_) => match self.gw.v6 {
+                Some(g) => g.dns.into(),
+                None => return false,
+            },
+        };
+        dst.port() == 53
+            && dst.ip() == dns
+            && self.cfg.dns != crate::config::DnsUpstreams::Disabled
+            && !self.cfg.bridge.is_some_and(|b| b.internal)
+    }
+
     fn target(&mut self, dst: SocketAddr, now: Instant) -> Target {
         let (gateway, dns, loopback): (IpAddr, IpAddr, IpAddr) = match dst.ip() {
             IpAddr::V4(_) => (self.gw.gateway.into(), self.gw.dns.into(), Ipv4Addr::LOCALHOST.into()),
@@ -1510,6 +1526,9 @@ impl Dataplane {
             }
         }
         let key = FlowKey { src, dst };
+        // A query to the DNS forwarder: the upstreams to try, in order.
+        let dns =
+            self.forwards_dns(dst).then(|| self.upstreams.candidates(crate::dns::query_name(payload).as_deref(), now));
         if let Some(e) = self.udp_in.get_mut(&key) {
             // The container answers a client of a published UDP port: in batches, as below.
             e.last = now;
@@ -1533,10 +1552,14 @@ impl Dataplane {
                 self.stats.limit_drops += 1;
                 return;
             };
-            let target = match self.target(dst, now) {
-                Target::Host(t) => t,
-                Target::Refuse => return self.icmp_error(dst.ip(), Unreachable::Port, ip),
-                Target::Unreachable(code) => return self.icmp_error(dst.ip(), code, ip),
+            let target = match dns.as_ref().map(|d| d.first().copied()) {
+                Some(Some(first)) => first,
+                Some(None) => return self.icmp_error(dst.ip(), Unreachable::Port, ip),
+                None => match self.target(dst, now) {
+                    Target::Host(t) => t,
+                    Target::Refuse => return self.icmp_error(dst.ip(), Unreachable::Port, ip),
+                    Target::Unreachable(code) => return self.icmp_error(dst.ip(), code, ip),
+                },
             };
             let outbound = (self.cfg.outbound_v4, self.cfg.outbound_v6);
             let mut flow = match UdpFlow::new(target, outbound, dst, self.waker(Token::Udp(key)), now, slot) {
@@ -1553,8 +1576,8 @@ impl Dataplane {
             };
             tracing::debug!(%src, %dst, %target, "UDP flow");
             flow.set_timeout(self.cfg.limits.udp_timeout);
-            if dst.port() == 53 && self.gw.owns_ip(dst.ip()) {
-                flow.watch_dns();
+            if dns.is_some() {
+                flow.watch_dns(target, outbound, self.upstreams.health().clone());
             }
             self.udp.insert(key, flow);
             self.stats.udp_flows += 1;
@@ -1572,7 +1595,9 @@ impl Dataplane {
             let Some(f) = self.udp.get_mut(&key) else { return };
             flow = f;
         }
-        if let Err(e) = flow.send(payload, now)
+        if let Some(servers) = dns {
+            flow.send_dns(&key, payload, servers, &mut self.tx, now);
+        } else if let Err(e) = flow.send(payload, now)
             && e.raw_os_error() == Some(libc::EMSGSIZE)
         {
             // Larger than the host path takes unfragmented: say so, as a router would.
@@ -2008,6 +2033,7 @@ mod tests {
             mac: None,
             allow_host_loopback: false,
             dns: DnsUpstreams::Disabled,
+            dns_routes: Vec::new(),
             outbound_v4: None,
             outbound_v6: None,
             limits: Default::default(),

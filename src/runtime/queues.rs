@@ -172,6 +172,7 @@ impl Dataplane {
         for (i, fd) in fds.into_iter().enumerate() {
             let thread = i + 1;
             let (cfg, shared, buffers) = (self.cfg.clone(), shared.clone(), self.buffers.clone());
+            let dns_health = self.upstreams.health().clone();
             let capture = self.tx.capture.clone();
             let (cmd_tx, cmd_rx) = mpsc::channel(16);
             let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -186,6 +187,7 @@ impl Dataplane {
                 dp.thread = thread;
                 dp.shared = shared;
                 dp.buffers = buffers;
+                dp.upstreams.share_health(dns_health);
                 dp.tx.capture = capture;
                 serve(dp, fd, cmd_rx, stop_rx, grace)
             });

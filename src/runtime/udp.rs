@@ -27,11 +27,21 @@ pub const UDP_REPLIED_TIMEOUT: Duration = Duration::from_secs(120);
 pub const PING_TIMEOUT: Duration = Duration::from_secs(30);
 /// Datagrams handled per service call before yielding to other work.
 const BATCH: usize = 64;
-/// How long a DNS query to the forwarder may wait for its upstream before the container gets
-/// SERVFAIL (so a silent upstream costs a client seconds, not its whole retry schedule).
-pub const DNS_TIMEOUT: Duration = Duration::from_secs(3);
-/// DNS queries remembered per flow (the oldest beyond this get no SERVFAIL).
-const DNS_PENDING: usize = 64;
+/// Upstreams a DNS flow keeps a socket to, besides its own (routes and failover add them).
+const DNS_SOCKETS: usize = 8;
+
+/// What a flow to the DNS forwarder keeps: its queries, each tried on its upstreams in turn
+/// (see [`crate::dns::Queries`]), and a connected socket per upstream asked, so the kernel
+/// lets in only that upstream's datagrams and reports its ICMP refusals.
+struct DnsFlow {
+    queries: crate::dns::Queries,
+    /// The upstream the flow's own socket is connected to.
+    first: SocketAddr,
+    /// Sockets to the other upstreams asked, made when first needed.
+    others: Vec<(SocketAddr, UdpSocket)>,
+    outbound: (Option<Ipv4Addr>, Option<Ipv6Addr>),
+    health: crate::dns::Health,
+}
 
 /// What a flow to a relayed multicast group keeps.
 struct Multicast {
@@ -56,8 +66,8 @@ pub struct UdpFlow {
     waker: Waker,
     /// Expiry deadline last put on the timer heap.
     pub scheduled: Option<Instant>,
-    /// Queries of a flow to the DNS forwarder still waiting for their answer.
-    dns: Option<std::collections::VecDeque<(u16, Vec<u8>, Instant)>>,
+    /// A flow to the DNS forwarder: see [`DnsFlow`].
+    dns: Option<Box<DnsFlow>>,
     /// Idle timeout once answered.
     timeout: Duration,
     /// Its place in `--max-udp-flows`.
@@ -83,13 +93,7 @@ impl UdpFlow {
         now: Instant,
         slot: super::queues::Slot,
     ) -> io::Result<Self> {
-        let bind = outbound_source(target, outbound).unwrap_or(match target {
-            SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
-            SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
-        });
-        let std_sock = std::net::UdpSocket::bind(bind)?;
-        std_sock.connect(target)?;
-        std_sock.set_nonblocking(true)?;
+        let std_sock = connected(target, outbound)?;
         let v6 = target.is_ipv6();
         let gso_max = crate::sys::path_mtu(std::os::fd::AsFd::as_fd(&std_sock), v6)
             .map_or(0, |m| (m as usize).saturating_sub(if v6 { 48 } else { 28 }));
@@ -165,11 +169,58 @@ impl UdpFlow {
         self.timeout = t;
     }
 
-    /// Marks the flow as one to the DNS forwarder: unanswered queries get SERVFAIL after
-    /// [`DNS_TIMEOUT`].
-    pub fn watch_dns(&mut self) {
-        self.dns = Some(std::collections::VecDeque::new());
+    /// Makes the flow, whose socket is connected to upstream `first`, one to the DNS
+    /// forwarder: its queries go through [`UdpFlow::send_dns`], fail over to other
+    /// upstreams (reported to `health`) and get SERVFAIL when none answers.
+    pub fn watch_dns(
+        &mut self,
+        first: SocketAddr,
+        outbound: (Option<Ipv4Addr>, Option<Ipv6Addr>),
+        health: crate::dns::Health,
+    ) {
+        let queries = crate::dns::Queries::default();
+        self.dns = Some(Box::new(DnsFlow { queries, first, others: Vec::new(), outbound, health }));
         self.gso_max = 0;
+    }
+
+    /// Sends a container query of a DNS flow to the first of `servers` and tracks it (see
+    /// [`crate::dns::Queries::ask`]); on a flow that is not a DNS one, as [`UdpFlow::send`].
+    pub fn send_dns(&mut self, key: &FlowKey, payload: &[u8], servers: Vec<SocketAddr>, tx: &mut TxSink, now: Instant) {
+        self.last = now;
+        let Some(d) = self.dns.as_mut() else {
+            let _ = self.send(payload, now);
+            return;
+        };
+        let step = d.queries.ask(payload, servers, now);
+        self.dns_steps(key, step.into_iter().collect(), tx, now);
+    }
+
+    /// Carries out the steps of a DNS flow's queries: asks upstreams (one that cannot be sent
+    /// to counts as refusing), answers the container, records silent upstreams.
+    fn dns_steps(&mut self, key: &FlowKey, mut steps: Vec<crate::dns::Step>, tx: &mut TxSink, now: Instant) {
+        use crate::dns::Step;
+        let Self { sock, dns, reply_src, .. } = self;
+        let Some(d) = dns.as_mut() else { return };
+        // Ends: every failed send moves its queries to a later server or answers them.
+        while let Some(step) = steps.pop() {
+            match step {
+                Step::Ask(server, query) => {
+                    if let Err(e) = d.send(sock, server, &query) {
+                        tracing::debug!(%server, error = %e, "DNS upstream refused a query");
+                        d.health.failed(server, now);
+                        steps.extend(d.queries.unreachable(server, now));
+                    }
+                }
+                Step::Answer(a) => {
+                    tracing::debug!(rcode = a.get(3).map(|b| b & 0x0f), "no DNS upstream answered: error answer");
+                    let off = wire::udp_payload_offset(key.src.ip());
+                    tx.buf[off..off + a.len()].copy_from_slice(&a);
+                    let len = wire::udp(&mut tx.buf, tx.dst_mac, tx.src_mac, *reply_src, key.src, a.len());
+                    tx.send(len);
+                }
+                Step::Silent(server) => d.health.failed(server, now),
+            }
+        }
     }
 
     /// Whether a datagram of `len` bytes may wait in a [`Batch`] for the end of the read burst.
@@ -194,14 +245,6 @@ impl UdpFlow {
     /// What the kernel refused the datagram with.
     pub fn send(&mut self, payload: &[u8], now: Instant) -> io::Result<()> {
         self.last = now;
-        if let Some(p) = &mut self.dns
-            && payload.len() >= 12
-        {
-            if p.len() >= DNS_PENDING {
-                p.pop_front();
-            }
-            p.push_back((u16::from_be_bytes([payload[0], payload[1]]), payload.to_vec(), now));
-        }
         // Straight to the kernel: tokio's try_send would refuse until the reactor has seen
         // the new socket writable, losing a flow's first datagram.
         socket2::SockRef::from(&self.sock).send(payload).map(|_| ())
@@ -217,26 +260,11 @@ impl UdpFlow {
         self.last + if self.replied { self.timeout } else { UDP_UNREPLIED_TIMEOUT.min(self.timeout) }
     }
 
-    /// When the flow next needs servicing without input: its expiry, or the oldest DNS query's
-    /// SERVFAIL deadline.
+    /// When the flow next needs servicing without input: its expiry, or when a DNS query
+    /// moves on to its next upstream or gets its answer.
     pub fn deadline(&self) -> Instant {
-        let dns = self.dns.as_ref().and_then(|p| p.front()).map(|q| q.2 + DNS_TIMEOUT);
+        let dns = self.dns.as_ref().and_then(|d| d.queries.deadline());
         dns.map_or(self.expires(), |d| d.min(self.expires()))
-    }
-
-    /// Answers SERVFAIL to every DNS query older than [`DNS_TIMEOUT`].
-    fn fail_stale_dns(&mut self, key: &FlowKey, tx: &mut TxSink, now: Instant) {
-        let Some(p) = &mut self.dns else { return };
-        let off = wire::udp_payload_offset(key.src.ip());
-        while p.front().is_some_and(|q| q.2 + DNS_TIMEOUT <= now) {
-            let Some((id, query, _)) = p.pop_front() else { break };
-            if let Some(a) = crate::dns::error_answer(&query, 2) {
-                tracing::debug!(id, "DNS upstream silent: SERVFAIL");
-                tx.buf[off..off + a.len()].copy_from_slice(&a);
-                let len = wire::udp(&mut tx.buf, tx.dst_mac, tx.src_mac, self.reply_src, key.src, a.len());
-                tx.send(len);
-            }
-        }
     }
 
     /// Delivers pending replies to the container. Returns false when the flow should go.
@@ -245,6 +273,9 @@ impl UdpFlow {
     pub fn service(&mut self, key: &FlowKey, tx: &mut TxSink, now: Instant) -> bool {
         if self.multicast.is_some() {
             return self.service_multicast(key, tx, now);
+        }
+        if self.dns.is_some() {
+            return self.service_dns(key, tx, now);
         }
         let waker = self.waker.clone();
         let mut cx = Context::from_waker(&waker);
@@ -255,12 +286,6 @@ impl UdpFlow {
             let at = off + run.bytes;
             match self.sock.try_recv(&mut tx.buf[at..at + max]) {
                 Ok(n) => {
-                    if let Some(p) = &mut self.dns
-                        && n >= 2
-                    {
-                        let id = u16::from_be_bytes([tx.buf[at], tx.buf[at + 1]]);
-                        p.retain(|q| q.0 != id);
-                    }
                     self.replied = true;
                     self.last = now;
                     if !run.takes(n, max) && run.count > 0 {
@@ -276,10 +301,7 @@ impl UdpFlow {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     run.send(tx, src, dst, off);
                     match self.sock.poll_recv_ready(&mut cx) {
-                        Poll::Pending => {
-                            self.fail_stale_dns(key, tx, now);
-                            return now < self.expires();
-                        }
+                        Poll::Pending => return now < self.expires(),
                         Poll::Ready(_) => continue,
                     }
                 }
@@ -303,7 +325,87 @@ impl UdpFlow {
     }
 }
 
+impl DnsFlow {
+    /// Sends `query` to `server` from the flow's socket to it (`own` is the one to
+    /// [`DnsFlow::first`]), made if needed.
+    fn send(&mut self, own: &UdpSocket, server: SocketAddr, query: &[u8]) -> io::Result<()> {
+        let sock = if server == self.first {
+            own
+        } else if let Some(i) = self.others.iter().position(|(s, _)| *s == server) {
+            &self.others[i].1
+        } else {
+            if self.others.len() >= DNS_SOCKETS {
+                return Err(io::Error::other("too many DNS upstreams for one flow"));
+            }
+            let sock = UdpSocket::from_std(connected(server, self.outbound)?)?;
+            self.others.push((server, sock));
+            &self.others[self.others.len() - 1].1
+        };
+        // Straight to the kernel, as UdpFlow::send.
+        socket2::SockRef::from(sock).send(query).map(|_| ())
+    }
+}
+
 impl UdpFlow {
+    /// [`UdpFlow::service`] of a DNS flow: each upstream's answers to pending queries go to
+    /// the container, error answers and refusals move queries on, and then what is due.
+    fn service_dns(&mut self, key: &FlowKey, tx: &mut TxSink, now: Instant) -> bool {
+        use crate::dns::{Step, Verdict};
+        let waker = self.waker.clone();
+        let mut cx = Context::from_waker(&waker);
+        let (off, max) = (wire::udp_payload_offset(key.src.ip()), wire::udp_max_payload(key.src.ip()));
+        let mut steps = Vec::new();
+        let mut more = false;
+        let Self { sock, dns, reply_src, replied, last, .. } = self;
+        let Some(d) = dns.as_mut() else { return false };
+        for i in 0..=d.others.len() {
+            let (server, sock) = if i == 0 { (d.first, &*sock) } else { (d.others[i - 1].0, &d.others[i - 1].1) };
+            let mut budget = BATCH;
+            loop {
+                if budget == 0 {
+                    more = true;
+                    break;
+                }
+                budget -= 1;
+                match sock.try_recv(&mut tx.buf[off..off + max]) {
+                    Ok(n) => match d.queries.answer(server, &tx.buf[off..off + n], now) {
+                        Verdict::Deliver => {
+                            d.health.answered(server);
+                            (*replied, *last) = (true, now);
+                            let len = wire::udp(&mut tx.buf, tx.dst_mac, tx.src_mac, *reply_src, key.src, n);
+                            tx.send(len);
+                        }
+                        Verdict::Next(next, query) => {
+                            tracing::debug!(%server, %next, "DNS upstream answered an error: asking the next");
+                            steps.push(Step::Ask(next, query));
+                        }
+                        Verdict::Drop => tracing::debug!(%server, "DNS datagram answers no pending query: dropped"),
+                    },
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => match sock.poll_recv_ready(&mut cx) {
+                        Poll::Pending => break,
+                        Poll::Ready(_) => continue,
+                    },
+                    Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
+                        tracing::debug!(%server, "DNS upstream refused (ICMP)");
+                        d.health.failed(server, now);
+                        steps.extend(d.queries.unreachable(server, now));
+                    }
+                    Err(e) => {
+                        tracing::debug!(%server, error = %e, "DNS upstream receive failed");
+                        break;
+                    }
+                }
+            }
+        }
+        steps.extend(d.queries.poll(now));
+        let pending = !d.queries.is_empty();
+        self.dns_steps(key, steps, tx, now);
+        if more {
+            self.waker.wake_by_ref();
+        }
+        pending || now < self.expires()
+    }
+
     /// [`UdpFlow::service`] of a multicast flow: each datagram goes to the container endpoint
     /// alone, from whoever sent it.
     fn service_multicast(&mut self, key: &FlowKey, tx: &mut TxSink, now: Instant) -> bool {
@@ -414,6 +516,19 @@ pub fn outbound_source(target: SocketAddr, outbound: (Option<Ipv4Addr>, Option<I
         SocketAddr::V4(_) => outbound.0.map(|a| SocketAddr::new(a.into(), 0)),
         SocketAddr::V6(_) => outbound.1.map(|a| SocketAddr::new(a.into(), 0)),
     }
+}
+
+/// A nonblocking UDP socket connected to `target`, bound to the outbound address of its
+/// family if one is set.
+fn connected(target: SocketAddr, outbound: (Option<Ipv4Addr>, Option<Ipv6Addr>)) -> io::Result<std::net::UdpSocket> {
+    let bind = outbound_source(target, outbound).unwrap_or(match target {
+        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+    });
+    let sock = std::net::UdpSocket::bind(bind)?;
+    sock.connect(target)?;
+    sock.set_nonblocking(true)?;
+    Ok(sock)
 }
 
 /// Sends the container an ICMP port unreachable for its datagram `key.src -> key.dst`.

@@ -1018,3 +1018,63 @@ fn a_networks_multicast_relay_reaches_the_hosts_network() {
         f.stderr
     );
 }
+
+#[test]
+fn a_networks_dns_fails_over_and_routes_domains() {
+    use std::sync::atomic::Ordering::SeqCst;
+    require_isolation();
+    let w = World::new("dnsroute");
+    // As `warren run --dns-upstream/--dns-route` (ops.rs), for a network's containers, whose
+    // own names the network answers first.
+    let (_silent, silent, silent_n) = counted_upstream(|_| None);
+    let (_good, good, good_n) = counted_upstream(dns_answer);
+    let (_corp, corp, corp_n) = counted_upstream(corp_answer);
+    let route = format!("corp.test={corp}");
+    w.ok(&["network", "create", "split", "--dns-upstream", &silent, "--dns-upstream", &good, "--dns-route", &route]);
+    assert_eq!(w.inspect("split")["Options"]["warren.dns_route"], route.as_str());
+    let _web = w.idle(&["--network", "split", "--name", "web"]);
+    let t = nettool();
+    let script = format!(
+        "{t} dns 10.89.0.1 web && {t} dns 10.89.0.1 a.example.test && {t} dns 10.89.0.1 b.example.test && \
+         {t} dns 10.89.0.1 www.corp.test",
+        t = t.display()
+    );
+    let queries = || {
+        let f = w.once(&["--network", "split"], &["sh", "-c", &script]);
+        assert_eq!(f.code, 0, "{} {}", f.stdout, f.stderr);
+        f.stdout
+    };
+    let want = "rcode=0 10.89.0.2\nrcode=0 192.0.2.55\nrcode=0 192.0.2.55\nrcode=0 192.0.2.77\n";
+    assert_eq!(queries(), want);
+    assert_eq!((silent_n.load(SeqCst), good_n.load(SeqCst), corp_n.load(SeqCst)), (1, 2, 1));
+    // Kept across a daemon restart.
+    w.stop_daemon();
+    let _web = w.idle(&["--network", "split", "--name", "web"]);
+    assert_eq!(queries(), want);
+    assert_eq!((silent_n.load(SeqCst), good_n.load(SeqCst), corp_n.load(SeqCst)), (2, 4, 2));
+    for (args, msg) in [
+        (&["--dns-route", "corp.test"][..], "invalid --dns-route \"corp.test\": no '='"),
+        (
+            &["--dns-route", &route, "--internal"][..],
+            "--dns-route has no effect on an --internal network (it answers only its containers' names)",
+        ),
+    ] {
+        let mut a = vec!["network", "create", "bad"];
+        a.extend_from_slice(args);
+        let f = w.run(&a);
+        assert_eq!(f.code, 1, "{args:?}");
+        assert!(f.stderr.contains(msg) && f.stderr.lines().count() == 1, "{args:?}: {}", f.stderr);
+    }
+    assert!(!w.ok(&["network", "ls"]).contains("bad"), "no network half-created");
+    // A container's own DNS options are refused on a network: they are the network's.
+    for (o, v, placeholder) in
+        [("--dns-upstream", good.as_str(), "IP[:PORT]"), ("--dns-route", &route, "DOMAIN=IP[:PORT]")]
+    {
+        let f = w.once(&["--network", "split", o, v], &["echo", "started"]);
+        assert_eq!((f.code, f.stdout.as_str()), (125, ""), "{}", f.stderr);
+        let msg = format!(
+            "{o} applies to a container's own network; on \"split\" it is the network's: `warren network create split {o} {placeholder}`"
+        );
+        assert!(f.stderr.contains(&msg), "{}", f.stderr);
+    }
+}

@@ -270,6 +270,81 @@ fn silent_dns_upstream_gets_servfail_not_a_hang() {
     assert_eq!(line, "rcode=2");
 }
 
+/// Runs `nettool dns SERVER NAME` for each (server, name) in one container; its lines.
+fn dns_queries(net: &[&str], queries: &[(&str, &str)]) -> Vec<String> {
+    let t = nettool();
+    let script: Vec<String> = queries.iter().map(|(s, n)| format!("{} dns {s} {n}", t.display())).collect();
+    let f = warren_run(net, &["sh", "-c", &script.join(" && ")], SHORT);
+    assert_eq!(f.code, 0, "{} {}", f.stdout, f.stderr);
+    f.stdout.lines().map(str::to_string).collect()
+}
+
+#[test]
+fn dns_fails_over_between_upstreams_and_routes_domains_to_their_own() {
+    use std::sync::atomic::Ordering::SeqCst;
+    require_isolation();
+    let (_silent, silent, silent_n) = counted_upstream(|_| None);
+    let (_failing, failing, failing_n) = counted_upstream(|q| {
+        let mut r = dns_answer(q)?;
+        r[3] = 0x82; // SERVFAIL
+        r[6..8].copy_from_slice(&[0, 0]);
+        Some(r)
+    });
+    let (_good, good, good_n) = counted_upstream(dns_answer);
+    let (_corp, corp, corp_n) = counted_upstream(corp_answer);
+    let closed = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let ok = "rcode=0 192.0.2.55";
+
+    // The first upstream is silent: the second answers. It is asked last from then on, by
+    // every data-path thread, so the next queries (IPv4 and IPv6) do not reach it.
+    let net = ["--dns-upstream", &silent, "--dns-upstream", &good];
+    let q = [("10.0.2.3", "a.example.test"), ("10.0.2.3", "b.example.test"), ("fd00::3", "c.example.test")];
+    assert_eq!(dns_queries(&net, &q), [ok, ok, ok]);
+    assert_eq!((silent_n.load(SeqCst), good_n.load(SeqCst)), (1, 3), "silent upstream asked once");
+
+    // Nothing listens on the first (ICMP port unreachable): the second answers.
+    assert_eq!(
+        nettool_in(&["--dns-upstream", &closed, "--dns-upstream", &good], &["dns", "10.0.2.3", "d.test"], SHORT),
+        ok
+    );
+    // The first answers SERVFAIL: the second is asked and its answer given. A SERVFAIL from
+    // the only upstream reaches the container as it is.
+    assert_eq!(
+        nettool_in(&["--dns-upstream", &failing, "--dns-upstream", &good], &["dns", "10.0.2.3", "e.test"], SHORT),
+        ok
+    );
+    assert_eq!(nettool_in(&["--dns-upstream", &failing], &["dns", "10.0.2.3", "f.test"], SHORT), "rcode=2");
+    assert_eq!(failing_n.load(SeqCst), 2);
+    assert_eq!(good_n.load(SeqCst), 5);
+
+    // Split horizon: names in corp.test go to its servers (the silent one first, then the
+    // other), everything else to the default upstream.
+    let (s0, g0) = (silent_n.load(SeqCst), good_n.load(SeqCst));
+    let r1 = format!("corp.test={silent}");
+    let r2 = format!("Corp.Test.={corp}");
+    let net = ["--dns-upstream", &good, "--dns-route", &r1, "--dns-route", &r2];
+    let q = [
+        ("10.0.2.3", "www.corp.test"),
+        ("fd00::3", "corp.test"),
+        ("10.0.2.3", "www.notcorp.test"),
+        ("10.0.2.3", "web.example.test"),
+    ];
+    let corp_ok = "rcode=0 192.0.2.77";
+    assert_eq!(dns_queries(&net, &q), [corp_ok, corp_ok, ok, ok]);
+    assert_eq!(corp_n.load(SeqCst), 2);
+    assert_eq!((silent_n.load(SeqCst) - s0, good_n.load(SeqCst) - g0), (1, 2));
+
+    // Bad routes: one line naming the value, nothing started.
+    for (bad, why) in
+        [("corp.test", "no '='"), ("corp.test=resolver", "the server is not IP"), ("=127.0.0.1", "the domain is empty")]
+    {
+        let f = warren_run(&["--dns-route", bad], &["echo", "started"], SHORT);
+        assert_eq!((f.code, f.stdout.as_str()), (125, ""), "{bad}: {}", f.stderr);
+        assert!(f.stderr.contains(&format!("invalid --dns-route {bad:?}: {why}")), "{}", f.stderr);
+        assert_eq!(f.stderr.trim().lines().count(), 1, "{}", f.stderr);
+    }
+}
+
 /// In a container: 50 connects to the blackhole (10.201.0.99, set up by scripts/test.sh),
 /// then 200 sequential connections to `good`; prints "REFUSED OK RATE".
 fn blackhole_then_good(net_args: &[&str], good: std::net::SocketAddr, holes: usize) -> (usize, usize, f64) {

@@ -324,6 +324,32 @@ pub fn dns_answer(q: &[u8]) -> Option<Vec<u8>> {
     Some(r)
 }
 
+/// A DNS upstream on 127.0.0.1 answering with `reply`, and the count of datagrams it got.
+pub fn counted_upstream(
+    reply: fn(&[u8]) -> Option<Vec<u8>>,
+) -> (UdpServer, String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let n = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = n.clone();
+    let s = UdpServer::serve("127.0.0.1", move |sock, d, from| {
+        seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if let Some(r) = reply(d) {
+            let _ = sock.send_to(&r, from);
+        }
+    });
+    let up = format!("127.0.0.1:{}", s.addr.port());
+    (s, up, n)
+}
+
+/// The stub's answer with another A record: 192.0.2.77 (a route's own server).
+pub fn corp_answer(q: &[u8]) -> Option<Vec<u8>> {
+    let mut r = dns_answer(q)?;
+    if r.ends_with(&STUB_ANSWER) {
+        let at = r.len() - 1;
+        r[at] = 77;
+    }
+    Some(r)
+}
+
 /// A DNS stub resolver on loopback over UDP and TCP (same port).
 pub struct DnsStub {
     /// UDP side.
