@@ -379,6 +379,10 @@ pub struct NetArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub net: NetArgs,
+    /// The ids of the options given on the command line (not defaulted), set by the binary
+    /// from clap's matches: a default cannot be told from a value typed otherwise.
+    #[arg(skip)]
+    pub given: Vec<String>,
     /// Network: a bridge network's name (see `warren network`), or none, host, container:NAME.
     #[arg(long, value_name = "NETWORK")]
     pub network: Option<String>,

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
@@ -32,7 +32,12 @@ const DRAIN_GRACE: Duration = Duration::from_secs(10);
 fn main() -> ExitCode {
     warren::sys::tune_allocator();
     warren::sys::raise_nofile_limit();
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let (Command::Run(a), Some(m)) = (&mut cli.command, matches.subcommand_matches("run")) {
+        let typed = |id: &&clap::Id| m.value_source(id.as_str()) == Some(clap::parser::ValueSource::CommandLine);
+        a.given = m.ids().filter(typed).map(|id| id.to_string()).collect();
+    }
     init_tracing(cli.verbose, cli.log_format);
     let (result, failure_code) = match cli.command {
         Command::Run(a) => (run(a), RUN_FAILED),
@@ -218,20 +223,37 @@ fn run(a: RunArgs) -> Result<u8> {
         // -T and -U need a network namespace of the container's own (a bridge network's
         // container has one); the outbound address is the network's (`network create`).
         let own_netns = !(n == "none" || n == "host" || n.starts_with("container:"));
-        // (option, given, the value of the network's option of that name, if there is one)
+        let given = |id: &str| a.given.iter().any(|g| g == id);
+        // (option, given, the network's option that does its work, if there is one). The
+        // network's daemon serves its containers: its limits, queues and polling are its own;
+        // a network's container has eth0 with a MAC made from its address.
         let own = [
             ("-T", !a.net.to_host.is_empty() && !own_netns, None),
             ("-U", !a.net.to_host_udp.is_empty() && !own_netns, None),
-            ("--multicast", !a.net.multicast.is_empty(), Some("GROUP:PORT[@IFACE]")),
-            ("--dns-upstream", !a.net.dns_upstream.is_empty(), Some("IP[:PORT]")),
-            ("--dns-route", !a.net.dns_route.is_empty(), Some("DOMAIN=IP[:PORT]")),
-            ("--outbound-addr", a.net.outbound_addr.is_some(), Some("IP|IFACE")),
-            ("--outbound-addr6", a.net.outbound_addr6.is_some(), Some("IP|IFACE")),
+            ("--udp-timeout", given("udp_timeout") && !own_netns, None),
+            ("--multicast", !a.net.multicast.is_empty(), Some("--multicast GROUP:PORT[@IFACE]")),
+            ("--dns-upstream", !a.net.dns_upstream.is_empty(), Some("--dns-upstream IP[:PORT]")),
+            ("--dns-route", !a.net.dns_route.is_empty(), Some("--dns-route DOMAIN=IP[:PORT]")),
+            ("--outbound-addr", a.net.outbound_addr.is_some(), Some("--outbound-addr IP|IFACE")),
+            ("--outbound-addr6", a.net.outbound_addr6.is_some(), Some("--outbound-addr6 IP|IFACE")),
+            ("--mtu", given("mtu"), Some("--mtu N")),
+            ("--cidr", given("cidr"), Some("--subnet CIDR")),
+            ("--cidr6", given("cidr6"), Some("--subnet6 CIDR")),
+            ("--no-ipv6", a.net.no_ipv6, None),
+            ("--allow-host-loopback", a.net.allow_host_loopback, None),
+            ("--tap-name", given("tap_name"), None),
+            ("--mac", a.net.mac.is_some(), None),
+            ("--max-tcp-flows", given("max_tcp_flows"), None),
+            ("--max-handshakes", given("max_handshakes"), None),
+            ("--max-buffer-memory", given("max_buffer_memory"), None),
+            ("--max-udp-flows", given("max_udp_flows"), None),
+            ("--queues", a.net.queues.is_some(), None),
+            ("--busy-poll", given("busy_poll"), None),
         ];
         if let Some((o, _, network_option)) = own.iter().find(|(_, given, _)| *given) {
-            if let (true, Some(value)) = (own_netns, network_option) {
+            if let (true, Some(option)) = (own_netns, network_option) {
                 anyhow::bail!(
-                    "{o} applies to a container's own network; on {n:?} it is the network's: `warren network create {n} {o} {value}`"
+                    "{o} applies to a container's own network; on {n:?} it is the network's: `warren network create {n} {option}`"
                 );
             }
             anyhow::bail!("{o} applies to a container's own network; it has no effect with --network {n}");

@@ -441,6 +441,42 @@ fn bad_input_is_refused_with_a_clear_message() {
 }
 
 #[test]
+fn options_of_a_containers_own_network_are_refused_where_they_cannot_apply() {
+    require_isolation();
+    // Checked before anything starts, so no daemon and no network are needed.
+    let cases: [(&[&str], &str); 8] = [
+        (&["--network", "dev", "--mtu", "1400"], "on \"dev\" it is the network's: `warren network create dev --mtu N`"),
+        (&["--network", "dev", "--cidr", "10.0.2.0/24"], "`warren network create dev --subnet CIDR`"),
+        (&["--network", "dev", "--cidr6", "fd00::/64"], "`warren network create dev --subnet6 CIDR`"),
+        (
+            &["--network", "dev", "--queues", "1"],
+            "--queues applies to a container's own network; it has no effect with --network dev",
+        ),
+        (
+            &["--network", "dev", "--busy-poll", "200"],
+            "--busy-poll applies to a container's own network; it has no effect",
+        ),
+        (&["--network", "dev", "--allow-host-loopback"], "--allow-host-loopback applies to a container's own network"),
+        (
+            &["--network", "none", "--max-tcp-flows", "65536"],
+            "--max-tcp-flows applies to a container's own network; it has no effect with --network none",
+        ),
+        (
+            &["--network", "container:web", "--udp-timeout", "5"],
+            "--udp-timeout applies to a container's own network; it has no effect with --network container:web",
+        ),
+    ];
+    for (args, msg) in cases {
+        let f = warren_run(args, &["echo", "started"], SHORT);
+        assert_eq!((f.code, f.stdout.as_str()), (125, ""), "{args:?}: {}", f.stderr);
+        assert!(f.stderr.contains(msg) && f.stderr.lines().count() == 1, "{args:?}: {}", f.stderr);
+    }
+    // Options left at their defaults are not refused: --network none runs.
+    let f = warren_run(&["--network", "none"], &["echo", "started"], SHORT);
+    assert_eq!((f.code, f.stdout.as_str()), (0, "started\n"), "{}", f.stderr);
+}
+
+#[test]
 fn attach_to_an_existing_namespace() {
     require_isolation();
     let (holder, pid) = namespace_holder();
