@@ -315,6 +315,9 @@ fn run(a: RunArgs) -> Result<u8> {
         };
         // The other queues' threads drain (or end) alongside.
         queues.stop();
+        // The ports are free for the next container at once (podman#23737 is a restart
+        // racing the old forwarder's listener), while open connections drain.
+        dp.close_listeners();
         if r.is_ok() {
             // Bytes the command wrote just before exiting may still be on their way.
             let _ = dp.drain(&tap, DRAIN_GRACE).await;
@@ -622,6 +625,7 @@ fn attach(a: AttachArgs) -> Result<u8> {
         let fd = warren::sys::async_fd(tap.fd).context("register the TAP")?;
         let r = dp.run(&fd, Some(commands), stop).await;
         queues.stop();
+        dp.close_listeners();
         if r.is_ok() {
             let _ = dp.drain(&fd, DRAIN_GRACE).await;
         }

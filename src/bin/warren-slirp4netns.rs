@@ -208,6 +208,8 @@ fn run(a: SlirpArgs) -> Result<(), String> {
         let stop = stop(exit_fd, pidfd, watched);
         let r = dp.run(&fd, Some(rx), stop).await;
         queues.stop();
+        // Forwarded ports free at once for whoever comes next; open connections drain.
+        dp.close_listeners();
         let _ = dp.drain(&fd, DRAIN_GRACE).await;
         queues.join();
         r.map_err(|e| format!("do_slirp: {e}"))

@@ -604,6 +604,16 @@ impl Dataplane {
         Ok(())
     }
 
+    /// Closes every published port's host socket (the container is gone: a new container
+    /// may take the ports while this one's open connections drain). Clients of a published
+    /// UDP port get nothing more through it.
+    pub fn close_listeners(&mut self) {
+        if !self.listeners.is_empty() {
+            tracing::debug!(ports = self.listeners.len(), "published ports closed");
+        }
+        self.listeners.clear();
+    }
+
     /// The published ports, by id.
     pub fn ports(&self) -> Vec<PortInfo> {
         let mut v: Vec<PortInfo> = self.listeners.values().map(|l| l.info.clone()).collect();

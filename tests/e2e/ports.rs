@@ -632,6 +632,43 @@ fn same_port_again_after_a_restart() {
 }
 
 #[test]
+fn a_published_port_is_free_again_as_soon_as_the_container_exits() {
+    require_isolation();
+    // A container serves one client and exits; the client keeps its connection open, so
+    // warren goes on carrying that flow (up to 10 s) after the container is gone. The port
+    // must be free for the next container meanwhile (podman#23737: a restart that races the
+    // old forwarder's listener gets "address already in use").
+    let port = free_port("127.0.0.1");
+    let spec = format!("127.0.0.1:{port}:80");
+    let py = "import socket\ns = socket.socket()\ns.bind(('0.0.0.0', 80))\ns.listen()\nprint('serving', flush=True)\n\
+              c, _ = s.accept()\nc.sendall(b'hi\\n')\n";
+    let first = Running::start(&["-p", &spec], &["python3", "-c", py]);
+    let mut client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    client.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut got = Vec::new();
+    std::io::Read::read_to_end(&mut client, &mut got).unwrap();
+    assert_eq!(got, b"hi\n", "the container's answer, then its close");
+    // The client's side stays open: the first warren is draining. A second one takes the port.
+    let mut first = first;
+    let pid = first.guard.0.as_ref().unwrap().id();
+    let mut tries = Vec::new();
+    loop {
+        let f = warren_run(&["-p", &spec], &["echo", "started"], SHORT);
+        let first_alive = first.guard.0.as_mut().unwrap().try_wait().unwrap().is_none();
+        tries.push((f.code, f.stderr.lines().last().unwrap_or_default().to_string(), first_alive));
+        if f.code == 0 {
+            assert_eq!(f.stdout, "started\n");
+            assert!(first_alive, "the first warren ({pid}) still carries the open flow: {tries:?}");
+            break;
+        }
+        assert!(first_alive && tries.len() < 200, "the port stayed taken while the first warren drained: {tries:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("took the port on try {}", tries.len());
+    drop(client);
+}
+
+#[test]
 fn stats_and_flows_of_a_running_instance() {
     require_isolation();
     let port = free_port("0.0.0.0");

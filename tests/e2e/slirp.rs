@@ -651,6 +651,73 @@ fn path_mode_exits_when_the_namespace_goes() {
     assert_eq!(status.code(), Some(0));
 }
 
+#[test]
+fn forwarded_ports_are_free_at_once_when_told_to_exit() {
+    require_isolation();
+    // A caller that restarts (Podman, RootlessKit) starts the next engine with the same
+    // forwards right after closing the exit fd. warren-slirp4netns then still carries open
+    // connections for up to 10 s; its forwarded ports must be free meanwhile.
+    let ours = engines().remove(0);
+    let (holder, pid) = namespace_holder();
+    let dir = ScratchDir::new("slirp-free");
+    let (ready_p, exit_p, sock) = (dir.join("ready"), dir.join("exit"), dir.join("api.sock"));
+    let (ready, exit) = (fifo(&ready_p), fifo(&exit_p));
+    let script = format!(
+        "exec {} -c -a {} -r 3 -e 4 {pid} tap0 3>{} 4<{} >/dev/null 2>&1",
+        ours.display(),
+        sock.display(),
+        ready_p.display(),
+        exit_p.display()
+    );
+    let mut eng = Guard(Some(Command::new("sh").args(["-c", &script]).spawn().unwrap()));
+    std::fs::File::from(ready).read_exact(&mut [0u8; 1]).unwrap();
+    let mut srv = Command::new("nsenter");
+    srv.args(["--preserve-credentials", "-U", "-n", "-t", &pid.to_string()]).arg(nettool()).args(["rr-serve", "0.0.0.0:80"]);
+    srv.stdout(std::process::Stdio::null());
+    let _srv = Guard(Some(srv.spawn().unwrap()));
+    let port = free_port("127.0.0.1");
+    let add = format!(
+        r#"{{"execute":"add_hostfwd","arguments":{{"proto":"tcp","host_addr":"127.0.0.1","host_port":{port},"guest_port":80}}}}"#
+    );
+    assert!(api(&sock, &add).contains("\"id\""), "forward added");
+    // A client whose connection stays open (the server echoes every byte).
+    let deadline = Instant::now() + SHORT;
+    let mut client = loop {
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        c.write_all(b"x").unwrap();
+        let mut b = [0u8; 1];
+        if matches!(c.read(&mut b), Ok(1)) {
+            break c;
+        }
+        // The server inside may not listen yet.
+        assert!(Instant::now() < deadline, "the forward never answered");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    drop(exit);
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let bound = std::net::TcpListener::bind(("127.0.0.1", port));
+        let alive = eng.0.as_mut().unwrap().try_wait().unwrap().is_none();
+        match bound {
+            Ok(_) => {
+                assert!(alive, "warren-slirp4netns still carries the open connection when the port is free");
+                break;
+            }
+            Err(e) => assert!(alive && tries < 400, "the port stayed taken while it drained ({tries} tries): {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    // The open connection still works while it drains.
+    client.write_all(b"y").unwrap();
+    let mut b = [0u8; 1];
+    client.read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"y", "the draining connection still carries data");
+    drop(client);
+    drop(holder);
+}
+
 /// RootlessKit, a real caller, with warren-slirp4netns as its slirp4netns: `--net=slirp4netns`
 /// for the network and `--port-driver=slirp4netns` for ports (published through the API
 /// socket, at start and live with rootlessctl). Its child reaches host loopback, published
