@@ -672,7 +672,9 @@ fn forwarded_ports_are_free_at_once_when_told_to_exit() {
     let mut eng = Guard(Some(Command::new("sh").args(["-c", &script]).spawn().unwrap()));
     std::fs::File::from(ready).read_exact(&mut [0u8; 1]).unwrap();
     let mut srv = Command::new("nsenter");
-    srv.args(["--preserve-credentials", "-U", "-n", "-t", &pid.to_string()]).arg(nettool()).args(["rr-serve", "0.0.0.0:80"]);
+    srv.args(["--preserve-credentials", "-U", "-n", "-t", &pid.to_string()])
+        .arg(nettool())
+        .args(["rr-serve", "0.0.0.0:80"]);
     srv.stdout(std::process::Stdio::null());
     let _srv = Guard(Some(srv.spawn().unwrap()));
     let port = free_port("127.0.0.1");
