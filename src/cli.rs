@@ -329,8 +329,8 @@ pub struct NetArgs {
     pub dns_upstream: Vec<String>,
     /// Names in DOMAIN (and DOMAIN itself) go to their own DNS server, repeatable: split
     /// horizon, as for a VPN's domains (corp.example=10.8.0.1, 10.in-addr.arpa=10.8.0.1).
-    /// The longest matching domain wins; its servers fail over like --dns-upstream. UDP
-    /// queries only: TCP queries go to the upstreams of --dns-upstream.
+    /// The longest matching domain wins; its servers fail over like --dns-upstream (a TCP
+    /// connection goes where its first query's name leads, without failover).
     #[arg(long = "dns-route", value_name = "DOMAIN=IP[:PORT]")]
     pub dns_route: Vec<String>,
     /// Name of the TAP device inside the namespace.

@@ -15,8 +15,9 @@
 //! [`Queries`] then tries a UDP query on them in turn: the next one when the one asked is
 //! silent for [`TRY_TIMEOUT`], refuses (ICMP), or answers SERVFAIL or REFUSED; the first
 //! other answer goes to the container; after [`QUERY_TIMEOUT`] it gets the last error answer
-//! heard or SERVFAIL. TCP queries go to the first server of the default list: their name is
-//! not known when the connection is made.
+//! heard or SERVFAIL. A TCP connection connects to the first server of the default list (no
+//! name is known at its SYN); with routes, the first query's name ([`tcp_question`]) may move
+//! it to a route's server before any byte is written. TCP queries do not fail over.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -145,11 +146,7 @@ impl Upstreams {
     /// a route's servers if one holds the name, else the default ones; those that failed
     /// recently last. Empty when there is none.
     pub fn candidates(&mut self, name: Option<&str>, now: Instant) -> Vec<SocketAddr> {
-        let route = name.and_then(|n| {
-            self.routes.iter().filter(|r| r.holds(n)).map(|r| r.domain.len()).max().map(|longest| {
-                self.routes.iter().filter(|r| r.domain.len() == longest && r.holds(n)).map(|r| r.server).collect()
-            })
-        });
+        let route = name.and_then(|n| routed(&self.routes, n));
         let mut list: Vec<SocketAddr> = match route {
             Some(servers) => servers,
             None => {
@@ -164,9 +161,14 @@ impl Upstreams {
         list
     }
 
-    /// The upstream for a query whose name is not known (TCP), if there is any.
+    /// The upstream for a query whose name is not known (a TCP connection), if there is any.
     pub fn pick(&mut self, now: Instant) -> Option<SocketAddr> {
         self.candidates(None, now).first().copied()
+    }
+
+    /// The `--dns-route` routes.
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
     }
 
     fn refresh(&mut self, now: Instant) {
@@ -188,6 +190,45 @@ impl Upstreams {
             tracing::warn!(path = %self.path.display(), "no usable nameserver in resolv.conf: DNS queries will be refused");
         }
         self.servers = servers;
+    }
+}
+
+/// The servers of the longest route whose domain holds `name` (lowercase, no final dot), in
+/// the order given, if a route does.
+pub fn routed(routes: &[Route], name: &str) -> Option<Vec<SocketAddr>> {
+    let longest = routes.iter().filter(|r| r.holds(name)).map(|r| r.domain.len()).max()?;
+    Some(routes.iter().filter(|r| r.domain.len() == longest && r.holds(name)).map(|r| r.server).collect())
+}
+
+/// The first server of `routes` for `name` that has not failed recently (else the first).
+pub fn route_server(routes: &[Route], name: &str, health: &Health, now: Instant) -> Option<SocketAddr> {
+    let servers = routed(routes, name)?;
+    servers.iter().find(|s| !health.is_down(**s, now)).or(servers.first()).copied()
+}
+
+/// The first query of a DNS-over-TCP stream, from its first bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TcpQuestion {
+    /// Its name.
+    Name(String),
+    /// Not all of its question has arrived.
+    Incomplete,
+    /// The stream does not start with a standard query.
+    Unreadable,
+}
+
+/// Reads the name of the first query of a DNS-over-TCP stream (two length bytes, then the
+/// message) from `prefix`, its first bytes.
+pub fn tcp_question(prefix: &[u8]) -> TcpQuestion {
+    let Some(len) = prefix.get(..2).map(|l| usize::from(u16::from_be_bytes([l[0], l[1]]))) else {
+        return TcpQuestion::Incomplete;
+    };
+    let msg = &prefix[2..prefix.len().min(2 + len)];
+    match question(msg) {
+        Some((name, _, _)) => TcpQuestion::Name(name),
+        // The whole message is there, or more than any question takes: it is not one.
+        None if msg.len() == len || msg.len() >= 12 + 256 + 4 => TcpQuestion::Unreadable,
+        None => TcpQuestion::Incomplete,
     }
 }
 
@@ -634,6 +675,31 @@ mod tests {
         for cut in 0..q.len() {
             let _ = qs.answer(a, &q[..cut], t0);
         }
+    }
+
+    #[test]
+    fn the_first_question_of_a_tcp_stream() {
+        let q = query("www.Corp.Example", 1);
+        let mut stream = (q.len() as u16).to_be_bytes().to_vec();
+        stream.extend_from_slice(&q);
+        stream.extend_from_slice(&[0, 12, 1, 2]); // the next message's start
+        assert_eq!(tcp_question(&stream), TcpQuestion::Name("www.corp.example".into()));
+        for cut in 0..2 + q.len() {
+            assert_eq!(tcp_question(&stream[..cut]), TcpQuestion::Incomplete, "{cut} bytes");
+        }
+        // A whole message that is not a standard query, or a question too long for one.
+        let mut not_query = stream.clone();
+        not_query[2 + 2] = 0x28; // UPDATE
+        assert_eq!(tcp_question(&not_query), TcpQuestion::Unreadable);
+        let long = [&[0xff, 0xff][..], &[0u8; 12], &[63u8; 300]].concat();
+        assert_eq!(tcp_question(&long), TcpQuestion::Unreadable);
+        let routes = vec![Route { domain: "corp.example".into(), server: sa("10.8.0.1:53") }];
+        let health = Health::default();
+        let t0 = Instant::now();
+        assert_eq!(route_server(&routes, "www.corp.example", &health, t0), Some(sa("10.8.0.1:53")));
+        assert_eq!(route_server(&routes, "example", &health, t0), None);
+        health.failed(sa("10.8.0.1:53"), t0);
+        assert_eq!(route_server(&routes, "corp.example", &health, t0), Some(sa("10.8.0.1:53")), "the only one");
     }
 
     fn query(name: &str, qtype: u16) -> Vec<u8> {

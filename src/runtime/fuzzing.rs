@@ -52,7 +52,12 @@ fn single_config(allow_host_loopback: bool) -> NetConfig {
         allow_host_loopback,
         // A loopback upstream nobody serves: queries go nowhere even by mistake.
         dns: DnsUpstreams::Fixed(vec![SocketAddr::from(([127, 0, 0, 1], 9))]),
-        dns_routes: Vec::new(),
+        // Routed names take the same way out; TCP queries to the forwarder wait for their
+        // first question.
+        dns_routes: vec![crate::dns::Route {
+            domain: "corp.test".into(),
+            server: SocketAddr::from(([127, 0, 0, 1], 9)),
+        }],
         outbound_v4: None,
         outbound_v6: None,
         limits: Default::default(),

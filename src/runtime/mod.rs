@@ -325,6 +325,8 @@ pub struct Dataplane {
     wake: Arc<WakeQueue>,
     timers: BinaryHeap<Reverse<(Instant, Token)>>,
     upstreams: Upstreams,
+    /// `--dns-route`, shared with the TCP flows to the DNS forwarder.
+    dns_routes: std::sync::Arc<[crate::dns::Route]>,
     epoch: Instant,
     seed: u64,
     ping_warned: bool,
@@ -383,6 +385,7 @@ impl Dataplane {
             gw_cidrs.push(IpCidr::new(a.gateway.into(), a.net.prefix_len()));
         }
         let upstreams = Upstreams::new(cfg.dns.clone(), cfg.dns_routes.clone());
+        let dns_routes = cfg.dns_routes.clone().into();
         let epoch = Instant::now();
         let seed = u64::from(std::process::id()) << 32
             ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
@@ -403,6 +406,7 @@ impl Dataplane {
             wake: Arc::default(),
             timers: BinaryHeap::new(),
             upstreams,
+            dns_routes,
             epoch,
             seed,
             ping_warned: false,
@@ -1436,6 +1440,13 @@ impl Dataplane {
             lease,
             spare,
         );
+        if !self.upstreams.routes().is_empty() && self.forwards_dns(seg.dst) {
+            flow.route_dns(tcp::DnsRoute {
+                routes: self.dns_routes.clone(),
+                health: self.upstreams.health().clone(),
+                outbound: (self.cfg.outbound_v4, self.cfg.outbound_v6),
+            });
+        }
         flow.ingress(ip, seg, &mut self.tx, self.tcp_mtu, stamp);
         let v = flow.service(&mut self.tx, self.tcp_mtu, now, stamp);
         self.tcp.insert(key, flow);
@@ -2003,7 +2014,7 @@ fn visible_source(
 }
 
 /// Starts a non-blocking connect to `target` and hands the socket to tokio.
-fn connect_nonblocking(
+pub(crate) fn connect_nonblocking(
     target: SocketAddr,
     outbound_v4: Option<Ipv4Addr>,
     outbound_v6: Option<Ipv6Addr>,

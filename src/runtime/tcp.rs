@@ -191,6 +191,19 @@ pub struct TcpFlow {
     quick_acks: u8,
     /// Its share of the buffer budget (returned when the flow is dropped).
     _buffers: BufferLease,
+    /// A connection to the DNS forwarder while `--dns-route` may still move it: see
+    /// [`TcpFlow::route_dns`].
+    dns_route: Option<Box<DnsRoute>>,
+}
+
+/// What a TCP connection to the DNS forwarder needs to follow `--dns-route`.
+pub struct DnsRoute {
+    /// The routes.
+    pub routes: std::sync::Arc<[crate::dns::Route]>,
+    /// Which servers failed lately (UDP queries tell).
+    pub health: crate::dns::Health,
+    /// The outbound source addresses, as for every host socket.
+    pub outbound: (Option<std::net::Ipv4Addr>, Option<std::net::Ipv6Addr>),
 }
 
 /// Converts wall time since `epoch` into smoltcp's clock.
@@ -319,7 +332,60 @@ impl TcpFlow {
             gso_mss: 0,
             quick_acks: QUICK_ACKS,
             _buffers: buffers,
+            dns_route: None,
         }
+    }
+
+    /// Makes an outbound flow to the DNS forwarder (its host side connecting to the default
+    /// upstream) follow `--dns-route`: nothing goes to the host until the first query's
+    /// question has arrived; a name in a route's domain then moves the host side to that
+    /// route's server, before any byte is written.
+    pub fn route_dns(&mut self, route: DnsRoute) {
+        self.dns_route = Some(Box::new(route));
+    }
+
+    /// For a flow following `--dns-route`: once the first query's question is in, connects
+    /// the host side to its route's server if it has one. False while the question is still
+    /// incomplete (nothing may be written to the host yet).
+    fn route_first_query(&mut self, now: Instant) -> bool {
+        let Some(route) = self.dns_route.as_ref() else { return true };
+        let sock = self.sockets.get_mut::<tcp::Socket>(self.handle);
+        let mut first = [0u8; 2 + 12 + 256 + 4];
+        let n = sock.peek_slice(&mut first).unwrap_or(0);
+        // Until the container's stream ends (its handshake may not even be done yet).
+        let ended = matches!(
+            sock.state(),
+            tcp::State::CloseWait
+                | tcp::State::LastAck
+                | tcp::State::Closing
+                | tcp::State::TimeWait
+                | tcp::State::Closed
+        );
+        let name = match crate::dns::tcp_question(&first[..n]) {
+            crate::dns::TcpQuestion::Incomplete if !ended => return false,
+            crate::dns::TcpQuestion::Name(name) => Some(name),
+            _ => None,
+        };
+        let server = name.as_deref().and_then(|n| crate::dns::route_server(&route.routes, n, &route.health, now));
+        if let Some(server) = server
+            && self.host.peer_addr().ok() != Some(server)
+        {
+            match super::connect_nonblocking(server, route.outbound.0, route.outbound.1) {
+                Ok(host) => {
+                    tracing::debug!(name = name.as_deref().unwrap_or_default(), %server, "DNS over TCP: routed");
+                    self.host = host;
+                }
+                Err(e) => {
+                    tracing::debug!(%server, error = %e, "DNS over TCP: the route's server refused at once");
+                    route.health.failed(server, now);
+                    self.socket().abort();
+                    self.host_shut = true;
+                    self.host_eof = true;
+                }
+            }
+        }
+        self.dns_route = None;
+        true
     }
 
     /// Feeds one IP packet of this flow from the container into its stack; `seg` is what the
@@ -410,7 +476,7 @@ impl TcpFlow {
         }
         for _ in 0..64 {
             let mut progress = false;
-            if self.connected {
+            if self.connected && self.route_first_query(now) {
                 progress |= self.container_to_host(&mut cx);
                 progress |= self.host_to_container(&mut cx);
             }

@@ -334,6 +334,15 @@ fn dns_fails_over_between_upstreams_and_routes_domains_to_their_own() {
     assert_eq!(corp_n.load(SeqCst), 2);
     assert_eq!((silent_n.load(SeqCst) - s0, good_n.load(SeqCst) - g0), (1, 2));
 
+    // Over TCP the first query's name picks the server too (a truncated UDP answer is asked
+    // again over TCP, and must reach the same server).
+    let (stub, corp_stub) = (DnsStub::start(), DnsStub::corp());
+    let up = format!("127.0.0.1:{}", stub.tcp.addr.port());
+    let route = format!("corp.test=127.0.0.1:{}", corp_stub.tcp.addr.port());
+    let net = ["--dns-upstream", &up, "--dns-route", &route];
+    let q = [("10.0.2.3", "www.corp.test tcp"), ("fd00::3", "web.example.test tcp"), ("10.0.2.3", "corp.test tcp")];
+    assert_eq!(dns_queries(&net, &q), [corp_ok, ok, corp_ok]);
+
     // Bad routes: one line naming the value, nothing started.
     for (bad, why) in
         [("corp.test", "no '='"), ("corp.test=resolver", "the server is not IP"), ("=127.0.0.1", "the domain is empty")]

@@ -366,29 +366,45 @@ impl DnsStub {
 
     /// Starts the stub on a loopback address (127.0.0.1 or ::1).
     pub fn start_on(ip: &str) -> Self {
+        Self::start_with(ip, false)
+    }
+
+    /// A stub on 127.0.0.1 answering as a route's own server: [`corp_answer`].
+    pub fn corp() -> Self {
+        Self::start_with("127.0.0.1", true)
+    }
+
+    fn start_with(ip: &str, corp: bool) -> Self {
         for _ in 0..50 {
-            let udp = UdpServer::start(ip, dns_answer);
+            let udp = UdpServer::start(ip, if corp { corp_answer } else { dns_answer });
             let port = udp.addr.port();
             let Ok(listener) = TcpListener::bind((ip, port)) else { continue };
-            let tcp = TcpServer::serve(listener, |mut c| {
-                let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
-                let mut len = [0u8; 2];
-                if c.read_exact(&mut len).is_err() {
-                    return;
-                }
-                let mut q = vec![0u8; u16::from_be_bytes(len) as usize];
-                if c.read_exact(&mut q).is_err() {
-                    return;
-                }
-                if let Some(r) = dns_answer(&q) {
-                    let mut msg = (r.len() as u16).to_be_bytes().to_vec();
-                    msg.extend_from_slice(&r);
-                    let _ = c.write_all(&msg);
-                }
-            });
+            let tcp = if corp {
+                TcpServer::serve(listener, |c| answer_tcp(c, corp_answer))
+            } else {
+                TcpServer::serve(listener, |c| answer_tcp(c, dns_answer))
+            };
             return Self { udp, tcp };
         }
         panic!("no port free for both UDP and TCP on {ip}");
+    }
+}
+
+/// Answers one DNS-over-TCP query on `c` with `answer`.
+fn answer_tcp(mut c: std::net::TcpStream, answer: fn(&[u8]) -> Option<Vec<u8>>) {
+    let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut len = [0u8; 2];
+    if c.read_exact(&mut len).is_err() {
+        return;
+    }
+    let mut q = vec![0u8; u16::from_be_bytes(len) as usize];
+    if c.read_exact(&mut q).is_err() {
+        return;
+    }
+    if let Some(r) = answer(&q) {
+        let mut msg = (r.len() as u16).to_be_bytes().to_vec();
+        msg.extend_from_slice(&r);
+        let _ = c.write_all(&msg);
     }
 }
 
