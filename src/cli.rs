@@ -493,6 +493,10 @@ impl NetArgs {
                 .as_deref()
                 .map(|a| config::host_outbound_v6(a, "--outbound-addr6"))
                 .transpose()?,
+            outbound_ifaces: (
+                self.outbound_addr.as_deref().and_then(config::outbound_iface),
+                self.outbound_addr6.as_deref().and_then(config::outbound_iface),
+            ),
             default_route: true,
             bridge: None,
             queues: self.queues.map_or_else(config::default_queues, usize::from),

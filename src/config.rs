@@ -148,6 +148,11 @@ pub fn outbound_v6(spec: &str) -> Option<Ipv6Addr> {
     })
 }
 
+/// The interface an `--outbound-addr[6]` spec names, if it names one rather than an address.
+pub fn outbound_iface(spec: &str) -> Option<String> {
+    spec.parse::<std::net::IpAddr>().is_err().then(|| spec.to_string())
+}
+
 /// [`outbound_v4`] for `option` (`--outbound-addr`), refused unless this host can send from
 /// the address (it binds).
 ///
@@ -409,6 +414,9 @@ pub struct NetConfig {
     pub outbound_v4: Option<Ipv4Addr>,
     /// Source address for outbound IPv6 host sockets (slirp4netns `--outbound-addr6`).
     pub outbound_v6: Option<Ipv6Addr>,
+    /// The interfaces `--outbound-addr` and `--outbound-addr6` named (not addresses): their
+    /// address is looked up again when the kernel no longer takes the one in use.
+    pub outbound_ifaces: (Option<String>, Option<String>),
     /// Flow limits.
     pub limits: Limits,
     /// Whether the container gets a default route via the gateway (not for a second

@@ -93,6 +93,10 @@ fn run(a: SlirpArgs) -> Result<(), String> {
         dns_routes: Vec::new(),
         outbound_v4: a.outbound_addr.as_deref().map(outbound_v4).transpose()?,
         outbound_v6: a.outbound_addr6.as_deref().map(outbound_v6).transpose()?,
+        outbound_ifaces: (
+            a.outbound_addr.as_deref().and_then(warren::config::outbound_iface),
+            a.outbound_addr6.as_deref().and_then(warren::config::outbound_iface),
+        ),
         limits: Default::default(),
         default_route: true,
         // One queue per CPU (at most 4) when warren opens the TAP; an adopted fd is one queue.

@@ -136,6 +136,13 @@ pub struct NetworkSpec {
     /// Source address of their IPv6 flows (`--outbound-addr6`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outbound6: Option<Ipv6Addr>,
+    /// The interface `--outbound-addr` named, if it named one: its address is looked up
+    /// again when it changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbound_iface4: Option<String>,
+    /// The same for `--outbound-addr6`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbound_iface6: Option<String>,
     /// Multicast relays to the host's network (`--multicast`), as given: interfaces are
     /// looked up when the network starts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -190,6 +197,7 @@ impl Iface {
             dns_routes: Vec::new(),
             outbound_v4: None,
             outbound_v6: None,
+            outbound_ifaces: (None, None),
             limits: Default::default(),
             default_route: first,
             queues: 1,
@@ -421,6 +429,7 @@ fn start_network(spec: NetworkSpec, relays: Relays) -> Network {
             .collect(),
         outbound_v4: spec.outbound4,
         outbound_v6: spec.outbound6,
+        outbound_ifaces: (spec.outbound_iface4.clone(), spec.outbound_iface6.clone()),
         limits: Default::default(),
         default_route: true,
         queues: 1,
@@ -875,6 +884,8 @@ fn create(state: &Shared, a: CreateArgs) -> Result<Value, String> {
         dns_upstream,
         outbound4,
         outbound6,
+        outbound_iface4: a.outbound_addr.as_deref().and_then(crate::config::outbound_iface),
+        outbound_iface6: a.outbound_addr6.as_deref().and_then(crate::config::outbound_iface),
         multicast: a.multicast.clone(),
         dns_route: a.dns_route.clone(),
     };

@@ -60,6 +60,7 @@ fn single_config(allow_host_loopback: bool) -> NetConfig {
         }],
         outbound_v4: None,
         outbound_v6: None,
+        outbound_ifaces: (None, None),
         limits: Default::default(),
         default_route: true,
         queues: 1,

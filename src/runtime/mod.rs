@@ -327,6 +327,8 @@ pub struct Dataplane {
     upstreams: Upstreams,
     /// `--dns-route`, shared with the TCP flows to the DNS forwarder.
     dns_routes: std::sync::Arc<[crate::dns::Route]>,
+    /// When the outbound interfaces' addresses were last looked up (IPv4, IPv6).
+    outbound_checked: [Option<Instant>; 2],
     epoch: Instant,
     seed: u64,
     ping_warned: bool,
@@ -407,6 +409,7 @@ impl Dataplane {
             timers: BinaryHeap::new(),
             upstreams,
             dns_routes,
+            outbound_checked: [None; 2],
             epoch,
             seed,
             ping_warned: false,
@@ -1249,6 +1252,45 @@ impl Dataplane {
         }
     }
 
+    /// Whether `--outbound-addr[6]` of that family named an interface.
+    fn outbound_iface(&self, v6: bool) -> bool {
+        if v6 { self.cfg.outbound_ifaces.1.is_some() } else { self.cfg.outbound_ifaces.0.is_some() }
+    }
+
+    /// [`Self::refresh_outbound`] at most once a second per family: before a flow is made or
+    /// sends from an outbound interface's address.
+    fn check_outbound(&mut self, v6: bool, now: Instant) {
+        let last = &mut self.outbound_checked[usize::from(v6)];
+        if last.is_some_and(|t| now.saturating_duration_since(t) < std::time::Duration::from_secs(1)) {
+            return;
+        }
+        *last = Some(now);
+        self.refresh_outbound(v6);
+    }
+
+    /// Looks up the address of the `--outbound-addr[6] IFACE` interface of that family again,
+    /// after the kernel refused the one in use (DHCP renewed it, a VPN reconnected). True
+    /// when it changed: host sockets made now take the new one. An interface left without an
+    /// address keeps the old one, which fails: nothing leaves from another interface.
+    fn refresh_outbound(&mut self, v6: bool) -> bool {
+        let (iface, now, old) = if v6 {
+            let Some(i) = &self.cfg.outbound_ifaces.1 else { return false };
+            let new = crate::config::outbound_v6(i).map(IpAddr::from);
+            (i, new, self.cfg.outbound_v6.map(IpAddr::from))
+        } else {
+            let Some(i) = &self.cfg.outbound_ifaces.0 else { return false };
+            let new = crate::config::outbound_v4(i).map(IpAddr::from);
+            (i, new, self.cfg.outbound_v4.map(IpAddr::from))
+        };
+        let Some(new) = now.filter(|n| Some(*n) != old) else { return false };
+        tracing::info!(%iface, ?old, %new, "outbound interface's address changed: new flows use the new one");
+        match new {
+            IpAddr::V4(a) => self.cfg.outbound_v4 = Some(a),
+            IpAddr::V6(a) => self.cfg.outbound_v6 = Some(a),
+        }
+        true
+    }
+
     /// Whether a datagram to `dst` is a query for the DNS forwarder (its address, port 53,
     /// the forwarder on, a network with a way out).
     fn forwards_dns(&self, dst: SocketAddr) -> bool {
@@ -1410,7 +1452,16 @@ impl Dataplane {
             self.reset(seg);
             return;
         };
-        let host = match connect_nonblocking(target, self.cfg.outbound_v4, self.cfg.outbound_v6) {
+        if self.outbound_iface(target.is_ipv6()) {
+            self.check_outbound(target.is_ipv6(), now);
+        }
+        let mut host = connect_nonblocking(target, self.cfg.outbound_v4, self.cfg.outbound_v6);
+        if matches!(&host, Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL))
+            && self.refresh_outbound(target.is_ipv6())
+        {
+            host = connect_nonblocking(target, self.cfg.outbound_v4, self.cfg.outbound_v6);
+        }
+        let host = match host {
             Ok(h) => h,
             Err(e) => {
                 undo_handshake(&self.shared.handshakes, seg.dst.ip());
@@ -1582,8 +1633,19 @@ impl Dataplane {
                     Target::Unreachable(code) => return self.icmp_error(dst.ip(), code, ip),
                 },
             };
-            let outbound = (self.cfg.outbound_v4, self.cfg.outbound_v6);
-            let mut flow = match UdpFlow::new(target, outbound, dst, self.waker(Token::Udp(key)), now, slot) {
+            if self.outbound_iface(target.is_ipv6()) {
+                self.check_outbound(target.is_ipv6(), now);
+            }
+            let mut outbound = (self.cfg.outbound_v4, self.cfg.outbound_v6);
+            let mut made = UdpFlow::new(target, outbound, dst, self.waker(Token::Udp(key)), now, slot);
+            if matches!(&made, Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL))
+                && self.refresh_outbound(target.is_ipv6())
+                && let Some(slot) = queues::Slot::take(&self.shared.udp_flows, self.cfg.limits.udp_flows)
+            {
+                outbound = (self.cfg.outbound_v4, self.cfg.outbound_v6);
+                made = UdpFlow::new(target, outbound, dst, self.waker(Token::Udp(key)), now, slot);
+            }
+            let mut flow = match made {
                 Ok(f) => f,
                 Err(e) => {
                     tracing::debug!(%target, error = %e, "UDP flow failed");
@@ -1603,9 +1665,28 @@ impl Dataplane {
             self.udp.insert(key, flow);
             self.stats.udp_flows += 1;
         }
-        let Some(mut flow) = self.udp.get_mut(&key) else {
+        let Some(flow) = self.udp.get_mut(&key) else {
             return;
         };
+        // Bound to an outbound interface's old address? Its datagrams would leave from an
+        // address the host no longer has and answers would not come back: a new flow takes
+        // this one from the interface's address now.
+        if let Some(old) = flow.source()
+            && self.outbound_iface(old.is_ipv6())
+        {
+            self.check_outbound(old.is_ipv6(), now);
+            let current = if old.is_ipv6() {
+                self.cfg.outbound_v6.map(IpAddr::from)
+            } else {
+                self.cfg.outbound_v4.map(IpAddr::from)
+            };
+            if current.is_some_and(|c| c != old) {
+                tracing::debug!(%src, %dst, %old, "UDP flow made again from the outbound interface's new address");
+                self.udp.remove(&key);
+                return self.udp_datagram(frame, trusted, ip, src, dst, payload, now);
+            }
+        }
+        let Some(mut flow) = self.udp.get_mut(&key) else { return };
         // Datagrams of a burst wait to go in one segmented send, when the burst ends or one
         // cannot join; a datagram sent alone goes after those of its flow held before it.
         if self.batching && flow.batches(payload.len()) {
@@ -2057,6 +2138,7 @@ mod tests {
             dns_routes: Vec::new(),
             outbound_v4: None,
             outbound_v6: None,
+            outbound_ifaces: (None, None),
             limits: Default::default(),
             default_route: true,
             bridge: None,

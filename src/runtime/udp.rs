@@ -77,6 +77,8 @@ pub struct UdpFlow {
     gso_max: usize,
     /// A flow to a relayed multicast group (`--multicast`): see [`Multicast`].
     multicast: Option<Multicast>,
+    /// The outbound address its socket is bound to (`--outbound-addr[6]`), if any.
+    source: Option<IpAddr>,
 }
 
 impl UdpFlow {
@@ -94,6 +96,7 @@ impl UdpFlow {
         slot: super::queues::Slot,
     ) -> io::Result<Self> {
         let std_sock = connected(target, outbound)?;
+        let source = outbound_source(target, outbound).map(|s| s.ip());
         let v6 = target.is_ipv6();
         let gso_max = crate::sys::path_mtu(std::os::fd::AsFd::as_fd(&std_sock), v6)
             .map_or(0, |m| (m as usize).saturating_sub(if v6 { 48 } else { 28 }));
@@ -110,6 +113,7 @@ impl UdpFlow {
             _slot: slot,
             gso_max,
             multicast: None,
+            source,
         })
     }
 
@@ -144,6 +148,7 @@ impl UdpFlow {
             gso_max: 0,
             // The kernel's default multicast TTL; the container's first datagram sets its own.
             multicast: Some(Multicast { group: relay.addr(), ttl: 1, mac, _echo: guard }),
+            source: source.map(|s| s.ip()),
         })
     }
 
@@ -248,6 +253,11 @@ impl UdpFlow {
         // Straight to the kernel: tokio's try_send would refuse until the reactor has seen
         // the new socket writable, losing a flow's first datagram.
         socket2::SockRef::from(&self.sock).send(payload).map(|_| ())
+    }
+
+    /// The outbound address the host socket was bound to, if it was bound to one.
+    pub fn source(&self) -> Option<IpAddr> {
+        self.source
     }
 
     /// The path MTU the host socket knows (after an `EMSGSIZE`).

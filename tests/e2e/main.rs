@@ -296,6 +296,74 @@ fn outbound_address_is_the_source_of_the_containers_flows() {
 }
 
 #[test]
+fn an_outbound_interface_is_followed_when_its_address_changes() {
+    require_isolation();
+    // In a user and network namespace of the test's own (where it may change addresses):
+    // veth d0 holds the outbound address, veth d1 the servers' one. The container connects and
+    // sends a datagram (both seen from d0's 10.77.0.1), d0's address becomes 10.77.0.2 (as a
+    // VPN reconnecting or DHCP renewing), then it connects again and sends on the same UDP
+    // socket: both seen from 10.77.0.2, without restarting anything.
+    let py = r#"
+import os, socket, sys, time
+d = sys.argv[1]
+def tcp():
+    for i in range(50):
+        try:
+            c = socket.create_connection(("10.78.0.1", 80), timeout=5)
+            break
+        except OSError as e:
+            err = e
+            time.sleep(0.1)
+    else:
+        print("tcp failed", err, flush=True)
+        return
+    c.sendall(b"peer\n")
+    print("tcp", c.makefile().readline().strip().rsplit(":", 1)[0], flush=True)
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.settimeout(0.5)
+def udp(x):
+    for i in range(20):
+        u.sendto(x, ("10.78.0.1", 5300))
+        try:
+            print("udp", u.recv(100).decode().split()[1].rsplit(":", 1)[0], flush=True)
+            return
+        except socket.timeout:
+            pass
+    print("udp no answer", flush=True)
+tcp(); udp(b"1")
+while not os.path.exists(d + "/go"):
+    time.sleep(0.05)
+tcp(); udp(b"2")
+"#;
+    let script = format!(
+        r#"set -e
+ip link set lo up
+ip link add d0 type veth peer name d0p; ip addr add 10.77.0.1/24 dev d0; ip link set d0 up; ip link set d0p up
+ip link add d1 type veth peer name d1p; ip addr add 10.78.0.1/24 dev d1; ip link set d1 up; ip link set d1p up
+dir=$(mktemp -d /tmp/warren-outbound.XXXXXX)
+{t} serve 80 >/dev/null & srv=$!
+{t} udp-serve 10.78.0.1:5300 >/dev/null & usrv=$!
+trap 'kill $srv $usrv 2>/dev/null; rm -rf "$dir"' EXIT
+{w} run --no-ipv6 --outbound-addr d0 -- python3 -c "$1" "$dir" > "$dir/out" &
+run=$!
+for i in $(seq 300); do [ "$(wc -l < "$dir/out")" -ge 2 ] && break; sleep 0.1; done
+ip addr del 10.77.0.1/24 dev d0
+ip addr add 10.77.0.2/24 dev d0
+touch "$dir/go"
+wait $run
+cat "$dir/out"
+"#,
+        t = nettool().display(),
+        w = warren().display()
+    );
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--user", "--map-root-user", "--net", "sh", "-c", &script, "sh", py]);
+    let f = run_with_deadline(cmd, Duration::from_secs(60));
+    assert_eq!(f.code, 0, "{} {}", f.stdout, f.stderr);
+    assert_eq!(f.stdout, "tcp 10.77.0.1\nudp 10.77.0.1\ntcp 10.77.0.2\nudp 10.77.0.2\n", "{}", f.stderr);
+}
+
+#[test]
 fn non_loopback_destination_is_natted() {
     require_isolation();
     assert!(has_remote_ip(), "scripts/test.sh puts {REMOTE_IP} on lo of the suite's namespace");
