@@ -74,14 +74,49 @@ impl std::fmt::Display for Route {
 }
 
 /// Which upstreams recently failed a query (silent for [`TRY_TIMEOUT`], or refused), shared
-/// by the data-path threads' selectors and their DNS flows.
+/// by the data-path threads' selectors and their DNS flows, with their queries' counters.
 #[derive(Debug, Clone, Default)]
-pub struct Health(Arc<Mutex<HashMap<SocketAddr, Instant>>>);
+pub struct Health(Arc<HealthInner>);
+
+#[derive(Debug, Default)]
+struct HealthInner {
+    down: Mutex<HashMap<SocketAddr, Instant>>,
+    /// UDP queries to the forwarder, moved on to another upstream, answered by warren.
+    counts: [std::sync::atomic::AtomicU64; 3],
+}
+
+/// The DNS forwarder's counters (`warren stats`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// UDP queries the container sent to the forwarder.
+    pub queries: u64,
+    /// Times a query went on to another upstream (silence, refusal, an error answer).
+    pub failovers: u64,
+    /// Queries no upstream answered, given SERVFAIL (or the last error answer) by warren.
+    pub unanswered: u64,
+}
 
 impl Health {
+    /// Adds to the counters.
+    pub fn count(&self, c: Counts) {
+        use std::sync::atomic::Ordering::Relaxed;
+        for (a, n) in self.0.counts.iter().zip([c.queries, c.failovers, c.unanswered]) {
+            if n > 0 {
+                a.fetch_add(n, Relaxed);
+            }
+        }
+    }
+
+    /// The counters so far.
+    pub fn counts(&self) -> Counts {
+        use std::sync::atomic::Ordering::Relaxed;
+        let [q, f, u] = &self.0.counts;
+        Counts { queries: q.load(Relaxed), failovers: f.load(Relaxed), unanswered: u.load(Relaxed) }
+    }
+
     /// `server` failed a query at `now`: it is asked last for [`DOWN_FOR`].
     pub fn failed(&self, server: SocketAddr, now: Instant) {
-        let mut m = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut m = self.0.down.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if !m.contains_key(&server) {
             tracing::info!(%server, "DNS upstream failed a query: asking the others first");
         }
@@ -92,7 +127,7 @@ impl Health {
 
     /// `server` answered: it is back in its place.
     pub fn answered(&self, server: SocketAddr) {
-        let mut m = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut m = self.0.down.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if m.remove(&server).is_some() {
             tracing::info!(%server, "DNS upstream answers again");
         }
@@ -100,7 +135,7 @@ impl Health {
 
     /// Whether `server` failed a query less than [`DOWN_FOR`] before `now`.
     pub fn is_down(&self, server: SocketAddr, now: Instant) -> bool {
-        let m = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let m = self.0.down.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         m.get(&server).is_some_and(|t| now.saturating_duration_since(*t) < DOWN_FOR)
     }
 }
@@ -293,6 +328,8 @@ impl Query {
 #[derive(Debug, Default)]
 pub struct Queries {
     pending: VecDeque<Query>,
+    /// Counted since the last [`Queries::take_counts`].
+    counts: Counts,
 }
 
 impl Queries {
@@ -302,6 +339,7 @@ impl Queries {
     /// last.
     pub fn ask(&mut self, bytes: &[u8], servers: Vec<SocketAddr>, now: Instant) -> Option<Step> {
         let first = *servers.first()?;
+        self.counts.queries += 1;
         if bytes.len() < 12 {
             return Some(Step::Ask(first, bytes.to_vec()));
         }
@@ -336,6 +374,7 @@ impl Queries {
             }
             if let Some(Step::Ask(next, query)) = q.next(now) {
                 q.fallback = Some(bytes.to_vec());
+                self.counts.failovers += 1;
                 return Verdict::Next(next, query);
             }
         }
@@ -357,9 +396,13 @@ impl Queries {
             match q.next(now) {
                 Some(step) => {
                     steps.push(step);
+                    self.counts.failovers += 1;
                     i += 1;
                 }
-                None => steps.extend(self.pending.remove(i).and_then(Query::give_up)),
+                None => {
+                    steps.extend(self.pending.remove(i).and_then(Query::give_up));
+                    self.counts.unanswered += 1;
+                }
             }
         }
         steps
@@ -374,11 +417,13 @@ impl Queries {
             let q = &mut self.pending[i];
             if now >= q.started + QUERY_TIMEOUT {
                 steps.extend(self.pending.remove(i).and_then(Query::give_up));
+                self.counts.unanswered += 1;
                 continue;
             }
             if now >= q.asked + TRY_TIMEOUT && q.tried < q.servers.len() {
                 let silent = q.current();
                 steps.extend(q.next(now));
+                self.counts.failovers += 1;
                 if !steps.contains(&Step::Silent(silent)) {
                     steps.push(Step::Silent(silent));
                 }
@@ -402,6 +447,11 @@ impl Queries {
     /// Whether a query is pending.
     pub fn is_empty(&self) -> bool {
         self.pending.is_empty()
+    }
+
+    /// What was counted since the last call (then zero).
+    pub fn take_counts(&mut self) -> Counts {
+        std::mem::take(&mut self.counts)
     }
 }
 
@@ -675,6 +725,14 @@ mod tests {
         for cut in 0..q.len() {
             let _ = qs.answer(a, &q[..cut], t0);
         }
+        let c = qs.take_counts();
+        assert_eq!((c.failovers, c.unanswered), (5, 3), "{c:?}");
+        assert_eq!(c.queries, 9 + 2 * PENDING_MAX as u64, "every datagram asked, short and repeated ones too");
+        assert_eq!(qs.take_counts(), Counts::default());
+        let h = Health::default();
+        h.count(c);
+        h.count(c);
+        assert_eq!(h.counts().failovers, 10);
     }
 
     #[test]

@@ -539,6 +539,9 @@ fn log_stats(dp: &Dataplane, others: &[warren::runtime::Stats]) {
         multicast_out = s.multicast_out,
         multicast_in = s.multicast_in,
         multicast_echoes = s.multicast_echoes,
+        dns_queries = s.dns_queries,
+        dns_failovers = s.dns_failovers,
+        dns_unanswered = s.dns_unanswered,
         "data path totals (open flows: thread 0's)"
     );
     for (name, n) in warren::gateway::DROP_NAMES.iter().zip(s.drops.0) {

@@ -267,6 +267,12 @@ pub struct Stats {
     pub multicast_in: u64,
     /// The host's loopback copies of the container's own group datagrams, not handed back.
     pub multicast_echoes: u64,
+    /// UDP queries to the DNS forwarder (all threads: reported by thread 0).
+    pub dns_queries: u64,
+    /// Times a DNS query went on to another upstream (silence, refusal, an error answer).
+    pub dns_failovers: u64,
+    /// DNS queries no upstream answered: warren gave SERVFAIL or the last error answer.
+    pub dns_unanswered: u64,
 }
 
 impl Stats {
@@ -301,6 +307,9 @@ impl Stats {
         self.multicast_out += o.multicast_out;
         self.multicast_in += o.multicast_in;
         self.multicast_echoes += o.multicast_echoes;
+        self.dns_queries += o.dns_queries;
+        self.dns_failovers += o.dns_failovers;
+        self.dns_unanswered += o.dns_unanswered;
     }
 }
 
@@ -881,6 +890,11 @@ impl Dataplane {
         s.udp_coalesced = self.tx.udp_coalesced;
         s.bytes_out = self.tx.bytes;
         s.tcp_buffer_bytes = self.buffers.used() as u64;
+        if self.thread == 0 {
+            // Shared by the threads: counted once.
+            let dns = self.upstreams.health().counts();
+            (s.dns_queries, s.dns_failovers, s.dns_unanswered) = (dns.queries, dns.failovers, dns.unanswered);
+        }
         s
     }
 
@@ -2282,6 +2296,9 @@ mod tests {
             ("multicast_out", &mut s.multicast_out),
             ("multicast_in", &mut s.multicast_in),
             ("multicast_echoes", &mut s.multicast_echoes),
+            ("dns_queries", &mut s.dns_queries),
+            ("dns_failovers", &mut s.dns_failovers),
+            ("dns_unanswered", &mut s.dns_unanswered),
         ] {
             assert!(one.get(name).is_some(), "{name} is a field");
             *field = 1;

@@ -226,6 +226,7 @@ impl UdpFlow {
                 Step::Silent(server) => d.health.failed(server, now),
             }
         }
+        d.health.count(d.queries.take_counts());
     }
 
     /// Whether a datagram of `len` bytes may wait in a [`Batch`] for the end of the read burst.

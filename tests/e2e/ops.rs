@@ -334,6 +334,18 @@ fn dns_fails_over_between_upstreams_and_routes_domains_to_their_own() {
     assert_eq!(corp_n.load(SeqCst), 2);
     assert_eq!((silent_n.load(SeqCst) - s0, good_n.load(SeqCst) - g0), (1, 2));
 
+    // `warren stats` counts queries, failovers and the queries warren had to answer itself:
+    // the first upstream refuses, the second is silent.
+    let r = Running::start(
+        &["--dns-upstream", &closed, "--dns-upstream", &silent],
+        &["sh", "-c", "echo serving; exec sleep 600"],
+    );
+    assert_eq!(r.nettool(&["dns", "10.0.2.3", "g.test"], SHORT), "rcode=2");
+    let st = r.stats();
+    let counts = (&st["dns_queries"], &st["dns_failovers"], &st["dns_unanswered"]);
+    assert_eq!(counts, (&1.into(), &1.into(), &1.into()), "{st}");
+    drop(r);
+
     // Over TCP the first query's name picks the server too (a truncated UDP answer is asked
     // again over TCP, and must reach the same server).
     let (stub, corp_stub) = (DnsStub::start(), DnsStub::corp());
