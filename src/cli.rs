@@ -418,6 +418,11 @@ pub struct AttachArgs {
     /// The user namespace that owns --netns.
     #[arg(long, value_name = "PATH", requires = "netns")]
     pub userns: Option<PathBuf>,
+    /// Write "1" to this inherited fd, then close it, once the namespace's interface is
+    /// configured and the published ports are bound (as slirp4netns --ready-fd). With
+    /// $NOTIFY_SOCKET set (a systemd Type=notify service), READY=1 is sent there too.
+    #[arg(long, value_name = "FD")]
+    pub ready_fd: Option<i32>,
     #[command(flatten)]
     pub net: NetArgs,
     #[command(flatten)]

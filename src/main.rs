@@ -591,6 +591,10 @@ async fn supervise(pid: Pid) -> u8 {
 
 fn attach(a: AttachArgs) -> Result<u8> {
     let mut cfg = a.net.to_config()?;
+    let ready = a
+        .ready_fd
+        .map(|fd| warren::sys::adopt_inherited_fd(fd).with_context(|| format!("--ready-fd {fd}: not an open fd")))
+        .transpose()?;
     let capture = open_capture(a.net.pcap.as_deref())?;
     let prep = prepare(a.ports, &cfg.multicast)?;
     cfg.auto_tables = warren::config::AutoTables::of(&prep.auto);
@@ -624,6 +628,13 @@ fn attach(a: AttachArgs) -> Result<u8> {
     rt.block_on(async move {
         let commands = start_ports(&mut dp, prep, tap.tables)?;
         to_host.start(tap.to_host, tap.to_host_udp);
+        // The interface is configured and the ports are bound: say so.
+        if let Some(fd) = ready {
+            let _ = nix::unistd::write(&fd, b"1");
+        }
+        if let Err(e) = warren::sys::notify_ready() {
+            tracing::warn!(error = %e, "cannot notify $NOTIFY_SOCKET");
+        }
         let stop = stop_signal(target, pidfd, netns_identity);
         let fd = warren::sys::async_fd(tap.fd).context("register the TAP")?;
         let r = dp.run(&fd, Some(commands), stop).await;

@@ -212,7 +212,7 @@ _warren() {
             return 0
             ;;
         warren__subcmd__attach)
-            opts="-T -U -p -v -h -V --pid --netns --userns --mtu --cidr --cidr6 --no-ipv6 --to-host --to-host-udp --multicast --allow-host-loopback --outbound-addr --outbound-addr6 --dns-upstream --dns-route --tap-name --mac --pcap --no-seccomp --max-tcp-flows --max-handshakes --udp-timeout --max-buffer-memory --max-udp-flows --queues --busy-poll --publish --api-socket --verbose --log-format --help --version"
+            opts="-T -U -p -v -h -V --pid --netns --userns --ready-fd --mtu --cidr --cidr6 --no-ipv6 --to-host --to-host-udp --multicast --allow-host-loopback --outbound-addr --outbound-addr6 --dns-upstream --dns-route --tap-name --mac --pcap --no-seccomp --max-tcp-flows --max-handshakes --udp-timeout --max-buffer-memory --max-udp-flows --queues --busy-poll --publish --api-socket --verbose --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -227,6 +227,10 @@ _warren() {
                     return 0
                     ;;
                 --userns)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ready-fd)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -80,6 +80,7 @@ complete -c warren -n "__fish_warren_using_subcommand run" -s V -l version -d 'P
 complete -c warren -n "__fish_warren_using_subcommand attach" -l pid -d 'Join the network and user namespaces of this process; exit when it exits' -r
 complete -c warren -n "__fish_warren_using_subcommand attach" -l netns -d 'Join this network namespace file (e.g. /run/user/1000/netns/x); exit when it is gone' -r -F
 complete -c warren -n "__fish_warren_using_subcommand attach" -l userns -d 'The user namespace that owns --netns' -r -F
+complete -c warren -n "__fish_warren_using_subcommand attach" -l ready-fd -d 'Write "1" to this inherited fd, then close it, once the namespace\'s interface is configured and the published ports are bound (as slirp4netns --ready-fd). With $NOTIFY_SOCKET set (a systemd Type=notify service), READY=1 is sent there too' -r
 complete -c warren -n "__fish_warren_using_subcommand attach" -l mtu -d 'MTU of the TAP device (1280..=65520)' -r
 complete -c warren -n "__fish_warren_using_subcommand attach" -l cidr -d 'IPv4 network of the container: gateway .2, DNS .3, container .100 (prefix 1..=25)' -r
 complete -c warren -n "__fish_warren_using_subcommand attach" -l cidr6 -d 'IPv6 network of the container (a /64): gateway ::2, DNS ::3, container ::100' -r

@@ -208,6 +208,8 @@ fn start_daemon() -> Result<(), ClientError> {
     tracing::info!(log = %log_path.display(), "starting the network daemon");
     let status = std::process::Command::new(exe)
         .args(["daemon", "--detach"])
+        // The daemon is not the caller's service: it must not tell the caller's manager it is up.
+        .env_remove("NOTIFY_SOCKET")
         .stdin(std::process::Stdio::null())
         .stdout(log)
         .stderr(log2)

@@ -591,6 +591,10 @@ pub fn run(detach: bool, seccomp: bool) -> Result<(), DaemonError> {
             });
             networks.insert(s.name.clone(), start_network(s, relays));
         }
+        // Listening, networks started: a Type=notify service is up.
+        if let Err(e) = crate::sys::notify_ready() {
+            tracing::warn!(error = %e, "cannot notify $NOTIFY_SOCKET");
+        }
         let state = Rc::new(RefCell::new(State { data, networks, containers: BTreeMap::new(), next_port: 0 }));
         serve(state, listener).await
     });

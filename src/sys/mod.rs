@@ -718,6 +718,24 @@ pub fn splice(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> io::Resul
     if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(rc as usize) }
 }
 
+/// Tells the service manager that started this process that it is ready (systemd's
+/// `sd_notify("READY=1")`): one datagram to the unix socket `$NOTIFY_SOCKET` names (a path,
+/// or an abstract name after `@`). False when the variable is not set.
+///
+/// # Errors
+/// If the socket cannot be reached.
+pub fn notify_ready() -> io::Result<bool> {
+    let Some(target) = std::env::var_os("NOTIFY_SOCKET") else { return Ok(false) };
+    let sock = std::os::unix::net::UnixDatagram::unbound()?;
+    let bytes = std::os::unix::ffi::OsStrExt::as_bytes(target.as_os_str());
+    let addr = match bytes.strip_prefix(b"@") {
+        Some(name) => <std::os::unix::net::SocketAddr as std::os::linux::net::SocketAddrExt>::from_abstract_name(name)?,
+        None => std::os::unix::net::SocketAddr::from_pathname(std::path::Path::new(&target))?,
+    };
+    sock.send_to_addr(b"READY=1", &addr)?;
+    Ok(true)
+}
+
 /// Takes ownership of an fd number the parent process handed over (`--ready-fd 3`), after
 /// checking that it is open.
 ///

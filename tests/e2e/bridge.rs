@@ -1078,3 +1078,38 @@ fn a_networks_dns_fails_over_and_routes_domains() {
         assert!(f.stderr.contains(&msg), "{}", f.stderr);
     }
 }
+
+#[test]
+fn the_daemon_tells_its_service_manager_when_it_is_up() {
+    require_isolation();
+    let w = World::new("notify");
+    let path = w.rt.join("notify.sock");
+    let manager = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    // Started on demand by a client that runs under a manager: that manager is not told (the
+    // daemon is not its service). Anything sent would be queued before the answer came.
+    let mut c = w.cmd(&["network", "ls"]);
+    c.env("NOTIFY_SOCKET", &path);
+    let f = run_with_deadline(c, LONG);
+    assert_eq!(f.code, 0, "{}", f.stderr);
+    manager.set_nonblocking(true).unwrap();
+    let mut msg = [0u8; 64];
+    let e = manager.recv(&mut msg).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock, "an on-demand daemon notified the client's manager");
+    w.stop_daemon();
+    // In the foreground under a Type=notify unit: READY=1 once it serves.
+    manager.set_nonblocking(false).unwrap();
+    manager.set_read_timeout(Some(SHORT)).unwrap();
+    let mut c = w.cmd(&["daemon"]);
+    c.env("NOTIFY_SOCKET", &path).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    let mut daemon = Guard(Some(c.spawn().unwrap()));
+    let n = manager.recv(&mut msg).expect("READY=1");
+    assert_eq!(&msg[..n], b"READY=1");
+    let pid = daemon.0.as_ref().unwrap().id() as i32;
+    assert_eq!(w.daemon_pid(), Some(pid));
+    w.ok(&["network", "create", "up"]);
+    assert_eq!(w.daemon_pid(), Some(pid), "served by the daemon the manager started");
+    let child = daemon.0.as_mut().unwrap();
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+    assert!(child.wait().unwrap().success(), "SIGTERM ends it cleanly");
+    daemon.0 = None;
+}

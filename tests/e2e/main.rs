@@ -545,6 +545,49 @@ fn options_of_a_containers_own_network_are_refused_where_they_cannot_apply() {
 }
 
 #[test]
+fn attach_says_when_the_network_is_up() {
+    require_isolation();
+    // --ready-fd (slirp4netns's) and $NOTIFY_SOCKET (systemd Type=notify): once told, the
+    // namespace's interface is configured and the published port is bound, at once.
+    let (holder, pid) = namespace_holder();
+    let dir = ScratchDir::new("attach-ready");
+    let (fifo, notify) = (dir.join("ready"), dir.join("notify"));
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    // Read-write: never blocks, and both ends stay open while warren starts.
+    let mut ready = std::fs::OpenOptions::new().read(true).write(true).open(&fifo).unwrap();
+    let listener = std::os::unix::net::UnixDatagram::bind(&notify).unwrap();
+    listener.set_read_timeout(Some(SHORT)).unwrap();
+    let port = free_port("127.0.0.1");
+    let script = format!(
+        "exec {} attach --pid {pid} --ready-fd 3 -p 127.0.0.1:{port}:80 3>{}",
+        warren().display(),
+        fifo.display()
+    );
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", &script]).env("NOTIFY_SOCKET", &notify).stdin(std::process::Stdio::null());
+    let _attach = Guard(Some(cmd.spawn().unwrap()));
+    let mut b = [0u8; 1];
+    std::io::Read::read_exact(&mut ready, &mut b).unwrap();
+    assert_eq!(&b, b"1");
+    let mut msg = [0u8; 64];
+    let n = listener.recv(&mut msg).expect("READY=1 on $NOTIFY_SOCKET");
+    assert_eq!(&msg[..n], b"READY=1");
+    let mut c = Command::new("nsenter");
+    c.args(["--preserve-credentials", "-U", "-n", "-t", &pid.to_string(), "ip", "-o", "-4", "addr", "show", "tap0"]);
+    let f = run_with_deadline(c, SHORT);
+    assert!(f.stdout.contains("10.0.2.100/24"), "configured when ready: {}", f.stdout);
+    let e = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse, "the published port is bound when ready");
+    // A bad fd is refused with one line, nothing started.
+    let mut cmd = Command::new(warren());
+    cmd.args(["attach", "--pid", &pid.to_string(), "--ready-fd", "77"]);
+    let f = run_with_deadline(cmd, SHORT);
+    assert_eq!(f.code, 1);
+    assert!(f.stderr.contains("--ready-fd 77: not an open fd") && f.stderr.lines().count() == 1, "{}", f.stderr);
+    drop(holder);
+}
+
+#[test]
 fn attach_to_an_existing_namespace() {
     require_isolation();
     let (holder, pid) = namespace_holder();
