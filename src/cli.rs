@@ -323,8 +323,9 @@ pub struct NetArgs {
     #[arg(long, value_name = "IP|IFACE")]
     pub outbound_addr6: Option<String>,
     /// DNS upstream for the forwarder, repeatable (default: the host's /etc/resolv.conf
-    /// nameservers). They are asked in order; one that is silent for a second, refuses, or
-    /// answers SERVFAIL/REFUSED hands the query to the next, and is asked last for 30 s.
+    /// nameservers); a link-local one names its interface (fe80::1%eth0). They are asked in
+    /// order; one that is silent for a second, refuses, or answers SERVFAIL/REFUSED hands the
+    /// query to the next, and is asked last for 30 s.
     #[arg(long = "dns-upstream", value_name = "IP[:PORT]")]
     pub dns_upstream: Vec<String>,
     /// Names in DOMAIN (and DOMAIN itself) go to their own DNS server, repeatable: split

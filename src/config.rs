@@ -50,7 +50,9 @@ pub enum ConfigError {
     #[error("invalid MAC address {0:?}: expected a unicast address like 02:00:00:00:00:01")]
     Mac(String),
     /// `--dns-upstream` that does not parse.
-    #[error("invalid DNS upstream {0:?}: expected IP or IP:PORT (IPv6 as [ADDR]:PORT)")]
+    #[error(
+        "invalid DNS upstream {0:?}: expected IP or IP:PORT (IPv6 as [ADDR]:PORT, link-local as ADDR%IFACE or [ADDR%IFACE]:PORT)"
+    )]
     DnsUpstream(String),
     /// `--dns-route` that is not `DOMAIN=IP[:PORT]`.
     #[error("invalid --dns-route {0:?}: {1}; expected DOMAIN=IP[:PORT] like corp.example=10.8.0.1")]
@@ -260,6 +262,15 @@ pub fn parse_mac(text: &str) -> Result<[u8; 6], ConfigError> {
 pub fn parse_upstream(text: &str) -> Result<SocketAddr, ConfigError> {
     if let Ok(ip) = IpAddr::from_str(text) {
         return Ok(SocketAddr::new(ip, 53));
+    }
+    // A link-local server on one interface: fe80::1%eth0, [fe80::1%eth0]:5353.
+    let bracketed = text.strip_prefix('[').and_then(|t| t.split_once("]:"));
+    let scoped = match bracketed {
+        Some((addr, port)) => port.parse::<u16>().ok().filter(|p| *p != 0).and_then(|p| crate::dns::scoped(addr, p)),
+        None => crate::dns::scoped(text, 53),
+    };
+    if let Some(sa) = scoped {
+        return Ok(sa);
     }
     match SocketAddr::from_str(text) {
         Ok(sa) if sa.port() != 0 => Ok(sa),
@@ -504,6 +515,17 @@ impl NetConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn link_local_upstreams_name_their_interface() {
+        let lo = nix::net::if_::if_nametoindex("lo").unwrap();
+        let want = |port| SocketAddr::from(std::net::SocketAddrV6::new("fe80::1".parse().unwrap(), port, 0, lo));
+        assert_eq!(parse_upstream("fe80::1%lo").unwrap(), want(53));
+        assert_eq!(parse_upstream("[fe80::1%lo]:5353").unwrap(), want(5353));
+        for bad in ["fe80::1%nosuchif0", "[fe80::1%lo]:0", "[fe80::1%lo]", "10.0.0.1%lo"] {
+            assert!(parse_upstream(bad).unwrap_err().to_string().contains(&format!("{bad:?}")), "{bad}");
+        }
+    }
 
     #[test]
     fn dns_routes() {

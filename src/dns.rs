@@ -39,16 +39,30 @@ pub const DOWN_FOR: Duration = Duration::from_secs(30);
 /// no SERVFAIL, and their late answers are dropped).
 pub const PENDING_MAX: usize = 64;
 
-/// Extracts the nameservers of a resolv.conf text, in order, as port-53 addresses.
-/// IPv6 scope suffixes (`fe80::1%eth0`) are ignored: such servers are skipped.
+/// Extracts the nameservers of a resolv.conf text, in order, as port-53 addresses. A
+/// link-local IPv6 server keeps its interface (`fe80::1%eth0`, as routers announce by RA);
+/// one whose interface does not exist is skipped.
 pub fn parse_resolv_conf(text: &str) -> Vec<SocketAddr> {
     text.lines()
         .filter_map(|l| {
             let mut w = l.split_whitespace();
             (w.next()? == "nameserver").then_some(())?;
-            w.next()?.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53))
+            let server = w.next()?;
+            server.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53)).or_else(|| scoped(server, 53))
         })
         .collect()
+}
+
+/// `ADDR%IFACE` (or `ADDR%INDEX`), an IPv6 address on one interface, as a socket address on
+/// `port`; `None` unless it is one and the interface exists.
+pub fn scoped(text: &str, port: u16) -> Option<SocketAddr> {
+    let (addr, scope) = text.split_once('%')?;
+    let ip: Ipv6Addr = addr.parse().ok()?;
+    let index = match scope.parse::<u32>() {
+        Ok(i) => i,
+        Err(_) => nix::net::if_::if_nametoindex(scope).ok()?,
+    };
+    (index != 0).then(|| std::net::SocketAddrV6::new(ip, port, 0, index).into())
 }
 
 /// A domain whose names are resolved by a server of its own (`--dns-route DOMAIN=IP[:PORT]`).
@@ -591,8 +605,18 @@ mod tests {
 
     #[test]
     fn parses_nameservers() {
-        let t = "# x\nnameserver 127.0.0.53\nsearch a\nnameserver ::1\nnameserver fe80::1%eth0\nnameserver\n";
-        assert_eq!(parse_resolv_conf(t), vec!["127.0.0.53:53".parse().unwrap(), "[::1]:53".parse().unwrap()]);
+        let t = "# x\nnameserver 127.0.0.53\nsearch a\nnameserver ::1\nnameserver fe80::1%nosuchif0\nnameserver\n\
+                 nameserver fe80::1%lo\nnameserver fe80::2%7\n";
+        let lo = nix::net::if_::if_nametoindex("lo").unwrap();
+        assert_eq!(
+            parse_resolv_conf(t),
+            vec![
+                "127.0.0.53:53".parse().unwrap(),
+                "[::1]:53".parse().unwrap(),
+                std::net::SocketAddrV6::new("fe80::1".parse().unwrap(), 53, 0, lo).into(),
+                std::net::SocketAddrV6::new("fe80::2".parse().unwrap(), 53, 0, 7).into(),
+            ]
+        );
     }
 
     #[test]

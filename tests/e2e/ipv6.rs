@@ -6,6 +6,7 @@
 //! default route, so 2001:db8::/32 is unreachable from it and nothing leaves.
 
 use std::net::SocketAddr;
+use std::process::Command;
 use std::time::Duration;
 
 use crate::util::*;
@@ -102,6 +103,47 @@ fn ipv6_dns_through_a_stub_on_ipv6_loopback() {
     let f = warren_run(&net, &["getent", "ahostsv6", "web.example.test"], SHORT);
     assert_eq!(f.code, 0, "getent: {} {}", f.stdout, f.stderr);
     assert!(f.stdout.starts_with("2001:db8::55"), "{}", f.stdout);
+}
+
+#[test]
+fn a_link_local_dns_upstream_on_an_interface() {
+    require_isolation();
+    // Routers announce link-local resolvers (resolv.conf: nameserver fe80::1%wlan0). A stub
+    // on this host's link-local address of the suite's veth, named with its interface.
+    let mut c = Command::new("ip");
+    c.args(["-6", "-o", "addr", "show", "dev", "wrn-remote0", "scope", "link"]);
+    let f = run_with_deadline(c, SHORT);
+    let ll: std::net::Ipv6Addr = f
+        .stdout
+        .split_whitespace()
+        .skip_while(|w| *w != "inet6")
+        .nth(1)
+        .and_then(|a| a.split('/').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no link-local address on wrn-remote0: {}", f.stdout));
+    let index = nix::net::if_::if_nametoindex("wrn-remote0").unwrap();
+    // Usable once duplicate address detection is done (a second or two after the suite began).
+    let deadline = std::time::Instant::now() + SHORT;
+    let sock = loop {
+        match std::net::UdpSocket::bind(std::net::SocketAddrV6::new(ll, 0, 0, index)) {
+            Ok(s) => break s,
+            Err(e) => assert!(std::time::Instant::now() < deadline, "bind [{ll}%wrn-remote0]: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stub = UdpServer::serve_socket(sock, |s, q, from| {
+        if let Some(r) = dns_answer(q) {
+            let _ = s.send_to(&r, from);
+        }
+    });
+    let up = format!("[{ll}%wrn-remote0]:{}", stub.addr.port());
+    assert_eq!(
+        nettool_in(&["--dns-upstream", &up], &["dns", "10.0.2.3", "web.example.test"], SHORT),
+        "rcode=0 192.0.2.55"
+    );
+    // Without its interface a link-local address says nothing: refused at start.
+    let f = warren_run(&["--dns-upstream", &format!("[{ll}%nosuchif0]:53")], &["true"], SHORT);
+    assert_eq!(f.code, 125);
+    assert!(f.stderr.contains("link-local as ADDR%IFACE or [ADDR%IFACE]:PORT"), "{}", f.stderr);
 }
 
 #[test]
