@@ -564,8 +564,9 @@ fn attach_says_when_the_network_is_up() {
         fifo.display()
     );
     let mut cmd = Command::new("sh");
-    cmd.args(["-c", &script]).env("NOTIFY_SOCKET", &notify).stdin(std::process::Stdio::null());
-    let _attach = Guard(Some(cmd.spawn().unwrap()));
+    // Its API socket in the scratch directory, whatever happens to this test.
+    cmd.args(["-c", &script]).env("NOTIFY_SOCKET", &notify).env("XDG_RUNTIME_DIR", &*dir);
+    let mut attach = Guard(Some(cmd.stdin(std::process::Stdio::null()).spawn().unwrap()));
     let mut b = [0u8; 1];
     std::io::Read::read_exact(&mut ready, &mut b).unwrap();
     assert_eq!(&b, b"1");
@@ -584,7 +585,15 @@ fn attach_says_when_the_network_is_up() {
     let f = run_with_deadline(cmd, SHORT);
     assert_eq!(f.code, 1);
     assert!(f.stderr.contains("--ready-fd 77: not an open fd") && f.stderr.lines().count() == 1, "{}", f.stderr);
+    // The target goes: attach exits by itself and removes its API socket (a kill would not).
     drop(holder);
+    let child = attach.0.as_mut().unwrap();
+    let deadline = Instant::now() + SHORT;
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "attach did not exit after its target");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    attach.0 = None;
 }
 
 #[test]
