@@ -158,7 +158,7 @@ impl Health {
 #[derive(Debug)]
 pub struct Upstreams {
     policy: DnsUpstreams,
-    routes: Vec<Route>,
+    routes: Arc<[Route]>,
     path: PathBuf,
     servers: Vec<SocketAddr>,
     stamp: Option<(SystemTime, u64)>,
@@ -178,6 +178,7 @@ impl Upstreams {
             DnsUpstreams::Fixed(v) => v.clone(),
             DnsUpstreams::HostResolvConf | DnsUpstreams::Disabled => Vec::new(),
         };
+        let routes = routes.into();
         Self { policy, routes, path, servers, stamp: None, checked: None, health: Health::default() }
     }
 
@@ -215,8 +216,8 @@ impl Upstreams {
         self.candidates(None, now).first().copied()
     }
 
-    /// The `--dns-route` routes.
-    pub fn routes(&self) -> &[Route] {
+    /// The `--dns-route` routes (shared with the TCP flows to the forwarder).
+    pub fn routes(&self) -> &Arc<[Route]> {
         &self.routes
     }
 

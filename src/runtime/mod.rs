@@ -334,8 +334,6 @@ pub struct Dataplane {
     wake: Arc<WakeQueue>,
     timers: BinaryHeap<Reverse<(Instant, Token)>>,
     upstreams: Upstreams,
-    /// `--dns-route`, shared with the TCP flows to the DNS forwarder.
-    dns_routes: std::sync::Arc<[crate::dns::Route]>,
     /// When the outbound interfaces' addresses were last looked up (IPv4, IPv6).
     outbound_checked: [Option<Instant>; 2],
     epoch: Instant,
@@ -396,7 +394,6 @@ impl Dataplane {
             gw_cidrs.push(IpCidr::new(a.gateway.into(), a.net.prefix_len()));
         }
         let upstreams = Upstreams::new(cfg.dns.clone(), cfg.dns_routes.clone());
-        let dns_routes = cfg.dns_routes.clone().into();
         let epoch = Instant::now();
         let seed = u64::from(std::process::id()) << 32
             ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
@@ -417,7 +414,6 @@ impl Dataplane {
             wake: Arc::default(),
             timers: BinaryHeap::new(),
             upstreams,
-            dns_routes,
             outbound_checked: [None; 2],
             epoch,
             seed,
@@ -1507,7 +1503,7 @@ impl Dataplane {
         );
         if !self.upstreams.routes().is_empty() && self.forwards_dns(seg.dst) {
             flow.route_dns(tcp::DnsRoute {
-                routes: self.dns_routes.clone(),
+                routes: self.upstreams.routes().clone(),
                 health: self.upstreams.health().clone(),
                 outbound: (self.cfg.outbound_v4, self.cfg.outbound_v6),
             });
